@@ -1,0 +1,44 @@
+# One entry point. `make run` and `make test` set everything up on a fresh machine
+# (Python 3.11+ and pip): a local .venv with pinned versions (constraints.txt).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint format bench clean help
+
+help:
+	@echo "make run    start the whole stack on embedded PostgreSQL + broker, with a demo"
+	@echo "make test   run the test suite against real PostgreSQL and a real broker"
+	@echo "make lint   ruff format --check, ruff check, mypy --strict"
+	@echo "make bench  run the benchmarks in bench/ (prints JSON lines)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[embedded,dev]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/waypoint run
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check shared services tests bench
+	$(VENV)/bin/ruff check shared services tests bench
+	$(VENV)/bin/mypy shared services
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format shared services tests bench
+	$(VENV)/bin/ruff check --fix shared services tests bench
+
+bench: $(STAMP)
+	@for script in bench/*.py; do \
+		case $$script in */_*) continue;; esac; \
+		echo "== $$script"; $(PY) $$script || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) .waypoint .pytest_cache

@@ -1,0 +1,1 @@
+"""Waypoint's services: ingest, journey, alerts."""

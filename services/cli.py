@@ -1,0 +1,177 @@
+"""The ``waypoint`` command line: run the stack, serve one service, run a worker, manage keys."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+import typer
+
+from services.registry import SERVICES, load
+
+app = typer.Typer(no_args_is_help=True, help="Waypoint: cross-channel customer journey backend.")
+keys = typer.Typer(no_args_is_help=True, help="API keys (stored hashed, bound to a tenant).")
+app.add_typer(keys, name="keys")
+
+
+def _settings(service: str | None = None) -> Any:
+    from shared.config import CommonSettings
+
+    if service is None:
+        return CommonSettings()
+    settings_cls: Any = load(SERVICES[service].settings)
+    return settings_cls()
+
+
+@app.command()
+def run(
+    demo: Annotated[bool, typer.Option(help="Seed a simulated demo once the stack is up.")] = True,
+    demo_customers: Annotated[int, typer.Option(help="Customers in the demo.")] = 200,
+    broker_port: Annotated[int, typer.Option(help="Port of the embedded broker.")] = 19092,
+) -> None:
+    """Start the whole stack (embedded PostgreSQL and broker unless the environment names real ones)."""
+    from services.runner import run_stack
+
+    raise typer.Exit(asyncio.run(run_stack(demo=demo, demo_customers=demo_customers, broker_port=broker_port)))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every schema's migrations (idempotent, safe to run from several machines)."""
+    from shared.db import Database
+    from shared.migrations import upgrade
+
+    async def main() -> None:
+        db = Database(_settings().dsn, pool_size=1)
+        try:
+            await upgrade(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+    typer.echo("migrated")
+
+
+@app.command("create-topics")
+def create_topics() -> None:
+    """Create Waypoint's Kafka topics if they are missing."""
+    from shared.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(_settings()))
+    typer.echo("topics ready")
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="ingest, journey or alerts")],
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Default: the service's port.")] = None,
+) -> None:
+    """Serve one service's HTTP API."""
+    import uvicorn
+
+    spec = SERVICES[service]
+    uvicorn.run(
+        spec.app_factory,
+        factory=True,
+        host=host,
+        port=port or spec.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@app.command()
+def worker(
+    service: Annotated[str, typer.Argument(help="ingest, journey or alerts")],
+    process: Annotated[str, typer.Argument(help="worker (and, for alerts, the others listed by `waypoint processes`)")] = "worker",
+) -> None:
+    """Run one of a service's background processes (consumer, notifier, scheduler)."""
+    target: Any = load(SERVICES[service].processes[process])
+    asyncio.run(target(_settings(service)))
+
+
+@app.command()
+def processes() -> None:
+    """List every service's port and background processes."""
+    for spec in SERVICES.values():
+        typer.echo(f"{spec.name}: api on :{spec.port}; processes: {', '.join(spec.processes)}")
+
+
+@keys.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the key is bound to (created if new).")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: events:write,events:read,context:read,alerts:read,alerts:write,admin")],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "cli",
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from shared.auth.service import create_key
+    from shared.db import Database
+
+    async def main() -> str:
+        db = Database(_settings().dsn, pool_size=1)
+        try:
+            async with db.session() as session:
+                key, _row = await create_key(
+                    session, tenant_id=tenant, name=name,
+                    scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+                )
+            return key
+        finally:
+            await db.dispose()
+
+    typer.echo(asyncio.run(main()))
+
+
+@keys.command("revoke")
+def keys_revoke(
+    tenant: Annotated[str, typer.Option()],
+    key_id: Annotated[uuid.UUID, typer.Argument()],
+) -> None:
+    """Revoke a key (takes effect within the key cache's TTL)."""
+    from shared.auth.service import revoke_key
+    from shared.db import Database
+
+    async def main() -> bool:
+        db = Database(_settings().dsn, pool_size=1)
+        try:
+            async with db.session() as session:
+                return await revoke_key(session, tenant_id=tenant, key_id=key_id)
+        finally:
+            await db.dispose()
+
+    if not asyncio.run(main()):
+        typer.echo("no such active key", err=True)
+        raise typer.Exit(1)
+    typer.echo("revoked")
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a fresh random key (for WAYPOINT_BOOTSTRAP_API_KEY); stores nothing."""
+    from shared.auth.service import generate_key
+
+    typer.echo(generate_key())
+
+
+def _register_optional(module: str) -> None:
+    """Service-owned commands (``simulate``, ``schema`` …) register themselves when present."""
+    import importlib
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is not there either
+        found = False
+    if found:
+        importlib.import_module(module).register(app)
+
+
+for _module in ("services.simulator.cli", "services.ingest.cli", "services.journey.cli", "services.alerts.cli"):
+    _register_optional(_module)
+
+
+if __name__ == "__main__":
+    app()

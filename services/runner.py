@@ -1,0 +1,181 @@
+"""``waypoint run``: the whole stack as child processes under one supervisor.
+
+Starts the embedded PostgreSQL and broker unless the environment names real ones, migrates,
+creates topics, ensures an API key, starts every service's API and processes with prefixed
+logs, seeds the demo, and on Ctrl-C / SIGTERM stops everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import httpx
+
+from shared.auth.models import ALL_SCOPES
+from shared.auth.service import create_key, ensure_bootstrap_key, ensure_tenant
+from shared.config import CommonSettings
+from shared.db import Database
+from shared.embedded import Broker, start_broker, start_postgres
+from shared.kafka import ensure_topics
+from shared.migrations import upgrade
+from services.registry import available
+
+COLORS = ["36", "32", "35", "33", "34", "31", "96", "92"]
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    pump: asyncio.Task[None]
+
+
+def say(message: str) -> None:
+    print(f"\033[1m[waypoint]\033[0m {message}", flush=True)
+
+
+async def _pump(name: str, color: str, stream: asyncio.StreamReader) -> None:
+    prefix = f"\033[{color}m[{name}]\033[0m " if sys.stdout.isatty() else f"[{name}] "
+    while line := await stream.readline():
+        sys.stdout.write(prefix + line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+async def _spawn(name: str, argv: list[str], env: dict[str, str], color: str) -> Child:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *argv,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # signals reach children only through us, in order
+    )
+    assert process.stdout is not None
+    return Child(name, process, asyncio.create_task(_pump(name, color, process.stdout)))
+
+
+async def _prepare(settings: CommonSettings) -> str:
+    """Migrate, create topics, ensure the tenant and an admin key; return the key to print."""
+    db = Database(settings.dsn, pool_size=2, application_name="waypoint-run")
+    try:
+        await upgrade(db)
+        await ensure_topics(settings)
+        key_file = settings.data_dir / "dev-api-key"
+        async with db.session() as session:
+            await ensure_tenant(session, settings.default_tenant, "Default tenant")
+            if settings.bootstrap_api_key:
+                await ensure_bootstrap_key(
+                    session, tenant_id=settings.default_tenant, key=settings.bootstrap_api_key
+                )
+                return settings.bootstrap_api_key
+            if key_file.exists():
+                key = key_file.read_text().strip()
+                await ensure_bootstrap_key(session, tenant_id=settings.default_tenant, key=key)
+                return key
+            key, _row = await create_key(
+                session, tenant_id=settings.default_tenant, name="development", scopes=ALL_SCOPES
+            )
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        return key
+    finally:
+        await db.dispose()
+
+
+async def _wait_ready(port: int, timeout: float = 60.0) -> bool:
+    async with httpx.AsyncClient() as client:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.3)
+    return False
+
+
+async def run_stack(*, demo: bool = True, demo_customers: int = 200, broker_port: int = 19092) -> int:
+    settings = CommonSettings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    pg = None
+    broker: Broker | None = None
+    children: list[Child] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if not settings.database_url:
+            say(f"starting embedded PostgreSQL (data in {settings.data_dir / 'postgres'})")
+            pg, uri = await asyncio.to_thread(start_postgres, settings.data_dir / "postgres")
+            env["DATABASE_URL"] = uri
+        if not settings.kafka_bootstrap_servers:
+            say(f"starting embedded Kafka-protocol broker on 127.0.0.1:{broker_port}")
+            broker = await asyncio.to_thread(
+                start_broker, broker_port, log_path=settings.data_dir / "broker.log"
+            )
+            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        settings = CommonSettings(
+            database_url=env.get("DATABASE_URL"),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS"),
+        )
+        key = await _prepare(settings)
+        services = available()
+        for i, (name, spec) in enumerate(services.items()):
+            color = COLORS[i % len(COLORS)]
+            children.append(await _spawn(f"{name}-api", ["serve", name], env, color))
+            for process in spec.processes:
+                children.append(
+                    await _spawn(f"{name}-{process}", ["worker", name, process], env, color)
+                )
+        for name, spec in services.items():
+            if not await _wait_ready(spec.port):
+                say(f"{name} did not become ready on port {spec.port}")
+                return 1
+        say("ready: " + ", ".join(f"{n} http://127.0.0.1:{s.port}/docs" for n, s in services.items()))
+        say(f"API key (tenant {settings.default_tenant!r}, every scope): {key}")
+        if demo:
+            children.append(
+                await _spawn(
+                    "demo", ["simulate", "--customers", str(demo_customers), "--seed", "42"], env, "37"
+                )
+            )
+        say("press Ctrl-C to stop")
+        waiters = [asyncio.create_task(c.process.wait()) for c in children if c.name != "demo"]
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        if stopper not in done:
+            dead = [c.name for c in children if c.process.returncode not in (None, 0)]
+            say(f"a process exited unexpectedly ({', '.join(dead) or 'unknown'}); stopping")
+            return 1
+        say("stopping")
+        return 0
+    finally:
+        await _stop_children(children)
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            await asyncio.to_thread(pg.cleanup)
+        say("stopped")
+
+
+async def _stop_children(children: list[Child]) -> None:
+    for child in reversed(children):
+        if child.process.returncode is None:
+            child.process.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            await asyncio.wait_for(child.process.wait(), 15)
+        except TimeoutError:
+            child.process.kill()
+            await child.process.wait()
+        await child.pump
+

@@ -1,0 +1,1 @@
+"""Code common to Waypoint's services: configuration, database, Kafka, auth, event contract."""

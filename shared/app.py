@@ -1,0 +1,96 @@
+"""The FastAPI application factory every service uses: lifespan, health, metrics, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import ORJSONResponse
+
+from shared.auth.service import KeyVerifier
+from shared.config import CommonSettings
+from shared.db import Database
+from shared.errors import install_error_handlers
+from shared.kafka import broker_reachable, make_producer
+from shared.logging import configure_logging, get_logger
+from shared.metrics import MetricsMiddleware, metrics_endpoint
+
+ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    *,
+    service: str,
+    settings: CommonSettings,
+    routers: Sequence[APIRouter],
+    description: str,
+    with_producer: bool = False,
+    extra_lifespan: ExtraLifespan | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """Build a service app. Nothing connects until the lifespan starts."""
+    log = get_logger(service)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if configure_logs:
+            configure_logging(service, level=settings.log_level, json=settings.log_json)
+        db = Database(settings.dsn, pool_size=settings.db_pool_size, application_name=service)
+        app.state.settings = settings
+        app.state.db = db
+        app.state.key_verifier = KeyVerifier(db.sessionmaker, ttl=settings.api_key_cache_seconds)
+        app.state.producer = None
+        try:
+            if with_producer:
+                app.state.producer = make_producer(settings)
+                await app.state.producer.start()
+            if extra_lifespan is not None:
+                async with extra_lifespan(app):
+                    log.info("service.started")
+                    yield
+            else:
+                log.info("service.started")
+                yield
+        finally:
+            if app.state.producer is not None:
+                await app.state.producer.stop()
+            await db.dispose()
+            log.info("service.stopped")
+
+    app = FastAPI(
+        title=f"Waypoint {service}",
+        version="0.1.0",
+        description=description,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, service=service)
+
+    @app.get("/healthz", tags=["operations"], include_in_schema=True)
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process is up and serving."""
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
+    async def readyz() -> ORJSONResponse:
+        """Readiness: PostgreSQL and the Kafka broker answer."""
+        checks: dict[str, Any] = {}
+        try:
+            await app.state.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
+            checks["database"] = f"error: {type(exc).__name__}"
+        checks["broker"] = "ok" if await broker_reachable(settings) else "unreachable"
+        ready = all(v == "ok" for v in checks.values())
+        return ORJSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""Tenants and API keys, used by every service: keys are stored hashed, bound to one tenant, scoped."""

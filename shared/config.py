@@ -1,0 +1,92 @@
+"""Typed settings. Nothing else in Waypoint reads ``os.environ``.
+
+Every service has one settings class built on ``CommonSettings``. The infrastructure variables
+(``DATABASE_URL``, ``KAFKA_BOOTSTRAP_SERVERS``) keep their conventional unprefixed names; the
+rest use ``WAYPOINT_`` (common) or ``WAYPOINT_<SERVICE>_`` (service specific).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    dev = "dev"
+    test = "test"
+    prod = "prod"
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WAYPOINT_", extra="ignore", populate_by_name=True)
+
+    env: Environment = Field(Environment.dev, validation_alias=_alias("WAYPOINT_ENV"))
+    database_url: str | None = Field(
+        None,
+        validation_alias=_alias("DATABASE_URL", "WAYPOINT_DATABASE_URL"),
+        description="PostgreSQL URL; unset means the embedded PostgreSQL.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=_alias("KAFKA_BOOTSTRAP_SERVERS", "WAYPOINT_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers; unset means the embedded broker.",
+    )
+    data_dir: Path = Field(Path(".waypoint"), validation_alias=_alias("WAYPOINT_DATA_DIR"))
+    log_level: str = Field("INFO", validation_alias=_alias("WAYPOINT_LOG_LEVEL"))
+    log_json: bool = Field(True, validation_alias=_alias("WAYPOINT_LOG_JSON"))
+
+    topic_raw: str = Field("waypoint.events.raw", validation_alias=_alias("WAYPOINT_TOPIC_RAW"))
+    topic_normalized: str = Field(
+        "waypoint.events.normalized", validation_alias=_alias("WAYPOINT_TOPIC_NORMALIZED")
+    )
+    topic_dead_letter: str = Field(
+        "waypoint.events.deadletter", validation_alias=_alias("WAYPOINT_TOPIC_DEAD_LETTER")
+    )
+    topic_activity: str = Field(
+        "waypoint.customer.activity", validation_alias=_alias("WAYPOINT_TOPIC_ACTIVITY")
+    )
+    topic_partitions: int = Field(8, validation_alias=_alias("WAYPOINT_TOPIC_PARTITIONS"))
+
+    db_pool_size: int = Field(10, validation_alias=_alias("WAYPOINT_DB_POOL_SIZE"))
+    api_key_cache_seconds: float = Field(
+        30.0, validation_alias=_alias("WAYPOINT_API_KEY_CACHE_SECONDS")
+    )
+    default_tenant: str = Field("default", validation_alias=_alias("WAYPOINT_DEFAULT_TENANT"))
+    bootstrap_api_key: str | None = Field(
+        None, validation_alias=_alias("WAYPOINT_BOOTSTRAP_API_KEY")
+    )
+
+    @model_validator(mode="after")
+    def _refuse_embedded_in_prod(self) -> CommonSettings:
+        if self.env is Environment.prod and (
+            not self.database_url or not self.kafka_bootstrap_servers
+        ):
+            raise ValueError(
+                "WAYPOINT_ENV=prod needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS; "
+                "the embedded PostgreSQL and broker are for development only"
+            )
+        if self.env is Environment.prod and self.bootstrap_api_key is not None:
+            if len(self.bootstrap_api_key) < 32 or self.bootstrap_api_key.startswith("wp_dev"):
+                raise ValueError(
+                    "WAYPOINT_BOOTSTRAP_API_KEY is a placeholder; use `waypoint keys generate`"
+                )
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set and no embedded broker runs")
+        return self.kafka_bootstrap_servers
+
+    @property
+    def dsn(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("DATABASE_URL is not set and no embedded PostgreSQL runs")
+        return self.database_url

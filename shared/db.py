@@ -1,0 +1,88 @@
+"""Database access: one async SQLAlchemy engine per process (asyncpg driver underneath).
+
+The boundary owns the transaction: ``session_scope`` / the ``SessionDep`` request dependency
+commits or rolls back; repositories and services only ``flush()``. Hot paths that move thousands
+of rows use the asyncpg connection under the same transaction (``raw_connection``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# One naming convention for every constraint, so migrations name them predictably.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def schema_metadata(schema: str) -> MetaData:
+    """Metadata for one service's schema, with the shared naming convention."""
+    return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """``postgresql://…`` → ``postgresql+asyncpg://…`` (keeps ``?host=/socket/dir``)."""
+    parts = urlsplit(dsn)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme in {"postgres", "postgresql"}:
+        scheme = "postgresql+asyncpg"
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def asyncpg_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+class Database:
+    """Engine + session factory for one process. Built in the app/worker lifespan, never at import."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 10, application_name: str = "waypoint"):
+        self.dsn = dsn
+        self.engine: AsyncEngine = create_async_engine(
+            sqlalchemy_url(dsn),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": application_name}},
+        )
+        self.sessionmaker = async_sessionmaker(
+            self.engine, class_=AsyncSession, expire_on_commit=False
+        )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits when the block succeeds, rolls back when it raises."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection behind a session, inside the session's transaction (for COPY etc.)."""
+    conn = await session.connection()
+    raw: Any = await conn.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver

@@ -1,0 +1,94 @@
+"""One error tree and one renderer: every expected failure is a 4xx ``{"error", "detail"}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+
+
+class WaypointError(Exception):
+    status_code = 500
+    error = "internal_error"
+
+    def __init__(self, message: str, *, status_code: int | None = None, detail: Any = None):
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        self.detail = detail if detail is not None else message
+        self.headers: dict[str, str] | None = None
+
+
+class BadRequest(WaypointError):
+    status_code = 400
+    error = "bad_request"
+
+
+class Unauthorized(WaypointError):
+    status_code = 401
+    error = "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid API key"):
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="waypoint", Basic realm="waypoint"'}
+
+
+class Forbidden(WaypointError):
+    status_code = 403
+    error = "forbidden"
+
+
+class NotFound(WaypointError):
+    status_code = 404
+    error = "not_found"
+
+
+class Conflict(WaypointError):
+    status_code = 409
+    error = "conflict"
+
+
+class PayloadTooLarge(WaypointError):
+    status_code = 413
+    error = "payload_too_large"
+
+
+class Unprocessable(WaypointError):
+    status_code = 422
+    error = "validation_error"
+
+
+class ServiceUnavailable(WaypointError):
+    status_code = 503
+    error = "unavailable"
+
+
+def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    cleaned = []
+    for e in errors:
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        cleaned.append({"loc": loc, "message": e.get("msg", ""), "type": e.get("type", "")})
+    return cleaned
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def waypoint_error(_request: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, WaypointError)
+        return ORJSONResponse(
+            {"error": exc.error, "detail": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    async def validation_error(_request: Request, exc: Exception) -> ORJSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return ORJSONResponse(
+            {"error": "validation_error", "detail": _clean_errors(list(exc.errors()))},
+            status_code=422,
+        )
+
+    app.add_exception_handler(WaypointError, waypoint_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

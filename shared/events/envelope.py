@@ -1,0 +1,222 @@
+"""The CloudEvents 1.0 envelope of every Waypoint event, and its validation.
+
+One ``TypeAdapter`` over a union discriminated on ``type`` validates the envelope and the typed
+``data`` in a single pass straight from JSON bytes (the ingest hot path).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from shared.events import payloads as p
+
+SCHEMA_VERSION = "1"
+MAX_EVENT_BYTES = 256 * 1024
+
+
+class EventType(StrEnum):
+    contact_started = "contact.started"
+    contact_ended = "contact.ended"
+    ivr_step = "ivr.step"
+    bot_step = "bot.step"
+    contact_queued = "contact.queued"
+    contact_abandoned = "contact.abandoned"
+    agent_joined = "agent.joined"
+    contact_transferred = "contact.transferred"
+    message_received = "message.received"
+    message_sent = "message.sent"
+    callback_requested = "callback.requested"
+    callback_completed = "callback.completed"
+    fact_collected = "fact.collected"
+    case_opened = "case.opened"
+    case_updated = "case.updated"
+    case_resolved = "case.resolved"
+    survey_responded = "survey.responded"
+    identity_linked = "identity.linked"
+    product_used = "product.used"
+    marketing_touched = "marketing.touched"
+    purchase_completed = "purchase.completed"
+    customer_churned = "customer.churned"
+    customer_renewed = "customer.renewed"
+    feedback_submitted = "feedback.submitted"
+
+
+PAYLOADS: dict[EventType, type[p.EventData]] = {
+    EventType.contact_started: p.ContactStarted,
+    EventType.contact_ended: p.ContactEnded,
+    EventType.ivr_step: p.FlowStep,
+    EventType.bot_step: p.FlowStep,
+    EventType.contact_queued: p.ContactQueued,
+    EventType.contact_abandoned: p.ContactAbandoned,
+    EventType.agent_joined: p.AgentJoined,
+    EventType.contact_transferred: p.ContactTransferred,
+    EventType.message_received: p.Message,
+    EventType.message_sent: p.Message,
+    EventType.callback_requested: p.CallbackRequested,
+    EventType.callback_completed: p.CallbackCompleted,
+    EventType.fact_collected: p.FactCollected,
+    EventType.case_opened: p.CaseEvent,
+    EventType.case_updated: p.CaseEvent,
+    EventType.case_resolved: p.CaseEvent,
+    EventType.survey_responded: p.SurveyResponded,
+    EventType.identity_linked: p.IdentityLinked,
+    EventType.product_used: p.ProductUsed,
+    EventType.marketing_touched: p.MarketingTouched,
+    EventType.purchase_completed: p.PurchaseCompleted,
+    EventType.customer_churned: p.Outcome,
+    EventType.customer_renewed: p.Outcome,
+    EventType.feedback_submitted: p.FeedbackSubmitted,
+}
+
+
+class Envelope(BaseModel):
+    """CloudEvents 1.0 context attributes plus Waypoint's extensions (``tenant``, ``schemaversion``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=512)
+    type: EventType
+    time: datetime
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    subject: str | None = Field(None, max_length=256)
+    datacontenttype: Literal["application/json"] | None = "application/json"
+    dataschema: str | None = None
+    schemaversion: Literal["1"] = SCHEMA_VERSION
+    data: p.EventData
+
+    @property
+    def identifiers(self) -> list[p.Identifier]:
+        return self.data.identifiers
+
+    def primary_key(self) -> str:
+        """Kafka key that keeps one person's events in order when they use the same identifier."""
+        best = min(self.data.identifiers, key=lambda i: _KEY_PRIORITY.index(i.type))
+        return f"{self.tenant}|{best.key}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+_KEY_PRIORITY = [
+    p.IdentifierType.crm_id,
+    p.IdentifierType.user_id,
+    p.IdentifierType.account_id,
+    p.IdentifierType.email,
+    p.IdentifierType.phone,
+    p.IdentifierType.messenger,
+    p.IdentifierType.social,
+    p.IdentifierType.chat_session,
+    p.IdentifierType.device_id,
+    p.IdentifierType.anonymous_id,
+]
+
+
+def _typed_envelope(event_type: EventType, data_model: type[p.EventData]) -> type[Envelope]:
+    name = "".join(part.title() for part in event_type.value.replace(".", "_").split("_"))
+    model: type[Envelope] = create_model(  # type: ignore[call-overload]
+        f"{name}Event",
+        __base__=Envelope,
+        type=(Literal[event_type.value], ...),
+        data=(data_model, ...),
+    )
+    return model
+
+
+EVENT_MODELS: dict[EventType, type[Envelope]] = {
+    t: _typed_envelope(t, model) for t, model in PAYLOADS.items()
+}
+AnyEvent = Annotated[Union[tuple(EVENT_MODELS.values())], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+EVENT_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(AnyEvent)
+
+
+class RejectReason(StrEnum):
+    """Why an event was refused; a bounded set, used as a metric label and dead-letter header."""
+
+    not_json = "not_json"
+    oversized = "oversized"
+    missing_attribute = "missing_attribute"
+    unknown_type = "unknown_type"
+    schema = "schema"
+    future_time = "future_time"
+    unknown_tenant = "unknown_tenant"
+    tenant_mismatch = "tenant_mismatch"
+
+
+class EventRejected(Exception):
+    def __init__(self, reason: RejectReason, message: str):
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def _location(error: Any) -> str:
+    # pydantic puts the union branch (the event type) first; the sender cares about the field.
+    parts = [str(x) for x in error.get("loc", ())]
+    if parts and parts[0] in _TYPE_VALUES:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+_TYPE_VALUES = {t.value for t in EventType}
+
+
+def _describe(exc: ValidationError) -> tuple[RejectReason, str]:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "union_tag_invalid":
+        tag = (first.get("ctx") or {}).get("tag", "?")
+        return RejectReason.unknown_type, f"unknown event type {tag!r}"
+    if first["type"] == "union_tag_not_found":
+        return RejectReason.missing_attribute, "missing required attribute 'type'"
+    loc = _location(first)
+    if first["type"] == "missing" and "." not in loc:
+        return RejectReason.missing_attribute, f"missing required attribute {loc!r}"
+    if first["type"] == "model_type" and not loc:
+        return RejectReason.schema, "an event must be a JSON object"
+    message = "; ".join(f"{_location(e) or 'event'}: {e['msg']}" for e in errors[:5])
+    return RejectReason.schema, message
+
+
+def validate_event(
+    raw: bytes | dict[str, Any],
+    *,
+    now: datetime,
+    phone_region: str = "US",
+    max_future: timedelta = timedelta(minutes=5),
+    max_bytes: int = MAX_EVENT_BYTES,
+) -> Envelope:
+    """Validate and normalize one event; raise ``EventRejected`` with a reason and a message."""
+    context = {"phone_region": phone_region}
+    try:
+        if isinstance(raw, bytes | bytearray | memoryview):
+            if len(raw) > max_bytes:
+                raise EventRejected(
+                    RejectReason.oversized, f"event is {len(raw)} bytes; the limit is {max_bytes}"
+                )
+            event = EVENT_ADAPTER.validate_json(raw, context=context)
+        else:
+            event = EVENT_ADAPTER.validate_python(raw, context=context)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] in {"json_invalid", "json_type"}:
+            raise EventRejected(RejectReason.not_json, "body is not a JSON object") from exc
+        reason, message = _describe(exc)
+        raise EventRejected(reason, message) from exc
+    event.time = p.utc(event.time)
+    if event.time - now > max_future:
+        raise EventRejected(
+            RejectReason.future_time,
+            f"time {event.time.isoformat()} is more than {max_future} ahead of the server clock",
+        )
+    return event
+
+
+def parse_normalized(raw: bytes) -> Envelope:
+    """Read an event that ingest already validated (the normalized topic)."""
+    return EVENT_ADAPTER.validate_json(raw)

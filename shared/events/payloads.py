@@ -1,0 +1,208 @@
+"""The ``data`` of every event type (schema version 1).
+
+Common fields sit on ``EventData``; each type adds its own. Unknown extra fields are kept
+(forward compatibility), known ones are validated.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from shared.events.identifiers import (
+    IdentifierType,
+    InvalidIdentifier,
+    Verification,
+    normalize_identifier,
+)
+
+
+class Channel(StrEnum):
+    phone = "phone"
+    ivr = "ivr"
+    web_chat = "web_chat"
+    email = "email"
+    social = "social"
+    messenger = "messenger"
+    sms = "sms"
+    app = "app"
+    web = "web"
+    bot = "bot"
+    in_person = "in_person"
+    video = "video"
+    other = "other"
+
+
+def utc(value: datetime) -> datetime:
+    """Aware UTC; a naive time is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+Scalar = str | int | float | bool | None
+
+
+class Identifier(BaseModel):
+    """One customer identifier; ``value`` is normalized on validation (E.164, lower-case e-mail)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: IdentifierType
+    value: str = Field(min_length=1, max_length=320)
+    verified_by: Verification | None = None
+
+    @model_validator(mode="after")
+    def _normalize(self, info: ValidationInfo) -> Identifier:
+        region = (info.context or {}).get("phone_region", "US")
+        try:
+            normalized = normalize_identifier(self.type, self.value, default_region=region)
+        except InvalidIdentifier as exc:
+            raise ValueError(str(exc)) from exc
+        object.__setattr__(self, "value", normalized)
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"{self.type.value}:{self.value}"
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    identifiers: list[Identifier] = Field(min_length=1, max_length=32)
+    channel: Channel | None = None
+    interaction_id: str | None = Field(None, max_length=256)
+    touchpoint: str | None = Field(None, max_length=128)
+    department: str | None = Field(None, max_length=128)
+    agent_id: str | None = Field(None, max_length=128)
+    team: str | None = Field(None, max_length=128)
+
+    @field_validator("interaction_id", "touchpoint", "department", "agent_id", "team")
+    @classmethod
+    def _trim(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip()
+        return v or None
+
+
+class ContactStarted(EventData):
+    direction: Literal["inbound", "outbound"] = "inbound"
+    contact_reason: str | None = None
+
+
+class ContactEnded(EventData):
+    disposition: str | None = None
+    contact_reason: str | None = None
+    resolved: bool | None = None
+    duration_s: float | None = Field(None, ge=0)
+
+
+class FlowStep(EventData):
+    node: str = Field(min_length=1, max_length=128)
+    input: str | None = None
+    menu: str | None = None
+
+
+class ContactQueued(EventData):
+    queue: str = Field(min_length=1, max_length=128)
+
+
+class ContactAbandoned(EventData):
+    where: Literal["ivr", "queue", "bot", "chat", "other"] = "queue"
+    wait_s: float | None = Field(None, ge=0)
+    node: str | None = None
+    queue: str | None = None
+
+
+class AgentJoined(EventData):
+    agent_id: str = Field(min_length=1, max_length=128)
+
+
+class ContactTransferred(EventData):
+    from_agent: str | None = None
+    to_agent: str | None = None
+    to_queue: str | None = None
+    to_team: str | None = None
+    to_department: str | None = None
+    reason: str | None = None
+
+
+class Message(EventData):
+    text: str | None = Field(None, max_length=20_000)
+    sentiment: float | None = Field(None, ge=-1, le=1)
+
+
+class CallbackRequested(EventData):
+    number: str | None = None
+    requested_for: datetime | None = None
+
+
+class CallbackCompleted(EventData):
+    outcome: str | None = None
+
+
+class FactCollected(EventData):
+    name: str = Field(min_length=1, max_length=128)
+    value: Scalar
+    sensitive: bool = False
+    verified_by: Verification | None = None
+    expires_at: datetime | None = None
+
+
+class CaseEvent(EventData):
+    case_id: str = Field(min_length=1, max_length=128)
+    reason: str | None = None
+    status: str | None = None
+    priority: str | None = None
+
+
+class SurveyResponded(EventData):
+    survey: Literal["csat", "nps", "ces"]
+    score: float
+    comment: str | None = Field(None, max_length=5_000)
+    about_interaction_id: str | None = None
+
+    @model_validator(mode="after")
+    def _score_in_range(self) -> SurveyResponded:
+        low, high = {"csat": (1, 5), "nps": (0, 10), "ces": (1, 7)}[self.survey]
+        if not low <= self.score <= high:
+            raise ValueError(f"{self.survey} score must be between {low} and {high}")
+        return self
+
+
+class IdentityLinked(EventData):
+    traits: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class ProductUsed(EventData):
+    feature: str | None = None
+    quantity: float | None = Field(None, ge=0)
+    active_seats: int | None = Field(None, ge=0)
+    purchased_seats: int | None = Field(None, ge=0)
+
+
+class MarketingTouched(EventData):
+    campaign: str | None = None
+    medium: str | None = None
+
+
+class PurchaseCompleted(EventData):
+    order_id: str | None = None
+    amount: float | None = None
+    currency: str | None = Field(None, min_length=3, max_length=3)
+
+
+class Outcome(EventData):
+    reason: str | None = None
+
+
+class FeedbackSubmitted(EventData):
+    author: Literal["customer", "agent"] = "customer"
+    comment: str = Field(min_length=1, max_length=5_000)
+    rating: float | None = None
+    about: str | None = None  # touchpoint or journey step the feedback is about

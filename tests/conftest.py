@@ -1,0 +1,95 @@
+"""Test infrastructure: a real PostgreSQL and a real Kafka-protocol broker.
+
+The embedded ones start once per session unless ``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``
+name others. Migrations run once. Tests are isolated by tenant (every row carries one) and by
+per-session topic names, so workers and consumers of concurrent tests never mix data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from shared.config import CommonSettings
+from shared.db import Database
+from shared.kafka import ensure_topics, make_producer
+from shared.migrations import upgrade
+from tests.support import TenantFactory
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[dict[str, str]]:
+    """DSN and bootstrap servers of the real components under test."""
+    from shared.embedded import start_broker, start_postgres
+
+    tmp = Path(tempfile.mkdtemp(prefix="waypoint-test-"))
+    pg = broker = None
+    dsn = os.environ.get("DATABASE_URL")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    try:
+        if not dsn:
+            pg, dsn = start_postgres(tmp / "pg", cleanup="delete")
+        if not bootstrap:
+            broker = start_broker(log_path=tmp / "broker.log")
+            bootstrap = broker.bootstrap
+        yield {"database_url": dsn, "kafka_bootstrap_servers": bootstrap}
+    finally:
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings_overrides(infra: dict[str, str]) -> dict[str, Any]:
+    """Keyword arguments for any service's settings class: real infra, this session's topics."""
+    run = uuid.uuid4().hex[:8]
+    return {
+        **infra,
+        "env": "test",
+        "log_json": False,
+        "topic_raw": f"test-{run}.events.raw",
+        "topic_normalized": f"test-{run}.events.normalized",
+        "topic_dead_letter": f"test-{run}.events.deadletter",
+        "topic_activity": f"test-{run}.customer.activity",
+        "topic_partitions": 4,
+        "api_key_cache_seconds": 0.0,
+        "data_dir": Path(tempfile.mkdtemp(prefix="waypoint-data-")),
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(settings_overrides: dict[str, Any]) -> CommonSettings:
+    return CommonSettings(**settings_overrides)
+
+
+@pytest.fixture(scope="session")
+async def db(settings: CommonSettings) -> AsyncIterator[Database]:
+    database = Database(settings.dsn, pool_size=5, application_name="tests")
+    await upgrade(database)
+    await ensure_topics(settings)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(scope="session")
+async def producer(settings: CommonSettings, db: Database) -> AsyncIterator[AIOKafkaProducer]:
+    kafka = make_producer(settings)
+    await kafka.start()
+    yield kafka
+    await kafka.stop()
+
+
+@pytest.fixture
+def make_tenant(db: Database) -> TenantFactory:
+    """``await make_tenant(scopes=[...])`` → a fresh tenant with an API key of those scopes."""
+    return TenantFactory(db)

@@ -1,0 +1,105 @@
+"""Small keyword-only factories and helpers for tests (no fakes: they write real rows)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+from fastapi import FastAPI
+
+from shared.auth.models import ALL_SCOPES
+from shared.auth.service import create_key, ensure_tenant
+from shared.db import Database
+
+T = TypeVar("T")
+
+
+@dataclass
+class TestTenant:
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+class TenantFactory:
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def __call__(self, *, scopes: list[str] | None = None, tenant_id: str | None = None) -> TestTenant:
+        tenant = tenant_id or f"t-{uuid.uuid4().hex[:12]}"
+        async with self.db.session() as session:
+            await ensure_tenant(session, tenant)
+            key, _ = await create_key(
+                session, tenant_id=tenant, name="test", scopes=scopes or ALL_SCOPES
+            )
+        return TestTenant(id=tenant, key=key)
+
+    async def key(self, tenant: TestTenant, *, scopes: list[str]) -> str:
+        async with self.db.session() as session:
+            key, _ = await create_key(session, tenant_id=tenant.id, name="test", scopes=scopes)
+        return key
+
+
+def cloud_event(
+    *,
+    tenant: str,
+    type: str = "contact.started",  # noqa: A002 - the CloudEvents attribute is called type
+    identifiers: list[dict[str, Any]] | None = None,
+    id: str | None = None,  # noqa: A002
+    time: datetime | str | None = None,
+    source: str = "tests",
+    **data: Any,
+) -> dict[str, Any]:
+    """A structured-mode CloudEvent as a dict."""
+    moment = time or datetime.now(UTC)
+    return {
+        "specversion": "1.0",
+        "id": id or uuid.uuid4().hex,
+        "source": source,
+        "type": type,
+        "time": moment.isoformat() if isinstance(moment, datetime) else moment,
+        "tenant": tenant,
+        "data": {
+            "identifiers": identifiers
+            or [{"type": "email", "value": f"{uuid.uuid4().hex[:8]}@customer.test"}],
+            **data,
+        },
+    }
+
+
+@asynccontextmanager
+async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app with its lifespan running (database, producer …)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1
+) -> T:
+    """Poll ``check`` until it returns a truthy value (or raise its last AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = await check()
+            if result:
+                return result
+        except AssertionError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    if last:
+        raise last
+    raise AssertionError(f"condition not met within {timeout}s")
