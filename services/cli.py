@@ -33,7 +33,9 @@ def run(
     """Start the whole stack (embedded PostgreSQL and broker unless the environment names real ones)."""
     from services.runner import run_stack
 
-    raise typer.Exit(asyncio.run(run_stack(demo=demo, demo_customers=demo_customers, broker_port=broker_port)))
+    raise typer.Exit(
+        asyncio.run(run_stack(demo=demo, demo_customers=demo_customers, broker_port=broker_port))
+    )
 
 
 @app.command()
@@ -86,7 +88,10 @@ def serve(
 @app.command()
 def worker(
     service: Annotated[str, typer.Argument(help="ingest, journey or alerts")],
-    process: Annotated[str, typer.Argument(help="worker (and, for alerts, the others listed by `waypoint processes`)")] = "worker",
+    process: Annotated[
+        str,
+        typer.Argument(help="worker (and, for alerts, the others listed by `waypoint processes`)"),
+    ] = "worker",
 ) -> None:
     """Run one of a service's background processes (consumer, notifier, scheduler)."""
     target: Any = load(SERVICES[service].processes[process])
@@ -103,7 +108,12 @@ def processes() -> None:
 @keys.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant the key is bound to (created if new).")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: events:write,events:read,context:read,alerts:read,alerts:write,admin")],
+    scopes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: events:write,events:read,context:read,alerts:read,alerts:write,admin"
+        ),
+    ],
     name: Annotated[str, typer.Option(help="What the key is for.")] = "cli",
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
@@ -115,7 +125,9 @@ def keys_create(
         try:
             async with db.session() as session:
                 key, _row = await create_key(
-                    session, tenant_id=tenant, name=name,
+                    session,
+                    tenant_id=tenant,
+                    name=name,
                     scopes=[s.strip() for s in scopes.split(",") if s.strip()],
                 )
             return key
@@ -169,7 +181,12 @@ def _register_optional(module: str) -> None:
         importlib.import_module(module).register(app)
 
 
-for _module in ("services.simulator.cli", "services.ingest.cli", "services.journey.cli", "services.alerts.cli"):
+for _module in (
+    "services.simulator.cli",
+    "services.ingest.cli",
+    "services.journey.cli",
+    "services.alerts.cli",
+):
     _register_optional(_module)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from services.registry import available
 from shared.auth.models import ALL_SCOPES
 from shared.auth.service import create_key, ensure_bootstrap_key, ensure_tenant
 from shared.config import CommonSettings
@@ -22,7 +23,6 @@ from shared.db import Database
 from shared.embedded import Broker, start_broker, start_postgres
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
-from services.registry import available
 
 COLORS = ["36", "32", "35", "33", "34", "31", "96", "92"]
 
@@ -101,7 +101,9 @@ async def _wait_ready(port: int, timeout: float = 60.0) -> bool:
     return False
 
 
-async def run_stack(*, demo: bool = True, demo_customers: int = 200, broker_port: int = 19092) -> int:
+async def run_stack(
+    *, demo: bool = True, demo_customers: int = 200, broker_port: int = 19092
+) -> int:
     settings = CommonSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -140,12 +142,18 @@ async def run_stack(*, demo: bool = True, demo_customers: int = 200, broker_port
             if not await _wait_ready(spec.port):
                 say(f"{name} did not become ready on port {spec.port}")
                 return 1
-        say("ready: " + ", ".join(f"{n} http://127.0.0.1:{s.port}/docs" for n, s in services.items()))
+        say(
+            "ready: "
+            + ", ".join(f"{n} http://127.0.0.1:{s.port}/docs" for n, s in services.items())
+        )
         say(f"API key (tenant {settings.default_tenant!r}, every scope): {key}")
         if demo:
             children.append(
                 await _spawn(
-                    "demo", ["simulate", "--customers", str(demo_customers), "--seed", "42"], env, "37"
+                    "demo",
+                    ["simulate", "--customers", str(demo_customers), "--seed", "42"],
+                    env,
+                    "37",
                 )
             )
         say("press Ctrl-C to stop")
@@ -178,4 +186,3 @@ async def _stop_children(children: list[Child]) -> None:
             child.process.kill()
             await child.process.wait()
         await child.pump
-

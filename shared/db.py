@@ -14,7 +14,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from sqlalchemy import MetaData, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 # One naming convention for every constraint, so migrations name them predictably.
 NAMING_CONVENTION = {
@@ -46,7 +51,7 @@ def asyncpg_dsn(dsn: str) -> str:
 
 
 class Database:
-    """Engine + session factory for one process. Built in the app/worker lifespan, never at import."""
+    """Engine + session factory for one process, built in a lifespan, never at import."""
 
     def __init__(self, dsn: str, *, pool_size: int = 10, application_name: str = "waypoint"):
         self.dsn = dsn

@@ -13,7 +13,7 @@ from shared.db import Database
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the endpoint returns, rolled back if it raises."""
+    """One transaction per request: committed on return, rolled back if the endpoint raises."""
     db: Database = request.app.state.db
     async with db.session() as session:
         yield session

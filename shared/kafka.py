@@ -96,7 +96,9 @@ async def broker_reachable(settings: CommonSettings, timeout: float = 2.0) -> bo
             pass
 
 
-def header(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None, name: str) -> str | None:
+def header(
+    headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None, name: str
+) -> str | None:
     for key, value in headers or ():
         if key == name:
             return value.decode(errors="replace") if value is not None else None

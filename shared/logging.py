@@ -29,9 +29,7 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
     # Libraries log through stdlib logging; render them as JSON lines too.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processor=renderer, foreign_pre_chain=[*processors[:3]]
-        )
+        structlog.stdlib.ProcessorFormatter(processor=renderer, foreign_pre_chain=[*processors[:3]])
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

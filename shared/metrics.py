@@ -50,9 +50,7 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
             HTTP_REQUESTS.labels(self.service, template, method, str(status)).inc()
-            HTTP_LATENCY.labels(self.service, template, method).observe(
-                time.perf_counter() - start
-            )
+            HTTP_LATENCY.labels(self.service, template, method).observe(time.perf_counter() - start)
 
 
 async def metrics_endpoint(_request: Request) -> Response:

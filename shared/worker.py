@@ -56,7 +56,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions.revoked", count=len(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("partitions.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        log.info(
+            "partitions.assigned",
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+        )
 
 
 class BatchWorker:

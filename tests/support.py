@@ -35,7 +35,9 @@ class TenantFactory:
     def __init__(self, db: Database):
         self.db = db
 
-    async def __call__(self, *, scopes: list[str] | None = None, tenant_id: str | None = None) -> TestTenant:
+    async def __call__(
+        self, *, scopes: list[str] | None = None, tenant_id: str | None = None
+    ) -> TestTenant:
         tenant = tenant_id or f"t-{uuid.uuid4().hex[:12]}"
         async with self.db.session() as session:
             await ensure_tenant(session, tenant)

@@ -1,1 +1,1 @@
-"""Tenants and API keys, used by every service: keys are stored hashed, bound to one tenant, scoped."""
+"""Tenants and API keys for every service: stored hashed, bound to one tenant, scoped."""

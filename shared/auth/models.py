@@ -38,8 +38,9 @@ class Tenant(AuthBase, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     name: str
-    created_at: datetime = Field(
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
 
 
@@ -48,15 +49,18 @@ class ApiKey(AuthBase, table=True):
     __table_args__ = (Index("ix_api_key_tenant_id", "tenant_id"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    tenant_id: str = Field(sa_column=Column(String(64), ForeignKey("auth.tenant.id"), nullable=False))
+    tenant_id: str = Field(
+        sa_column=Column(String(64), ForeignKey("auth.tenant.id"), nullable=False)
+    )
     name: str
     # SHA-256 of the whole key. Keys are 256-bit random tokens, so a fast hash is safe and lets
     # every request be checked with one indexed look-up (GitHub and Stripe do the same).
     key_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     display_prefix: str = Field(max_length=16)
     scopes: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
-    created_at: datetime = Field(
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
@@ -78,6 +82,7 @@ class AuditLog(AuthBase, table=True):
         default_factory=dict,
         sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     )
-    created_at: datetime = Field(
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )

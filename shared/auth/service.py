@@ -55,9 +55,7 @@ def validate_scopes(scopes: list[str]) -> list[str]:
 
 async def ensure_tenant(session: AsyncSession, tenant_id: str, name: str | None = None) -> None:
     await session.execute(
-        text(
-            "INSERT INTO auth.tenant (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"
-        ),
+        text("INSERT INTO auth.tenant (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
         {"id": tenant_id, "name": name or tenant_id},
     )
 
@@ -82,8 +80,14 @@ async def create_key(
     )
     session.add(row)
     await session.flush()
-    await audit(session, tenant_id=tenant_id, actor="system", action="api_key.created",
-                target=str(row.id), detail={"name": name, "scopes": row.scopes})
+    await audit(
+        session,
+        tenant_id=tenant_id,
+        actor="system",
+        action="api_key.created",
+        target=str(row.id),
+        detail={"name": name, "scopes": row.scopes},
+    )
     return plaintext, row
 
 
@@ -94,7 +98,9 @@ async def ensure_bootstrap_key(session: AsyncSession, *, tenant_id: str, key: st
     )
     if found.first():
         return False
-    await create_key(session, tenant_id=tenant_id, name="bootstrap admin", scopes=ALL_SCOPES, key=key)
+    await create_key(
+        session, tenant_id=tenant_id, name="bootstrap admin", scopes=ALL_SCOPES, key=key
+    )
     return True
 
 
@@ -108,7 +114,9 @@ async def audit(
     detail: dict[str, Any] | None = None,
 ) -> None:
     session.add(
-        AuditLog(tenant_id=tenant_id, actor=actor, action=action, target=target, detail=detail or {})
+        AuditLog(
+            tenant_id=tenant_id, actor=actor, action=action, target=target, detail=detail or {}
+        )
     )
     await session.flush()
 

@@ -19,7 +19,9 @@ ACTIVITY_SCHEMA = "waypoint.customer.activity/1"
 
 
 class CustomerActivity(BaseModel):
-    schema_: Literal["waypoint.customer.activity/1"] = Field(ACTIVITY_SCHEMA, alias="schema")
+    schema_: Literal["waypoint.customer.activity/1"] = Field(
+        "waypoint.customer.activity/1", alias="schema"
+    )
     kind: Literal["event", "merged", "split"] = "event"
     tenant: str
     customer_id: str

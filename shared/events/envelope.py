@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from shared.events import payloads as p
+from shared.events.identifiers import IdentifierType
 
 SCHEMA_VERSION = "1"
 MAX_EVENT_BYTES = 256 * 1024
@@ -75,7 +76,7 @@ PAYLOADS: dict[EventType, type[p.EventData]] = {
 
 
 class Envelope(BaseModel):
-    """CloudEvents 1.0 context attributes plus Waypoint's extensions (``tenant``, ``schemaversion``)."""
+    """CloudEvents 1.0 attributes plus Waypoint's extensions (``tenant``, ``schemaversion``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,7 +89,7 @@ class Envelope(BaseModel):
     subject: str | None = Field(None, max_length=256)
     datacontenttype: Literal["application/json"] | None = "application/json"
     dataschema: str | None = None
-    schemaversion: Literal["1"] = SCHEMA_VERSION
+    schemaversion: Literal["1"] = "1"
     data: p.EventData
 
     @property
@@ -105,25 +106,26 @@ class Envelope(BaseModel):
 
 
 _KEY_PRIORITY = [
-    p.IdentifierType.crm_id,
-    p.IdentifierType.user_id,
-    p.IdentifierType.account_id,
-    p.IdentifierType.email,
-    p.IdentifierType.phone,
-    p.IdentifierType.messenger,
-    p.IdentifierType.social,
-    p.IdentifierType.chat_session,
-    p.IdentifierType.device_id,
-    p.IdentifierType.anonymous_id,
+    IdentifierType.crm_id,
+    IdentifierType.user_id,
+    IdentifierType.account_id,
+    IdentifierType.email,
+    IdentifierType.phone,
+    IdentifierType.messenger,
+    IdentifierType.social,
+    IdentifierType.chat_session,
+    IdentifierType.device_id,
+    IdentifierType.anonymous_id,
 ]
 
 
 def _typed_envelope(event_type: EventType, data_model: type[p.EventData]) -> type[Envelope]:
     name = "".join(part.title() for part in event_type.value.replace(".", "_").split("_"))
-    model: type[Envelope] = create_model(  # type: ignore[call-overload]
+    literal: Any = Literal[event_type.value]
+    model: type[Envelope] = create_model(
         f"{name}Event",
         __base__=Envelope,
-        type=(Literal[event_type.value], ...),
+        type=(literal, ...),
         data=(data_model, ...),
     )
     return model
@@ -133,7 +135,7 @@ EVENT_MODELS: dict[EventType, type[Envelope]] = {
     t: _typed_envelope(t, model) for t, model in PAYLOADS.items()
 }
 AnyEvent = Annotated[Union[tuple(EVENT_MODELS.values())], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
-EVENT_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(AnyEvent)
+EVENT_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(AnyEvent)  # type: ignore[arg-type]
 
 
 class RejectReason(StrEnum):

@@ -112,7 +112,7 @@ class InvalidIdentifier(ValueError):
 
 @lru_cache(maxsize=65536)
 def normalize_phone(value: str, default_region: str = "US") -> str:
-    """E.164 (``+14155550123``). Junk such as ``anonymous`` is kept lower-cased so it can be flagged."""
+    """E.164 (``+14155550123``); junk such as ``anonymous`` is kept lower-cased, to be flagged."""
     raw = value.strip()
     if raw.lower() in _JUNK_TEXT:
         return raw.lower()

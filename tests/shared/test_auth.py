@@ -1,3 +1,4 @@
+import pytest
 from sqlalchemy import text
 
 from shared.auth.service import KeyVerifier, hash_key
@@ -5,17 +6,21 @@ from shared.db import Database
 from shared.errors import Forbidden, Unauthorized
 from tests.support import TenantFactory
 
-import pytest
 
-
-async def test_keys_are_stored_hashed_and_bound_to_their_tenant(db: Database, make_tenant: TenantFactory):
+async def test_keys_are_stored_hashed_and_bound_to_their_tenant(
+    db: Database, make_tenant: TenantFactory
+):
     tenant = await make_tenant(scopes=["events:write"])
     async with db.session() as session:
-        rows = (await session.execute(
-            text("SELECT key_hash, tenant_id FROM auth.api_key WHERE tenant_id = :t"), {"t": tenant.id}
-        )).all()
+        rows = (
+            await session.execute(
+                text("SELECT key_hash, tenant_id FROM auth.api_key WHERE tenant_id = :t"),
+                {"t": tenant.id},
+            )
+        ).all()
     assert [r.tenant_id for r in rows] == [tenant.id]
-    assert rows[0].key_hash == hash_key(tenant.key) and tenant.key not in rows[0].key_hash
+    assert rows[0].key_hash == hash_key(tenant.key)
+    assert tenant.key not in rows[0].key_hash
 
     principal = await KeyVerifier(db.sessionmaker, ttl=0).verify(tenant.key)
     assert principal.tenant_id == tenant.id
@@ -32,7 +37,10 @@ async def test_unknown_and_revoked_keys_are_refused(db: Database, make_tenant: T
     with pytest.raises(Unauthorized):
         await verifier.verify(None)
     async with db.session() as session:
-        await session.execute(text("UPDATE auth.api_key SET revoked_at = now() WHERE tenant_id = :t"), {"t": tenant.id})
+        await session.execute(
+            text("UPDATE auth.api_key SET revoked_at = now() WHERE tenant_id = :t"),
+            {"t": tenant.id},
+        )
     with pytest.raises(Unauthorized, match="revoked"):
         await verifier.verify(tenant.key)
 

@@ -20,7 +20,9 @@ def upgrade() -> None:
         "tenant",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("name", sa.String(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         schema="auth",
     )
     op.create_table(
@@ -31,7 +33,9 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("display_prefix", sa.String(16), nullable=False),
         sa.Column("scopes", postgresql.ARRAY(sa.String()), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         schema="auth",
     )
@@ -43,8 +47,12 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(128), nullable=False),
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("target", sa.String(256), nullable=True),
-        sa.Column("detail", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "detail", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False
+        ),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         schema="auth",
     )
     op.create_index(
