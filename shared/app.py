@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 
 from shared.auth.service import KeyVerifier
 from shared.config import CommonSettings
@@ -64,7 +64,6 @@ def create_app(
         version="0.1.0",
         description=description,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, service=service)
@@ -75,7 +74,7 @@ def create_app(
         return {"status": "ok", "service": service}
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
-    async def readyz() -> ORJSONResponse:
+    async def readyz() -> JSONResponse:
         """Readiness: PostgreSQL and the Kafka broker answer."""
         checks: dict[str, Any] = {}
         try:
@@ -85,7 +84,7 @@ def create_app(
             checks["database"] = f"error: {type(exc).__name__}"
         checks["broker"] = "ok" if await broker_reachable(settings) else "unreachable"
         ready = all(v == "ok" for v in checks.values())
-        return ORJSONResponse(
+        return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,
         )

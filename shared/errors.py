@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 
 
 class WaypointError(Exception):
@@ -75,17 +75,17 @@ def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def waypoint_error(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def waypoint_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, WaypointError)
-        return ORJSONResponse(
+        return JSONResponse(
             {"error": exc.error, "detail": exc.detail},
             status_code=exc.status_code,
             headers=exc.headers,
         )
 
-    async def validation_error(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return ORJSONResponse(
+        return JSONResponse(
             {"error": "validation_error", "detail": _clean_errors(list(exc.errors()))},
             status_code=422,
         )

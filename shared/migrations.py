@@ -59,6 +59,6 @@ def _upgrade_sync(connection: Connection, names: list[str]) -> None:
 
 async def upgrade(db: Database, names: list[str] | None = None) -> None:
     """Bring the named schemas (default: all) to head, in one transaction, once across processes."""
-    chosen = names or [n for n, path in MIGRATION_PACKAGES.items() if path.exists()]
+    chosen = names or [n for n, path in MIGRATION_PACKAGES.items() if (path / "env.py").exists()]
     async with db.engine.begin() as conn:
         await conn.run_sync(_upgrade_sync, chosen)
