@@ -34,7 +34,11 @@ async def test_health_readiness_and_metrics(settings_overrides, db: Database):
         assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
         await client.get("/v1/whoami")
         metrics = (await client.get("/metrics")).text
-        assert 'waypoint_http_requests_total{method="GET",route="/v1/whoami",service="probe",status="401"}' in metrics
+        sample = (
+            'waypoint_http_requests_total{method="GET",route="/v1/whoami",'
+            'service="probe",status="401"}'
+        )
+        assert sample in metrics
 
 
 async def test_readiness_fails_when_the_broker_is_unreachable(settings_overrides, db: Database):
