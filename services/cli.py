@@ -29,13 +29,22 @@ def run(
     demo: Annotated[bool, typer.Option(help="Seed a simulated demo once the stack is up.")] = True,
     demo_customers: Annotated[int, typer.Option(help="Customers in the demo.")] = 200,
     broker_port: Annotated[int, typer.Option(help="Port of the embedded broker.")] = 19092,
+    port_offset: Annotated[
+        int, typer.Option(help="Added to every service's port (8001+N …), to run two stacks.")
+    ] = 0,
 ) -> None:
     """Start the whole stack (embedded PostgreSQL and broker unless the environment names real ones)."""
     from services.runner import run_stack
 
-    raise typer.Exit(
-        asyncio.run(run_stack(demo=demo, demo_customers=demo_customers, broker_port=broker_port))
+    code = asyncio.run(
+        run_stack(
+            demo=demo,
+            demo_customers=demo_customers,
+            broker_port=broker_port,
+            port_offset=port_offset,
+        )
     )
+    raise typer.Exit(code)
 
 
 @app.command()

