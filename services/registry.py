@@ -39,7 +39,11 @@ SERVICES: dict[str, ServiceSpec] = {
         port=8003,
         app_factory="services.alerts.app:create_app",
         settings="services.alerts.config:AlertsSettings",
-        processes={"worker": "services.alerts.worker:run"},
+        processes={
+            "worker": "services.alerts.worker:run",
+            "notifier": "services.alerts.notifier:run",
+            "scheduler": "services.alerts.scheduler:run",
+        },
     ),
 }
 

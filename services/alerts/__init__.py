@@ -1,0 +1,1 @@
+"""Alerts: engagement scores, churn rules, alert lifecycle, outbox and notifications."""

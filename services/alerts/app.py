@@ -1,0 +1,21 @@
+"""The alerts API application (port 8003)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.alerts.config import AlertsSettings
+from services.alerts.endpoints import router
+from shared.app import create_app as create_service_app
+
+
+def create_app(settings: AlertsSettings | None = None) -> FastAPI:
+    return create_service_app(
+        service="alerts",
+        settings=settings or AlertsSettings(),
+        routers=[router],
+        description=(
+            "Engagement scores per customer and account, churn alerts that explain themselves, "
+            "their lifecycle and delivery to webhooks, Slack-compatible hooks and e-mail."
+        ),
+    )

@@ -1,0 +1,176 @@
+"""Delivering one alert to one channel: signed webhook, Slack-compatible webhook, e-mail (SMTP).
+
+Each call returns a ``DeliveryResult``; the notifier decides about retries. Apprise is not used:
+its Slack plugin only builds ``hooks.slack.com`` URLs from tokens (no Slack-compatible servers such
+as Mattermost or a local receiver) and it reports a bare bool, while the retry policy and the
+delivery log need the HTTP status; the signed webhook needs exact headers anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import httpx
+import orjson
+
+from services.alerts.config import AlertsSettings
+
+SIGNATURE_HEADER = "X-Waypoint-Signature"
+RETRYABLE_STATUS = {408, 425, 429}
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: uuid.UUID
+    tenant_id: str
+    name: str
+    type: str  # webhook | slack | email
+    url: str | None
+    secret: str | None
+    recipients: list[str]
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    ok: bool
+    retryable: bool = True
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+def sign(body: bytes, secret: str) -> str:
+    """``sha256=<hex HMAC-SHA256 of the exact body with the channel secret>`` (GitHub's scheme)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def idempotency_key(payload: dict[str, Any], channel: Channel) -> str:
+    return f"{payload['alert_id']}:{channel.id}"
+
+
+def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
+    explanation = payload.get("explanation") or {}
+    text = (
+        f":warning: Churn risk for customer {payload['customer_id']}"
+        f" (owner {payload['owner']}): {explanation.get('summary', '')}"
+    )
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"alert {payload['alert_id']} · {payload['rule']}"}
+                ],
+            },
+        ],
+    }
+
+
+def email_message(payload: dict[str, Any], channel: Channel, sender: str) -> EmailMessage:
+    explanation = payload.get("explanation") or {}
+    message = EmailMessage()
+    message["Subject"] = (
+        f"[Waypoint] churn risk: customer {payload['customer_id']} at {payload['score']:.0f}"
+    )
+    message["From"] = sender
+    message["To"] = ", ".join(channel.recipients)
+    message["Message-ID"] = f"<{idempotency_key(payload, channel)}@waypoint>"
+    lines = [
+        explanation.get("summary", ""),
+        "",
+        f"Owner: {payload['owner']}",
+        f"Rule(s): {', '.join(payload['rules'])}",
+        "Factor contributions (points / max):",
+        *(
+            f"  {f}: {p:.1f} / {explanation.get('max_points', {}).get(f, 0):.1f}"
+            for f, p in (explanation.get("contributions") or {}).items()
+        ),
+        "Recent journey events:",
+        *(f"  {e.get('time')} {e.get('type')}" for e in explanation.get("recent_events", [])),
+        "",
+        f"Alert id: {payload['alert_id']}",
+    ]
+    message.set_content("\n".join(lines))
+    return message
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+) -> DeliveryResult:
+    start = time.perf_counter()
+    try:
+        response = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return DeliveryResult(
+            ok=False,
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            duration_ms=(time.perf_counter() - start) * 1000,
+        )
+    elapsed = (time.perf_counter() - start) * 1000
+    status = response.status_code
+    if 200 <= status < 300:
+        return DeliveryResult(ok=True, status_code=status, duration_ms=elapsed)
+    retryable = status >= 500 or status in RETRYABLE_STATUS
+    return DeliveryResult(
+        ok=False,
+        retryable=retryable,
+        status_code=status,
+        error=f"HTTP {status}: {response.text[:200]}",
+        duration_ms=elapsed,
+    )
+
+
+async def deliver(
+    channel: Channel,
+    payload: dict[str, Any],
+    *,
+    client: httpx.AsyncClient,
+    settings: AlertsSettings,
+) -> DeliveryResult:
+    if channel.type in {"webhook", "slack"} and not channel.url:
+        return DeliveryResult(ok=False, retryable=False, error="channel has no url")
+    if channel.type == "webhook":
+        body = orjson.dumps(payload)
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key(payload, channel),
+            "X-Waypoint-Event": str(payload.get("type", "waypoint.alert.opened")),
+            "User-Agent": "waypoint-alerts/0.1",
+        }
+        if channel.secret:
+            headers[SIGNATURE_HEADER] = sign(body, channel.secret)
+        return await _post(client, channel.url or "", body, headers)
+    if channel.type == "slack":
+        body = orjson.dumps(slack_body(payload))
+        return await _post(client, channel.url or "", body, {"Content-Type": "application/json"})
+    if channel.type == "email":
+        start = time.perf_counter()
+        try:
+            await aiosmtplib.send(
+                email_message(payload, channel, settings.smtp_from),
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                start_tls=settings.smtp_starttls,
+                timeout=settings.delivery_timeout_seconds,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            permanent = isinstance(exc, aiosmtplib.SMTPRecipientsRefused)
+            return DeliveryResult(
+                ok=False,
+                retryable=not permanent,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+                duration_ms=(time.perf_counter() - start) * 1000,
+            )
+        return DeliveryResult(ok=True, duration_ms=(time.perf_counter() - start) * 1000)
+    return DeliveryResult(ok=False, retryable=False, error=f"unknown channel type {channel.type}")
