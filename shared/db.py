@@ -89,5 +89,10 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection behind a session, inside the session's transaction (for COPY etc.)."""
     conn = await session.connection()
     raw: Any = await conn.get_raw_connection()
+    adapted = raw.dbapi_connection
+    if getattr(adapted, "_transaction", None) is None:
+        # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement; without
+        # one, work on the driver connection would autocommit outside the session's transaction.
+        await conn.exec_driver_sql("SELECT 1")
     driver: asyncpg.Connection = raw.driver_connection
     return driver

@@ -1,0 +1,26 @@
+"""The ingest HTTP API (port 8001): CloudEvents and Segment in, stored events and rejects out."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.ingest import endpoints, segment_endpoints
+from services.ingest.config import IngestSettings
+from shared.app import create_app as create_service_app
+
+DESCRIPTION = (
+    "Send customer-journey events as CloudEvents (one, or a batch) or with the Segment HTTP API "
+    "(identify, track, alias, page, screen, group, batch). Accepted events are durably queued on "
+    "the raw topic before the response; the ingest worker validates, dedupes, stores and "
+    "publishes them. Read back stored events and dead letters for debugging."
+)
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    return create_service_app(
+        service="ingest",
+        settings=settings or IngestSettings(),
+        routers=[endpoints.router, segment_endpoints.router],
+        description=DESCRIPTION,
+        with_producer=True,
+    )

@@ -1,0 +1,87 @@
+"""One consumed batch, classified (pure): events to store and publish, records to dead-letter."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from services.ingest.records import Headers, Limits, Rejection, decode, reject, store_row
+from shared.events import Envelope, EventRejected, RejectReason
+
+
+class RawRecord(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+@dataclass(slots=True)
+class Accepted:
+    envelope: Envelope
+    record: RawRecord
+
+
+@dataclass
+class Plan:
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    publish: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, normalized JSON)
+    rejects: list[tuple[RawRecord, Rejection]] = field(default_factory=list)
+    received: Counter[str] = field(default_factory=Counter)  # by channel
+    duplicates_in_batch: Counter[str] = field(default_factory=Counter)
+
+
+def classify(
+    records: Sequence[RawRecord], *, now: datetime, limits: Limits
+) -> tuple[list[Accepted], list[tuple[RawRecord, EventRejected]]]:
+    """Validate every record; a bad one never stops the ones after it."""
+    accepted: list[Accepted] = []
+    refused: list[tuple[RawRecord, EventRejected]] = []
+    for record in records:
+        try:
+            envelope = decode(record.value, record.headers, now=now, limits=limits)
+        except EventRejected as exc:
+            refused.append((record, exc))
+        else:
+            accepted.append(Accepted(envelope, record))
+    return accepted, refused
+
+
+def plan(
+    accepted: Sequence[Accepted],
+    refused: Sequence[tuple[RawRecord, EventRejected]],
+    *,
+    known_tenants: set[str],
+    received_at: datetime,
+) -> Plan:
+    """Drop events of unknown tenants and in-batch repeats; build store rows and messages."""
+    out = Plan()
+    refused = list(refused)
+    seen: set[tuple[str, str]] = set()
+    for item in accepted:
+        envelope = item.envelope
+        channel = str(envelope.data.channel) if envelope.data.channel is not None else ""
+        if envelope.tenant not in known_tenants:
+            exc = EventRejected(
+                RejectReason.unknown_tenant, f"tenant {envelope.tenant!r} does not exist"
+            )
+            refused.append((item.record, exc))
+            continue
+        out.received[channel] += 1
+        identity = (envelope.tenant, envelope.id)
+        if identity in seen:
+            out.duplicates_in_batch[channel] += 1
+            continue
+        seen.add(identity)
+        payload = envelope.to_json()
+        out.rows.append(store_row(envelope, payload, received_at))
+        out.publish.append((envelope.primary_key().encode(), payload))
+    for record, exc in refused:
+        out.received["unknown"] += 1
+        out.rejects.append((record, reject(exc, record.value, record.headers, known_tenants)))
+    return out

@@ -1,0 +1,39 @@
+"""Settings of the ingest service (environment prefix ``WAYPOINT_INGEST_``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+from shared.events import MAX_EVENT_BYTES
+
+
+class IngestSettings(CommonSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WAYPOINT_INGEST_", extra="ignore", populate_by_name=True
+    )
+
+    consumer_group: str = Field("waypoint-ingest", description="Kafka consumer group of workers.")
+    batch_size: int = Field(5000, ge=1, description="Most records handled per batch.")
+    poll_timeout_ms: int = Field(100, ge=1, description="How long one poll waits for records.")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer session timeout.")
+    max_event_bytes: int = Field(MAX_EVENT_BYTES, ge=1024, description="Largest single event.")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest HTTP request body.")
+    max_batch_items: int = Field(1000, ge=1, description="Most events in one HTTP batch.")
+    phone_region: str = Field("US", description="Region for phone numbers without a country code.")
+    max_future_seconds: float = Field(
+        300.0, ge=0, description="How far an event's time may lie ahead of the server clock."
+    )
+    tenant_refresh_seconds: float = Field(
+        1.0, ge=0, description="Least time between re-reads of the tenant list on a miss."
+    )
+    dead_letter_payload_bytes: int = Field(
+        16 * 1024, ge=256, description="Raw payload kept per dead-letter row (the topic keeps all)."
+    )
+
+    @property
+    def max_future(self) -> timedelta:
+        return timedelta(seconds=self.max_future_seconds)

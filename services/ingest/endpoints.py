@@ -1,0 +1,174 @@
+"""CloudEvents over HTTP, and read-back of stored events, dead letters and the schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from services.ingest import repository
+from services.ingest.body import UnsupportedMediaType, media_type, parse_json, read_body
+from services.ingest.config import IngestSettings
+from services.ingest.schemas import (
+    DeadLetterList,
+    DeadLetterPublic,
+    EventPage,
+    EventPublic,
+    IngestResult,
+)
+from services.ingest.service import accept, identifier_keys
+from shared.auth.dependencies import EventsReader, EventsWriter
+from shared.deps import ProducerDep, SessionDep
+from shared.errors import BadRequest, Forbidden, PayloadTooLarge, Unprocessable
+from shared.events import EventType, RejectReason
+from shared.events.schema import SCHEMA_PATH
+
+
+def get_settings(request: Request) -> IngestSettings:
+    settings: IngestSettings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[IngestSettings, Depends(get_settings)]
+router = APIRouter(prefix="/v1", tags=["events"])
+
+SINGLE_TYPES = {"application/cloudevents+json", "application/json"}
+BATCH_TYPE = "application/cloudevents-batch+json"
+_ONE = {"type": "object", "description": "A Waypoint CloudEvent (JSON Schema: GET /v1/schema)."}
+_EVENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/cloudevents+json": {"schema": _ONE},
+            BATCH_TYPE: {"schema": {"type": "array", "items": _ONE}},
+        },
+    }
+}
+
+
+def refuse_unless_accepted(result: IngestResult) -> IngestResult:
+    """Nothing accepted: 403 when every item named another tenant, else 422 saying why."""
+    if result.accepted:
+        return result
+    detail = [r.model_dump(exclude_none=True) for r in result.results]
+    first = result.results[0]
+    summary = f"event {first.index} rejected ({first.reason}): {first.message}"
+    if len(result.results) > 1:
+        summary = f"all {len(result.results)} events rejected; first: {summary}"
+    if all(r.reason == RejectReason.tenant_mismatch.value for r in result.results):
+        raise Forbidden(summary, detail=detail)
+    raise Unprocessable(summary, detail=detail)
+
+
+async def read_items(request: Request, settings: IngestSettings) -> list[Any]:
+    body = parse_json(await read_body(request, settings.max_body_bytes))
+    kind = media_type(request)
+    if kind == BATCH_TYPE or (kind == "application/json" and isinstance(body, list)):
+        if not isinstance(body, list):
+            raise BadRequest(f"{BATCH_TYPE} needs a JSON array of events")
+        if not body:
+            raise BadRequest("the batch is empty")
+        if len(body) > settings.max_batch_items:
+            raise PayloadTooLarge(
+                f"the batch has {len(body)} events; the limit is {settings.max_batch_items}"
+            )
+        return body
+    if kind not in SINGLE_TYPES:
+        raise UnsupportedMediaType(
+            f"content-type {kind!r}: send application/cloudevents+json, "
+            f"application/json or {BATCH_TYPE}"
+        )
+    return [body]
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=IngestResult,
+    openapi_extra=_EVENT_BODY,
+    responses={
+        400: {"description": "not JSON, or an empty batch"},
+        403: {"description": "the key lacks events:write, or the events name another tenant"},
+        413: {"description": "body or batch too large"},
+        422: {"description": "no event was valid; detail says which and why"},
+    },
+)
+async def post_events(
+    request: Request, principal: EventsWriter, producer: ProducerDep, settings: SettingsDep
+) -> IngestResult:
+    """Send one CloudEvent or a batch (cloudevents-batch+json); 202 once durably queued."""
+    items = await read_items(request, settings)
+    result = await accept(
+        items, tenant=principal.tenant_id, api="cloudevents", settings=settings, producer=producer
+    )
+    return refuse_unless_accepted(result)
+
+
+@router.get("/events", response_model=EventPage)
+async def list_events(
+    principal: EventsReader,
+    session: SessionDep,
+    settings: SettingsDep,
+    customer: Annotated[
+        str | None, Query(description='An identifier: "type:value" or a bare value.')
+    ] = None,
+    type: Annotated[EventType | None, Query(description="Only this event type.")] = None,  # noqa: A002
+    since: Annotated[datetime | None, Query(description="Only events at or after.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> EventPage:
+    """Stored events of the caller's tenant, newest first, filtered and keyset-paged."""
+    keys = identifier_keys(customer, phone_region=settings.phone_region) if customer else None
+    if customer and not keys:
+        return EventPage(items=[])
+    rows = await repository.find_events(
+        session,
+        tenant_id=principal.tenant_id,
+        identifier_keys=keys,
+        event_type=type.value if type else None,
+        since=since,
+        limit=limit + 1,
+        cursor=repository.Cursor.decode(cursor) if cursor else None,
+    )
+    items = [
+        EventPublic(
+            id=r["event_id"],
+            type=r["type"],
+            time=r["time"],
+            received_at=r["received_at"],
+            channel=r["channel"],
+            identifiers=r["identifiers"],
+            event=r["envelope"],
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = repository.Cursor(last["time"], last["event_id"]).encode()
+    return EventPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/dead-letters", response_model=DeadLetterList)
+async def list_dead_letters(
+    principal: EventsReader,
+    session: SessionDep,
+    reason: Annotated[RejectReason | None, Query(description="Only this reason.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DeadLetterList:
+    """The caller's most recently refused events, with the reason for each."""
+    rows = await repository.recent_dead_letters(
+        session,
+        tenant_id=principal.tenant_id,
+        reason=reason.value if reason else None,
+        limit=limit,
+    )
+    return DeadLetterList(items=[DeadLetterPublic.model_validate(dict(r)) for r in rows])
+
+
+@router.get("/schema", tags=["schema"], response_class=Response)
+async def event_schema() -> Response:
+    """The JSON Schema (2020-12) of one Waypoint event, schema version 1."""
+    return Response(SCHEMA_PATH.read_bytes(), media_type="application/schema+json")

@@ -1,0 +1,97 @@
+"""Segment-compatible HTTP API: the write key is the HTTP Basic user name, as the SDKs send it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from services.ingest.body import parse_json, read_body
+from services.ingest.endpoints import SettingsDep, refuse_unless_accepted
+from services.ingest.schemas import IngestResult, SegmentResult
+from services.ingest.segment import SegmentError, batch_messages, to_cloud_event
+from services.ingest.service import Refused, accept
+from shared.auth.dependencies import EventsWriter
+from shared.deps import ProducerDep
+from shared.errors import BadRequest, PayloadTooLarge
+
+router = APIRouter(prefix="/v1", tags=["segment"])
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "not JSON"},
+    401: {"description": "no or unknown write key"},
+    413: {"description": "body too large"},
+    422: {"description": "no message could be mapped and validated"},
+}
+
+
+def _map(messages: list[Any], tenant: str, kind: str | None) -> list[Any]:
+    mapped: list[Any] = []
+    for message in messages:
+        if kind is not None and isinstance(message, dict):
+            message = {**message, "type": kind}
+        try:
+            mapped.append(to_cloud_event(message, tenant=tenant))
+        except SegmentError as exc:
+            item_id = message.get("messageId") if isinstance(message, dict) else None
+            mapped.append(
+                Refused("segment", str(exc), item_id if isinstance(item_id, str) else None)
+            )
+    return mapped
+
+
+async def _ingest(
+    request: Request,
+    principal: EventsWriter,
+    producer: ProducerDep,
+    settings: SettingsDep,
+    kind: str | None,
+) -> SegmentResult:
+    body = parse_json(await read_body(request, settings.max_body_bytes))
+    if kind is None:
+        try:
+            messages = batch_messages(body)
+        except SegmentError as exc:
+            raise BadRequest(str(exc)) from exc
+        if len(messages) > settings.max_batch_items:
+            raise PayloadTooLarge(
+                f"the batch has {len(messages)} messages; the limit is {settings.max_batch_items}"
+            )
+        if not messages:
+            return SegmentResult(success=True, accepted=0, rejected=0, results=[])
+    else:
+        messages = [body]
+    items = _map(messages, principal.tenant_id, kind)
+    result: IngestResult = refuse_unless_accepted(
+        await accept(
+            items, tenant=principal.tenant_id, api="segment", settings=settings, producer=producer
+        )
+    )
+    return SegmentResult(success=True, **result.model_dump())
+
+
+def _route(kind: str | None, summary: str) -> None:
+    async def endpoint(
+        request: Request, principal: EventsWriter, producer: ProducerDep, settings: SettingsDep
+    ) -> SegmentResult:
+        return await _ingest(request, principal, producer, settings, kind)
+
+    endpoint.__doc__ = summary
+    path = f"/{kind}" if kind else "/batch"
+    endpoint.__name__ = f"segment_{kind or 'batch'}"
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        response_model=SegmentResult,
+        responses=_RESPONSES,
+        summary=summary.rstrip("."),
+    )
+
+
+_route("identify", "Segment identify: who the user is and their traits (identity.linked).")
+_route("track", "Segment track: something the user did (a Waypoint type, purchase or product use).")
+_route("alias", "Segment alias: two ids of one user (identity.linked).")
+_route("page", "Segment page view (marketing.touched).")
+_route("screen", "Segment mobile screen view (product.used).")
+_route("group", "Segment group: the user's account (identity.linked with an account_id).")
+_route(None, "Segment batch: many identify/track/alias/page/screen/group messages at once.")

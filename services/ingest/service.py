@@ -1,0 +1,124 @@
+"""Accepting events over HTTP: check each item, then produce the good ones to the raw topic.
+
+The raw topic is the single way in: the worker stores, dedupes and publishes HTTP events
+exactly as it does for events that channel systems write to Kafka directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from services.ingest import metrics
+from services.ingest.config import IngestSettings
+from services.ingest.schemas import IngestResult, ItemResult
+from shared.errors import BadRequest, ServiceUnavailable
+from shared.events import (
+    EventRejected,
+    IdentifierType,
+    InvalidIdentifier,
+    RejectReason,
+    normalize_identifier,
+    validate_event,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An item refused before validation (e.g. a Segment message that cannot be mapped)."""
+
+    reason: str
+    message: str
+    id: str | None = None
+
+
+def _rejected(index: int, item_id: str | None, reason: str, message: str) -> ItemResult:
+    return ItemResult(index=index, id=item_id, status="rejected", reason=reason, message=message)
+
+
+def check_item(
+    index: int, item: Any, *, tenant: str, settings: IngestSettings, now: datetime
+) -> tuple[ItemResult, bytes | None, bytes | None]:
+    """(result, raw topic value, key) of one item; the tenant comes from the API key."""
+    if isinstance(item, Refused):
+        return _rejected(index, item.id, item.reason, item.message), None, None
+    if not isinstance(item, dict):
+        return _rejected(index, None, "schema", "an event must be a JSON object"), None, None
+    item_id = item.get("id") if isinstance(item.get("id"), str) else None
+    named = item.get("tenant")
+    if named is not None and named != tenant:
+        message = f"event names tenant {named!r}, but the API key belongs to {tenant!r}"
+        return _rejected(index, item_id, RejectReason.tenant_mismatch.value, message), None, None
+    value = orjson.dumps(item if named is not None else {**item, "tenant": tenant})
+    try:
+        envelope = validate_event(
+            value,
+            now=now,
+            phone_region=settings.phone_region,
+            max_future=settings.max_future,
+            max_bytes=settings.max_event_bytes,
+        )
+    except EventRejected as exc:
+        return _rejected(index, item_id, exc.reason.value, exc.message), None, None
+    accepted = ItemResult(index=index, id=envelope.id, status="accepted")
+    return accepted, value, envelope.primary_key().encode()
+
+
+async def accept(
+    items: Sequence[Any],
+    *,
+    tenant: str,
+    api: str,
+    settings: IngestSettings,
+    producer: AIOKafkaProducer,
+) -> IngestResult:
+    """Validate every item; produce the valid ones to the raw topic (acks=all) before returning."""
+    now = datetime.now(UTC)
+    results: list[ItemResult] = []
+    sends: list[tuple[bytes, bytes]] = []
+    for index, item in enumerate(items):
+        result, value, key = check_item(index, item, tenant=tenant, settings=settings, now=now)
+        results.append(result)
+        if value is not None and key is not None:
+            sends.append((key, value))
+    try:
+        pending = [
+            await producer.send(settings.topic_raw, value=value, key=key) for key, value in sends
+        ]
+        await asyncio.gather(*pending)
+    except KafkaError as exc:
+        metrics.HTTP_EVENTS.labels(api, "unavailable").inc(len(sends))
+        raise ServiceUnavailable(f"the event broker did not accept the events: {exc}") from exc
+    rejected = len(results) - len(sends)
+    if sends:
+        metrics.HTTP_EVENTS.labels(api, "accepted").inc(len(sends))
+    if rejected:
+        metrics.HTTP_EVENTS.labels(api, "rejected").inc(rejected)
+    return IngestResult(accepted=len(sends), rejected=rejected, results=results)
+
+
+def identifier_keys(customer: str, *, phone_region: str) -> list[str]:
+    """``type:value`` → that one normalized key; a bare value → every type it is valid as."""
+    text = customer.strip()
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix in IdentifierType.__members__:
+        id_type = IdentifierType(prefix)
+        try:
+            return [f"{prefix}:{normalize_identifier(id_type, rest, default_region=phone_region)}"]
+        except InvalidIdentifier as exc:
+            raise BadRequest(f"customer: {exc}") from exc
+    keys = []
+    for id_type in IdentifierType:
+        try:
+            value = normalize_identifier(id_type, text, default_region=phone_region)
+        except InvalidIdentifier:
+            continue
+        keys.append(f"{id_type.value}:{value}")
+    return keys

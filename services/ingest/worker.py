@@ -1,0 +1,193 @@
+"""The ingest worker: raw topic → validate → event store → normalized topic → commit offsets.
+
+Per batch: one transaction stores new events (duplicates skipped by primary key) and logs
+dead letters; then every valid event is produced to the normalized topic and every refused
+record to the dead-letter topic, and all sends are awaited; only then does ``BatchWorker``
+commit the offsets. A crash anywhere repeats the batch: storing is idempotent, publishing is
+at least once (journey dedupes on tenant and event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from services.ingest import metrics
+from services.ingest.batch import Plan, RawRecord, classify, plan
+from services.ingest.config import IngestSettings
+from services.ingest.records import (
+    Limits,
+    bounded_text,
+    dead_letter_headers,
+    payload_digest,
+)
+from services.ingest.repository import store_dead_letters, store_events
+from shared.auth.service import known_tenants
+from shared.db import Database
+from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.logging import configure_logging, get_logger
+from shared.worker import BatchWorker, install_signal_handlers
+
+log = get_logger("ingest.worker")
+
+
+class TenantCache:
+    """Known tenants, re-read when an unknown one shows up (at most once per ``min_interval``)."""
+
+    def __init__(self, load: Callable[[], Awaitable[set[str]]], min_interval: float):
+        self._load = load
+        self._min_interval = min_interval
+        self._loaded_at = -math.inf
+        self.known: set[str] = set()
+
+    async def cover(self, tenants: set[str]) -> set[str]:
+        if not tenants <= self.known and time.monotonic() - self._loaded_at >= self._min_interval:
+            self.known = await self._load()
+            self._loaded_at = time.monotonic()
+        return self.known
+
+
+class IngestHandler:
+    def __init__(self, settings: IngestSettings, db: Database, producer: AIOKafkaProducer):
+        self.settings = settings
+        self.db = db
+        self.producer = producer
+        self.limits = Limits(
+            max_bytes=settings.max_event_bytes,
+            max_future=settings.max_future,
+            phone_region=settings.phone_region,
+        )
+        self.tenants = TenantCache(self._load_tenants, settings.tenant_refresh_seconds)
+
+    async def _load_tenants(self) -> set[str]:
+        async with self.db.session() as session:
+            return await known_tenants(session)
+
+    async def handle(self, records: Sequence[Any]) -> None:
+        now = datetime.now(UTC)
+        accepted, refused = classify(records, now=now, limits=self.limits)
+        known = await self.tenants.cover({a.envelope.tenant for a in accepted})
+        work = plan(accepted, refused, known_tenants=known, received_at=now)
+        started = time.perf_counter()
+        async with self.db.session() as session:
+            stored = await store_events(session, work.rows)
+            await store_dead_letters(session, self._dead_letter_rows(work))
+        metrics.STORE_SECONDS.observe(time.perf_counter() - started)
+        await self._publish(work)
+        self._count(work, stored)
+
+    def _dead_letter_rows(self, work: Plan) -> list[tuple[Any, ...]]:
+        limit = self.settings.dead_letter_payload_bytes
+        return [
+            (
+                rejection.tenant,
+                rejection.reason.value,
+                rejection.message,
+                rejection.event_id,
+                record.topic,
+                record.partition,
+                record.offset,
+                bounded_text(record.value, limit),
+                len(record.value or b""),
+                payload_digest(record.value),
+            )
+            for record, rejection in work.rejects
+        ]
+
+    async def _publish(self, work: Plan) -> None:
+        started = time.perf_counter()
+        send = self.producer.send
+        normalized = self.settings.topic_normalized
+        pending = [await send(normalized, value=value, key=key) for key, value in work.publish]
+        for record, rejection in work.rejects:
+            record_: RawRecord = record
+            headers = dead_letter_headers(
+                record_.headers,
+                rejection,
+                topic=record_.topic,
+                partition=record_.partition,
+                offset=record_.offset,
+            )
+            pending.append(
+                await send(
+                    self.settings.topic_dead_letter,
+                    value=record_.value,
+                    key=record_.key,
+                    headers=headers,
+                )
+            )
+        if pending:
+            await asyncio.gather(*pending)
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+    def _count(self, work: Plan, stored: dict[str, int]) -> None:
+        for channel, n in work.received.items():
+            metrics.EVENTS_RECEIVED.labels(channel or "none").inc(n)
+            if channel == "unknown":
+                continue
+            new = stored.get(channel, 0)
+            if new:
+                metrics.EVENTS_STORED.labels(channel or "none").inc(new)
+            if n > new:
+                metrics.EVENTS_DUPLICATE.labels(channel or "none").inc(n - new)
+        for _record, rejection in work.rejects:
+            metrics.EVENTS_DEAD_LETTERED.labels(rejection.reason.value).inc()
+        metrics.EVENTS_PUBLISHED.inc(len(work.publish))
+
+
+async def run(settings: IngestSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Consume the raw topic until stopped (SIGTERM/SIGINT, or ``stop`` when given)."""
+    if stop is None:
+        configure_logging("ingest-worker", level=settings.log_level, json=settings.log_json)
+    await ensure_topics(
+        settings, [settings.topic_raw, settings.topic_normalized, settings.topic_dead_letter]
+    )
+    db = Database(settings.dsn, pool_size=2, application_name="ingest-worker")
+    producer = make_producer(settings)
+    consumer = make_consumer(
+        settings,
+        group_id=settings.consumer_group,
+        max_poll_records=settings.batch_size,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=min(1000, settings.session_timeout_ms // 3),
+    )
+    handler = IngestHandler(settings, db, producer)
+    worker = BatchWorker(
+        service="ingest",
+        consumer=consumer,
+        topics=[settings.topic_raw],
+        handle=handler.handle,
+        max_records=settings.batch_size,
+        poll_timeout_ms=settings.poll_timeout_ms,
+    )
+    watcher: asyncio.Task[None] | None = None
+    if stop is None:
+        install_signal_handlers(worker.stop)
+    else:
+
+        async def watch() -> None:
+            await stop.wait()
+            worker.stop()
+
+        watcher = asyncio.create_task(watch())
+    await producer.start()
+    await consumer.start()
+    log.info("worker.started", topic=settings.topic_raw, group=settings.consumer_group)
+    try:
+        await worker.run()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await consumer.stop()
+        await producer.stop()
+        await db.dispose()
+        log.info("worker.stopped", batches=worker.batches)
