@@ -1,0 +1,1 @@
+"""Journey: identity graph, customer context, timeline, facts ledger and the agent API."""

@@ -1,0 +1,48 @@
+"""The journey API application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI
+
+from services.journey.config import JourneySettings
+from services.journey.endpoints import router
+from services.journey.stream import ContextHub
+from shared.app import create_app as create_service_app
+from shared.db import asyncpg_dsn
+
+
+def create_app(settings: JourneySettings | None = None) -> FastAPI:
+    settings = settings or JourneySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The read path uses its own asyncpg pool: prepared statements, no ORM, no pre-ping.
+        app.state.pg_pool = await asyncpg.create_pool(
+            asyncpg_dsn(settings.dsn),
+            min_size=2,
+            max_size=settings.db_pool_size,
+            server_settings={"application_name": "journey-api"},
+        )
+        app.state.hub = ContextHub(settings.dsn, settings.notify_channel)
+        await app.state.hub.start()
+        try:
+            yield
+        finally:
+            await app.state.hub.stop()
+            await app.state.pg_pool.close()
+
+    return create_service_app(
+        service="journey",
+        settings=settings,
+        routers=[router],
+        description=(
+            "Identity graph and the agent's cross-channel context: screen pop by any identifier, "
+            "timeline, facts ledger, route hints, live updates, merge and split."
+        ),
+        with_producer=True,
+        extra_lifespan=lifespan,
+    )

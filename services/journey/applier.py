@@ -1,0 +1,285 @@
+"""Apply one chunk of normalized events in one transaction: resolve identity, store, fold context.
+
+Exactly-once: the event table's primary key (tenant, event id) is checked first and written in
+the same transaction as the effects. Two workers: advisory locks on every identifier key of the
+chunk (sorted) serialize events of one identity; context rows are locked in key order; a chunk
+that finds one of its customers merged meanwhile is retried (``StaleChunk``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.journey import context as ctx
+from services.journey import merges
+from services.journey import repository as repo
+from services.journey.config import JourneySettings
+from services.journey.identity import (
+    Claim,
+    Holder,
+    Outcome,
+    Resolution,
+    new_customer_id,
+    resolve,
+)
+from services.journey.metrics import RESOLUTIONS
+from shared.events import Envelope, IdentifierType
+from shared.events.activity import CustomerActivity
+
+
+class StaleChunk(Exception):
+    """A customer this chunk touched was merged by a concurrent transaction: retry the chunk."""
+
+
+@dataclass
+class Incoming:
+    env: Envelope
+    raw: bytes
+    received_ms: int | None = None
+
+
+@dataclass
+class ChunkResult:
+    activities: list[CustomerActivity] = field(default_factory=list)
+    applied: list[Incoming] = field(default_factory=list)
+    duplicates: int = 0
+    notified: list[str] = field(default_factory=list)
+
+
+def lock_key(tenant: str, key: str) -> int:
+    digest = hashlib.blake2b(f"{tenant}|{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def claims_of(env: Envelope) -> list[Claim]:
+    return [Claim(i.type, i.value, i.verified_by) for i in env.identifiers]
+
+
+@dataclass
+class _Held:
+    home_id: uuid.UUID
+    link_strength: int
+    last_seen_at: datetime
+
+
+class ChunkApplier:
+    def __init__(self, conn: asyncpg.Connection, settings: JourneySettings):
+        self.conn = conn
+        self.settings = settings
+        self.result = ChunkResult()
+        self._held: dict[tuple[str, str], dict[uuid.UUID, _Held]] = {}
+        self._customers: dict[tuple[str, uuid.UUID], list[Any]] = {}  # [strength, created_at]
+        self._reset_pending()
+
+    def _reset_pending(self) -> None:
+        self._new_customers: dict[tuple[str, uuid.UUID], datetime] = {}
+        self._raised: dict[tuple[str, uuid.UUID], int] = {}
+        self._links: dict[tuple[str, str, str, uuid.UUID], list[Any]] = {}
+        self._events: list[repo.EventRow] = []
+        self._provisional: list[tuple[str, uuid.UUID, uuid.UUID, str, int, str]] = []
+        self._touched: dict[tuple[str, uuid.UUID], list[Incoming]] = defaultdict(list)
+
+    async def run(self, items: list[Incoming]) -> ChunkResult:
+        unique: dict[tuple[str, str], Incoming] = {}
+        for item in items:
+            unique.setdefault((item.env.tenant, item.env.id), item)
+        seen = await repo.existing_events(self.conn, list(unique))
+        todo = [item for k, item in unique.items() if k not in seen]
+        self.result.duplicates = len(items) - len(todo)
+        if not todo:
+            return self.result
+        await repo.lock_identifiers(
+            self.conn, [lock_key(i.env.tenant, c.key) for i in todo for c in claims_of(i.env)]
+        )
+        await self._load(todo)
+        for index, item in enumerate(todo):
+            resolution = self._resolve(item.env)
+            if resolution.merges:
+                await self._flush()
+                await self._merge(item, resolution)
+                self._apply(item, resolution)
+                await self._flush()
+                await self._load(todo[index + 1 :])
+            else:
+                self._apply(item, resolution)
+        await self._flush()
+        return self.result
+
+    async def _load(self, items: list[Incoming]) -> None:
+        self._held.clear()
+        self._customers.clear()
+        keys = {(i.env.tenant, c.type.value, c.value) for i in items for c in claims_of(i.env)}
+        if not keys:
+            return
+        for row in await repo.holders(self.conn, keys):
+            held = self._held.setdefault((row.tenant_id, row.key), {})
+            current = held.get(row.customer_id)
+            if current is None or row.link_strength > current.link_strength:
+                held[row.customer_id] = _Held(row.home_id, row.link_strength, row.last_seen_at)
+            self._customers[(row.tenant_id, row.customer_id)] = [
+                row.customer_strength,
+                row.created_at,
+            ]
+
+    def _resolve(self, env: Envelope) -> Resolution:
+        tenant = env.tenant
+        holders: dict[str, list[Holder]] = {}
+        for claim in claims_of(env):
+            found = self._held.get((tenant, claim.key), {})
+            holders[claim.key] = [
+                Holder(
+                    customer_id=cid,
+                    link_strength=h.link_strength,
+                    customer_strength=self._customers[(tenant, cid)][0],
+                    created_at=self._customers[(tenant, cid)][1],
+                    last_seen_at=h.last_seen_at,
+                )
+                for cid, h in found.items()
+            ]
+        return resolve(claims_of(env), holders, share_limit=self.settings.share_limit)
+
+    async def _merge(self, item: Incoming, resolution: Resolution) -> None:
+        assert resolution.customer_id is not None
+        env = item.env
+        for step in resolution.merges:
+            await merges.merge(
+                self.conn,
+                tenant=env.tenant,
+                survivor_id=resolution.customer_id,
+                merged_id=step.merged_id,
+                rule=step.rule.value,
+                via=step.via,
+                event_id=env.id,
+                actor="journey-worker",
+                channel=self.settings.notify_channel,
+            )
+            self.result.activities.append(
+                CustomerActivity(
+                    kind="merged",
+                    tenant=env.tenant,
+                    customer_id=str(resolution.customer_id),
+                    occurred_at=env.time,
+                    merged_ids=[str(step.merged_id)],
+                )
+            )
+        # The merged customers' identifiers now resolve to the survivor.
+        await self._load([item])
+
+    def _apply(self, item: Incoming, resolution: Resolution) -> None:
+        env = item.env
+        tenant = env.tenant
+        RESOLUTIONS.labels(resolution.outcome.value, resolution.rule.value).inc()
+        keys = [c.key for c in claims_of(env)]
+        if resolution.outcome is Outcome.blocked:
+            self._events.append(
+                (tenant, env.id, None, env.type.value, env.time, keys, "blocked",
+                 resolution.rule.value, item.raw.decode())
+            )  # fmt: skip
+            return
+        cid = resolution.customer_id or new_customer_id(tenant, env.id)
+        if resolution.customer_id is None:
+            self._new_customers[(tenant, cid)] = env.time
+            self._customers[(tenant, cid)] = [0, env.time]
+        info = self._customers[(tenant, cid)]
+        for claim in resolution.link:
+            held = self._held.setdefault((tenant, claim.key), {})
+            h = held.get(cid)
+            home = h.home_id if h else cid
+            strength = claim.strength
+            link = self._links.get((tenant, claim.type.value, claim.value, home))
+            verified = claim.verified_by.value if claim.verified_by else None
+            if link is None:
+                self._links[(tenant, claim.type.value, claim.value, home)] = [
+                    strength, verified, env.id, env.time, env.time
+                ]  # fmt: skip
+            else:
+                if strength > link[0]:
+                    link[0], link[1] = strength, verified
+                link[3], link[4] = min(link[3], env.time), max(link[4], env.time)
+            if h is None:
+                held[cid] = _Held(home, strength, env.time)
+            else:
+                h.link_strength = max(h.link_strength, strength)
+                h.last_seen_at = max(h.last_seen_at, env.time)
+            if strength > info[0]:
+                info[0] = strength
+                self._raised[(tenant, cid)] = strength
+        for p in resolution.provisional:
+            self._provisional.append((tenant, cid, p.other_id, p.via, p.strength, env.id))
+        self._events.append(
+            (tenant, env.id, cid, env.type.value, env.time, keys, resolution.outcome.value,
+             resolution.rule.value, item.raw.decode())
+        )  # fmt: skip
+        self._touched[(tenant, cid)].append(item)
+
+    async def _flush(self) -> None:
+        conn = self.conn
+        await repo.insert_customers(
+            conn,
+            [
+                (t, cid, self._customers[(t, cid)][0], at)
+                for (t, cid), at in self._new_customers.items()
+            ],
+        )
+        await repo.raise_strengths(
+            conn,
+            [
+                (t, cid, s)
+                for (t, cid), s in self._raised.items()
+                if (t, cid) not in self._new_customers
+            ],
+        )
+        await repo.upsert_links(
+            conn,
+            [(t, ty, v, home, *rest) for (t, ty, v, home), rest in self._links.items()],  # type: ignore[misc]
+        )
+        await repo.insert_events(conn, self._events)
+        await repo.insert_provisional(conn, self._provisional)
+        touched = list(self._touched)
+        if touched:
+            locked = await repo.lock_contexts(conn, touched)
+            if await repo.merged_among(conn, touched):
+                raise StaleChunk("a customer of this chunk was merged concurrently")
+            saves = []
+            for key in touched:
+                doc, version = locked.get(key, (None, 0))
+                doc = doc or ctx.empty()
+                items = sorted(self._touched[key], key=lambda i: (i.env.time, i.env.id))
+                for item in items:
+                    ctx.apply_event(doc, item.env)
+                saves.append((key[0], key[1], orjson.dumps(doc), version + 1))
+                traits = ctx.trait_snapshot(doc)
+                for item in items:
+                    self.result.activities.append(_activity(item, key[1], traits))
+                    self.result.applied.append(item)
+                self.result.notified.append(f"{key[0]}|{key[1]}|{version + 1}")
+            await repo.save_contexts(conn, saves)
+            await repo.notify(
+                conn, self.settings.notify_channel, list(self.result.notified[-len(saves) :])
+            )
+        self._reset_pending()
+
+
+def _activity(item: Incoming, customer_id: uuid.UUID, traits: dict[str, Any]) -> CustomerActivity:
+    env = item.env
+    account = next((i.value for i in env.identifiers if i.type is IdentifierType.account_id), None)
+    return CustomerActivity(
+        kind="event",
+        tenant=env.tenant,
+        customer_id=str(customer_id),
+        account_id=account,
+        occurred_at=env.time,
+        event=orjson.loads(item.raw),
+        traits=traits,
+    )
+
+
+__all__ = ["ChunkApplier", "ChunkResult", "Incoming", "StaleChunk", "lock_key"]

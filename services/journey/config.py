@@ -1,0 +1,43 @@
+"""Settings of the journey service (env prefix ``WAYPOINT_JOURNEY_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import CommonSettings
+
+
+class JourneySettings(CommonSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WAYPOINT_JOURNEY_", extra="ignore", populate_by_name=True
+    )
+
+    consumer_group: str = Field(
+        "waypoint-journey", description="Kafka consumer group of the worker."
+    )
+    chunk_size: int = Field(
+        500, ge=1, le=5000, description="Events applied per database transaction."
+    )
+    max_retries: int = Field(5, ge=0, description="Retries of a chunk on deadlock/serialization.")
+    share_limit_default: int = Field(
+        3,
+        ge=2,
+        description="An identifier held by this many customers is 'shared' and never links.",
+    )
+    share_limits: dict[str, int] = Field(
+        default_factory=lambda: {"device_id": 5, "anonymous_id": 2, "chat_session": 2},
+        description="Per identifier type overrides of share_limit_default (JSON).",
+    )
+    skip_ivr_hours: float = Field(
+        24.0, gt=0, description="Skip the IVR when an open case was touched within this window."
+    )
+    preferred_agent_hours: float = Field(
+        72.0, gt=0, description="Prefer the last agent when the last interaction is this recent."
+    )
+    timeline_page_max: int = Field(200, ge=1)
+    notify_channel: str = Field("waypoint_journey_context", description="LISTEN/NOTIFY channel.")
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+
+    def share_limit(self, id_type: str) -> int:
+        return self.share_limits.get(id_type, self.share_limit_default)

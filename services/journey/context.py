@@ -1,0 +1,312 @@
+"""The per-customer context document and the pure reducer that maintains it.
+
+The worker folds each applied event into one JSON document per customer (one row, one indexed
+read for a screen pop). The reducer compares event times, never arrival order, so "last agent"
+is the agent of the latest interaction even when events arrive late or out of order; folding
+the same events in any order gives the same document (a merge or split rebuilds from events).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.events import Envelope, EventType, verification_strength
+from shared.events import payloads as p
+
+Doc = dict[str, Any]
+RECENT_ITEMS = 10
+MAX_FACTS = 200
+MAX_INTERACTIONS = 30
+MAX_SENTIMENT = 20
+
+INTERACTION_TYPES = {
+    EventType.contact_started,
+    EventType.contact_ended,
+    EventType.contact_queued,
+    EventType.contact_abandoned,
+    EventType.agent_joined,
+    EventType.contact_transferred,
+    EventType.message_received,
+    EventType.message_sent,
+    EventType.ivr_step,
+    EventType.bot_step,
+    EventType.callback_requested,
+    EventType.callback_completed,
+}
+
+
+def empty() -> Doc:
+    return {
+        "event_count": 0,
+        "first_seen_at": None,
+        "last_seen_at": None,
+        "traits": {},
+        "facts": [],
+        "cases": {},
+        "interactions": {},
+        "last_interaction": None,
+        "last_agent": None,
+        "last_contact_reason": None,
+        "callbacks": {},
+        "surveys": {},
+        "sentiment": [],
+        "channels": {},
+        "recent": [],
+    }
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def _later(a: str | None, b: str | None) -> bool:
+    """True when ``a`` (an ISO time) is at or after ``b``; ISO-8601 UTC strings sort as times."""
+    return b is None or (a is not None and a >= b)
+
+
+def event_verification(env: Envelope) -> str | None:
+    """How strongly this event's sender was identified: its best verified identifier."""
+    best = max(env.identifiers, key=lambda i: verification_strength(i.verified_by))
+    return best.verified_by.value if best.verified_by else None
+
+
+def timeline_item(env: Envelope) -> dict[str, Any]:
+    """The timeline view of one event: channel, touchpoint, department, agent, team, outcome."""
+    d = env.data
+    outcome = (
+        getattr(d, "disposition", None)
+        or getattr(d, "outcome", None)
+        or getattr(d, "status", None)
+        or (f"abandoned in {d.where}" if isinstance(d, p.ContactAbandoned) else None)
+    )
+    item = {
+        "event_id": env.id,
+        "type": env.type.value,
+        "time": _iso(env.time),
+        "channel": d.channel.value if d.channel else None,
+        "touchpoint": d.touchpoint,
+        "department": d.department,
+        "agent_id": d.agent_id,
+        "team": d.team,
+        "interaction_id": d.interaction_id,
+        "outcome": outcome,
+        "reason": getattr(d, "contact_reason", None) or getattr(d, "reason", None),
+    }
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def apply_event(doc: Doc, env: Envelope) -> Doc:
+    """Fold one event into the document (mutates and returns it)."""
+    d = env.data
+    at = _iso(env.time)
+    channel = d.channel.value if d.channel else None
+    doc["event_count"] += 1
+    if doc["first_seen_at"] is None or (at or "") < doc["first_seen_at"]:
+        doc["first_seen_at"] = at
+    if _later(at, doc["last_seen_at"]):
+        doc["last_seen_at"] = at
+    if channel:
+        doc["channels"][channel] = doc["channels"].get(channel, 0) + 1
+    item = timeline_item(env)
+    recent = [r for r in doc["recent"] if r["event_id"] != env.id] + [item]
+    recent.sort(key=lambda r: (r["time"], r["event_id"]), reverse=True)
+    doc["recent"] = recent[:RECENT_ITEMS]
+
+    if env.type in INTERACTION_TYPES:
+        _interaction(doc, env, at, channel)
+    handler = _HANDLERS.get(env.type)
+    if handler is not None:
+        handler(doc, env, at, channel)
+    return doc
+
+
+def _interaction(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
+    d = env.data
+    reason = getattr(d, "contact_reason", None)
+    if _later(at, (doc["last_interaction"] or {}).get("at")):
+        doc["last_interaction"] = {
+            "at": at,
+            "type": env.type.value,
+            "channel": channel,
+            "touchpoint": d.touchpoint,
+            "department": d.department,
+            "interaction_id": d.interaction_id,
+        }
+    if reason and _later(at, (doc["last_contact_reason"] or {}).get("at")):
+        doc["last_contact_reason"] = {"value": reason, "at": at, "channel": channel}
+    agent = d.agent_id or getattr(d, "to_agent", None)
+    if agent and env.type is not EventType.message_received:
+        if _later(at, (doc["last_agent"] or {}).get("at")):
+            doc["last_agent"] = {
+                "agent_id": agent,
+                "team": d.team or getattr(d, "to_team", None),
+                "department": d.department,
+                "channel": channel,
+                "interaction_id": d.interaction_id,
+                "at": at,
+            }
+    if d.interaction_id:
+        known = doc["interactions"].get(d.interaction_id) or {"channel": channel, "started_at": at}
+        if agent and _later(at, known.get("agent_at")):
+            known.update(agent_id=agent, team=d.team or getattr(d, "to_team", None), agent_at=at)
+        if _later(at, known.get("at")):
+            known["at"] = at
+        if at and (known.get("started_at") is None or at < known["started_at"]):
+            known["started_at"] = at
+        doc["interactions"][d.interaction_id] = known
+        if len(doc["interactions"]) > MAX_INTERACTIONS:
+            oldest = min(doc["interactions"], key=lambda k: doc["interactions"][k].get("at") or "")
+            del doc["interactions"][oldest]
+
+
+def _fact(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
+    d = env.data
+    assert isinstance(d, p.FactCollected)
+    verified = d.verified_by.value if d.verified_by else event_verification(env)
+    entry = {
+        "name": d.name,
+        "value": d.value,
+        "sensitive": d.sensitive,
+        "channel": channel,
+        "touchpoint": d.touchpoint,
+        "agent_id": d.agent_id,
+        "at": at,
+        "verified_by": verified,
+        "expires_at": _iso(d.expires_at),
+        "event_id": env.id,
+        "source": env.source,
+    }
+    facts = [f for f in doc["facts"] if f["event_id"] != env.id] + [entry]
+    facts.sort(key=lambda f: (f["at"] or "", f["event_id"]))
+    doc["facts"] = facts[-MAX_FACTS:]
+
+
+def _case(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
+    d = env.data
+    assert isinstance(d, p.CaseEvent)
+    case = doc["cases"].get(d.case_id) or {"case_id": d.case_id, "opened_at": None}
+    if env.type is EventType.case_opened and (
+        case["opened_at"] is None or (at or "") < case["opened_at"]
+    ):
+        case["opened_at"] = at
+        case.setdefault("channel", channel)
+        case["interaction_id"] = d.interaction_id or case.get("interaction_id")
+    for name in ("reason", "priority"):
+        value = getattr(d, name)
+        if value is not None and _later(at, case.get(f"{name}_at")):
+            case[name], case[f"{name}_at"] = value, at
+    if d.agent_id and _later(at, case.get("agent_at")):
+        case.update(agent_id=d.agent_id, team=d.team, agent_at=at)
+    if _later(at, case.get("updated_at")):
+        case["updated_at"] = at
+        status = d.status or {
+            EventType.case_opened: "open",
+            EventType.case_resolved: "resolved",
+        }.get(env.type, case.get("status", "open"))
+        case["status"] = status
+        case["open"] = env.type is not EventType.case_resolved and status not in CLOSED_STATUSES
+    if case.get("interaction_id") is None and d.interaction_id:
+        case["interaction_id"] = d.interaction_id
+    doc["cases"][d.case_id] = case
+
+
+CLOSED_STATUSES = {"resolved", "closed", "cancelled", "canceled", "solved", "done"}
+
+
+def _callback(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
+    d = env.data
+    key = d.interaction_id or env.id
+    cb = doc["callbacks"].get(key) or {"key": key}
+    if isinstance(d, p.CallbackRequested):
+        cb.update(
+            requested_at=at,
+            requested_for=_iso(d.requested_for),
+            number=d.number,
+            channel=channel,
+        )
+        cb.setdefault("status", "pending")
+    else:
+        assert isinstance(d, p.CallbackCompleted)
+        cb.update(status="completed", completed_at=at, outcome=d.outcome)
+    doc["callbacks"][key] = cb
+
+
+def _survey(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
+    d = env.data
+    assert isinstance(d, p.SurveyResponded)
+    if _later(at, (doc["surveys"].get(d.survey) or {}).get("at")):
+        doc["surveys"][d.survey] = {
+            "score": d.score,
+            "comment": d.comment,
+            "at": at,
+            "channel": channel,
+            "touchpoint": d.touchpoint,
+            "interaction_id": d.about_interaction_id or d.interaction_id,
+        }
+
+
+def _message(doc: Doc, env: Envelope, at: str | None, _channel: str | None) -> None:
+    d = env.data
+    assert isinstance(d, p.Message)
+    if d.sentiment is not None and env.type is EventType.message_received:
+        points = [s for s in doc["sentiment"] if s["event_id"] != env.id]
+        points.append({"at": at, "value": d.sentiment, "event_id": env.id})
+        points.sort(key=lambda s: (s["at"], s["event_id"]))
+        doc["sentiment"] = points[-MAX_SENTIMENT:]
+
+
+def _traits(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
+    d = env.data
+    assert isinstance(d, p.IdentityLinked)
+    verified = event_verification(env)
+    for name, value in d.traits.items():
+        if _later(at, (doc["traits"].get(name) or {}).get("at")):
+            doc["traits"][name] = {
+                "value": value,
+                "channel": channel,
+                "at": at,
+                "verified_by": verified,
+                "event_id": env.id,
+            }
+
+
+def _outcome(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
+    name = "churned" if env.type is EventType.customer_churned else "renewed"
+    current = doc["traits"].get("lifecycle_stage") or {}
+    if _later(at, current.get("at")):
+        doc["traits"]["lifecycle_stage"] = {
+            "value": name,
+            "channel": channel,
+            "at": at,
+            "verified_by": None,
+            "event_id": env.id,
+        }
+
+
+_HANDLERS = {
+    EventType.fact_collected: _fact,
+    EventType.case_opened: _case,
+    EventType.case_updated: _case,
+    EventType.case_resolved: _case,
+    EventType.callback_requested: _callback,
+    EventType.callback_completed: _callback,
+    EventType.survey_responded: _survey,
+    EventType.message_received: _message,
+    EventType.identity_linked: _traits,
+    EventType.customer_churned: _outcome,
+    EventType.customer_renewed: _outcome,
+}
+
+
+def rebuild(events: list[Envelope]) -> Doc:
+    """The document from scratch (after a merge or split)."""
+    doc = empty()
+    for env in sorted(events, key=lambda e: (e.time, e.id)):
+        apply_event(doc, env)
+    return doc
+
+
+def trait_snapshot(doc: Doc) -> dict[str, Any]:
+    """Plain trait values, for the activity contract."""
+    return {name: t["value"] for name, t in doc["traits"].items()}

@@ -1,0 +1,274 @@
+"""Agent API: screen pop, context, timeline, identities, route hint, live stream, facts,
+merge and split. Tenant-scoped (``context:read`` or ``admin``); another tenant's id is a 404."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import ORJSONResponse
+from sse_starlette import EventSourceResponse
+
+from services.journey import commands, service, views
+from services.journey.config import JourneySettings
+from services.journey.schemas import (
+    ContextPublic,
+    FactCreate,
+    FactRecorded,
+    IdentityGraph,
+    MergeRequest,
+    MergeResponse,
+    RouteHint,
+    SplitRequest,
+    SplitResponse,
+    TimelinePage,
+)
+from services.journey.stream import ContextHub
+from shared.auth.dependencies import Admin, ContextReader
+from shared.auth.models import Scope
+from shared.auth.service import Principal, audit
+from shared.deps import DatabaseDep
+from shared.errors import NotFound
+
+router = APIRouter(prefix="/v1", tags=["context"])
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pg_pool
+    return pool
+
+
+def _settings(request: Request) -> JourneySettings:
+    settings: JourneySettings = request.app.state.settings
+    return settings
+
+
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+SettingsDep = Annotated[JourneySettings, Depends(_settings)]
+IdentifierType = Annotated[str, Query(description="phone, email, crm_id, chat_session, …")]
+IdentifierValue = Annotated[str, Query(min_length=1, max_length=320)]
+Reveal = Annotated[
+    bool, Query(description="Show sensitive fact values (needs the admin scope; audited).")
+]
+
+
+async def _reveal(db: Any, principal: Principal, reveal: bool, customer_id: str) -> bool:
+    if not reveal:
+        return False
+    principal.require(Scope.admin)
+    async with db.session() as session:
+        await audit(
+            session,
+            tenant_id=principal.tenant_id,
+            actor=f"key:{principal.key_id}",
+            action="context.sensitive_revealed",
+            target=customer_id,
+        )
+    return True
+
+
+def _json(body: dict[str, Any]) -> ORJSONResponse:
+    return ORJSONResponse(body)
+
+
+@router.get("/context", responses={200: {"model": ContextPublic}})
+async def context_by_identifier(
+    principal: ContextReader,
+    pool: PoolDep,
+    db: DatabaseDep,
+    identifier_type: IdentifierType,
+    value: IdentifierValue,
+    reveal_sensitive: Reveal = False,
+) -> ORJSONResponse:
+    """Screen pop: the customer's context by any identifier, normalized as ingest normalizes."""
+    found = await service.find_by_identifier(
+        pool, principal.tenant_id, identifier_type, value, kind="context"
+    )
+    reveal = await _reveal(db, principal, reveal_sensitive, str(found.customer_id))
+    return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
+
+
+@router.get("/customers/{customer_id}/context", responses={200: {"model": ContextPublic}})
+async def customer_context(
+    customer_id: uuid.UUID,
+    principal: ContextReader,
+    pool: PoolDep,
+    db: DatabaseDep,
+    reveal_sensitive: Reveal = False,
+) -> ORJSONResponse:
+    """A customer's context by id (a merged id answers with the surviving customer)."""
+    found = await service.find_by_id(pool, principal.tenant_id, customer_id, kind="customer")
+    reveal = await _reveal(db, principal, reveal_sensitive, str(found.customer_id))
+    return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
+
+
+@router.get("/customers/{customer_id}/timeline", response_model=TimelinePage)
+async def customer_timeline(
+    customer_id: uuid.UUID,
+    principal: ContextReader,
+    pool: PoolDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> ORJSONResponse:
+    """Cross-channel timeline, newest first; pass ``next_cursor`` back to page."""
+    page = await service.timeline(
+        pool,
+        principal.tenant_id,
+        customer_id,
+        limit=min(limit, settings.timeline_page_max),
+        cursor=cursor,
+    )
+    return _json(page)
+
+
+@router.get("/customers/{customer_id}/identities", response_model=IdentityGraph)
+async def customer_identities(
+    customer_id: uuid.UUID, principal: ContextReader, pool: PoolDep
+) -> ORJSONResponse:
+    """The identity graph: identifiers with provenance, merges, splits, provisional links."""
+    return _json(await service.identity_graph(pool, principal.tenant_id, customer_id))
+
+
+@router.get("/route-hint", response_model=RouteHint)
+async def route_hint(
+    principal: ContextReader,
+    pool: PoolDep,
+    settings: SettingsDep,
+    identifier_type: IdentifierType,
+    value: IdentifierValue,
+) -> ORJSONResponse:
+    """For IVR/CTI: preferred agent and team, whether to skip the IVR menu, and why."""
+    try:
+        found = await service.find_by_identifier(
+            pool, principal.tenant_id, identifier_type, value, kind="route_hint"
+        )
+    except NotFound:
+        return _json(
+            {
+                "known": False,
+                "customer_id": None,
+                "preferred_agent": None,
+                "preferred_team": None,
+                "skip_ivr": False,
+                "open_case": None,
+                "reasons": ["unknown caller: keep the IVR menu"],
+            }
+        )
+    hint = views.route_hint(
+        found.doc,
+        now=datetime.now(UTC),
+        skip_ivr_hours=settings.skip_ivr_hours,
+        preferred_agent_hours=settings.preferred_agent_hours,
+    )
+    return _json({"known": True, "customer_id": str(found.customer_id), **hint})
+
+
+@router.get(
+    "/customers/{customer_id}/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def customer_stream(
+    customer_id: uuid.UUID, request: Request, principal: ContextReader, pool: PoolDep
+) -> EventSourceResponse:
+    """Server-sent events: the context now, then ``context.changed`` after every change."""
+    tenant = principal.tenant_id
+    found = await service.find_by_id(pool, tenant, customer_id, kind="stream")
+    hub: ContextHub = request.app.state.hub
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        with hub.subscribe(tenant, found.customer_id) as queue:
+            current = found
+            yield _sse("context", current)
+            while True:
+                version = await queue.get()
+                if 0 <= version <= current.version:
+                    continue
+                while not queue.empty():  # coalesce bursts into one update
+                    queue.get_nowait()
+                current = await service.find_by_id(pool, tenant, found.customer_id, kind="stream")
+                yield _sse("context.changed", current)
+
+    return EventSourceResponse(events(), ping=15, send_timeout=30)
+
+
+def _sse(name: str, found: service.Found) -> dict[str, str]:
+    view = service.context_view(found, now=datetime.now(UTC), reveal=False)
+    return {"event": name, "id": str(found.version), "data": orjson.dumps(view).decode()}
+
+
+@router.post("/customers/{customer_id}/facts", status_code=201, response_model=FactRecorded)
+async def add_fact(
+    customer_id: uuid.UUID,
+    body: FactCreate,
+    request: Request,
+    principal: ContextReader,
+    db: DatabaseDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """An agent records a fact the customer gave (kept in the facts ledger with provenance)."""
+    return await commands.record_fact(
+        db=db,
+        producer=request.app.state.producer,
+        settings=settings,
+        principal=principal,
+        customer_id=customer_id,
+        fact=body.model_dump(mode="json", exclude_none=True),
+    )
+
+
+@router.post("/customers/merge", response_model=MergeResponse, tags=["identity"])
+async def merge_customers(
+    body: MergeRequest, request: Request, principal: Admin, db: DatabaseDep, settings: SettingsDep
+) -> MergeResponse:
+    """Merge two customers by hand (admin; audited; undo with split)."""
+    result = await commands.manual_merge(
+        db=db,
+        producer=request.app.state.producer,
+        settings=settings,
+        principal=principal,
+        survivor_id=body.survivor_id,
+        merged_id=body.merged_id,
+        reason=body.reason,
+    )
+    return MergeResponse(
+        merge_id=result.merge_id,
+        survivor_id=str(result.survivor_id),
+        merged_id=str(result.merged_id),
+        version=result.version,
+    )
+
+
+@router.post("/customers/{customer_id}/split", response_model=SplitResponse, tags=["identity"])
+async def split_customer(
+    customer_id: uuid.UUID,
+    request: Request,
+    principal: Admin,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    body: SplitRequest | None = None,
+) -> SplitResponse:
+    """Undo a merge (admin; audited): both customers as they were, later events on their side."""
+    body = body or SplitRequest()
+    result = await commands.split_customer(
+        db=db,
+        producer=request.app.state.producer,
+        settings=settings,
+        principal=principal,
+        customer_id=customer_id,
+        merge_id=body.merge_id,
+        reason=body.reason,
+    )
+    return SplitResponse(
+        merge_id=result.merge_id,
+        customer_id=str(result.customer_id),
+        restored_id=str(result.restored_id),
+        moved_events=len(result.moved_events),
+        moved_identifiers=result.moved_identifiers,
+    )

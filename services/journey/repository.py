@@ -1,0 +1,276 @@
+"""SQL of the journey schema (asyncpg, inside the caller's transaction; never commits).
+
+Every statement filters on the tenant. Batched statements take parallel arrays and ``unnest``
+them, so a chunk of hundreds of events costs a handful of round trips.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.journey.context import Doc
+from shared.events import Envelope, parse_normalized
+
+TenantCustomer = tuple[str, uuid.UUID]
+
+
+@dataclass
+class HolderRow:
+    tenant_id: str
+    key: str
+    home_id: uuid.UUID  # the customer the identifier row points at
+    customer_id: uuid.UUID  # resolved through merges
+    link_strength: int
+    customer_strength: int
+    created_at: datetime
+    last_seen_at: datetime
+
+
+async def existing_events(
+    conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    rows = await conn.fetch(
+        """SELECT e.tenant_id, e.event_id FROM unnest($1::text[], $2::text[]) AS k(t, id)
+           JOIN journey.event e ON e.tenant_id = k.t AND e.event_id = k.id""",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    return {(r[0], r[1]) for r in rows}
+
+
+async def lock_identifiers(conn: asyncpg.Connection, lock_keys: list[int]) -> None:
+    """Serialize events of one identity across workers: advisory locks, taken in sorted order."""
+    await conn.execute(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
+        sorted(set(lock_keys)),
+    )
+
+
+async def holders(
+    conn: asyncpg.Connection, keys: Iterable[tuple[str, str, str]]
+) -> list[HolderRow]:
+    """Customers holding each (tenant, type, value), resolved through merges."""
+    ks = list(keys)
+    rows = await conn.fetch(
+        """SELECT i.tenant_id, i.id_type, i.value, i.customer_id AS home_id, r.id,
+                  i.strength, r.strength AS customer_strength, r.created_at, i.last_seen_at
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS k(t, ty, v)
+           JOIN journey.identifier i ON i.tenant_id = k.t AND i.id_type = k.ty AND i.value = k.v
+           JOIN journey.customer c ON c.tenant_id = i.tenant_id AND c.id = i.customer_id
+           JOIN journey.customer r
+             ON r.tenant_id = c.tenant_id AND r.id = coalesce(c.merged_into, c.id)""",
+        [k[0] for k in ks],
+        [k[1] for k in ks],
+        [k[2] for k in ks],
+    )
+    return [
+        HolderRow(
+            tenant_id=r[0],
+            key=f"{r[1]}:{r[2]}",
+            home_id=r[3],
+            customer_id=r[4],
+            link_strength=r[5],
+            customer_strength=r[6],
+            created_at=r[7],
+            last_seen_at=r[8],
+        )
+        for r in rows
+    ]
+
+
+async def insert_customers(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, int, datetime]]
+) -> None:
+    if rows:
+        await conn.execute(
+            """INSERT INTO journey.customer (tenant_id, id, strength, created_at)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::int2[], $4::timestamptz[])
+               ON CONFLICT DO NOTHING""",
+            *zip(*rows, strict=True),
+        )
+
+
+async def raise_strengths(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, int]]
+) -> None:
+    if rows:
+        await conn.execute(
+            """UPDATE journey.customer c
+               SET strength = greatest(c.strength, u.s), updated_at = now()
+               FROM unnest($1::text[], $2::uuid[], $3::int2[]) AS u(t, id, s)
+               WHERE c.tenant_id = u.t AND c.id = u.id AND c.strength < u.s""",
+            *zip(*rows, strict=True),
+        )
+
+
+LinkRow = tuple[str, str, str, uuid.UUID, int, str | None, str, datetime, datetime]
+
+
+async def upsert_links(conn: asyncpg.Connection, rows: Sequence[LinkRow]) -> None:
+    """(tenant, type, value, customer, strength, verified_by, source event, first, last seen)."""
+    if rows:
+        await conn.execute(
+            """INSERT INTO journey.identifier AS i (tenant_id, id_type, value, customer_id,
+                   strength, verified_by, source_event_id, first_seen_at, last_seen_at)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::int2[],
+                   $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
+               ON CONFLICT (tenant_id, id_type, value, customer_id) DO UPDATE SET
+                   strength = greatest(i.strength, excluded.strength),
+                   verified_by = CASE WHEN excluded.strength > i.strength
+                                      THEN excluded.verified_by ELSE i.verified_by END,
+                   first_seen_at = least(i.first_seen_at, excluded.first_seen_at),
+                   last_seen_at = greatest(i.last_seen_at, excluded.last_seen_at)""",
+            *zip(*rows, strict=True),
+        )
+
+
+EventRow = tuple[str, str, uuid.UUID | None, str, datetime, list[str], str, str, str]
+
+
+async def insert_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> None:
+    """(tenant, event id, customer, type, time, identifier keys, outcome, rule, envelope JSON)."""
+    if rows:
+        await conn.executemany(
+            """INSERT INTO journey.event (tenant_id, event_id, customer_id, type, time,
+                   identifier_keys, outcome, rule, envelope)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)""",
+            rows,
+        )
+
+
+async def insert_provisional(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, uuid.UUID, str, int, str]]
+) -> None:
+    if rows:
+        await conn.executemany(
+            """INSERT INTO journey.provisional_link
+                   (tenant_id, customer_id, other_id, via, strength, event_id)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            rows,
+        )
+
+
+async def lock_contexts(
+    conn: asyncpg.Connection, ids: Sequence[TenantCustomer]
+) -> dict[TenantCustomer, tuple[Doc, int]]:
+    """Load and row-lock the context documents (in key order, so lockers never cross)."""
+    ordered = sorted(set(ids), key=lambda k: (k[0], str(k[1])))
+    rows = await conn.fetch(
+        """SELECT x.tenant_id, x.customer_id, x.doc::text, x.version
+           FROM unnest($1::text[], $2::uuid[]) AS k(t, id)
+           JOIN journey.context x ON x.tenant_id = k.t AND x.customer_id = k.id
+           ORDER BY x.tenant_id, x.customer_id::text FOR UPDATE OF x""",
+        [k[0] for k in ordered],
+        [k[1] for k in ordered],
+    )
+    return {(r[0], r[1]): (orjson.loads(r[2]), r[3]) for r in rows}
+
+
+async def merged_among(
+    conn: asyncpg.Connection, ids: Sequence[TenantCustomer]
+) -> set[TenantCustomer]:
+    rows = await conn.fetch(
+        """SELECT c.tenant_id, c.id FROM unnest($1::text[], $2::uuid[]) AS k(t, id)
+           JOIN journey.customer c ON c.tenant_id = k.t AND c.id = k.id
+           WHERE c.status = 'merged'""",
+        [k[0] for k in ids],
+        [k[1] for k in ids],
+    )
+    return {(r[0], r[1]) for r in rows}
+
+
+async def save_contexts(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, bytes, int]]
+) -> None:
+    if rows:
+        await conn.execute(
+            """INSERT INTO journey.context (tenant_id, customer_id, doc, version)
+               SELECT t, id, d::jsonb, v FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[])
+                   AS u(t, id, d, v)
+               ON CONFLICT (tenant_id, customer_id) DO UPDATE
+                   SET doc = excluded.doc, version = excluded.version, updated_at = now()""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2].decode() for r in rows],
+            [r[3] for r in rows],
+        )
+
+
+async def notify(conn: asyncpg.Connection, channel: str, payloads: Sequence[str]) -> None:
+    """Delivered to listeners when the transaction commits (never before, never if rolled back)."""
+    if payloads:
+        await conn.execute(
+            "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p", channel, list(payloads)
+        )
+
+
+async def customer_row(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT id, status, merged_into, strength, created_at FROM journey.customer
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant,
+        customer_id,
+    )
+    return row
+
+
+async def member_ids(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """The customer and every customer merged into it (their events and links are its own)."""
+    rows = await conn.fetch(
+        """SELECT id FROM journey.customer WHERE tenant_id = $1 AND id = $2
+           UNION ALL
+           SELECT id FROM journey.customer WHERE tenant_id = $1 AND merged_into = $2""",
+        tenant,
+        customer_id,
+    )
+    return [r[0] for r in rows]
+
+
+async def events_of(
+    conn: asyncpg.Connection, tenant: str, customer_ids: Sequence[uuid.UUID]
+) -> list[Envelope]:
+    rows = await conn.fetch(
+        """SELECT envelope::text FROM journey.event
+           WHERE tenant_id = $1 AND customer_id = ANY($2::uuid[])""",
+        tenant,
+        list(customer_ids),
+    )
+    return [parse_normalized(r[0].encode()) for r in rows]
+
+
+async def identities(
+    conn: asyncpg.Connection, tenant: str, customer_ids: Sequence[uuid.UUID]
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT id_type, value, customer_id, strength, verified_by, source_event_id,
+                  first_seen_at, last_seen_at
+           FROM journey.identifier WHERE tenant_id = $1 AND customer_id = ANY($2::uuid[])
+           ORDER BY strength DESC, last_seen_at DESC""",
+        tenant,
+        list(customer_ids),
+    )
+    return [identity_dict(r) for r in rows]
+
+
+def identity_dict(r: Any) -> dict[str, Any]:
+    return {
+        "type": r["id_type"],
+        "value": r["value"],
+        "linked_customer_id": str(r["customer_id"]),
+        "strength": r["strength"],
+        "verified_by": r["verified_by"],
+        "source_event_id": r["source_event_id"],
+        "first_seen_at": r["first_seen_at"].isoformat(),
+        "last_seen_at": r["last_seen_at"].isoformat(),
+    }

@@ -1,0 +1,123 @@
+"""Request and response shapes of the agent API (hot paths return JSON without re-validation)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import Channel, Verification
+
+
+class HandoffSummary(BaseModel):
+    who: str
+    likely_reason: str | None
+    likely_reason_source: str | None
+    open: list[str]
+    do_not_ask: list[str]
+    next_step: dict[str, str]
+    next_steps: list[dict[str, str]]
+    text: str
+
+
+class ContextPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    customer_id: str
+    version: int
+    identities: list[dict[str, Any]]
+    traits: dict[str, Any]
+    facts: list[dict[str, Any]] = Field(
+        description="Facts ledger, newest first; sensitive values masked."
+    )
+    open_cases: list[dict[str, Any]]
+    cases: list[dict[str, Any]]
+    last_agent: dict[str, Any] | None
+    last_interaction: dict[str, Any] | None
+    last_channel: str | None
+    last_contact_reason: dict[str, Any] | None
+    pending_callbacks: list[dict[str, Any]]
+    surveys: dict[str, Any]
+    sentiment: dict[str, Any] | None
+    channels: dict[str, int]
+    recent: list[dict[str, Any]]
+    event_count: int
+    first_seen_at: str | None
+    last_seen_at: str | None
+    summary: HandoffSummary
+
+
+class TimelinePage(BaseModel):
+    customer_id: str
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class IdentityGraph(BaseModel):
+    customer_id: str
+    identifiers: list[dict[str, Any]]
+    merges: list[dict[str, Any]]
+    splits: list[dict[str, Any]]
+    provisional_links: list[dict[str, Any]]
+
+
+class RouteHint(BaseModel):
+    known: bool
+    customer_id: str | None
+    preferred_agent: str | None
+    preferred_team: str | None
+    skip_ivr: bool
+    open_case: str | None
+    reasons: list[str]
+
+
+class MergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    survivor_id: uuid.UUID
+    merged_id: uuid.UUID
+    reason: str | None = Field(None, max_length=500)
+
+
+class MergeResponse(BaseModel):
+    merge_id: int
+    survivor_id: str
+    merged_id: str
+    version: int
+
+
+class SplitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merge_id: int | None = Field(None, description="The merge to undo; default the latest one.")
+    reason: str | None = Field(None, max_length=500)
+
+
+class SplitResponse(BaseModel):
+    merge_id: int
+    customer_id: str
+    restored_id: str
+    moved_events: int
+    moved_identifiers: int
+
+
+class FactCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    value: str | int | float | bool | None
+    sensitive: bool = False
+    verified_by: Verification | None = None
+    expires_at: datetime | None = None
+    channel: Channel | None = None
+    agent_id: str | None = Field(None, max_length=128)
+    touchpoint: str | None = Field(None, max_length=128)
+
+
+class FactRecorded(BaseModel):
+    customer_id: str
+    event_id: str
+    version: int
+    fact: dict[str, Any]

@@ -1,0 +1,229 @@
+"""Read side of the agent API: one indexed query per screen pop, views computed in Python.
+
+Queries run on an asyncpg pool (prepared statements, no ORM on the hot path). Every query
+filters on the caller's tenant; a customer id of another tenant is simply not found.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.journey import views
+from services.journey.context import Doc, empty, timeline_item
+from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
+from shared.errors import BadRequest, NotFound
+from shared.events import IdentifierType, InvalidIdentifier, normalize_identifier, parse_normalized
+
+_IDENTITIES = """(
+    SELECT coalesce(json_agg(json_build_object(
+               'type', li.id_type, 'value', li.value, 'strength', li.strength,
+               'verified_by', li.verified_by, 'source_event_id', li.source_event_id,
+               'first_seen_at', li.first_seen_at, 'last_seen_at', li.last_seen_at)
+           ORDER BY li.strength DESC, li.last_seen_at DESC), '[]')::text
+    FROM journey.identifier li
+    WHERE li.tenant_id = r.tenant_id AND li.customer_id IN (
+        SELECT m.id FROM journey.customer m
+        WHERE m.tenant_id = r.tenant_id AND (m.id = r.id OR m.merged_into = r.id)))"""
+
+BY_IDENTIFIER = f"""
+SELECT r.id, r.status, x.doc::text, coalesce(x.version, 0), count(*) OVER (), {_IDENTITIES}
+FROM journey.identifier i
+JOIN journey.customer c ON c.tenant_id = i.tenant_id AND c.id = i.customer_id
+JOIN journey.customer r ON r.tenant_id = c.tenant_id AND r.id = coalesce(c.merged_into, c.id)
+LEFT JOIN journey.context x ON x.tenant_id = r.tenant_id AND x.customer_id = r.id
+WHERE i.tenant_id = $1 AND i.id_type = $2 AND i.value = $3
+ORDER BY i.strength DESC, i.last_seen_at DESC
+LIMIT 1"""
+
+BY_ID = f"""
+SELECT r.id, r.status, x.doc::text, coalesce(x.version, 0), 1, {_IDENTITIES}
+FROM journey.customer c
+JOIN journey.customer r ON r.tenant_id = c.tenant_id AND r.id = coalesce(c.merged_into, c.id)
+LEFT JOIN journey.context x ON x.tenant_id = r.tenant_id AND x.customer_id = r.id
+WHERE c.tenant_id = $1 AND c.id = $2"""
+
+
+@dataclass
+class Found:
+    customer_id: uuid.UUID
+    doc: Doc
+    version: int
+    holders: int
+    identities: list[dict[str, Any]]
+    requested_id: uuid.UUID | None = None
+
+
+def normalized_lookup(identifier_type: str, value: str) -> tuple[str, str]:
+    """Normalize a look-up exactly as ingest normalizes events (E.164, lower-case e-mail)."""
+    try:
+        id_type = IdentifierType(identifier_type)
+    except ValueError:
+        known = ", ".join(t.value for t in IdentifierType)
+        raise BadRequest(f"unknown identifier_type {identifier_type!r}; known: {known}") from None
+    try:
+        return id_type.value, normalize_identifier(id_type, value)
+    except InvalidIdentifier as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _found(row: asyncpg.Record, requested: uuid.UUID | None = None) -> Found:
+    return Found(
+        customer_id=row[0],
+        doc=orjson.loads(row[2]) if row[2] else empty(),
+        version=row[3],
+        holders=row[4],
+        identities=orjson.loads(row[5]),
+        requested_id=requested,
+    )
+
+
+async def find_by_identifier(
+    pool: asyncpg.Pool, tenant: str, identifier_type: str, value: str, *, kind: str
+) -> Found:
+    id_type, normalized = normalized_lookup(identifier_type, value)
+    started = time.perf_counter()
+    row = await pool.fetchrow(BY_IDENTIFIER, tenant, id_type, normalized)
+    LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
+    LOOKUPS.labels(kind, "hit" if row else "miss").inc()
+    if row is None:
+        raise NotFound(f"no customer with {id_type} {normalized}")
+    return _found(row)
+
+
+async def find_by_id(
+    pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, kind: str
+) -> Found:
+    started = time.perf_counter()
+    row = await pool.fetchrow(BY_ID, tenant, customer_id)
+    LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
+    LOOKUPS.labels(kind, "hit" if row else "miss").inc()
+    if row is None:
+        raise NotFound(f"customer {customer_id} not found")
+    return _found(row, customer_id)
+
+
+def context_view(found: Found, *, now: datetime, reveal: bool) -> dict[str, Any]:
+    """The agent's card: everything in one response."""
+    doc = found.doc
+    last_interaction = doc["last_interaction"] or {}
+    view = {
+        "customer_id": str(found.customer_id),
+        "version": found.version,
+        "identities": found.identities,
+        "traits": doc["traits"],
+        "facts": views.facts_ledger(doc, now=now, reveal=reveal),
+        "open_cases": views.open_cases(doc),
+        "cases": list(doc["cases"].values()),
+        "last_agent": doc["last_agent"],
+        "last_interaction": doc["last_interaction"],
+        "last_channel": last_interaction.get("channel"),
+        "last_contact_reason": doc["last_contact_reason"],
+        "pending_callbacks": views.pending_callbacks(doc),
+        "surveys": doc["surveys"],
+        "sentiment": views.sentiment_trend(doc),
+        "channels": doc["channels"],
+        "recent": doc["recent"],
+        "event_count": doc["event_count"],
+        "first_seen_at": doc["first_seen_at"],
+        "last_seen_at": doc["last_seen_at"],
+        "summary": views.handoff_summary(doc, identities=found.identities, now=now),
+    }
+    if found.requested_id is not None and found.requested_id != found.customer_id:
+        view["merged_from"] = str(found.requested_id)
+    if found.holders > 1:
+        view["ambiguous"] = {
+            "holders": found.holders,
+            "note": "this identifier is held by several customers; the strongest link is shown",
+        }
+    return view
+
+
+def encode_cursor(time_iso: str, event_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([time_iso, event_id])).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, event_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(at), str(event_id)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest("invalid cursor") from exc
+
+
+async def timeline(
+    pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """Cross-channel timeline, newest first, keyset-paged on (time, event id)."""
+    found = await find_by_id(pool, tenant, customer_id, kind="timeline")
+    before = decode_cursor(cursor) if cursor else None
+    rows = await pool.fetch(
+        """SELECT e.envelope::text, e.time FROM journey.event e
+           WHERE e.tenant_id = $1 AND e.customer_id IN (
+               SELECT m.id FROM journey.customer m
+               WHERE m.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2))
+             AND ($3::timestamptz IS NULL OR (e.time, e.event_id) < ($3, $4))
+           ORDER BY e.time DESC, e.event_id DESC LIMIT $5""",
+        tenant,
+        found.customer_id,
+        before[0] if before else None,
+        before[1] if before else "",
+        limit + 1,
+    )
+    items = [timeline_item(parse_normalized(r[0].encode())) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = parse_normalized(rows[limit - 1][0].encode())
+        next_cursor = encode_cursor(last.time.isoformat(), last.id)
+    return {"customer_id": str(found.customer_id), "items": items, "next_cursor": next_cursor}
+
+
+async def identity_graph(pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID) -> dict[str, Any]:
+    """Identifiers with provenance, merges (with rule and event), splits, provisional links."""
+    found = await find_by_id(pool, tenant, customer_id, kind="identities")
+    cid = found.customer_id
+    async with pool.acquire() as conn:
+        merges = await conn.fetch(
+            """SELECT id, survivor_id, merged_id, event_id, rule, via, actor, reason, created_at,
+                      undone_at FROM journey.merge
+               WHERE tenant_id = $1 AND (survivor_id = $2 OR merged_id = $2) ORDER BY id""",
+            tenant,
+            cid,
+        )
+        splits = await conn.fetch(
+            """SELECT id, merge_id, customer_id, restored_id, actor, reason, moved_events,
+                      moved_identifiers, created_at FROM journey.split
+               WHERE tenant_id = $1 AND (customer_id = $2 OR restored_id = $2) ORDER BY id""",
+            tenant,
+            cid,
+        )
+        provisional = await conn.fetch(
+            """SELECT customer_id, other_id, via, strength, event_id, created_at
+               FROM journey.provisional_link
+               WHERE tenant_id = $1 AND (customer_id = $2 OR other_id = $2) ORDER BY id""",
+            tenant,
+            cid,
+        )
+    return {
+        "customer_id": str(cid),
+        "identifiers": found.identities,
+        "merges": [_jsonable(r) for r in merges],
+        "splits": [_jsonable(r) for r in splits],
+        "provisional_links": [_jsonable(r) for r in provisional],
+    }
+
+
+def _jsonable(row: asyncpg.Record) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in dict(row).items():
+        out[k] = (
+            v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v
+        )
+    return out

@@ -1,0 +1,229 @@
+"""Read-side rules over a context document: masking, facts ledger, handoff summary, next step,
+route hint. Pure functions; every suggestion and hint carries the reasons that produced it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.journey.context import Doc
+
+MASK = "••••"
+
+
+def _age(now: datetime, at: str | None) -> timedelta | None:
+    return now - datetime.fromisoformat(at) if at else None
+
+
+def _ago(delta: timedelta | None) -> str:
+    if delta is None:
+        return "at an unknown time"
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{max(minutes, 0)} min ago"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h ago"
+    return f"{minutes // 1440} days ago"
+
+
+def facts_ledger(doc: Doc, *, now: datetime, reveal: bool) -> list[dict[str, Any]]:
+    """Every fact collected, newest first; sensitive values masked unless ``reveal``."""
+    ledger = []
+    for fact in reversed(doc["facts"]):
+        entry = dict(fact)
+        expires = fact.get("expires_at")
+        entry["expired"] = bool(expires and datetime.fromisoformat(expires) <= now)
+        if fact.get("sensitive") and not reveal:
+            entry["value"] = MASK
+            entry["masked"] = True
+        ledger.append(entry)
+    return ledger
+
+
+def known_facts(doc: Doc, *, now: datetime) -> dict[str, dict[str, Any]]:
+    """The latest unexpired value per fact name: what the agent must not ask again."""
+    known: dict[str, dict[str, Any]] = {}
+    for fact in doc["facts"]:  # oldest first, so later ones win
+        expires = fact.get("expires_at")
+        if expires and datetime.fromisoformat(expires) <= now:
+            continue
+        known[fact["name"]] = fact
+    return known
+
+
+def open_cases(doc: Doc) -> list[dict[str, Any]]:
+    cases = [c for c in doc["cases"].values() if c.get("open")]
+    return sorted(cases, key=lambda c: c.get("updated_at") or "", reverse=True)
+
+
+def pending_callbacks(doc: Doc) -> list[dict[str, Any]]:
+    return [c for c in doc["callbacks"].values() if c.get("status") == "pending"]
+
+
+def sentiment_trend(doc: Doc) -> dict[str, Any] | None:
+    points = doc["sentiment"]
+    if not points:
+        return None
+    values = [s["value"] for s in points]
+    half = max(len(values) // 2, 1)
+    earlier, later = values[:half], values[-half:]
+    delta = sum(later) / len(later) - sum(earlier) / len(earlier)
+    direction = "improving" if delta > 0.15 else "worsening" if delta < -0.15 else "stable"
+    return {"latest": values[-1], "average": sum(values) / len(values), "trend": direction}
+
+
+def case_agent(doc: Doc, case: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The agent (and team) who handled a case: named on the case, else on its interaction."""
+    if case.get("agent_id"):
+        return case["agent_id"], case.get("team")
+    interaction = doc["interactions"].get(case.get("interaction_id") or "")
+    if interaction and interaction.get("agent_id"):
+        return interaction["agent_id"], interaction.get("team")
+    return None, None
+
+
+def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
+    """Suggested next steps, most pressing first; each says why."""
+    steps: list[dict[str, str]] = []
+    for cb in pending_callbacks(doc):
+        steps.append(
+            {
+                "action": "complete the pending callback",
+                "why": f"a callback was requested {_ago(_age(now, cb.get('requested_at')))} "
+                "and is not completed",
+            }
+        )
+    for case in open_cases(doc)[:2]:
+        steps.append(
+            {
+                "action": f"continue case {case['case_id']}"
+                + (f" ({case['reason']})" if case.get("reason") else ""),
+                "why": f"the case is {case.get('status', 'open')}, last touched "
+                f"{_ago(_age(now, case.get('updated_at')))}",
+            }
+        )
+    last = doc["last_interaction"] or {}
+    if last.get("type") == "contact.abandoned":
+        steps.append(
+            {
+                "action": "acknowledge the dropped contact",
+                "why": f"the last contact was abandoned {_ago(_age(now, last.get('at')))}",
+            }
+        )
+    trend = sentiment_trend(doc)
+    if trend and (trend["latest"] <= -0.5 or trend["trend"] == "worsening"):
+        steps.append(
+            {
+                "action": "offer an escalation or a supervisor",
+                "why": f"sentiment is {trend['trend']} (latest {trend['latest']:+.2f})",
+            }
+        )
+    csat, nps = doc["surveys"].get("csat"), doc["surveys"].get("nps")
+    if (csat and csat["score"] <= 2) or (nps and nps["score"] <= 6):
+        steps.append(
+            {
+                "action": "acknowledge the poor recent experience",
+                "why": "latest survey: "
+                + ", ".join(
+                    f"{name.upper()} {s['score']:g}"
+                    for name, s in (("csat", csat), ("nps", nps))
+                    if s
+                ),
+            }
+        )
+    if not steps:
+        steps.append(
+            {"action": "greet and ask how to help", "why": "nothing is open for this customer"}
+        )
+    return steps
+
+
+def handoff_summary(doc: Doc, *, identities: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """Who this is, why they likely call, what is open, what we know, and a next step."""
+    known = known_facts(doc, now=now)
+    name = known.get("name") or known.get("full_name")
+    strongest = identities[0] if identities else None
+    who = (
+        str(name["value"])
+        if name and not name.get("sensitive")
+        else (f"{strongest['type']} {strongest['value']}" if strongest else "unknown customer")
+    )
+    cases = open_cases(doc)
+    reason_src = (
+        ("open case", cases[0].get("reason"))
+        if cases and cases[0].get("reason")
+        else ("last contact reason", (doc["last_contact_reason"] or {}).get("value"))
+    )
+    likely = reason_src[1]
+    open_items = [
+        f"case {c['case_id']} ({c.get('reason') or 'no reason'}, {c.get('status')})" for c in cases
+    ] + [f"callback requested {c.get('requested_at')}" for c in pending_callbacks(doc)]
+    steps = next_steps(doc, now=now)
+    parts = [f"{who}."]
+    if likely:
+        parts.append(f"Likely contacting about: {likely} ({reason_src[0]}).")
+    if open_items:
+        parts.append("Open: " + "; ".join(open_items) + ".")
+    if known:
+        parts.append("Already known, do not ask again: " + ", ".join(sorted(known)) + ".")
+    parts.append(f"Suggested: {steps[0]['action']} — {steps[0]['why']}.")
+    return {
+        "who": who,
+        "likely_reason": likely,
+        "likely_reason_source": reason_src[0] if likely else None,
+        "open": open_items,
+        "do_not_ask": sorted(known),
+        "next_step": steps[0],
+        "next_steps": steps,
+        "text": " ".join(parts),
+    }
+
+
+def route_hint(
+    doc: Doc, *, now: datetime, skip_ivr_hours: float, preferred_agent_hours: float
+) -> dict[str, Any]:
+    """Preferred agent/team and whether to skip the IVR menu, with the reasons."""
+    reasons: list[str] = []
+    agent = team = None
+    skip = False
+    cases = open_cases(doc)
+    recent_case = None
+    for case in cases:
+        age = _age(now, case.get("updated_at"))
+        if age is not None and age <= timedelta(hours=skip_ivr_hours):
+            recent_case = case
+            break
+    if recent_case is not None:
+        skip = True
+        reasons.append(
+            f"open case {recent_case['case_id']} ({recent_case.get('reason') or 'no reason'}) "
+            f"touched {_ago(_age(now, recent_case.get('updated_at')))}, "
+            f"within {skip_ivr_hours:g} h: skip the IVR menu"
+        )
+    for case in ([recent_case] if recent_case else []) + cases:
+        agent, team = case_agent(doc, case)
+        if agent:
+            reasons.append(f"agent {agent} handled open case {case['case_id']}")
+            break
+    if agent is None and doc["last_agent"]:
+        last = doc["last_agent"]
+        age = _age(now, last.get("at"))
+        if age is not None and age <= timedelta(hours=preferred_agent_hours):
+            agent, team = last["agent_id"], last.get("team")
+            reasons.append(
+                f"agent {agent} handled the last interaction {_ago(age)} "
+                f"on {last.get('channel') or 'an unknown channel'}"
+            )
+    if not skip:
+        reasons.append(
+            f"no open case touched within {skip_ivr_hours:g} h: keep the IVR menu"
+            if not cases
+            else f"open cases exist but none touched within {skip_ivr_hours:g} h: keep the IVR menu"
+        )
+    return {
+        "preferred_agent": agent,
+        "preferred_team": team,
+        "skip_ivr": skip,
+        "open_case": recent_case["case_id"] if recent_case else None,
+        "reasons": reasons,
+    }

@@ -1,0 +1,190 @@
+"""The journey worker: normalized events → identity + context → customer activity.
+
+Per Kafka batch: parse (unparsable records go to the dead-letter topic with a reason), then
+apply in chunks, one transaction each. A chunk's activity is published and acknowledged by the
+broker *before* its transaction commits, so a crash can only repeat an activity (consumers
+dedupe on event id; customer ids are deterministic), never lose one. Deadlocks, serialization
+failures and concurrent merges retry the chunk; an event that fails on its own data is
+dead-lettered instead of stalling the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from pydantic import ValidationError
+
+from services.journey.applier import ChunkApplier, ChunkResult, Incoming, StaleChunk
+from services.journey.config import JourneySettings
+from services.journey.metrics import CHUNK_RETRIES, EVENTS, FRESHNESS, PROCESSING
+from shared.db import Database, raw_connection
+from shared.events import parse_normalized
+from shared.kafka import make_consumer, make_producer
+from shared.logging import get_logger
+from shared.worker import BatchWorker, install_signal_handlers
+
+log = get_logger("journey.worker")
+
+_RETRYABLE = {"40P01": "deadlock", "40001": "serialization", "23505": "unique_violation"}
+_POISON_CLASSES = ("22", "23", "54")  # data exception, integrity, program limit
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        for candidate in (seen, getattr(seen, "orig", None)):
+            state = getattr(candidate, "sqlstate", None)
+            if isinstance(state, str):
+                return state
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def retry_cause(exc: BaseException) -> str | None:
+    if isinstance(exc, StaleChunk):
+        return "concurrent_merge"
+    return _RETRYABLE.get(_sqlstate(exc) or "")
+
+
+def is_poison(exc: BaseException) -> bool:
+    """The event's own data broke it (not the infrastructure): dead-letter, do not retry."""
+    state = _sqlstate(exc)
+    if state is not None:
+        return state.startswith(_POISON_CLASSES)
+    return isinstance(exc, ValueError | TypeError | KeyError | AssertionError)
+
+
+class JourneyProcessor:
+    def __init__(self, *, db: Database, producer: AIOKafkaProducer, settings: JourneySettings):
+        self.db = db
+        self.producer = producer
+        self.settings = settings
+
+    async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        items: list[Incoming] = []
+        for record in records:
+            try:
+                items.append(
+                    Incoming(parse_normalized(record.value), record.value, record.timestamp)
+                )
+            except (ValidationError, ValueError) as exc:
+                await self.dead_letter(record.value, record.key, "journey_unparsable", str(exc))
+        size = self.settings.chunk_size
+        for start in range(0, len(items), size):
+            await self.apply(items[start : start + size])
+
+    async def apply(self, items: list[Incoming]) -> ChunkResult | None:
+        """Apply a chunk, retrying on conflicts; isolate and dead-letter a poisonous event."""
+        try:
+            return await self._apply_with_retry(items)
+        except Exception as exc:
+            if not is_poison(exc):
+                raise
+            if len(items) == 1:
+                log.warning("event.dead_lettered", event_id=items[0].env.id, error=str(exc))
+                await self.dead_letter(
+                    items[0].raw, None, "journey_apply_failed", f"{type(exc).__name__}: {exc}"
+                )
+                return None
+            for item in items:  # find the culprit; the others apply on their own
+                await self.apply([item])
+            return None
+
+    async def _apply_with_retry(self, items: list[Incoming]) -> ChunkResult:
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                async with self.db.session() as session:
+                    conn = await raw_connection(session)
+                    result = await ChunkApplier(conn, self.settings).run(items)
+                    await self.publish(result)
+                break
+            except Exception as exc:
+                cause = retry_cause(exc)
+                if cause is None or attempt >= self.settings.max_retries:
+                    raise
+                CHUNK_RETRIES.labels(cause).inc()
+                attempt += 1
+                await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))  # noqa: S311
+        PROCESSING.observe(time.perf_counter() - started)
+        now_ms = time.time() * 1000
+        for item in result.applied:
+            if item.received_ms:
+                FRESHNESS.observe(max(0.0, (now_ms - item.received_ms) / 1000))
+        EVENTS.labels("applied").inc(len(result.applied))
+        EVENTS.labels("duplicate").inc(result.duplicates)
+        return result
+
+    async def publish(self, result: ChunkResult) -> None:
+        futures = [
+            await self.producer.send(self.settings.topic_activity, a.to_json(), key=a.kafka_key())
+            for a in result.activities
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def dead_letter(self, value: bytes, key: bytes | None, reason: str, message: str) -> None:
+        EVENTS.labels("dead_lettered").inc()
+        await self.producer.send_and_wait(
+            self.settings.topic_dead_letter,
+            value,
+            key=key,
+            headers=[
+                ("waypoint-reason", reason.encode()),
+                ("waypoint-error", message[:1000].encode()),
+                ("waypoint-service", b"journey"),
+            ],
+        )
+
+
+async def run(
+    settings: JourneySettings | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    **consumer_overrides: Any,
+) -> None:
+    """Consume the normalized topic until ``stop`` is set (or SIGTERM/SIGINT when it is None)."""
+    settings = settings or JourneySettings()
+    db = Database(settings.dsn, pool_size=4, application_name="journey-worker")
+    producer = make_producer(settings)
+    consumer = make_consumer(
+        settings,
+        group_id=settings.consumer_group,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 10, 100),
+        **consumer_overrides,
+    )
+    processor = JourneyProcessor(db=db, producer=producer, settings=settings)
+    worker = BatchWorker(
+        service="journey",
+        consumer=consumer,
+        topics=[settings.topic_normalized],
+        handle=processor.handle,
+    )
+    await producer.start()
+    await consumer.start()
+    if stop is None:
+        install_signal_handlers(worker.stop)
+        watcher = None
+    else:
+        watcher = asyncio.create_task(_relay(stop, worker))
+    log.info("worker.started", topic=settings.topic_normalized, group=settings.consumer_group)
+    try:
+        await worker.run()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await consumer.stop()
+        await producer.stop()
+        await db.dispose()
+        log.info("worker.stopped")
+
+
+async def _relay(stop: asyncio.Event, worker: BatchWorker) -> None:
+    await stop.wait()
+    worker.stop()
