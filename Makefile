@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(VENV)/bin/waypoint run
 
+# pytest's own exit status is kept in $(VENV)/.pytest-exit for .ci/run (make itself says 2).
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@rm -f $(VENV)/.pytest-exit
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; echo $$status > $(VENV)/.pytest-exit; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check shared services tests bench
@@ -36,6 +38,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	@for script in bench/*.py; do \
+		[ -e "$$script" ] || continue; \
 		case $$script in */_*) continue;; esac; \
 		echo "== $$script"; $(PY) $$script || exit 1; \
 	done
