@@ -87,6 +87,7 @@ async def read_items(request: Request, settings: IngestSettings) -> list[Any]:
     "/events",
     status_code=202,
     response_model=IngestResult,
+    response_model_exclude_none=True,
     openapi_extra=_EVENT_BODY,
     responses={
         400: {"description": "not JSON, or an empty batch"},

@@ -83,6 +83,7 @@ def _route(kind: str | None, summary: str) -> None:
         endpoint,
         methods=["POST"],
         response_model=SegmentResult,
+        response_model_exclude_none=True,
         responses=_RESPONSES,
         summary=summary.rstrip("."),
     )

@@ -24,6 +24,7 @@ from services.ingest.batch import Plan, RawRecord, classify, plan
 from services.ingest.config import IngestSettings
 from services.ingest.records import (
     Limits,
+    best_effort_identity,
     bounded_text,
     dead_letter_headers,
     payload_digest,
@@ -73,7 +74,10 @@ class IngestHandler:
     async def handle(self, records: Sequence[Any]) -> None:
         now = datetime.now(UTC)
         accepted, refused = classify(records, now=now, limits=self.limits)
-        known = await self.tenants.cover({a.envelope.tenant for a in accepted})
+        named = {a.envelope.tenant for a in accepted}
+        for record, _exc in refused:  # so a reject can be shown to its tenant
+            named.add(best_effort_identity(record.value, record.headers)[0] or "")
+        known = await self.tenants.cover(named - {""})
         work = plan(accepted, refused, known_tenants=known, received_at=now)
         started = time.perf_counter()
         async with self.db.session() as session:
