@@ -19,11 +19,11 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 
 from services.alerts.channels import Channel, deliver
 from services.alerts.config import AlertsSettings
 from services.alerts.metrics import DELIVERIES, DELIVERY_LATENCY, OUTBOX_BACKLOG
+from services.alerts.state import loads
 from services.alerts.tables import OUTBOX_CHANNEL
 from services.alerts.worker import until_stopped
 from shared.db import Database, asyncpg_dsn, raw_connection
@@ -73,14 +73,14 @@ class Notifier:
                 type=row["type"],
                 url=row["url"],
                 secret=row["secret"],
-                recipients=orjson.loads(row["recipients"] or "[]"),
+                recipients=loads(row["recipients"], []),
             )
             attempt = row["attempts"] + 1
             if not row["active"]:
                 await self._settle(conn, row, attempt, "cancelled", None, "channel removed", 0.0)
                 DELIVERIES.labels(channel.type, "cancelled").inc()
                 return True
-            payload: dict[str, Any] = orjson.loads(row["payload"])
+            payload: dict[str, Any] = loads(row["payload"], {})
             result = await deliver(channel, payload, client=self.client, settings=self.settings)
             if result.ok:
                 outcome = "delivered"
@@ -126,8 +126,8 @@ class Notifier:
         else:
             status = "delivered" if outcome == "delivered" else outcome
             await conn.execute(
-                "UPDATE alerts.outbox SET status = $2, attempts = $3, last_error = $4, "
-                "delivered_at = CASE WHEN $2 = 'delivered' THEN now() END WHERE id = $1",
+                "UPDATE alerts.outbox SET status = $2::text, attempts = $3, last_error = $4, "
+                "delivered_at = CASE WHEN $2::text = 'delivered' THEN now() END WHERE id = $1",
                 row["id"], status, attempt, error,
             )  # fmt: skip
 

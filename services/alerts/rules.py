@@ -74,7 +74,7 @@ def evaluate(
         if not st.get("armed", True):
             rearm_at = threshold + margin
             if rule is Rule.score_drop and st.get("fired_score") is not None:
-                rearm_at = min(rearm_at, float(st["fired_score"]) + margin)
+                rearm_at = float(st["fired_score"]) + margin
             if score >= rearm_at:
                 st["armed"] = True
         if (

@@ -18,8 +18,11 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def loads(value: str | None, default: Any) -> Any:
-    return orjson.loads(value) if value else default
+def loads(value: Any, default: Any) -> Any:
+    """jsonb from asyncpg: already decoded by SQLAlchemy's codec, or text on a bare connection."""
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)
+    return default if value is None else value
 
 
 @dataclass
@@ -121,7 +124,7 @@ async def load_models(conn: asyncpg.Connection, tenants: list[str]) -> dict[str,
         "SELECT tenant_id, model FROM alerts.engagement_model WHERE tenant_id = ANY($1::text[])",
         tenants,
     )
-    found = {r["tenant_id"]: EngagementModel.model_validate_json(r["model"]) for r in rows}
+    found = {r["tenant_id"]: EngagementModel.model_validate(loads(r["model"], {})) for r in rows}
     return {t: found.get(t) or EngagementModel() for t in tenants}
 
 

@@ -1,0 +1,160 @@
+"""End to end through the real broker, PostgreSQL and a local HTTP receiver: a customer whose
+usage and seat utilisation decline is alerted once, signed and explained; recovery resolves."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from datetime import timedelta
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from pytest_httpserver import HTTPServer
+
+from services.alerts import notifier, worker
+from services.alerts.app import create_app
+from services.alerts.config import AlertsSettings
+from shared.kafka import make_consumer
+from tests.alerts.conftest import T0, WEBHOOK_SECRET, Clock, running, usage
+from tests.support import TenantFactory, app_client, eventually
+
+MODEL = {
+    "weights": {"activity": 50, "utilisation": 50, "cases": 0, "friction": 0,
+                "satisfaction": 0, "sentiment": 0},
+    "thresholds": {"alert_below": 50, "rearm_margin": 10, "cooldown_hours": 24,
+                   "drop_points": 15, "drop_days": 10},
+}  # fmt: skip
+
+
+async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_again(
+    alerts_settings: AlertsSettings,
+    make_tenant: TenantFactory,
+    producer: AIOKafkaProducer,
+    receiver: HTTPServer,
+):
+    tenant = await make_tenant(scopes=["alerts:read", "alerts:write"])
+    customer, account = f"cust-{uuid.uuid4().hex[:6]}", "acct-1"
+    traits = {"csm_owner": "olga", "tier": "gold"}
+    receiver.expect_request("/hook", method="POST").respond_with_data("ok")
+    clock = Clock(T0)
+
+    async def send(*activities) -> None:
+        for a in activities:
+            await producer.send_and_wait(
+                alerts_settings.topic_activity, a.to_json(), key=a.kafka_key()
+            )
+
+    async with app_client(create_app(alerts_settings)) as api:
+        put = await api.put("/v1/engagement-model", json=MODEL, headers=tenant.headers)
+        assert put.status_code == 200, put.text
+        channels = {"channels": [{"name": "cs-hook", "type": "webhook",
+                                  "url": receiver.url_for("/hook"), "secret": WEBHOOK_SECRET}]}  # fmt: skip
+        assert (
+            await api.put("/v1/notification-channels", json=channels, headers=tenant.headers)
+        ).status_code == 200
+
+        async def engagement():
+            r = await api.get(f"/v1/customers/{customer}/engagement", headers=tenant.headers)
+            return r.json() if r.status_code == 200 else None
+
+        async def processed(n_history: int):
+            body = await engagement()
+            return body if body and len(body["history"]) >= n_history else None
+
+        async def alerts(**params):
+            r = await api.get("/v1/alerts", params=params, headers=tenant.headers)
+            return r.json()["items"]
+
+        # a poison record first: it is dead-lettered and does not stall the consumer
+        await producer.send_and_wait(alerts_settings.topic_activity, b"{not json", key=b"x")
+        async with (
+            running(worker.run, alerts_settings, clock=clock),
+            running(notifier.run, alerts_settings),
+        ):
+            # healthy: 12 uses with every seat active
+            await send(*(usage(tenant=tenant.id, customer=customer, account=account, traits=traits,
+                               at=T0 - timedelta(hours=h), active=10) for h in range(12)))  # fmt: skip
+            body = await eventually(lambda: processed(1))
+            assert body["score"] == 100.0
+
+            # three weeks on: less use, half the seats
+            clock.set(T0 + timedelta(days=20))
+            await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=5))
+            body = await eventually(lambda: processed(2))
+            assert 50 < body["score"] < 56
+            assert await alerts() == []
+
+            # a week later: two seats of ten, little use → one alert (below threshold and drop)
+            clock.set(T0 + timedelta(days=28))
+            await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=2))
+            await eventually(lambda: processed(3))
+            opened = await eventually(alerts)
+            assert len(opened) == 1
+            alert = opened[0]
+            assert alert["status"] == "open" and alert["owner"] == "olga"
+            assert set(alert["rules"]) == {"below_threshold", "score_drop"}
+            explanation = alert["explanation"]
+            assert explanation["score"] < 50 and explanation["threshold"] == 50
+            assert explanation["change"] < -15 and explanation["previous_score"] > 50
+            assert set(explanation["contributions"]) == {"activity", "utilisation", "cases",
+                                                         "friction"}  # fmt: skip
+            assert explanation["factors"]["utilisation"] == 0.2
+            assert explanation["recent_events"][-1]["active_seats"] == 2
+
+            # delivered once, signed with the channel secret, with its explanation
+            await eventually(lambda: _count(receiver, 1))
+            request = receiver.log[0][0]
+            body_bytes = request.get_data()
+            expected = hmac.new(WEBHOOK_SECRET.encode(), body_bytes, hashlib.sha256).hexdigest()
+            assert request.headers["X-Waypoint-Signature"] == f"sha256={expected}"
+            assert request.headers["Idempotency-Key"].startswith(alert["id"])
+            delivered = orjson.loads(body_bytes)
+            assert delivered["alert_id"] == alert["id"]
+            assert delivered["explanation"]["contributions"] == explanation["contributions"]
+            assert "weakest factors" in delivered["explanation"]["summary"]
+
+            # further decline a day later: no second alert
+            clock.set(T0 + timedelta(days=29))
+            await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=1))
+            await eventually(lambda: processed(4))
+            assert len(await alerts()) == 1
+
+            # recovery: busy again, most seats used → the alert resolves itself
+            clock.set(T0 + timedelta(days=29, hours=2))
+            await send(*(usage(tenant=tenant.id, customer=customer, at=clock.now, active=8)
+                         for _ in range(6)))  # fmt: skip
+            await eventually(lambda: processed(5))
+            resolved = await eventually(lambda: alerts(status="resolved"))
+            assert resolved[0]["id"] == alert["id"] and resolved[0]["resolution"] == "recovered"
+
+            # three weeks later it declines again: a new alert, delivered
+            clock.set(T0 + timedelta(days=50))
+            await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=1))
+            second = await eventually(lambda: alerts(status="open"))
+            assert second[0]["id"] != alert["id"] and "below_threshold" in second[0]["rules"]
+            await eventually(lambda: _count(receiver, 2))
+
+        # exactly two deliveries, one per alert
+        ids = [orjson.loads(r.get_data())["alert_id"] for r, _ in receiver.log]
+        assert ids == [alert["id"], second[0]["id"]]
+
+    # the poison record went to the dead-letter topic with its reason
+    dead = make_consumer(alerts_settings, alerts_settings.topic_dead_letter,
+                         group_id=f"dlq-{uuid.uuid4().hex[:6]}")  # fmt: skip
+    await dead.start()
+    try:
+
+        async def poisoned():
+            batches = await dead.getmany(timeout_ms=500)
+            return [r for rs in batches.values() for r in rs if r.value == b"{not json"]
+
+        record = (await eventually(poisoned))[0]
+        assert dict(record.headers)["waypoint-reason"] == b"invalid_activity"
+    finally:
+        await dead.stop()
+
+
+async def _count(server: HTTPServer, n: int) -> bool:
+    assert len(server.log) <= n, f"more deliveries than expected: {len(server.log)}"
+    return len(server.log) == n
