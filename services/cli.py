@@ -101,9 +101,20 @@ def worker(
         str,
         typer.Argument(help="worker (and, for alerts, the others listed by `waypoint processes`)"),
     ] = "worker",
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve this process's Prometheus metrics on this port (0: off).")
+    ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for the metrics server.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run one of a service's background processes (consumer, notifier, scheduler)."""
     target: Any = load(SERVICES[service].processes[process])
+    if metrics_port:
+        # Workers have no HTTP API; consumer lag and batch metrics live in this process.
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
     asyncio.run(target(_settings(service)))
 
 

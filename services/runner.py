@@ -25,6 +25,7 @@ from shared.embedded import Broker, start_broker, start_postgres
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 
+METRICS_BASE_PORT = 9101  # workers' /metrics: 9101, 9102, … in registry order
 COLORS = ["36", "32", "35", "33", "34", "31", "96", "92"]
 
 
@@ -144,14 +145,16 @@ async def run_stack(
         if not services:
             say("no service package is present yet (services/ingest, journey, alerts)")
         ports = {name: spec.port + port_offset for name, spec in services.items()}
+        metrics: dict[str, int] = {}
         for i, (name, spec) in enumerate(services.items()):
             color = COLORS[i % len(COLORS)]
             serve = ["serve", name, "--port", str(ports[name])]
             children.append(await _spawn(f"{name}-api", serve, env, color))
             for process in spec.processes:
-                children.append(
-                    await _spawn(f"{name}-{process}", ["worker", name, process], env, color)
-                )
+                metrics_port = METRICS_BASE_PORT + port_offset + len(metrics)
+                metrics[f"{name}-{process}"] = metrics_port
+                argv = ["worker", name, process, "--metrics-port", str(metrics_port)]
+                children.append(await _spawn(f"{name}-{process}", argv, env, color))
         for name, port in ports.items():
             if not await _wait_ready(port, stop):
                 if stop.is_set():
@@ -159,6 +162,8 @@ async def run_stack(
                 say(f"{name} did not become ready on port {port}")
                 return 1
         say("ready: " + ", ".join(f"{n} http://127.0.0.1:{p}/docs" for n, p in ports.items()))
+        if metrics:
+            say("worker metrics: " + ", ".join(f"{n} :{p}/metrics" for n, p in metrics.items()))
         say(f"API key (tenant {settings.default_tenant!r}, every scope): {key}")
         say("use it as: Authorization: Bearer <key>")
         if demo and not stop.is_set():

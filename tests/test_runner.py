@@ -124,6 +124,13 @@ async def test_run_starts_everything_and_sigterm_leaves_nothing_running(tmp_path
             for spec in services.values():
                 response = await client.get(f"http://127.0.0.1:{spec.port + offset}/healthz")
                 assert response.json()["service"] == spec.name
+            if services:  # every worker process serves its own metrics (consumer lag …)
+                listed = (await stack.wait_for_line(r"worker metrics: (.*)"))[1]
+                ports = re.findall(r":(\d+)/metrics", listed)
+                assert len(ports) == sum(len(s.processes) for s in services.values())
+                for port in ports:
+                    response = await client.get(f"http://127.0.0.1:{port}/metrics")
+                    assert "python_info" in response.text
         sent = await stack.wait_for_line(r"\[demo\] sent (\d+) records", timeout=120)
         assert int(sent[1]) > 0
         assert (data_dir / "dev-api-key").read_text().strip() == key
