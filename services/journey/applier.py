@@ -180,7 +180,7 @@ class ChunkApplier:
         keys = [c.key for c in claims_of(env)]
         if resolution.outcome is Outcome.blocked:
             self._events.append(
-                (tenant, env.id, None, env.type.value, env.time, keys, "blocked",
+                (tenant, env.id, None, str(env.type), env.time, keys, "blocked",
                  resolution.rule.value, item.raw.decode())
             )  # fmt: skip
             return
@@ -215,7 +215,7 @@ class ChunkApplier:
         for p in resolution.provisional:
             self._provisional.append((tenant, cid, p.other_id, p.via, p.strength, env.id))
         self._events.append(
-            (tenant, env.id, cid, env.type.value, env.time, keys, resolution.outcome.value,
+            (tenant, env.id, cid, str(env.type), env.time, keys, resolution.outcome.value,
              resolution.rule.value, item.raw.decode())
         )  # fmt: skip
         self._touched[(tenant, cid)].append(item)

@@ -188,7 +188,7 @@ async def record_fact(
         await repo.insert_events(
             conn,
             [
-                (tenant, env.id, cid, env.type.value, env.time, [f"{ident[0]}:{ident[1]}"],
+                (tenant, env.id, cid, str(env.type), env.time, [f"{ident[0]}:{ident[1]}"],
                  "matched", Rule.manual.value, body.decode())
             ],
         )  # fmt: skip

@@ -82,7 +82,7 @@ def timeline_item(env: Envelope) -> dict[str, Any]:
     )
     item = {
         "event_id": env.id,
-        "type": env.type.value,
+        "type": str(env.type),
         "time": _iso(env.time),
         "channel": d.channel.value if d.channel else None,
         "touchpoint": d.touchpoint,
@@ -127,7 +127,7 @@ def _interaction(doc: Doc, env: Envelope, at: str | None, channel: str | None) -
     if _later(at, (doc["last_interaction"] or {}).get("at")):
         doc["last_interaction"] = {
             "at": at,
-            "type": env.type.value,
+            "type": str(env.type),
             "channel": channel,
             "touchpoint": d.touchpoint,
             "department": d.department,
@@ -136,7 +136,7 @@ def _interaction(doc: Doc, env: Envelope, at: str | None, channel: str | None) -
     if reason and _later(at, (doc["last_contact_reason"] or {}).get("at")):
         doc["last_contact_reason"] = {"value": reason, "at": at, "channel": channel}
     agent = d.agent_id or getattr(d, "to_agent", None)
-    if agent and env.type is not EventType.message_received:
+    if agent and env.type != EventType.message_received:
         if _later(at, (doc["last_agent"] or {}).get("at")):
             doc["last_agent"] = {
                 "agent_id": agent,
@@ -186,7 +186,7 @@ def _case(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
     d = env.data
     assert isinstance(d, p.CaseEvent)
     case = doc["cases"].get(d.case_id) or {"case_id": d.case_id, "opened_at": None}
-    if env.type is EventType.case_opened and (
+    if env.type == EventType.case_opened and (
         case["opened_at"] is None or (at or "") < case["opened_at"]
     ):
         case["opened_at"] = at
@@ -205,7 +205,7 @@ def _case(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
             EventType.case_resolved: "resolved",
         }.get(env.type, case.get("status", "open"))
         case["status"] = status
-        case["open"] = env.type is not EventType.case_resolved and status not in CLOSED_STATUSES
+        case["open"] = env.type != EventType.case_resolved and status not in CLOSED_STATUSES
     if case.get("interaction_id") is None and d.interaction_id:
         case["interaction_id"] = d.interaction_id
     doc["cases"][d.case_id] = case
@@ -249,7 +249,7 @@ def _survey(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> Non
 def _message(doc: Doc, env: Envelope, at: str | None, _channel: str | None) -> None:
     d = env.data
     assert isinstance(d, p.Message)
-    if d.sentiment is not None and env.type is EventType.message_received:
+    if d.sentiment is not None and env.type == EventType.message_received:
         points = [s for s in doc["sentiment"] if s["event_id"] != env.id]
         points.append({"at": at, "value": d.sentiment, "event_id": env.id})
         points.sort(key=lambda s: (s["at"], s["event_id"]))
@@ -272,7 +272,7 @@ def _traits(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> Non
 
 
 def _outcome(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
-    name = "churned" if env.type is EventType.customer_churned else "renewed"
+    name = "churned" if env.type == EventType.customer_churned else "renewed"
     current = doc["traits"].get("lifecycle_stage") or {}
     if _later(at, current.get("at")):
         doc["traits"]["lifecycle_stage"] = {

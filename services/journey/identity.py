@@ -153,7 +153,7 @@ def resolve(
             ambiguous.append((claim, found))
 
     if not evidence:
-        if ambiguous:
+        if ambiguous and not unheld:
             claim, found = max(ambiguous, key=lambda cf: _holder_rank(max(cf[1], key=_holder_rank)))
             best = max(found, key=_holder_rank)
             return Resolution(
@@ -163,7 +163,10 @@ def resolve(
                 link=[claim, *unheld],
                 ignored=ignored,
             )
-        return Resolution(Outcome.new, Rule.new_identifiers, None, link=unheld, ignored=ignored)
+        # New identifiers: a new customer. Ambiguous ones are tied to it too (the evidence that
+        # a number is shared accumulates until it reaches the share limit).
+        link = unheld + [c for c, _ in ambiguous]
+        return Resolution(Outcome.new, Rule.new_identifiers, None, link=link, ignored=ignored)
 
     # Target: the customer this event proves best, then the best-identified, then the oldest.
     def rank(cid: uuid.UUID) -> tuple[int, int, float]:
@@ -171,6 +174,23 @@ def resolve(
 
     ordered = sorted(evidence, key=rank, reverse=True)
     target = ordered[0]
+    fresh = max((c.strength for c in unheld), default=0)
+    if (
+        evidence[target] < STRONG_VERIFICATION
+        and fresh >= STRONG_VERIFICATION
+        and info[target].customer_strength >= STRONG_VERIFICATION
+    ):
+        # A new, strongly verified identity reached a strongly identified customer only through
+        # weak evidence (a caller ID, a cookie): most likely two people sharing a phone or a
+        # device. Keep them apart: a new customer, provisionally linked to the others.
+        return Resolution(
+            Outcome.provisional,
+            Rule.weak_link_between_strong,
+            None,
+            link=[c for c, _ in usable],
+            provisional=[ProvisionalLink(cid, via[cid], evidence[cid]) for cid in ordered],
+            ignored=ignored,
+        )
     own = [c for c, found in usable if len(found) == 1 and found[0].customer_id == target]
     held_by_target = [c for c, found in ambiguous if any(h.customer_id == target for h in found)]
     resolution = Resolution(

@@ -144,6 +144,28 @@ def test_a_weak_link_between_two_strong_customers_stays_provisional():
     assert [(p.other_id, p.via) for p in r.provisional] == [(a, "email:a@x.io")]
 
 
+def test_a_new_strong_identity_reaching_a_strong_customer_weakly_stays_apart():
+    """A colleague logs in with her own e-mail from the shared office phone."""
+    a = uuid.uuid4()
+    holders = {
+        "email:a@x.io": [holder(a, strength=100)],
+        "phone:+14155550100": [holder(a, link=30, strength=100)],
+    }
+    claims = [Claim(T.email, "b@x.io", V.login), Claim(T.phone, "+14155550100", V.caller_id)]
+    r = resolve(claims, holders, share_limit=limit)
+    assert (r.outcome, r.customer_id) == (Outcome.provisional, None)
+    assert {c.key for c in r.link} == {"email:b@x.io", "phone:+14155550100"}
+    assert [p.other_id for p in r.provisional] == [a]
+
+
+def test_a_new_strong_identifier_joins_a_weakly_known_customer():
+    a = uuid.uuid4()
+    holders = {"anonymous_id:c1": [holder(a, link=20, strength=20)]}
+    claims = [Claim(T.anonymous_id, "c1", V.cookie), Claim(T.email, "a@x.io", V.login)]
+    r = resolve(claims, holders, share_limit=limit)
+    assert (r.outcome, r.customer_id) == (Outcome.matched, a)
+
+
 def test_customer_ids_are_deterministic_per_event():
     assert new_customer_id("t", "e1") == new_customer_id("t", "e1") != new_customer_id("t", "e2")
 

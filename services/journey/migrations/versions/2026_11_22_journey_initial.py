@@ -27,7 +27,7 @@ CREATE TABLE journey.customer (
 CREATE INDEX ix_customer_merged_into ON journey.customer (tenant_id, merged_into)
     WHERE merged_into IS NOT NULL;
 
--- One row per (identifier, customer): an identifier normally has one holder; several only
+-- One row per (identifier, customer). An identifier normally has one holder, several only
 -- when kept apart on purpose (provisional links, shared numbers up to a per-type limit).
 CREATE TABLE journey.identifier (
     tenant_id text NOT NULL,
