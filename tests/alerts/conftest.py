@@ -17,9 +17,9 @@ from services.alerts.config import AlertsSettings
 from services.alerts.engine import Effects, process_activities
 from shared.config import CommonSettings
 from shared.db import Database, raw_connection
+from shared.events.activity import CustomerActivity
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
-from shared.events.activity import CustomerActivity
 
 
 class Clock:

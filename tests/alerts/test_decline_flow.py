@@ -48,8 +48,9 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
     async with app_client(create_app(alerts_settings)) as api:
         put = await api.put("/v1/engagement-model", json=MODEL, headers=tenant.headers)
         assert put.status_code == 200, put.text
-        channels = {"channels": [{"name": "cs-hook", "type": "webhook",
-                                  "url": receiver.url_for("/hook"), "secret": WEBHOOK_SECRET}]}  # fmt: skip
+        hook = {"name": "cs-hook", "type": "webhook", "url": receiver.url_for("/hook"),
+                "secret": WEBHOOK_SECRET}  # fmt: skip
+        channels = {"channels": [hook]}
         assert (
             await api.put("/v1/notification-channels", json=channels, headers=tenant.headers)
         ).status_code == 200
@@ -73,8 +74,9 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
             running(notifier.run, alerts_settings),
         ):
             # healthy: 12 uses with every seat active
-            await send(*(usage(tenant=tenant.id, customer=customer, account=account, traits=traits,
-                               at=T0 - timedelta(hours=h), active=10) for h in range(12)))  # fmt: skip
+            await send(*(usage(tenant=tenant.id, customer=customer, account=account,
+                               traits=traits, at=T0 - timedelta(hours=h), active=10)
+                         for h in range(12)))  # fmt: skip
             body = await eventually(lambda: processed(1))
             assert body["score"] == 100.0
 
@@ -92,11 +94,14 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
             opened = await eventually(alerts)
             assert len(opened) == 1
             alert = opened[0]
-            assert alert["status"] == "open" and alert["owner"] == "olga"
+            assert alert["status"] == "open"
+            assert alert["owner"] == "olga"
             assert set(alert["rules"]) == {"below_threshold", "score_drop"}
             explanation = alert["explanation"]
-            assert explanation["score"] < 50 and explanation["threshold"] == 50
-            assert explanation["change"] < -15 and explanation["previous_score"] > 50
+            assert explanation["score"] < 50
+            assert explanation["threshold"] == 50
+            assert explanation["change"] < -15
+            assert explanation["previous_score"] > 50
             assert set(explanation["contributions"]) == {"activity", "utilisation", "cases",
                                                          "friction"}  # fmt: skip
             assert explanation["factors"]["utilisation"] == 0.2
@@ -126,13 +131,15 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
                          for _ in range(6)))  # fmt: skip
             await eventually(lambda: processed(5))
             resolved = await eventually(lambda: alerts(status="resolved"))
-            assert resolved[0]["id"] == alert["id"] and resolved[0]["resolution"] == "recovered"
+            assert resolved[0]["id"] == alert["id"]
+            assert resolved[0]["resolution"] == "recovered"
 
             # three weeks later it declines again: a new alert, delivered
             clock.set(T0 + timedelta(days=50))
             await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=1))
             second = await eventually(lambda: alerts(status="open"))
-            assert second[0]["id"] != alert["id"] and "below_threshold" in second[0]["rules"]
+            assert second[0]["id"] != alert["id"]
+            assert "below_threshold" in second[0]["rules"]
             await eventually(lambda: _count(receiver, 2))
 
         # exactly two deliveries, one per alert

@@ -17,7 +17,8 @@ def test_default_model_is_valid_and_segments_override_it():
     assert model.segment_of({"tier": "gold", "lifecycle_stage": "trial"}) == "lifecycle_stage:trial"
     assert model.segment_of({"tier": "silver"}) == "default"
     gold = model.for_segment("tier:gold")
-    assert gold.thresholds.alert_below == 60 and gold.weights[Factor.sentiment] == 0
+    assert gold.thresholds.alert_below == 60
+    assert gold.weights[Factor.sentiment] == 0
     assert gold.weights[Factor.activity] == 35
     assert model.for_segment("lifecycle_stage:trial").params.activity_target == 3
 

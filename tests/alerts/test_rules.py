@@ -58,7 +58,8 @@ def test_below_for_days_needs_persistence():
 
 def test_disabled_rules_never_fire():
     th = Thresholds(rules=[])
-    assert run([90, 10, 5]) != [] and run([90, 10, 5], thresholds=th) == []
+    assert run([90, 10, 5]) != []
+    assert run([90, 10, 5], thresholds=th) == []
 
 
 def test_peaks_keep_daily_maxima_for_thirty_days():

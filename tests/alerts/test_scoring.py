@@ -65,8 +65,10 @@ def test_friction_cases_surveys_and_sentiment_count():
         + [event("message.received", T0, sentiment=-0.8)]
     )
     result = score(rough, DEFAULT_WEIGHTS, PARAMS, T0)
-    assert result.factors["friction"] < 0.3 and result.factors["cases"] < 0.5
-    assert result.factors["satisfaction"] == 0.0 and result.factors["sentiment"] < 0.2
+    assert result.factors["friction"] < 0.3
+    assert result.factors["cases"] < 0.5
+    assert result.factors["satisfaction"] == 0.0
+    assert result.factors["sentiment"] < 0.2
     assert result.value < calm - 30
     resolved = apply_event(rough, event("case.resolved", T0, case_id="c1"), PARAMS)
     assert resolved.open_cases == ["c2"]
