@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
 from services.journey import commands, service, views
@@ -72,8 +72,9 @@ async def _reveal(db: Any, principal: Principal, reveal: bool, customer_id: str)
     return True
 
 
-def _json(body: dict[str, Any]) -> ORJSONResponse:
-    return ORJSONResponse(body)
+def _json(body: dict[str, Any]) -> Response:
+    """Serialize once with orjson; the declared models document the shape (no re-validation)."""
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/context", responses={200: {"model": ContextPublic}})
@@ -84,7 +85,7 @@ async def context_by_identifier(
     identifier_type: IdentifierType,
     value: IdentifierValue,
     reveal_sensitive: Reveal = False,
-) -> ORJSONResponse:
+) -> Response:
     """Screen pop: the customer's context by any identifier, normalized as ingest normalizes."""
     found = await service.find_by_identifier(
         pool, principal.tenant_id, identifier_type, value, kind="context"
@@ -100,7 +101,7 @@ async def customer_context(
     pool: PoolDep,
     db: DatabaseDep,
     reveal_sensitive: Reveal = False,
-) -> ORJSONResponse:
+) -> Response:
     """A customer's context by id (a merged id answers with the surviving customer)."""
     found = await service.find_by_id(pool, principal.tenant_id, customer_id, kind="customer")
     reveal = await _reveal(db, principal, reveal_sensitive, str(found.customer_id))
@@ -115,7 +116,7 @@ async def customer_timeline(
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> ORJSONResponse:
+) -> Response:
     """Cross-channel timeline, newest first; pass ``next_cursor`` back to page."""
     page = await service.timeline(
         pool,
@@ -130,7 +131,7 @@ async def customer_timeline(
 @router.get("/customers/{customer_id}/identities", response_model=IdentityGraph)
 async def customer_identities(
     customer_id: uuid.UUID, principal: ContextReader, pool: PoolDep
-) -> ORJSONResponse:
+) -> Response:
     """The identity graph: identifiers with provenance, merges, splits, provisional links."""
     return _json(await service.identity_graph(pool, principal.tenant_id, customer_id))
 
@@ -142,7 +143,7 @@ async def route_hint(
     settings: SettingsDep,
     identifier_type: IdentifierType,
     value: IdentifierValue,
-) -> ORJSONResponse:
+) -> Response:
     """For IVR/CTI: preferred agent and team, whether to skip the IVR menu, and why."""
     try:
         found = await service.find_by_identifier(
