@@ -127,9 +127,11 @@ async def customer_engagement(
     state = (
         await session.execute(
             text(
-                "SELECT customer_id, account_id, segment, score, scored_at, contributions, "
-                "open_alert_id, recent_events FROM alerts.customer_state "
-                "WHERE tenant_id = :t AND customer_id = :c"
+                "SELECT s.customer_id, s.account_id, s.segment, s.score, s.scored_at, "
+                "s.contributions, a.id AS open_alert_id, s.recent_events "
+                "FROM alerts.customer_state s LEFT JOIN alerts.alert a ON a.id = s.open_alert_id "
+                "AND a.tenant_id = s.tenant_id AND a.status <> 'resolved' "
+                "WHERE s.tenant_id = :t AND s.customer_id = :c"
             ),
             {"t": tenant_id, "c": customer_id},
         )
@@ -156,7 +158,7 @@ async def account_engagement(
     rows = (
         await session.execute(
             text(
-                "SELECT customer_id, score, segment, open_alert_id FROM alerts.customer_state "
+                "SELECT customer_id, score, segment FROM alerts.customer_state "
                 "WHERE tenant_id = :t AND account_id = :a AND merged_into IS NULL "
                 "ORDER BY score NULLS LAST LIMIT 1000"
             ),
@@ -165,6 +167,15 @@ async def account_engagement(
     ).all()
     if not rows:
         raise NotFound(f"no engagement scores for account {account_id}")
+    open_alerts = (
+        await session.execute(
+            text(
+                "SELECT count(*) FROM alerts.alert "
+                "WHERE tenant_id = :t AND account_id = :a AND status <> 'resolved'"
+            ),
+            {"t": tenant_id, "a": account_id},
+        )
+    ).scalar_one()
     scores = [r.score for r in rows if r.score is not None]
     return {
         "account_id": account_id,
@@ -173,7 +184,7 @@ async def account_engagement(
         "customers": [
             {"customer_id": r.customer_id, "score": r.score, "segment": r.segment} for r in rows
         ],
-        "open_alerts": sum(1 for r in rows if r.open_alert_id is not None),
+        "open_alerts": open_alerts,
     }
 
 
