@@ -180,6 +180,34 @@ def keys_revoke(
     typer.echo("revoked")
 
 
+@keys.command("bootstrap")
+def keys_bootstrap() -> None:
+    """Ensure WAYPOINT_BOOTSTRAP_API_KEY is an admin key (every scope) of the default tenant."""
+    from shared.auth.service import ensure_bootstrap_key, ensure_tenant
+    from shared.db import Database
+
+    settings = _settings()
+    key = settings.bootstrap_api_key
+    if not key:
+        typer.echo("WAYPOINT_BOOTSTRAP_API_KEY is not set (see `waypoint keys generate`)", err=True)
+        raise typer.Exit(1)
+
+    async def main() -> bool:
+        db = Database(settings.dsn, pool_size=1)
+        try:
+            async with db.session() as session:
+                await ensure_tenant(session, settings.default_tenant)
+                return await ensure_bootstrap_key(
+                    session, tenant_id=settings.default_tenant, key=key
+                )
+        finally:
+            await db.dispose()
+
+    created = asyncio.run(main())
+    state = "created" if created else "already present"
+    typer.echo(f"bootstrap key {key[:10]}… for tenant {settings.default_tenant!r}: {state}")
+
+
 @keys.command("generate")
 def keys_generate() -> None:
     """Print a fresh random key (for WAYPOINT_BOOTSTRAP_API_KEY); stores nothing."""
