@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/waypoint run
+	$(VENV)/bin/waypoint run $(RUN_ARGS)
 
 # pytest's own exit status is kept in $(VENV)/.pytest-exit for .ci/run (make itself says 2).
 test: $(STAMP)
