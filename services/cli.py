@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.registry import SERVICES, load
+from services.registry import SERVICES, available, load
 
 app = typer.Typer(no_args_is_help=True, help="Waypoint: cross-channel customer journey backend.")
 keys = typer.Typer(no_args_is_help=True, help="API keys (stored hashed, bound to a tenant).")
@@ -116,6 +116,42 @@ def worker(
 
         start_http_server(metrics_port, addr=metrics_host)
     asyncio.run(target(_settings(service)))
+
+
+def settings_rows() -> list[tuple[str, str, str, str]]:
+    """(scope, environment variable, default, description) for every setting, from the code."""
+    from pydantic import AliasChoices
+
+    from shared.config import CommonSettings
+
+    classes: list[tuple[str, Any]] = [("common", CommonSettings)]
+    classes += [(name, load(spec.settings)) for name, spec in available().items()]
+    rows = []
+    for scope, cls in classes:
+        prefix = cls.model_config.get("env_prefix", "")
+        for name, field in cls.model_fields.items():
+            if scope != "common" and name in CommonSettings.model_fields:
+                continue
+            alias = field.validation_alias
+            env = (
+                str(alias.choices[0])
+                if isinstance(alias, AliasChoices)
+                else (prefix + name).upper()
+            )
+            default = field.get_default(call_default_factory=True)
+            shown = "" if default is None else getattr(default, "value", default)
+            rows.append((scope, env, str(shown), field.description or ""))
+    return rows
+
+
+@app.command("settings")
+def settings_table() -> None:
+    """Print every setting: environment variable, default and meaning (Markdown table)."""
+    typer.echo("| service | environment variable | default | meaning |")
+    typer.echo("|---|---|---|---|")
+    for scope, env, default, description in settings_rows():
+        shown = f"`{default}`" if default else ""
+        typer.echo(f"| {scope} | `{env}` | {shown} | {description} |")
 
 
 @app.command()

@@ -27,7 +27,11 @@ def _alias(*names: str) -> AliasChoices:
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WAYPOINT_", extra="ignore", populate_by_name=True)
 
-    env: Environment = Field(Environment.dev, validation_alias=_alias("WAYPOINT_ENV"))
+    env: Environment = Field(
+        Environment.dev,
+        validation_alias=_alias("WAYPOINT_ENV"),
+        description="dev, test or prod (prod refuses the embedded stack and placeholder keys).",
+    )
     database_url: str | None = Field(
         None,
         validation_alias=_alias("DATABASE_URL", "WAYPOINT_DATABASE_URL"),
@@ -38,29 +42,65 @@ class CommonSettings(BaseSettings):
         validation_alias=_alias("KAFKA_BOOTSTRAP_SERVERS", "WAYPOINT_KAFKA_BOOTSTRAP_SERVERS"),
         description="Kafka bootstrap servers; unset means the embedded broker.",
     )
-    data_dir: Path = Field(Path(".waypoint"), validation_alias=_alias("WAYPOINT_DATA_DIR"))
-    log_level: str = Field("INFO", validation_alias=_alias("WAYPOINT_LOG_LEVEL"))
-    log_json: bool = Field(True, validation_alias=_alias("WAYPOINT_LOG_JSON"))
+    data_dir: Path = Field(
+        Path(".waypoint"),
+        validation_alias=_alias("WAYPOINT_DATA_DIR"),
+        description="Embedded PostgreSQL data, broker log and the development key (`make run`).",
+    )
+    log_level: str = Field(
+        "INFO", validation_alias=_alias("WAYPOINT_LOG_LEVEL"), description="Log level."
+    )
+    log_json: bool = Field(
+        True,
+        validation_alias=_alias("WAYPOINT_LOG_JSON"),
+        description="One JSON object per log line (false: readable console lines).",
+    )
 
-    topic_raw: str = Field("waypoint.events.raw", validation_alias=_alias("WAYPOINT_TOPIC_RAW"))
+    topic_raw: str = Field(
+        "waypoint.events.raw",
+        validation_alias=_alias("WAYPOINT_TOPIC_RAW"),
+        description="Incoming CloudEvents (from channel systems and the HTTP API).",
+    )
     topic_normalized: str = Field(
-        "waypoint.events.normalized", validation_alias=_alias("WAYPOINT_TOPIC_NORMALIZED")
+        "waypoint.events.normalized",
+        validation_alias=_alias("WAYPOINT_TOPIC_NORMALIZED"),
+        description="Validated, normalized events (ingest → journey).",
     )
     topic_dead_letter: str = Field(
-        "waypoint.events.deadletter", validation_alias=_alias("WAYPOINT_TOPIC_DEAD_LETTER")
+        "waypoint.events.deadletter",
+        validation_alias=_alias("WAYPOINT_TOPIC_DEAD_LETTER"),
+        description="Rejected events, with the reason in headers.",
     )
     topic_activity: str = Field(
-        "waypoint.customer.activity", validation_alias=_alias("WAYPOINT_TOPIC_ACTIVITY")
+        "waypoint.customer.activity",
+        validation_alias=_alias("WAYPOINT_TOPIC_ACTIVITY"),
+        description="Resolved customer activity (journey → alerts).",
     )
-    topic_partitions: int = Field(8, validation_alias=_alias("WAYPOINT_TOPIC_PARTITIONS"))
+    topic_partitions: int = Field(
+        8,
+        validation_alias=_alias("WAYPOINT_TOPIC_PARTITIONS"),
+        description="Partitions of topics Waypoint creates (the most useful workers per service).",
+    )
 
-    db_pool_size: int = Field(10, validation_alias=_alias("WAYPOINT_DB_POOL_SIZE"))
-    api_key_cache_seconds: float = Field(
-        30.0, validation_alias=_alias("WAYPOINT_API_KEY_CACHE_SECONDS")
+    db_pool_size: int = Field(
+        10,
+        validation_alias=_alias("WAYPOINT_DB_POOL_SIZE"),
+        description="PostgreSQL connections per process.",
     )
-    default_tenant: str = Field("default", validation_alias=_alias("WAYPOINT_DEFAULT_TENANT"))
+    api_key_cache_seconds: float = Field(
+        30.0,
+        validation_alias=_alias("WAYPOINT_API_KEY_CACHE_SECONDS"),
+        description="How long a verified API key is cached (revocation delay).",
+    )
+    default_tenant: str = Field(
+        "default",
+        validation_alias=_alias("WAYPOINT_DEFAULT_TENANT"),
+        description="Tenant of the bootstrap / development key and of the demo.",
+    )
     bootstrap_api_key: str | None = Field(
-        None, validation_alias=_alias("WAYPOINT_BOOTSTRAP_API_KEY")
+        None,
+        validation_alias=_alias("WAYPOINT_BOOTSTRAP_API_KEY"),
+        description="Ensured at start-up as an admin key of the default tenant, every scope.",
     )
 
     @model_validator(mode="after")
