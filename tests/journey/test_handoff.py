@@ -164,9 +164,12 @@ async def test_agent_sees_what_the_customer_already_said_on_other_channels(
     graph = (
         await journey.get(f"/v1/customers/{ctx['customer_id']}/identities", headers=tenant.headers)
     ).json()
-    assert any(
-        m["rule"] == "strong_link" and m["event_id"] == events[-1]["id"] for m in graph["merges"]
-    )
+    # Arrival order across partitions decides whether the call first made its own customer
+    # (then merged on the IVR's strong link) or matched at once; either way the graph says why.
+    phone_link = next(i for i in graph["identifiers"] if i["type"] == "phone")
+    assert phone_link["verified_by"] == "ivr_pin"
+    ours = {e["id"] for e in events}
+    assert all(m["event_id"] in ours and m["rule"] for m in graph["merges"])
 
     page1 = (
         await journey.get(
