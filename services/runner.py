@@ -168,7 +168,9 @@ async def run_stack(
         say("use it as: Authorization: Bearer <key>")
         if demo and not stop.is_set():
             demo_argv = ["simulate", "--customers", str(demo_customers), "--seed", "42"]
-            demo_argv += ["--tenant", settings.default_tenant]
+            # a few binary-mode events and poison messages show both bindings and dead letters
+            demo_argv += ["--tenant", settings.default_tenant, "--binary-fraction", "0.1"]
+            demo_argv += ["--invalid-fraction", "0.002"]
             children.append(await _spawn("demo", demo_argv, env, "37"))
         say("press Ctrl-C to stop")
         waiters = [asyncio.create_task(c.process.wait()) for c in children if c.name != "demo"]

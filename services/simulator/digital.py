@@ -41,6 +41,14 @@ class DigitalEpisodes(VoiceEpisodes):
             touchpoint="web_chat",
             contact_reason=reason,
         )
+        # The reply's link opened the chat with the social handle attached (weak: not verified).
+        t.emit(
+            "identity.linked",
+            [ident("chat_session", f"chat-{chat_id}"), ident("social", p.social, "self_asserted")],
+            "web_chat",
+            interaction_id=chat_id,
+            touchpoint="social_deep_link",
+        )
         for node in ("greeting", "intent", "collect_email"):
             t.wait(r.uniform(5, 40))
             t.emit(

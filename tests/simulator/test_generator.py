@@ -73,12 +73,18 @@ def test_chat_email_is_linked_to_the_phone_by_the_ivr(events: list[dict]) -> Non
         if event["type"] != "identity.linked":
             continue
         ids = {i["type"]: i for i in event["data"]["identifiers"]}
-        if "chat_session" in ids and ids["email"].get("verified_by") == "self_asserted":
+        if "chat_session" in ids and ids.get("email", {}).get("verified_by") == "self_asserted":
             chat_links[ids["email"]["value"].lower()] = event["time"]
         if ids.get("phone", {}).get("verified_by") == "ivr_pin" and "email" in ids:
             assert ids["email"]["verified_by"] == "ivr_pin"
             ivr_links.append({ids["email"]["value"].lower(), event["time"]})
     assert len(chat_links) > 20
+    social_chats = [
+        e for e in events
+        if e["type"] == "identity.linked"
+        and {i["type"] for i in e["data"]["identifiers"]} == {"social", "chat_session"}
+    ]  # fmt: skip
+    assert len(social_chats) > 20
     handed_off = [link for link in ivr_links if link & set(chat_links)]
     assert len(handed_off) > 20
 
