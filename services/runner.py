@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import warnings
 from dataclasses import dataclass
@@ -92,6 +93,12 @@ async def _prepare(settings: CommonSettings) -> str:
         await db.dispose()
 
 
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 async def _wait_ready(port: int, stop: asyncio.Event, timeout: float = 90.0) -> bool:
     async with httpx.AsyncClient() as client:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -126,6 +133,15 @@ async def run_stack(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        wanted = [s.port + port_offset for s in available().values()]
+        if not settings.kafka_bootstrap_servers:
+            wanted.append(broker_port)
+        if busy := [p for p in wanted if _port_in_use(p)]:
+            say(
+                f"port(s) {', '.join(map(str, busy))} already in use: is another `make run` "
+                "running? (`waypoint run --port-offset N --broker-port P` runs a second stack)"
+            )
+            return 1
         if not settings.database_url:
             say(f"starting embedded PostgreSQL (data in {settings.data_dir / 'postgres'})")
             pg, uri = await asyncio.to_thread(start_postgres, settings.data_dir / "postgres")

@@ -111,7 +111,8 @@ async def _gone(marker: str, timeout: float = 20) -> dict[int, str]:
 async def test_run_starts_everything_and_sigterm_leaves_nothing_running(tmp_path: Path) -> None:
     data_dir = tmp_path / "wp"
     offset = 20_000 + free_port() % 20_000  # away from 8001-8003 of a developer's `make run`
-    stack = Stack(data_dir, free_port(), offset, demo_customers=3)
+    broker_port = free_port()
+    stack = Stack(data_dir, broker_port, offset, demo_customers=3)
     services = available()
     await stack.start()
     try:
@@ -135,6 +136,17 @@ async def test_run_starts_everything_and_sigterm_leaves_nothing_running(tmp_path
         assert int(sent[1]) > 0
         assert (data_dir / "dev-api-key").read_text().strip() == key
         assert len(running) >= 2 + 2 * len(services)  # postgres, broker, api + worker each
+
+        # A second stack on the same ports refuses to start, and leaves the first alone.
+        clash = Stack(tmp_path / "other", broker_port, offset, demo_customers=1)
+        await clash.start()
+        assert clash.process is not None
+        assert await asyncio.wait_for(clash.process.wait(), 60) == 1
+        assert clash.reader is not None
+        await clash.reader
+        assert "already in use" in clash.output()
+        lasting = {pid for pid, command in running.items() if "simulate" not in command}
+        assert set(_processes_of(stack.marker)) >= lasting
 
         assert await stack.stop() == 0, stack.output()[-4000:]
         left = await _gone(stack.marker)
