@@ -10,7 +10,9 @@ import re
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -162,3 +164,28 @@ async def test_run_starts_everything_and_sigterm_leaves_nothing_running(tmp_path
         assert not await _gone(again.marker)
     finally:
         stack.kill_everything()
+
+
+async def test_prepare_ensures_the_bootstrap_key_or_a_persistent_dev_key(
+    db: Any, settings_overrides: dict[str, Any], tmp_path: Path
+) -> None:
+    from services.runner import _prepare
+    from shared.auth.models import ALL_SCOPES
+    from shared.auth.service import KeyVerifier, generate_key
+    from shared.config import CommonSettings
+
+    verifier = KeyVerifier(db.sessionmaker, ttl=0)
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    base = {**settings_overrides, "data_dir": tmp_path, "default_tenant": tenant}
+
+    bootstrap = generate_key()
+    shown = await _prepare(CommonSettings(**base, bootstrap_api_key=bootstrap))
+    assert bootstrap not in shown  # a real secret is not echoed
+    assert bootstrap[:10] in shown
+    principal = await verifier.verify(bootstrap)
+    assert (principal.tenant_id, principal.scopes) == (tenant, frozenset(ALL_SCOPES))
+
+    dev_key = await _prepare(CommonSettings(**base))
+    assert (tmp_path / "dev-api-key").read_text().strip() == dev_key
+    assert await _prepare(CommonSettings(**base)) == dev_key  # re-used, not a new one each run
+    assert (await verifier.verify(dev_key)).tenant_id == tenant
