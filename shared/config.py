@@ -81,6 +81,12 @@ class CommonSettings(BaseSettings):
         validation_alias=_alias("WAYPOINT_TOPIC_PARTITIONS"),
         description="Partitions of topics Waypoint creates (the most useful workers per service).",
     )
+    topic_replication_factor: int = Field(
+        1,
+        ge=1,
+        validation_alias=_alias("WAYPOINT_TOPIC_REPLICATION_FACTOR"),
+        description="Replicas of topics Waypoint creates (3 on a production cluster).",
+    )
 
     db_pool_size: int = Field(
         10,

@@ -71,7 +71,14 @@ async def ensure_topics(
             count = partitions or settings.topic_partitions
             try:
                 await admin.create_topics(
-                    [NewTopic(name=t, num_partitions=count, replication_factor=1) for t in wanted]
+                    [
+                        NewTopic(
+                            name=t,
+                            num_partitions=count,
+                            replication_factor=settings.topic_replication_factor,
+                        )
+                        for t in wanted
+                    ]
                 )
             except TopicAlreadyExistsError:
                 pass
