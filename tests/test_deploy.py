@@ -201,3 +201,17 @@ async def test_keys_bootstrap_command_of_the_init_job(db: Any, settings: Any) ->
     principal = await KeyVerifier(db.sessionmaker, ttl=0).verify(key)
     assert principal.tenant_id == tenant
     assert principal.scopes == frozenset(ALL_SCOPES)
+
+
+def test_every_environment_variable_deploy_sets_is_a_real_setting() -> None:
+    from services.cli import settings_rows
+
+    known = {env for _scope, env, _default, _description in settings_rows()}
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        if service.get("image", "").startswith("waypoint"):
+            assert set(service["environment"]) <= known, name
+    for doc in _manifests():
+        if doc["kind"] in {"ConfigMap", "Secret"}:
+            values = doc.get("data") or doc.get("stringData")
+            assert set(values) <= known, doc["metadata"]["name"]
