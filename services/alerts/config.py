@@ -38,4 +38,5 @@ class AlertsSettings(CommonSettings):
         3600.0, description="A customer not rescored for this long is rescored (decay)."
     )
     rescore_batch_size: int = 5000
+    rescore_concurrency: int = Field(2, ge=1, le=16, description="Batches in flight per pass.")
     processed_retention_days: int = 30

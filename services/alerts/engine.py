@@ -36,6 +36,10 @@ SUMMARY_FIELDS = (
 )  # fmt: skip
 CHURNED_TRAIT = "waypoint_churned"
 LEAD_TIME_HORIZON = timedelta(days=180)
+HISTORY_COLUMNS = [
+    "tenant_id", "customer_id", "scored_at", "score", "previous_score", "delta", "segment",
+    "cause", "contributions", "event_ids",
+]  # fmt: skip
 
 
 @dataclass
@@ -293,12 +297,11 @@ async def write_effects(conn: asyncpg.Connection, effects: Effects) -> int:
     """History, alerts (+ their outbox rows, same transaction), resolutions, churn outcomes.
     Returns the number of outbox rows written (a NOTIFY wakes the notifiers at commit)."""
     if effects.history:
-        await conn.execute(
-            "INSERT INTO alerts.score_history (tenant_id, customer_id, scored_at, score, "
-            "previous_score, delta, segment, cause, contributions, event_ids) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], "
-            "$5::float8[], $6::float8[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[])",
-            *(list(col) for col in zip(*effects.history, strict=True)),
+        await conn.copy_records_to_table(
+            "score_history",
+            schema_name="alerts",
+            columns=HISTORY_COLUMNS,
+            records=effects.history,
         )
     outbox = 0
     if effects.opened:

@@ -7,7 +7,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class Factor(StrEnum):
@@ -114,6 +114,7 @@ class EngagementModel(BaseModel):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     segments: dict[str, SegmentOverride] = Field(default_factory=dict)
     default_owner: str | None = Field(None, max_length=128)
+    _resolved: dict[str, ResolvedModel] = PrivateAttr(default_factory=dict)
 
     @field_validator("weights")
     @classmethod
@@ -148,6 +149,13 @@ class EngagementModel(BaseModel):
         return "default"
 
     def for_segment(self, segment: str) -> ResolvedModel:
+        """The model for one segment (memoised: models are replaced, never mutated)."""
+        resolved = self._resolved.get(segment)
+        if resolved is None:
+            resolved = self._resolved[segment] = self._resolve(segment)
+        return resolved
+
+    def _resolve(self, segment: str) -> ResolvedModel:
         override = self.segments.get(segment)
         if override is None:
             return ResolvedModel(

@@ -1,9 +1,11 @@
 """The decay scheduler: rescoring customers nobody has rescored for a while, so silence alone
 lowers engagement and can open alerts (same scoring and rules as the worker).
 
-Batches of customers are claimed with ``FOR UPDATE SKIP LOCKED`` (several schedulers share the
-work; the worker's row locks serialise with them), scored in Python with the same pure functions,
-and written back with one set-based ``UPDATE … FROM unnest(…)`` per batch.
+Batches of customers, walked in primary-key order, are claimed with ``FOR UPDATE SKIP LOCKED``
+(several schedulers share the work; the worker's row locks serialise with them) and scored by
+one set-based statement (``decay.py``); the few customers the rules may act on — the candidates
+— then go through the same Python rule engine as the worker, written back with one
+``UPDATE … FROM unnest(…)``.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
 from services.alerts.config import AlertsSettings
+from services.alerts.decay import all_models, decay_batch, model_rows
 from services.alerts.engine import Effects, rescore, write_effects
 from services.alerts.metrics import RESCORE_DURATION, RESCORED
 from services.alerts.state import (
-    STATE_COLUMNS,
+    SELECT_COLUMNS,
     CustomerState,
     dumps,
     forget_closed_alerts,
@@ -66,32 +70,51 @@ async def rescore_batch(
     *,
     now: datetime,
     due_before: datetime,
+    after: tuple[str, str],
     limit: int,
+    params: list[list[Any]],
     default_owner: str,
     tenant_id: str | None = None,
-) -> tuple[int, Effects]:
-    """Rescore up to ``limit`` customers last scored before ``due_before`` (one transaction)."""
-    rows = await conn.fetch(
-        f"SELECT {STATE_COLUMNS} FROM alerts.customer_state "
-        "WHERE scored_at < $1 AND merged_into IS NULL AND ($3::text IS NULL OR tenant_id = $3) "
-        "ORDER BY scored_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-        due_before,
-        limit,
-        tenant_id,
-    )
+) -> tuple[int, tuple[str, str], Effects]:
+    """Rescore up to ``limit`` customers after key ``after`` (in primary-key order) last scored
+    before ``due_before``, in the caller's transaction: in SQL, then the rule candidates in
+    Python. Returns the count and the last key."""
     effects = Effects()
+    rows = await decay_batch(
+        conn,
+        params=params,
+        now=now,
+        due_before=due_before,
+        after=after,
+        limit=limit,
+        tenant_id=tenant_id,
+    )
     if not rows:
-        return 0, effects
-    states = [from_row(r) for r in rows]
-    await forget_closed_alerts(conn, states)
-    models = await load_models(conn, sorted({s.tenant_id for s in states}))
-    for state in states:
-        rescore(
-            state, models[state.tenant_id], now, effects, cause="decay", default_owner=default_owner
-        )
-    await _save_scores(conn, states)
-    await write_effects(conn, effects)
-    return len(states), effects
+        return 0, after, effects
+    candidates = [(r["tenant_id"], r["customer_id"]) for r in rows if r["candidate"]]
+    if candidates:
+        found = await conn.fetch(
+            f"SELECT {SELECT_COLUMNS} FROM alerts.customer_state WHERE (tenant_id, customer_id) "
+            "IN (SELECT * FROM unnest($1::text[], $2::text[])) ORDER BY tenant_id, customer_id",
+            [t for t, _ in candidates],
+            [c for _, c in candidates],
+        )  # already locked by this transaction's batch
+        states = [from_row(r) for r in found]
+        await forget_closed_alerts(conn, states)
+        models = await load_models(conn, sorted({s.tenant_id for s in states}))
+        for state in states:
+            rescore(
+                state,
+                models[state.tenant_id],
+                now,
+                effects,
+                cause="decay",
+                default_owner=default_owner,
+            )
+        await _save_scores(conn, states)
+        await write_effects(conn, effects)
+    last = rows[-1]
+    return len(rows), (last["tenant_id"], last["customer_id"]), effects
 
 
 async def rescore_due(
@@ -100,28 +123,42 @@ async def rescore_due(
     now: datetime,
     stale_after: timedelta,
     batch_size: int = 5000,
+    concurrency: int = 2,
     default_owner: str = "unassigned",
     tenant_id: str | None = None,
 ) -> int:
-    """One pass: every customer not scored since ``now - stale_after``, batch by batch."""
+    """One pass over every customer not scored since ``now - stale_after``, in batches of one
+    transaction each. ``concurrency`` walkers overlap one batch's database work with another's
+    scoring; they (and other schedulers) skip each other's locked rows."""
     start = time.perf_counter()
+    due_before = min(now - stale_after, now)
     total = 0
-    due_before = now - stale_after
-    while True:
-        async with db.session() as session:
-            conn = await raw_connection(session)
-            count, effects = await rescore_batch(
-                conn,
-                now=now,
-                due_before=min(due_before, now),
-                limit=batch_size,
-                default_owner=default_owner,
-                tenant_id=tenant_id,
-            )
-        count_effects(effects)
-        total += count
-        if count < batch_size:
-            break
+
+    async with db.session() as session:
+        params = model_rows(await all_models(await raw_connection(session)))
+
+    async def walk() -> None:
+        nonlocal total
+        after = ("", "")
+        while True:
+            async with db.session() as session:
+                conn = await raw_connection(session)
+                count, after, effects = await rescore_batch(
+                    conn,
+                    now=now,
+                    due_before=due_before,
+                    after=after,
+                    limit=batch_size,
+                    params=params,
+                    default_owner=default_owner,
+                    tenant_id=tenant_id,
+                )
+            count_effects(effects)
+            total += count
+            if count < batch_size:
+                return
+
+    await asyncio.gather(*(walk() for _ in range(max(1, concurrency))))
     RESCORED.inc(total)
     RESCORE_DURATION.observe(time.perf_counter() - start)
     return total
@@ -157,6 +194,7 @@ async def run(
                     now=now,
                     stale_after=timedelta(seconds=settings.rescore_after_seconds),
                     batch_size=settings.rescore_batch_size,
+                    concurrency=settings.rescore_concurrency,
                     default_owner=settings.default_owner,
                 )
                 await prune_processed(db, now=now, days=settings.processed_retention_days)

@@ -133,35 +133,53 @@ def apply_event(agg: Aggregates, event: dict[str, Any], params: Params) -> Aggre
     return agg
 
 
-def factor_values(agg: Aggregates, params: Params) -> dict[Factor, float]:
-    """Each factor in [0, 1]; factors with no data at all are left out (not counted as 0)."""
+# Plain-string keys (a ``Factor`` is a ``StrEnum``: it hashes and compares as its value).
+_ACTIVITY, _UTILISATION, _CASES = (
+    Factor.activity.value,
+    Factor.utilisation.value,
+    Factor.cases.value,
+)
+_FRICTION, _SATISFACTION = Factor.friction.value, Factor.satisfaction.value
+_SENTIMENT = Factor.sentiment.value
+
+
+def factor_values(agg: Aggregates, params: Params, now: datetime | None = None) -> dict[str, float]:
+    """Each factor in [0, 1] at ``now`` (default: the aggregates' own reference time); factors
+    with no data at all are left out (not counted as 0)."""
+    activity, repeats, friction = agg.activity, agg.repeats, agg.friction
+    if now is not None and agg.decayed_at is not None and now > agg.decayed_at:
+        elapsed = (now - agg.decayed_at).total_seconds()
+        activity *= _half(elapsed, params.activity_half_life_days)
+        slow = _half(elapsed, params.friction_half_life_days)
+        repeats, friction = repeats * slow, friction * slow
     values = {
-        Factor.activity: min(1.0, agg.activity / params.activity_target),
-        Factor.cases: 1.0 - min(1.0, (len(agg.open_cases) + agg.repeats) / params.case_limit),
-        Factor.friction: 1.0 - min(1.0, agg.friction / params.friction_limit),
+        _ACTIVITY: min(1.0, activity / params.activity_target),
+        _CASES: 1.0 - min(1.0, (len(agg.open_cases) + repeats) / params.case_limit),
+        _FRICTION: 1.0 - min(1.0, friction / params.friction_limit),
     }
     if agg.seats_purchased:
-        values[Factor.utilisation] = min(1.0, (agg.seats_active or 0) / agg.seats_purchased)
+        values[_UTILISATION] = min(1.0, (agg.seats_active or 0) / agg.seats_purchased)
     if agg.satisfaction is not None:
-        values[Factor.satisfaction] = agg.satisfaction
+        values[_SATISFACTION] = agg.satisfaction
     if agg.sentiment is not None:
-        values[Factor.sentiment] = agg.sentiment
+        values[_SENTIMENT] = agg.sentiment
     return values
 
 
 def score(agg: Aggregates, weights: dict[Factor, float], params: Params, now: datetime) -> Score:
     """Score 0–100 at ``now``: the weighted mean of the factors that have data."""
-    current = decay_to(agg, now, params)
-    values = factor_values(current, params)
-    total = sum(weights.get(f, 0.0) for f in values)
+    values = factor_values(agg, params, now)
+    w: dict[str, float] = weights  # type: ignore[assignment]  # StrEnum keys look up by value
+    total = sum(w.get(f, 0.0) for f in values)
     if total <= 0:
-        return Score(0.0, {}, {f.value: round(v, 4) for f, v in values.items()}, {})
-    contributions = {f.value: 100.0 * weights.get(f, 0.0) * v / total for f, v in values.items()}
+        return Score(0.0, {}, {f: round(v, 4) for f, v in values.items()}, {})
+    scale = 100.0 / total
+    points = {f: scale * w.get(f, 0.0) * v for f, v in values.items()}
     return Score(
-        value=round(min(100.0, max(0.0, math.fsum(contributions.values()))), 2),
-        contributions={f: round(c, 2) for f, c in contributions.items()},
-        factors={f.value: round(v, 4) for f, v in values.items()},
-        max_points={f.value: round(100.0 * weights.get(f, 0.0) / total, 2) for f in values},
+        value=round(min(100.0, max(0.0, math.fsum(points.values()))), 2),
+        contributions={f: round(p, 2) for f, p in points.items()},
+        factors={f: round(v, 4) for f, v in values.items()},
+        max_points={f: round(scale * w.get(f, 0.0), 2) for f in values},
     )
 
 

@@ -52,37 +52,49 @@ STATE_COLUMNS = (
     "rule_state, open_alert_id, open_alert_rules, merged_into, scored_at"
 )
 
+_JSONB = {"traits", "open_cases", "recent_events", "contributions", "peaks", "rule_state",
+          "open_alert_rules"}  # fmt: skip
+# jsonb read as text and parsed with orjson: several times faster than the driver's json codec
+SELECT_COLUMNS = ", ".join(
+    f"{c}::text AS {c}" if c in _JSONB else c for c in STATE_COLUMNS.replace(" ", "").split(",")
+)
+
 
 def from_row(row: asyncpg.Record) -> CustomerState:
+    """From a row of ``SELECT_COLUMNS`` (positional: this runs 100,000 times a decay pass)."""
+    (tenant_id, customer_id, account_id, segment, traits, activity, repeats, friction, decayed_at,
+     seats_active, seats_purchased, open_cases, last_contact_at, satisfaction, sentiment,
+     last_event_at, recent_events, score, contributions, recorded_score, peaks, rule_state,
+     open_alert_id, open_alert_rules, merged_into, scored_at) = row  # fmt: skip
     return CustomerState(
-        tenant_id=row["tenant_id"],
-        customer_id=row["customer_id"],
-        account_id=row["account_id"],
-        segment=row["segment"],
-        traits=loads(row["traits"], {}),
-        agg=Aggregates(
-            activity=row["activity"],
-            repeats=row["repeats"],
-            friction=row["friction"],
-            decayed_at=row["decayed_at"],
-            seats_active=row["seats_active"],
-            seats_purchased=row["seats_purchased"],
-            open_cases=loads(row["open_cases"], []),
-            last_contact_at=row["last_contact_at"],
-            satisfaction=row["satisfaction"],
-            sentiment=row["sentiment"],
-            last_event_at=row["last_event_at"],
+        tenant_id,
+        customer_id,
+        account_id,
+        segment,
+        loads(traits, {}),
+        Aggregates(
+            activity,
+            repeats,
+            friction,
+            decayed_at,
+            seats_active,
+            seats_purchased,
+            loads(open_cases, []),
+            last_contact_at,
+            satisfaction,
+            sentiment,
+            last_event_at,
         ),
-        recent_events=loads(row["recent_events"], []),
-        score=row["score"],
-        contributions=loads(row["contributions"], {}),
-        recorded_score=row["recorded_score"],
-        peaks=loads(row["peaks"], []),
-        rule_state=loads(row["rule_state"], {}),
-        open_alert_id=row["open_alert_id"],
-        open_alert_rules=loads(row["open_alert_rules"], None),
-        merged_into=row["merged_into"],
-        scored_at=row["scored_at"],
+        loads(recent_events, []),
+        score,
+        loads(contributions, {}),
+        recorded_score,
+        loads(peaks, []),
+        loads(rule_state, {}),
+        open_alert_id,
+        loads(open_alert_rules, None),
+        merged_into,
+        scored_at,
     )
 
 
@@ -91,7 +103,7 @@ async def lock_states(
 ) -> dict[str, CustomerState]:
     """Load (and row-lock, in key order) the customers' states; unknown ones are absent."""
     rows = await conn.fetch(
-        f"SELECT {STATE_COLUMNS} FROM alerts.customer_state "
+        f"SELECT {SELECT_COLUMNS} FROM alerts.customer_state "
         "WHERE tenant_id = $1 AND customer_id = ANY($2::text[]) "
         "ORDER BY customer_id FOR UPDATE",
         tenant_id,
