@@ -44,6 +44,10 @@ class Incoming:
     env: Envelope
     raw: bytes
     received_ms: int | None = None
+    claims: list[Claim] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.claims = [Claim(i.type, i.value, i.verified_by) for i in self.env.identifiers]
 
 
 @dataclass
@@ -57,10 +61,6 @@ class ChunkResult:
 def lock_key(tenant: str, key: str) -> int:
     digest = hashlib.blake2b(f"{tenant}|{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def claims_of(env: Envelope) -> list[Claim]:
-    return [Claim(i.type, i.value, i.verified_by) for i in env.identifiers]
 
 
 @dataclass
@@ -86,6 +86,7 @@ class ChunkApplier:
         self._events: list[repo.EventRow] = []
         self._provisional: list[tuple[str, uuid.UUID, uuid.UUID, str, int, str]] = []
         self._touched: dict[tuple[str, uuid.UUID], list[Incoming]] = defaultdict(list)
+        self._identities: dict[tuple[str, uuid.UUID], dict[str, dict[str, Any]]] = defaultdict(dict)
 
     async def run(self, items: list[Incoming]) -> ChunkResult:
         unique: dict[tuple[str, str], Incoming] = {}
@@ -97,11 +98,11 @@ class ChunkApplier:
         if not todo:
             return self.result
         await repo.lock_identifiers(
-            self.conn, [lock_key(i.env.tenant, c.key) for i in todo for c in claims_of(i.env)]
+            self.conn, [lock_key(i.env.tenant, c.key) for i in todo for c in i.claims]
         )
         await self._load(todo)
         for index, item in enumerate(todo):
-            resolution = self._resolve(item.env)
+            resolution = self._resolve(item)
             if resolution.merges:
                 await self._flush()
                 await self._merge(item, resolution)
@@ -116,7 +117,7 @@ class ChunkApplier:
     async def _load(self, items: list[Incoming]) -> None:
         self._held.clear()
         self._customers.clear()
-        keys = {(i.env.tenant, c.type.value, c.value) for i in items for c in claims_of(i.env)}
+        keys = {(i.env.tenant, c.type.value, c.value) for i in items for c in i.claims}
         if not keys:
             return
         for row in await repo.holders(self.conn, keys):
@@ -129,10 +130,10 @@ class ChunkApplier:
                 row.created_at,
             ]
 
-    def _resolve(self, env: Envelope) -> Resolution:
-        tenant = env.tenant
+    def _resolve(self, item: Incoming) -> Resolution:
+        tenant = item.env.tenant
         holders: dict[str, list[Holder]] = {}
-        for claim in claims_of(env):
+        for claim in item.claims:
             found = self._held.get((tenant, claim.key), {})
             holders[claim.key] = [
                 Holder(
@@ -144,7 +145,7 @@ class ChunkApplier:
                 )
                 for cid, h in found.items()
             ]
-        return resolve(claims_of(env), holders, share_limit=self.settings.share_limit)
+        return resolve(item.claims, holders, share_limit=self.settings.share_limit)
 
     async def _merge(self, item: Incoming, resolution: Resolution) -> None:
         assert resolution.customer_id is not None
@@ -177,7 +178,7 @@ class ChunkApplier:
         env = item.env
         tenant = env.tenant
         RESOLUTIONS.labels(resolution.outcome.value, resolution.rule.value).inc()
-        keys = [c.key for c in claims_of(env)]
+        keys = [c.key for c in item.claims]
         if resolution.outcome is Outcome.blocked:
             self._events.append(
                 (tenant, env.id, None, str(env.type), env.time, keys, "blocked",
@@ -204,6 +205,20 @@ class ChunkApplier:
                 if strength > link[0]:
                     link[0], link[1] = strength, verified
                 link[3], link[4] = min(link[3], env.time), max(link[4], env.time)
+            at = env.time.isoformat()
+            ctx.merge_identity(
+                {"identities": self._identities[(tenant, cid)]},
+                claim.key,
+                {
+                    "type": claim.type.value,
+                    "value": claim.value,
+                    "strength": strength,
+                    "verified_by": verified,
+                    "source_event_id": env.id,
+                    "first_seen_at": at,
+                    "last_seen_at": at,
+                },
+            )
             if h is None:
                 held[cid] = _Held(home, strength, env.time)
             else:
@@ -255,6 +270,8 @@ class ChunkApplier:
                 items = sorted(self._touched[key], key=lambda i: (i.env.time, i.env.id))
                 for item in items:
                     ctx.apply_event(doc, item.env)
+                for ikey, link in self._identities.get(key, {}).items():
+                    ctx.merge_identity(doc, ikey, link)
                 saves.append((key[0], key[1], orjson.dumps(doc), version + 1))
                 traits = ctx.trait_snapshot(doc)
                 for item in items:

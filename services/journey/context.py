@@ -53,7 +53,13 @@ def empty() -> Doc:
         "sentiment": [],
         "channels": {},
         "recent": [],
+        "identities": {},
     }
+
+
+def _field(data: p.EventData, name: str) -> Any:
+    """A declared field of this payload type, else None (no pydantic ``__getattr__`` detour)."""
+    return data.__dict__.get(name)
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -75,9 +81,9 @@ def timeline_item(env: Envelope) -> dict[str, Any]:
     """The timeline view of one event: channel, touchpoint, department, agent, team, outcome."""
     d = env.data
     outcome = (
-        getattr(d, "disposition", None)
-        or getattr(d, "outcome", None)
-        or getattr(d, "status", None)
+        _field(d, "disposition")
+        or _field(d, "outcome")
+        or _field(d, "status")
         or (f"abandoned in {d.where}" if isinstance(d, p.ContactAbandoned) else None)
     )
     item = {
@@ -91,7 +97,7 @@ def timeline_item(env: Envelope) -> dict[str, Any]:
         "team": d.team,
         "interaction_id": d.interaction_id,
         "outcome": outcome,
-        "reason": getattr(d, "contact_reason", None) or getattr(d, "reason", None),
+        "reason": _field(d, "contact_reason") or _field(d, "reason"),
     }
     return {k: v for k, v in item.items() if v is not None}
 
@@ -123,7 +129,7 @@ def apply_event(doc: Doc, env: Envelope) -> Doc:
 
 def _interaction(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
     d = env.data
-    reason = getattr(d, "contact_reason", None)
+    reason = _field(d, "contact_reason")
     if _later(at, (doc["last_interaction"] or {}).get("at")):
         doc["last_interaction"] = {
             "at": at,
@@ -135,12 +141,12 @@ def _interaction(doc: Doc, env: Envelope, at: str | None, channel: str | None) -
         }
     if reason and _later(at, (doc["last_contact_reason"] or {}).get("at")):
         doc["last_contact_reason"] = {"value": reason, "at": at, "channel": channel}
-    agent = d.agent_id or getattr(d, "to_agent", None)
+    agent = d.agent_id or _field(d, "to_agent")
     if agent and env.type != EventType.message_received:
         if _later(at, (doc["last_agent"] or {}).get("at")):
             doc["last_agent"] = {
                 "agent_id": agent,
-                "team": d.team or getattr(d, "to_team", None),
+                "team": d.team or _field(d, "to_team"),
                 "department": d.department,
                 "channel": channel,
                 "interaction_id": d.interaction_id,
@@ -149,7 +155,7 @@ def _interaction(doc: Doc, env: Envelope, at: str | None, channel: str | None) -
     if d.interaction_id:
         known = doc["interactions"].get(d.interaction_id) or {"channel": channel, "started_at": at}
         if agent and _later(at, known.get("agent_at")):
-            known.update(agent_id=agent, team=d.team or getattr(d, "to_team", None), agent_at=at)
+            known.update(agent_id=agent, team=d.team or _field(d, "to_team"), agent_at=at)
         if _later(at, known.get("at")):
             known["at"] = at
         if at and (known.get("started_at") is None or at < known["started_at"]):
@@ -305,6 +311,26 @@ def rebuild(events: list[Envelope]) -> Doc:
     for env in sorted(events, key=lambda e: (e.time, e.id)):
         apply_event(doc, env)
     return doc
+
+
+def merge_identity(doc: Doc, key: str, link: dict[str, Any]) -> None:
+    """Keep the customer's identifiers (with provenance) in the document for one-query reads."""
+    known = doc.setdefault("identities", {}).get(key)
+    if known is None:
+        doc["identities"][key] = dict(link)
+        return
+    if link["strength"] > known["strength"]:
+        known["strength"], known["verified_by"] = link["strength"], link["verified_by"]
+    known["first_seen_at"] = min(known["first_seen_at"], link["first_seen_at"])
+    known["last_seen_at"] = max(known["last_seen_at"], link["last_seen_at"])
+
+
+def identity_list(doc: Doc) -> list[dict[str, Any]]:
+    """Strongest first, then most recently seen."""
+    items = sorted(
+        doc.get("identities", {}).values(), key=lambda i: i["last_seen_at"], reverse=True
+    )
+    return sorted(items, key=lambda i: i["strength"], reverse=True)
 
 
 def trait_snapshot(doc: Doc) -> dict[str, Any]:

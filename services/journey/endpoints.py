@@ -57,11 +57,11 @@ Reveal = Annotated[
 ]
 
 
-async def _reveal(db: Any, principal: Principal, reveal: bool, customer_id: str) -> bool:
+async def _reveal(request: Request, principal: Principal, reveal: bool, customer_id: str) -> bool:
     if not reveal:
         return False
     principal.require(Scope.admin)
-    async with db.session() as session:
+    async with request.app.state.db.session() as session:
         await audit(
             session,
             tenant_id=principal.tenant_id,
@@ -79,9 +79,9 @@ def _json(body: dict[str, Any]) -> Response:
 
 @router.get("/context", responses={200: {"model": ContextPublic}})
 async def context_by_identifier(
+    request: Request,
     principal: ContextReader,
     pool: PoolDep,
-    db: DatabaseDep,
     identifier_type: IdentifierType,
     value: IdentifierValue,
     reveal_sensitive: Reveal = False,
@@ -90,21 +90,21 @@ async def context_by_identifier(
     found = await service.find_by_identifier(
         pool, principal.tenant_id, identifier_type, value, kind="context"
     )
-    reveal = await _reveal(db, principal, reveal_sensitive, str(found.customer_id))
+    reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
     return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
 
 
 @router.get("/customers/{customer_id}/context", responses={200: {"model": ContextPublic}})
 async def customer_context(
     customer_id: uuid.UUID,
+    request: Request,
     principal: ContextReader,
     pool: PoolDep,
-    db: DatabaseDep,
     reveal_sensitive: Reveal = False,
 ) -> Response:
     """A customer's context by id (a merged id answers with the surviving customer)."""
     found = await service.find_by_id(pool, principal.tenant_id, customer_id, kind="customer")
-    reveal = await _reveal(db, principal, reveal_sensitive, str(found.customer_id))
+    reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
     return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
 
 

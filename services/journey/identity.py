@@ -54,14 +54,12 @@ class Claim:
     type: IdentifierType
     value: str
     verified_by: Verification | None = None
+    key: str = field(init=False, compare=False)
+    strength: int = field(init=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.type.value}:{self.value}"
-
-    @property
-    def strength(self) -> int:
-        return verification_strength(self.verified_by)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.type.value}:{self.value}")
+        object.__setattr__(self, "strength", verification_strength(self.verified_by))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ async def rebuild_context(
 ) -> ctx.Doc:
     members = await repo.member_ids(conn, tenant, customer_id)
     doc = ctx.rebuild(await repo.events_of(conn, tenant, members))
+    for link in await repo.identities(conn, tenant, members):
+        key = f"{link['type']}:{link['value']}"
+        ctx.merge_identity(doc, key, {k: v for k, v in link.items() if k != "linked_customer_id"})
     await repo.save_contexts(conn, [(tenant, customer_id, orjson.dumps(doc), version)])
     return doc
 

@@ -192,7 +192,7 @@ async def save_contexts(
     if rows:
         await conn.execute(
             """INSERT INTO journey.context (tenant_id, customer_id, doc, version)
-               SELECT t, id, d::jsonb, v FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[])
+               SELECT t, id, d::json, v FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[])
                    AS u(t, id, d, v)
                ON CONFLICT (tenant_id, customer_id) DO UPDATE
                    SET doc = excluded.doc, version = excluded.version, updated_at = now()""",

@@ -16,38 +16,28 @@ from typing import Any
 import asyncpg
 import orjson
 
+from services.journey import repository as repo
 from services.journey import views
-from services.journey.context import Doc, empty, timeline_item
+from services.journey.context import Doc, empty, identity_list, timeline_item
 from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
 from shared.errors import BadRequest, NotFound
 from shared.events import IdentifierType, InvalidIdentifier, normalize_identifier, parse_normalized
 
-_IDENTITIES = """(
-    SELECT coalesce(json_agg(json_build_object(
-               'type', li.id_type, 'value', li.value, 'strength', li.strength,
-               'verified_by', li.verified_by, 'source_event_id', li.source_event_id,
-               'first_seen_at', li.first_seen_at, 'last_seen_at', li.last_seen_at)
-           ORDER BY li.strength DESC, li.last_seen_at DESC), '[]')::text
-    FROM journey.identifier li
-    WHERE li.tenant_id = r.tenant_id AND li.customer_id IN (
-        SELECT m.id FROM journey.customer m
-        WHERE m.tenant_id = r.tenant_id AND (m.id = r.id OR m.merged_into = r.id)))"""
-
-BY_IDENTIFIER = f"""
-SELECT r.id, r.status, x.doc::text, coalesce(x.version, 0), count(*) OVER (), {_IDENTITIES}
+BY_IDENTIFIER = """
+SELECT coalesce(c.merged_into, c.id), x.doc::text, coalesce(x.version, 0)
 FROM journey.identifier i
 JOIN journey.customer c ON c.tenant_id = i.tenant_id AND c.id = i.customer_id
-JOIN journey.customer r ON r.tenant_id = c.tenant_id AND r.id = coalesce(c.merged_into, c.id)
-LEFT JOIN journey.context x ON x.tenant_id = r.tenant_id AND x.customer_id = r.id
+LEFT JOIN journey.context x
+  ON x.tenant_id = i.tenant_id AND x.customer_id = coalesce(c.merged_into, c.id)
 WHERE i.tenant_id = $1 AND i.id_type = $2 AND i.value = $3
 ORDER BY i.strength DESC, i.last_seen_at DESC
-LIMIT 1"""
+LIMIT 8"""
 
-BY_ID = f"""
-SELECT r.id, r.status, x.doc::text, coalesce(x.version, 0), 1, {_IDENTITIES}
+BY_ID = """
+SELECT coalesce(c.merged_into, c.id), x.doc::text, coalesce(x.version, 0)
 FROM journey.customer c
-JOIN journey.customer r ON r.tenant_id = c.tenant_id AND r.id = coalesce(c.merged_into, c.id)
-LEFT JOIN journey.context x ON x.tenant_id = r.tenant_id AND x.customer_id = r.id
+LEFT JOIN journey.context x
+  ON x.tenant_id = c.tenant_id AND x.customer_id = coalesce(c.merged_into, c.id)
 WHERE c.tenant_id = $1 AND c.id = $2"""
 
 
@@ -74,13 +64,14 @@ def normalized_lookup(identifier_type: str, value: str) -> tuple[str, str]:
         raise BadRequest(str(exc)) from None
 
 
-def _found(row: asyncpg.Record, requested: uuid.UUID | None = None) -> Found:
+def _found(row: asyncpg.Record, requested: uuid.UUID | None = None, holders: int = 1) -> Found:
+    doc = orjson.loads(row[1]) if row[1] else empty()
     return Found(
         customer_id=row[0],
-        doc=orjson.loads(row[2]) if row[2] else empty(),
-        version=row[3],
-        holders=row[4],
-        identities=orjson.loads(row[5]),
+        doc=doc,
+        version=row[2],
+        holders=holders,
+        identities=identity_list(doc),
         requested_id=requested,
     )
 
@@ -90,12 +81,12 @@ async def find_by_identifier(
 ) -> Found:
     id_type, normalized = normalized_lookup(identifier_type, value)
     started = time.perf_counter()
-    row = await pool.fetchrow(BY_IDENTIFIER, tenant, id_type, normalized)
+    rows = await pool.fetch(BY_IDENTIFIER, tenant, id_type, normalized)
     LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
-    LOOKUPS.labels(kind, "hit" if row else "miss").inc()
-    if row is None:
+    LOOKUPS.labels(kind, "hit" if rows else "miss").inc()
+    if not rows:
         raise NotFound(f"no customer with {id_type} {normalized}")
-    return _found(row)
+    return _found(rows[0], holders=len({r[0] for r in rows}))
 
 
 async def find_by_id(
@@ -190,6 +181,7 @@ async def identity_graph(pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID
     found = await find_by_id(pool, tenant, customer_id, kind="identities")
     cid = found.customer_id
     async with pool.acquire() as conn:
+        identifiers = await repo.identities(conn, tenant, await repo.member_ids(conn, tenant, cid))
         merges = await conn.fetch(
             """SELECT id, survivor_id, merged_id, event_id, rule, via, actor, reason, created_at,
                       undone_at FROM journey.merge
@@ -213,7 +205,7 @@ async def identity_graph(pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID
         )
     return {
         "customer_id": str(cid),
-        "identifiers": found.identities,
+        "identifiers": identifiers,
         "merges": [_jsonable(r) for r in merges],
         "splits": [_jsonable(r) for r in splits],
         "provisional_links": [_jsonable(r) for r in provisional],

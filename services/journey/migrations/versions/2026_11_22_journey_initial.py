@@ -61,10 +61,11 @@ CREATE TABLE journey.event (
 CREATE INDEX ix_event_customer_time
     ON journey.event (tenant_id, customer_id, time DESC, event_id DESC);
 
+-- json, not jsonb: the document is only ever read whole, and json is returned without re-rendering.
 CREATE TABLE journey.context (
     tenant_id text NOT NULL,
     customer_id uuid NOT NULL,
-    doc jsonb NOT NULL,
+    doc json NOT NULL,
     version integer NOT NULL DEFAULT 1,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT pk_context PRIMARY KEY (tenant_id, customer_id)

@@ -1,0 +1,222 @@
+"""Shared set-up of the journey benches: infrastructure, simulated customers, processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from services.journey.config import JourneySettings
+from shared.auth.service import create_key, ensure_tenant
+from shared.db import Database
+from shared.embedded import free_port, start_broker, start_postgres, wait_for_port
+from shared.kafka import ensure_topics, make_producer
+from shared.migrations import upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+TENANT = "bench"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "note": "2 cores, 24 GiB, shared with other engineers' work",
+    }
+
+
+class Stack:
+    """Embedded PostgreSQL + broker unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="waypoint-bench-"))
+        self.pg: Any = None
+        self.broker: Any = None
+        self.children: list[subprocess.Popen[bytes]] = []
+        dsn = os.environ.get("DATABASE_URL")
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not dsn:
+            self.pg, dsn = start_postgres(self.tmp / "pg", cleanup="delete")
+        if not bootstrap:
+            self.broker = start_broker(log_path=self.tmp / "broker.log")
+            bootstrap = self.broker.bootstrap
+        run = uuid.uuid4().hex[:6]
+        self.settings = JourneySettings(
+            database_url=dsn,
+            kafka_bootstrap_servers=bootstrap,
+            env="test",
+            log_json=False,
+            topic_raw=f"bench-{run}.raw",
+            topic_normalized=f"bench-{run}.normalized",
+            topic_dead_letter=f"bench-{run}.deadletter",
+            topic_activity=f"bench-{run}.activity",
+            topic_partitions=4,
+            consumer_group=f"bench-journey-{run}",
+        )
+        self.key = ""
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "DATABASE_URL": s.dsn,
+            "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+            "WAYPOINT_ENV": "test",
+            "WAYPOINT_LOG_LEVEL": "WARNING",
+            "WAYPOINT_TOPIC_NORMALIZED": s.topic_normalized,
+            "WAYPOINT_TOPIC_ACTIVITY": s.topic_activity,
+            "WAYPOINT_TOPIC_DEAD_LETTER": s.topic_dead_letter,
+            "WAYPOINT_TOPIC_RAW": s.topic_raw,
+            "WAYPOINT_JOURNEY_CONSUMER_GROUP": s.consumer_group,
+        }
+
+    async def prepare(self) -> None:
+        db = Database(self.settings.dsn, pool_size=2, application_name="bench")
+        try:
+            await upgrade(db)
+            async with db.session() as session:
+                await ensure_tenant(session, TENANT)
+                self.key, _ = await create_key(
+                    session, tenant_id=TENANT, name="bench", scopes=["context:read"]
+                )
+        finally:
+            await db.dispose()
+        await ensure_topics(self.settings)
+
+    def spawn(self, *argv: str) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *argv],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / f"{argv[0]}-{len(self.children)}.log", "ab"),  # noqa: SIM115
+        )
+        self.children.append(child)
+        return child
+
+    def serve(self) -> int:
+        port = free_port()
+        self.spawn("serve", "journey", "--port", str(port), "--host", "127.0.0.1")
+        wait_for_port("127.0.0.1", port, timeout=60)
+        return port
+
+    def stop(self, child: subprocess.Popen[bytes]) -> None:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def close(self) -> None:
+        for child in self.children:
+            self.stop(child)
+        if self.broker is not None:
+            self.broker.stop()
+        if self.pg is not None:
+            self.pg.cleanup()
+
+
+def phone(i: int) -> str:
+    return f"+1415{2000000 + i:07d}"
+
+
+def customer_events(i: int, base: datetime) -> Iterator[dict[str, Any]]:
+    """About ten events of one simulated customer across phone, IVR, chat and e-mail."""
+    p, email, chat = phone(i), f"c{i}@bench.test", f"chat-{i}"
+    t = base + timedelta(seconds=i % 86_400)
+
+    def ev(n: int, type_: str, idents: list[dict[str, str]], **data: Any) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": f"b{i}-{n}",
+            "source": "bench",
+            "type": type_,
+            "time": (t + timedelta(minutes=n)).isoformat(),
+            "tenant": TENANT,
+            "schemaversion": "1",
+            "datacontenttype": "application/json",
+            "data": {"identifiers": idents, **data},
+        }
+
+    both = [
+        {"type": "phone", "value": p, "verified_by": "caller_id"},
+        {"type": "email", "value": email, "verified_by": "login"},
+    ]
+    ph = [{"type": "phone", "value": p, "verified_by": "caller_id"}]
+    ch = [{"type": "chat_session", "value": chat}, {"type": "email", "value": email}]
+    yield ev(0, "identity.linked", both, traits={"tier": ["gold", "silver"][i % 2]})
+    yield ev(1, "contact.started", ph, channel="phone", interaction_id=f"call-{i}")
+    yield ev(2, "ivr.step", ph, channel="ivr", node="menu", interaction_id=f"call-{i}")
+    yield ev(3, "agent.joined", ph, channel="phone", agent_id=f"a{i % 50}", team="care")
+    yield ev(4, "fact.collected", ph, channel="phone", name="order_number", value=f"O-{i}")
+    yield ev(5, "case.opened", ph, channel="phone", case_id=f"K-{i}", reason="delivery")
+    yield ev(6, "contact.ended", ph, channel="phone", disposition="follow-up")
+    yield ev(7, "message.received", ch, channel="web_chat", text="any news?", sentiment=-0.2)
+    yield ev(8, "fact.collected", ch, channel="web_chat", name="problem", value="late parcel")
+    yield ev(9, "survey.responded", ch, channel="web_chat", survey="csat", score=4)
+
+
+async def produce_customers(
+    producer: AIOKafkaProducer, topic: str, customers: int, *, start: int = 0
+) -> int:
+    """Produce every customer's events to the normalized topic, keyed as ingest keys them."""
+    base = datetime.now(UTC) - timedelta(days=2)
+    sent = 0
+    batch: list[Any] = []
+    for i in range(start, start + customers):
+        for event in customer_events(i, base):
+            ident = event["data"]["identifiers"]
+            key = next((x for x in ident if x["type"] == "email"), ident[0])
+            fut = await producer.send(
+                topic, orjson.dumps(event), key=f"{TENANT}|{key['type']}:{key['value']}".encode()
+            )
+            batch.append(fut)
+            sent += 1
+        if len(batch) >= 20_000:
+            await asyncio.gather(*batch)
+            batch.clear()
+    await asyncio.gather(*batch)
+    return sent
+
+
+async def count_events(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        from sqlalchemy import text
+
+        value = await conn.scalar(text("SELECT count(*) FROM journey.event"))
+        return int(value or 0)
+
+
+def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "_journey_load.py")],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def new_producer(settings: JourneySettings) -> AIOKafkaProducer:
+    return make_producer(settings, linger_ms=20)
+
+
+def elapsed(since: float) -> float:
+    return time.perf_counter() - since

@@ -1,0 +1,147 @@
+"""Journey: worker throughput and screen-pop latency, each against a raw limit in the same run.
+
+1. Produce BENCH_CONTEXT_CUSTOMERS (100,000) simulated customers × 10 events to the normalized
+   topic (as ingest would), then
+   (a) raw limit: consume the whole topic without processing it (events/s);
+   (b) the journey worker (``waypoint worker journey`` process): events/s until every event is
+       applied (identity resolution, event store, context fold, activity published).
+2. ``waypoint serve journey`` (one uvicorn process); a load generator in another process:
+   (a) the bare endpoint of the same app (``/healthz``) and (b) ``GET /v1/context`` by phone
+   (random customers), closed loop → max requests/s; then (c) the screen pop open loop at 70%
+   of its max → p50/p99 (latency from the scheduled send time).
+Options by environment: BENCH_CONTEXT_CUSTOMERS, BENCH_CONTEXT_SECONDS (10),
+BENCH_CONTEXT_CONCURRENCY (32). Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._journey_stack import (  # noqa: E402
+    Stack,
+    count_events,
+    elapsed,
+    machine,
+    new_producer,
+    phone,
+    produce_customers,
+    run_load,
+)
+from shared.db import Database  # noqa: E402
+from shared.kafka import make_consumer  # noqa: E402
+
+CUSTOMERS = int(os.environ.get("BENCH_CONTEXT_CUSTOMERS", "100000"))
+SECONDS = float(os.environ.get("BENCH_CONTEXT_SECONDS", "10"))
+CONCURRENCY = int(os.environ.get("BENCH_CONTEXT_CONCURRENCY", "32"))
+
+
+async def raw_consume(stack: Stack, total: int) -> float:
+    consumer = make_consumer(
+        stack.settings, stack.settings.topic_normalized, group_id=f"raw-{time.time_ns()}"
+    )
+    await consumer.start()
+    try:
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            seen += sum(len(v) for v in batches.values())
+        return seen / elapsed(started)
+    finally:
+        await consumer.stop()
+
+
+async def main() -> dict[str, object]:
+    stack = Stack()
+    try:
+        await stack.prepare()
+        settings = stack.settings
+        producer = new_producer(settings)
+        await producer.start()
+        started = time.perf_counter()
+        total = await produce_customers(producer, settings.topic_normalized, CUSTOMERS)
+        await producer.stop()
+        produce_rate = total / elapsed(started)
+        print(f"produced {total:,} events for {CUSTOMERS:,} customers: {produce_rate:,.0f}/s")
+
+        raw_rate = await raw_consume(stack, total)
+        print(f"(a) raw consume of the normalized topic: {raw_rate:,.0f} events/s")
+
+        db = Database(settings.dsn, pool_size=1, application_name="bench-probe")
+        worker = stack.spawn("worker", "journey")
+        started = time.perf_counter()
+        done = 0
+        while done < total:
+            await asyncio.sleep(2)
+            done = await count_events(db)
+            if worker.poll() is not None:
+                raise RuntimeError(f"journey worker exited with {worker.returncode}")
+        worker_rate = total / elapsed(started)
+        print(f"(b) journey worker: {total:,} events applied at {worker_rate:,.0f} events/s")
+        stack.stop(worker)
+        await db.dispose()
+
+        port = stack.serve()
+        headers = {"Authorization": f"Bearer {stack.key}"}
+        rng = random.Random(7)
+        paths = [
+            f"/v1/context?identifier_type=phone&value=%2B{phone(rng.randrange(CUSTOMERS))[1:]}"
+            for _ in range(5000)
+        ]
+        base = {"host": "127.0.0.1", "port": port, "headers": headers}
+        run_load({**base, "paths": paths[:500], "concurrency": 8, "duration": 3})  # warm up
+        bare = run_load(
+            {**base, "paths": ["/healthz"], "concurrency": CONCURRENCY, "duration": SECONDS}
+        )
+        print(f"(2a) bare /healthz max: {bare['rps']:,.0f} req/s, p99 {bare['p99_ms']:.2f} ms")
+        peak = run_load({**base, "paths": paths, "concurrency": CONCURRENCY, "duration": SECONDS})
+        print(f"(2b) screen pop max: {peak['rps']:,.0f} req/s, p99 {peak['p99_ms']:.2f} ms")
+        at70 = run_load(
+            {
+                **base,
+                "paths": paths,
+                "concurrency": CONCURRENCY,
+                "duration": SECONDS,
+                "rate": round(peak["rps"] * 0.7),
+            }
+        )
+        print(
+            f"(2c) screen pop at 70% ({at70['target_rate']:,} req/s offered): "
+            f"{at70['rps']:,.0f} req/s, p50 {at70['p50_ms']:.2f} ms, p99 {at70['p99_ms']:.2f} ms"
+        )
+        bad = {k: v for k, v in at70["statuses"].items() if k != "200"}
+        if bad or peak["errors"] or at70["errors"]:
+            raise RuntimeError(f"non-200 answers under load: {bad} / errors {at70['errors']}")
+        ratio = peak["rps"] / bare["rps"]
+        print(f"screen pop / bare endpoint throughput: {ratio:.2f}x (target >= 0.5)")
+        return {
+            "bench": "journey_context",
+            "customers": CUSTOMERS,
+            "events": total,
+            "raw_consume_events_per_s": round(raw_rate),
+            "worker_events_per_s": round(worker_rate),
+            "worker_vs_raw": round(worker_rate / raw_rate, 3),
+            "bare_rps": round(bare["rps"]),
+            "context_max_rps": round(peak["rps"]),
+            "context_vs_bare": round(ratio, 3),
+            "at70_offered_rps": at70["target_rate"],
+            "at70_rps": round(at70["rps"]),
+            "at70_p50_ms": round(at70["p50_ms"], 2),
+            "at70_p99_ms": round(at70["p99_ms"], 2),
+            "concurrency": CONCURRENCY,
+            "machine": machine(),
+        }
+    finally:
+        stack.close()
+
+
+if __name__ == "__main__":
+    result = asyncio.run(main())
+    print(json.dumps(result))
