@@ -70,6 +70,16 @@ def binary_event(value: bytes | None, headers: Headers | None) -> dict[str, Any]
     return event
 
 
+def _loads(value: bytes | None) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        raise EventRejected(RejectReason.not_json, f"record is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise EventRejected(RejectReason.schema, "an event must be a JSON object")
+    return parsed
+
+
 def decode(
     value: bytes | None, headers: Headers | None, *, now: datetime, limits: Limits
 ) -> Envelope:
@@ -79,8 +89,8 @@ def decode(
         raise EventRejected(
             RejectReason.oversized, f"event is {size} bytes; the limit is {limits.max_bytes}"
         )
-    raw: bytes | dict[str, Any]
-    raw = binary_event(value, headers) if is_binary_mode(headers) else (value or b"")
+    # orjson + validate_python is about twice as fast as pydantic's own JSON parsing here.
+    raw = binary_event(value, headers) if headers and is_binary_mode(headers) else _loads(value)
     return validate_event(
         raw,
         now=now,

@@ -6,7 +6,6 @@ exactly as it does for events that channel systems write to Kafka directly.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
+from services.ingest.publish import publish
 from services.ingest.schemas import IngestResult, ItemResult
 from shared.errors import BadRequest, ServiceUnavailable
 from shared.events import (
@@ -56,10 +56,16 @@ def check_item(
     if named is not None and named != tenant:
         message = f"event names tenant {named!r}, but the API key belongs to {tenant!r}"
         return _rejected(index, item_id, RejectReason.tenant_mismatch.value, message), None, None
-    value = orjson.dumps(item if named is not None else {**item, "tenant": tenant})
+    event = item if named is not None else {**item, "tenant": tenant}
+    value = orjson.dumps(event)
     try:
+        if len(value) > settings.max_event_bytes:
+            raise EventRejected(
+                RejectReason.oversized,
+                f"event is {len(value)} bytes; the limit is {settings.max_event_bytes}",
+            )
         envelope = validate_event(
-            value,
+            event,
             now=now,
             phone_region=settings.phone_region,
             max_future=settings.max_future,
@@ -89,10 +95,7 @@ async def accept(
         if value is not None and key is not None:
             sends.append((key, value))
     try:
-        pending = [
-            await producer.send(settings.topic_raw, value=value, key=key) for key, value in sends
-        ]
-        await asyncio.gather(*pending)
+        await publish(producer, settings.topic_raw, sends)
     except KafkaError as exc:
         metrics.HTTP_EVENTS.labels(api, "unavailable").inc(len(sends))
         raise ServiceUnavailable(f"the event broker did not accept the events: {exc}") from exc

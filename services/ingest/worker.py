@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,8 +21,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from services.ingest import metrics
-from services.ingest.batch import Plan, RawRecord, classify, plan
+from services.ingest.batch import Plan, classify, plan
 from services.ingest.config import IngestSettings
+from services.ingest.publish import publish
 from services.ingest.records import (
     Limits,
     best_effort_identity,
@@ -107,28 +109,23 @@ class IngestHandler:
 
     async def _publish(self, work: Plan) -> None:
         started = time.perf_counter()
-        send = self.producer.send
-        normalized = self.settings.topic_normalized
-        pending = [await send(normalized, value=value, key=key) for key, value in work.publish]
-        for record, rejection in work.rejects:
-            record_: RawRecord = record
-            headers = dead_letter_headers(
-                record_.headers,
-                rejection,
-                topic=record_.topic,
-                partition=record_.partition,
-                offset=record_.offset,
+        dead_letters = [
+            await self.producer.send(
+                self.settings.topic_dead_letter,
+                value=record.value,
+                key=record.key,
+                headers=dead_letter_headers(
+                    record.headers,
+                    rejection,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                ),
             )
-            pending.append(
-                await send(
-                    self.settings.topic_dead_letter,
-                    value=record_.value,
-                    key=record_.key,
-                    headers=headers,
-                )
-            )
-        if pending:
-            await asyncio.gather(*pending)
+            for record, rejection in work.rejects
+        ]
+        await publish(self.producer, self.settings.topic_normalized, work.publish)
+        await asyncio.gather(*dead_letters)
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
     def _count(self, work: Plan, stored: dict[str, int]) -> None:
@@ -146,10 +143,19 @@ class IngestHandler:
         metrics.EVENTS_PUBLISHED.inc(len(work.publish))
 
 
+def tune_gc() -> None:
+    """A batch holds thousands of validated models at once; with the default thresholds the
+    cyclic GC rescans them over and over (measured: validation 3x slower). Batches are freed by
+    reference counting, so collect young objects far less often and never rescan start-up state."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
 async def run(settings: IngestSettings, *, stop: asyncio.Event | None = None) -> None:
     """Consume the raw topic until stopped (SIGTERM/SIGINT, or ``stop`` when given)."""
-    if stop is None:
+    if stop is None:  # this process is ours
         configure_logging("ingest-worker", level=settings.log_level, json=settings.log_json)
+        tune_gc()
     await ensure_topics(
         settings, [settings.topic_raw, settings.topic_normalized, settings.topic_dead_letter]
     )
