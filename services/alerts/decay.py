@@ -173,6 +173,7 @@ async def decay_batch(
     tenant_id: str | None,
 ) -> list[asyncpg.Record]:
     """Score a batch in SQL; returns every (tenant_id, customer_id, candidate) of the batch."""
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         DECAY_SQL, after[0], after[1], due_before, limit, *params, tenant_id, now
     )
+    return rows
