@@ -228,7 +228,7 @@ async def process_activities(
         else:
             effects.duplicates += 1
     models = await load_models(conn, sorted(by_tenant))
-    for tenant, items in by_tenant.items():
+    for tenant, items in sorted(by_tenant.items()):  # one lock order across workers
         model = models[tenant]
         wanted = [c for a in items for c in (a.customer_id, *a.merged_ids)]
         states = await lock_states(conn, tenant, wanted)

@@ -158,3 +158,22 @@ async def test_churn_outcomes_record_reasons_and_alert_lead_time(
     assert rows[1].lead_time_s is None
     [alert] = await _alerts(db, tenant, "x")
     assert alert.resolution == "churned"
+
+
+async def test_the_scheduler_process_rescores_on_its_interval_and_stops_cleanly(
+    alerts_settings, db: Database, make_tenant: TenantFactory
+):
+    from services.alerts import scheduler
+    from tests.alerts.conftest import Clock, running
+    from tests.support import eventually
+
+    tenant = (await make_tenant()).id
+    await apply(db, [activity(tenant=tenant, customer="q", type="product.used", at=T0)
+                     for _ in range(10)], now=T0)  # fmt: skip
+    settings = alerts_settings.model_copy(
+        update={"rescore_interval_seconds": 0.2, "rescore_after_seconds": 3600}
+    )
+    clock = Clock(T0 + timedelta(days=90))
+    async with running(scheduler.run, settings, clock=clock):
+        [alert] = await eventually(lambda: _alerts(db, tenant, "q"))
+    assert alert.explanation["cause"] == "decay"
