@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from shared.events import payloads as p
@@ -102,7 +101,8 @@ class Envelope(BaseModel):
         return f"{self.tenant}|{best.key}"
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        # pydantic's own serializer: the same JSON as model_dump(mode="json") + orjson, faster.
+        return self.model_dump_json(exclude_none=True).encode()
 
 
 _KEY_PRIORITY = [
