@@ -17,7 +17,7 @@ import asyncpg
 
 from services.alerts.model import EngagementModel, Rule
 from services.alerts.rules import evaluate, peak_within
-from services.alerts.scoring import apply_event, merge, score
+from services.alerts.scoring import apply_event, merge, parse_time, score
 from services.alerts.state import (
     CustomerState,
     dumps,
@@ -64,7 +64,8 @@ def activity_id(activity: CustomerActivity) -> str:
 
 
 def summarize(event: dict[str, Any]) -> dict[str, Any]:
-    data = event.get("data") or {}
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {}
     summary = {"id": event.get("id"), "type": event.get("type"), "time": event.get("time")}
     summary.update({k: data[k] for k in SUMMARY_FIELDS if data.get(k) is not None})
     return summary
@@ -168,7 +169,9 @@ def rescore(
                 "account_id": state.account_id,
                 "rule": rules[0],
                 "rules": rules,
-                "owner": str(state.traits.get("csm_owner") or model.default_owner or default_owner),
+                "owner": str(state.traits.get("csm_owner") or model.default_owner or default_owner)[
+                    :128
+                ],
                 "segment": state.segment,
                 "score": result.value,
                 "threshold": th.alert_below,
@@ -281,10 +284,11 @@ def _record_outcome(state: CustomerState, activity: CustomerActivity, effects: E
     if event.get("type") not in {"customer.churned", "customer.renewed"}:
         return
     outcome = "churned" if event["type"] == "customer.churned" else "renewed"
-    reason = (event.get("data") or {}).get("reason")
-    occurred = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
+    data = event.get("data")
+    reason = data.get("reason") if isinstance(data, dict) else None
+    occurred = parse_time(event.get("time")) or activity.occurred_at
     effects.churn.append(
-        (state.tenant_id, str(event["id"]), state.customer_id, outcome,
+        (state.tenant_id, activity_id(activity)[:256], state.customer_id, outcome,
          str(reason)[:256] if reason else None, state.segment, occurred)
     )  # fmt: skip
     if outcome == "churned" and state.open_alert_id is not None:

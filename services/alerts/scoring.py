@@ -80,8 +80,10 @@ def _ewma(old: float | None, new: float) -> float:
 def apply_event(agg: Aggregates, event: dict[str, Any], params: Params) -> Aggregates:
     """Fold one normalized event (CloudEvent dict) into the aggregates."""
     kind = str(event.get("type", ""))
-    data: dict[str, Any] = event.get("data") or {}
-    at = _parse_time(event.get("time"))
+    data = event.get("data")
+    if not isinstance(data, dict):
+        data = {}
+    at = parse_time(event.get("time"))
     if at is None:
         return agg
     agg = decay_to(agg, max(at, agg.decayed_at or at), params)
@@ -110,15 +112,17 @@ def apply_event(agg: Aggregates, event: dict[str, Any], params: Params) -> Aggre
         if isinstance(purchased, int):
             agg.seats_purchased = purchased
     elif kind == "case.opened" and data.get("case_id"):
-        if data["case_id"] not in agg.open_cases:
-            agg.open_cases = [*agg.open_cases, data["case_id"]][-MAX_OPEN_CASES:]
+        case_id = str(data["case_id"])[:128]
+        if case_id not in agg.open_cases:
+            agg.open_cases = [*agg.open_cases, case_id][-MAX_OPEN_CASES:]
     elif kind in {"case.resolved", "case.updated"} and data.get("case_id"):
+        case_id = str(data["case_id"])[:128]
         closed = kind == "case.resolved" or str(data.get("status", "")).lower() in {
             "resolved",
             "closed",
         }
         if closed:
-            agg.open_cases = [c for c in agg.open_cases if c != data["case_id"]]
+            agg.open_cases = [c for c in agg.open_cases if c != case_id]
     elif kind == "survey.responded":
         scale = SURVEY_SCALES.get(str(data.get("survey")))
         score = data.get("score")
@@ -212,7 +216,7 @@ def merge(into: Aggregates, other: Aggregates, params: Params) -> Aggregates:
     )
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):

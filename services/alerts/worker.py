@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
@@ -39,18 +40,49 @@ async def until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
         task.result()
 
 
+# Input that the database or the engine refuses (too long, malformed event): the record is
+# dead-lettered. Anything else (connection lost, …) propagates and the batch is retried.
+BAD_INPUT = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+)
+Parsed = tuple[ConsumerRecord[bytes, bytes], CustomerActivity]
+
+
+def activity_problem(activity: CustomerActivity) -> str | None:
+    """What the schema cannot hold, said before it reaches the database."""
+    if not 1 <= len(activity.tenant) <= 64:
+        return "tenant: must be 1-64 characters"
+    ids = [activity.customer_id, activity.account_id or "x", *activity.merged_ids]
+    if any(not 1 <= len(i) <= 256 for i in [*ids, *activity.split_ids]):
+        return "customer_id/account_id/merged_ids/split_ids: must be 1-256 characters"
+    if activity.kind == "event" and not isinstance((activity.event or {}).get("type"), str):
+        return "event: an event activity needs the normalized event with its type"
+    return None
+
+
 def parse_records(
     records: list[ConsumerRecord[bytes, bytes]],
-) -> tuple[list[CustomerActivity], list[tuple[ConsumerRecord[bytes, bytes], str]]]:
-    good: list[CustomerActivity] = []
+) -> tuple[list[Parsed], list[tuple[ConsumerRecord[bytes, bytes], str]]]:
+    good: list[Parsed] = []
     bad: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
     for record in records:
         try:
-            good.append(CustomerActivity.model_validate_json(record.value or b""))
+            activity = CustomerActivity.model_validate_json(record.value or b"")
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "activity"
             bad.append((record, f"{where}: {first['msg']}"[:500]))
+            continue
+        problem = activity_problem(activity)
+        if problem:
+            bad.append((record, problem))
+        else:
+            good.append((record, activity))
     return good, bad
 
 
@@ -78,28 +110,43 @@ class ActivityHandler:
         self.clock = clock
 
     async def __call__(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        activities, bad = parse_records(records)
+        parsed, bad = parse_records(records)
         for record, reason in bad:
-            await self.producer.send_and_wait(
-                self.settings.topic_dead_letter,
-                record.value,
-                key=record.key,
-                headers=[
-                    ("waypoint-reason", b"invalid_activity"),
-                    ("waypoint-error", reason.encode()),
-                    ("waypoint-source-topic", record.topic.encode()),
-                ],
-            )
-            ACTIVITIES.labels("dead_lettered").inc()
-            log.warning("activity.dead_lettered", reason=reason)
-        if not activities:
+            await self.dead_letter(record, reason)
+        if not parsed:
             return
+        try:
+            await self.apply([a for _, a in parsed])
+        except BAD_INPUT:
+            # one record spoils the batch: apply them one by one, dead-letter the culprits
+            log.warning("batch.bad_input", records=len(parsed))
+            for record, activity in parsed:
+                try:
+                    await self.apply([activity])
+                except BAD_INPUT as exc:
+                    await self.dead_letter(record, f"{type(exc).__name__}: {exc}"[:500])
+
+    async def apply(self, activities: list[CustomerActivity]) -> None:
         async with self.db.session() as session:
             conn = await raw_connection(session)
             effects = await process_activities(
                 conn, activities, now=self.clock(), default_owner=self.settings.default_owner
             )
         count_effects(effects)
+
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        await self.producer.send_and_wait(
+            self.settings.topic_dead_letter,
+            record.value,
+            key=record.key,
+            headers=[
+                ("waypoint-reason", b"invalid_activity"),
+                ("waypoint-error", reason.encode()),
+                ("waypoint-source-topic", record.topic.encode()),
+            ],
+        )
+        ACTIVITIES.labels("dead_lettered").inc()
+        log.warning("activity.dead_lettered", reason=reason)
 
 
 async def run(
