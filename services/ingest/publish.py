@@ -18,7 +18,8 @@ from aiokafka.partitioner import murmur2
 @lru_cache(maxsize=200_000)
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner for a keyed message (same as the Java client's)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 async def publish(

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from services.ingest.config import IngestSettings
@@ -11,6 +12,12 @@ from shared.db import Database
 from shared.kafka import header
 from tests.ingest.conftest import produce, read_topic, stored_ids
 from tests.support import TenantFactory, cloud_event, eventually
+
+DEAD = "waypoint_ingest_events_dead_lettered_total"
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_structured_and_binary_events_are_stored_once_and_published(
@@ -77,6 +84,7 @@ async def test_duplicates_are_stored_once(
     tenant = await make_tenant()
     event = orjson.dumps(cloud_event(tenant=tenant.id))
     other = cloud_event(tenant=tenant.id)
+    duplicates_before = sample("waypoint_ingest_events_duplicate_total", channel="none")
     # a repeat within one batch, then the same event again much later
     await produce(producer, ingest_settings.topic_raw, [event, event, orjson.dumps(other)])
 
@@ -93,6 +101,8 @@ async def test_duplicates_are_stored_once(
 
     await eventually(marker_stored)
     assert len(await stored_ids(db, tenant.id)) == 3
+    duplicates = sample("waypoint_ingest_events_duplicate_total", channel="none")
+    assert duplicates - duplicates_before == 2
 
 
 async def test_poison_records_are_dead_lettered_and_good_ones_after_them_stored(
@@ -114,6 +124,7 @@ async def test_poison_records_are_dead_lettered_and_good_ones_after_them_stored(
         "missing_attribute": orjson.dumps({"specversion": "1.0", "id": "x", "tenant": tenant.id}),
     }
     good = [cloud_event(tenant=tenant.id) for _ in range(3)]
+    dead_before = {r: sample(DEAD, reason=r) for r in poison}
     values = [*poison.values(), *(orjson.dumps(g) for g in good)]
     await produce(producer, ingest_settings.topic_raw, values, key=b"same-partition")
 
@@ -132,6 +143,7 @@ async def test_poison_records_are_dead_lettered_and_good_ones_after_them_stored(
         assert header(record.headers, "waypoint-source-topic") == ingest_settings.topic_raw
         assert header(record.headers, "waypoint-source-offset") is not None
     assert "more than" in header(reasons["future_time"].headers, "waypoint-error")
+    assert {r: sample(DEAD, reason=r) - dead_before[r] for r in poison} == dict.fromkeys(poison, 1)
 
     async with db.session() as session:
         rows = (
