@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from services.alerts import repository
+from services.alerts.backtest import backtest
 from services.alerts.model import EngagementModel, Rule
 from services.alerts.schemas import (
     AccountEngagement,
@@ -17,6 +18,7 @@ from services.alerts.schemas import (
     AlertPage,
     AlertPublic,
     AlertStatus,
+    BacktestReport,
     ChannelsIn,
     ChannelsPublic,
     ChurnReport,
@@ -212,3 +214,28 @@ async def churn_reasons(
     """Churn and renewal reasons by segment, with how many were alerted and how early."""
     rows = await repository.churn_reasons(session, principal.tenant_id, since=since)
     return ChurnReport.model_validate({"since": since, "rows": rows})
+
+
+@router.get("/churn/backtest", response_model=BacktestReport)
+async def churn_backtest(
+    principal: AlertsReader,
+    session: SessionDep,
+    thresholds: Annotated[list[float], Query(min_length=1, max_length=20)],
+    since: datetime | None = None,
+    horizon_days: Annotated[int, Query(ge=1, le=365)] = 90,
+) -> BacktestReport:
+    """Backtest alert thresholds against recorded churn: recall, precision and lead time."""
+    bad = [t for t in thresholds if not 0 <= t <= 100]
+    if bad:
+        raise Unprocessable(f"thresholds must be between 0 and 100; got {bad}")
+    start = since or datetime.now(UTC) - timedelta(days=365)
+    rows = await backtest(
+        session,
+        principal.tenant_id,
+        thresholds=sorted(set(thresholds)),
+        since=start,
+        horizon=timedelta(days=horizon_days),
+    )
+    return BacktestReport.model_validate(
+        {"since": start, "horizon_days": horizon_days, "rows": rows}
+    )

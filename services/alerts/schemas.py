@@ -171,3 +171,22 @@ class ChurnReasonRow(BaseModel):
 class ChurnReport(BaseModel):
     since: datetime | None
     rows: list[ChurnReasonRow]
+
+
+class BacktestRow(BaseModel):
+    threshold: float
+    churned: int = Field(description="Customers who churned since `since`.")
+    churned_flagged_before: int = Field(
+        description="Of those, scored below the threshold within `horizon_days` before churning."
+    )
+    recall: float | None
+    flagged: int = Field(description="Customers scored below the threshold since `since`.")
+    flagged_then_churned: int = Field(description="Of those, churned within `horizon_days`.")
+    precision: float | None
+    median_lead_time_days: float | None
+
+
+class BacktestReport(BaseModel):
+    since: datetime
+    horizon_days: int
+    rows: list[BacktestRow]

@@ -214,3 +214,31 @@ async def _expect_all(
     for method, path, body in writes:
         r = await api.request(method, path, json=body, headers=headers)
         assert r.status_code == write, (method, path, r.text)
+
+
+async def test_threshold_backtest_against_recorded_churn(
+    alerts_settings: AlertsSettings, db: Database, make_tenant: TenantFactory
+):
+    tenant = await make_tenant(scopes=["alerts:read"])
+    await _collapse(db, tenant.id, "a")  # below 40 at T0 + 60 d, churns 10 days later
+    await _collapse(db, tenant.id, "c")  # below 40, stays
+    await apply(db, [usage(tenant=tenant.id, customer="b", at=T0, active=10)
+                     for _ in range(12)], now=T0)  # fmt: skip
+    churn_at = T0 + timedelta(days=70)
+    await apply(db, [activity(tenant=tenant.id, customer=c, type="customer.churned", at=churn_at)
+                     for c in ("a", "b")], now=churn_at)  # fmt: skip
+    params = {"thresholds": [40, 5], "since": (T0 - timedelta(days=1)).isoformat()}
+    async with app_client(create_app(alerts_settings)) as api:
+        report = await api.get("/v1/churn/backtest", params=params, headers=tenant.headers)
+        assert report.status_code == 200, report.text
+        bad = await api.get("/v1/churn/backtest", params={"thresholds": [140]},
+                            headers=tenant.headers)  # fmt: skip
+    assert bad.status_code == 422
+    assert "between 0 and 100" in bad.text
+    low, high = report.json()["rows"]
+    assert (high["threshold"], high["churned"], high["churned_flagged_before"]) == (40, 2, 1)
+    assert (high["recall"], high["flagged"], high["flagged_then_churned"]) == (0.5, 2, 1)
+    assert high["precision"] == 0.5
+    assert high["median_lead_time_days"] == 10.0
+    assert (low["threshold"], low["churned_flagged_before"], low["flagged"]) == (5, 0, 0)
+    assert low["precision"] is None
