@@ -185,6 +185,10 @@ async def test_tenant_isolation_and_scopes_on_every_endpoint(
         assert (await api.get("/v1/engagement-model", headers=o)).json()["version"] == 0
         assert (await api.get("/v1/notification-channels", headers=o)).json()["channels"] == []
         assert (await api.get("/v1/churn/reasons", headers=o)).json()["rows"] == []
+        backtest = await api.get("/v1/churn/backtest?thresholds=40", headers=o)
+        assert backtest.json()["rows"][0]["flagged"] == 0
+        mine = await api.get("/v1/churn/backtest?thresholds=40", headers=owner.headers)
+        assert mine.json()["rows"][0]["flagged"] == 1
         # the other tenant's writes leave the owner's data alone
         await api.put("/v1/notification-channels", json={"channels": []}, headers=o)
         owned = (await api.get("/v1/notification-channels", headers=owner.headers)).json()
@@ -202,7 +206,8 @@ async def test_tenant_isolation_and_scopes_on_every_endpoint(
 async def _expect_all(
     api: httpx.AsyncClient, alert_id: str, headers: dict, *, read: int, write: int
 ) -> None:
-    reads = ["/v1/alerts", "/v1/engagement-model", "/v1/notification-channels", "/v1/churn/reasons"]
+    reads = ["/v1/alerts", "/v1/engagement-model", "/v1/notification-channels",
+             "/v1/churn/reasons", "/v1/churn/backtest?thresholds=40"]  # fmt: skip
     for path in reads:
         assert (await api.get(path, headers=headers)).status_code == read, path
     writes = [
