@@ -214,6 +214,20 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def start_load(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """The load generator in the background (stop it with ``terminate``)."""
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "_journey_load.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    assert child.stdin is not None
+    child.stdin.write(json.dumps(spec).encode())
+    child.stdin.close()
+    return child
+
+
 def new_producer(settings: JourneySettings) -> AIOKafkaProducer:
     return make_producer(settings, linger_ms=20)
 

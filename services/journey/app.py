@@ -15,6 +15,10 @@ from shared.app import create_app as create_service_app
 from shared.db import asyncpg_dsn
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    return None
+
+
 def create_app(settings: JourneySettings | None = None) -> FastAPI:
     settings = settings or JourneySettings()
 
@@ -26,6 +30,7 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
             min_size=2,
             max_size=settings.db_pool_size,
             server_settings={"application_name": "journey-api"},
+            reset=_keep_session,  # read-only queries leave no session state: skip RESET ALL
         )
         app.state.hub = ContextHub(settings.dsn, settings.notify_channel)
         await app.state.hub.start()

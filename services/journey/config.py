@@ -38,6 +38,11 @@ class JourneySettings(CommonSettings):
     timeline_page_max: int = Field(200, ge=1)
     notify_channel: str = Field("waypoint_journey_context", description="LISTEN/NOTIFY channel.")
     session_timeout_ms: int = Field(10_000, ge=1_000)
+    fetch_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        description="Longest a fetch waits for new records (bounds freshness on a quiet topic).",
+    )
 
     def share_limit(self, id_type: str) -> int:
         return self.share_limits.get(id_type, self.share_limit_default)

@@ -38,12 +38,12 @@ from shared.errors import NotFound
 router = APIRouter(prefix="/v1", tags=["context"])
 
 
-def _pool(request: Request) -> asyncpg.Pool:
+async def _pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pg_pool
     return pool
 
 
-def _settings(request: Request) -> JourneySettings:
+async def _settings(request: Request) -> JourneySettings:
     settings: JourneySettings = request.app.state.settings
     return settings
 

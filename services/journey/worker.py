@@ -157,6 +157,7 @@ async def run(
         group_id=settings.consumer_group,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 10, 100),
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         **consumer_overrides,
     )
     processor = JourneyProcessor(db=db, producer=producer, settings=settings)
