@@ -8,8 +8,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.ingest.records import Headers, Limits, Rejection, decode, reject, store_row
+from services.ingest.records import (
+    Headers,
+    Limits,
+    Rejection,
+    decode,
+    has_nul,
+    nul_rejection,
+    reject,
+    store_row,
+)
 from shared.events import Envelope, EventRejected, RejectReason
+
+REFUSED = "unknown"  # the channel label of records refused before their channel was read
 
 
 class RawRecord(Protocol):
@@ -31,9 +42,21 @@ class Accepted:
 class Plan:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     publish: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, normalized JSON)
+    sources: list[RawRecord] = field(default_factory=list)  # the record of each row
     rejects: list[tuple[RawRecord, Rejection]] = field(default_factory=list)
     received: Counter[str] = field(default_factory=Counter)  # by channel
     duplicates_in_batch: Counter[str] = field(default_factory=Counter)
+
+    def refuse(self, record: RawRecord, rejection: Rejection) -> None:
+        self.received[REFUSED] += 1
+        self.rejects.append((record, rejection))
+
+    def drop_row(self, index: int, rejection: Rejection) -> None:
+        """Move a row the database refused to the dead letters."""
+        channel = self.rows[index][6] or ""
+        self.received[channel] -= 1
+        self.refuse(self.sources[index], rejection)
+        del self.rows[index], self.publish[index], self.sources[index]
 
 
 def classify(
@@ -72,16 +95,20 @@ def plan(
             )
             refused.append((item.record, exc))
             continue
-        out.received[channel] += 1
         identity = (envelope.tenant, envelope.id)
         if identity in seen:
+            out.received[channel] += 1
             out.duplicates_in_batch[channel] += 1
             continue
-        seen.add(identity)
         payload = envelope.to_json()
+        if has_nul(payload):
+            refused.append((item.record, nul_rejection()))
+            continue
+        seen.add(identity)
+        out.received[channel] += 1
         out.rows.append(store_row(envelope, payload, received_at))
         out.publish.append((envelope.primary_key().encode(), payload))
+        out.sources.append(item.record)
     for record, exc in refused:
-        out.received["unknown"] += 1
-        out.rejects.append((record, reject(exc, record.value, record.headers, known_tenants)))
+        out.refuse(record, reject(exc, record.value, record.headers, known_tenants))
     return out

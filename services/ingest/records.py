@@ -9,6 +9,7 @@ Two CloudEvents Kafka bindings are accepted:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,8 @@ from shared.events import Envelope, EventRejected, RejectReason, validate_event
 Headers = Sequence[tuple[str, bytes | None]]
 
 _CE_PREFIX = "ce_"
+_NUL = b"\\u0000"  # how JSON writes U+0000, which PostgreSQL cannot store in text or jsonb
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
 _JSON_TYPES = ("application/json", "text/json")
 
 
@@ -100,24 +103,37 @@ def decode(
     )
 
 
+def has_nul(payload: bytes) -> bool:
+    """True when JSON text holds a U+0000 character (the cheap test first: it is rare)."""
+    return _NUL in payload and _NUL_ESCAPE.search(payload) is not None
+
+
+def nul_rejection() -> EventRejected:
+    return EventRejected(
+        RejectReason.schema, "contains a NUL character (\\u0000), which cannot be stored"
+    )
+
+
+def _clean(value: object, limit: int) -> str | None:
+    if isinstance(value, str) and len(value) <= limit and "\x00" not in value:
+        return value
+    return None
+
+
 def best_effort_identity(
     value: bytes | None, headers: Headers | None
 ) -> tuple[str | None, str | None]:
     """Tenant and id of a rejected record, when they can still be read (for operators)."""
     if is_binary_mode(headers):
         attrs = _header_map(headers)
-        return attrs.get("ce_tenant"), attrs.get("ce_id")
+        return _clean(attrs.get("ce_tenant"), 64), _clean(attrs.get("ce_id"), 256)
     try:
         parsed = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         return None, None
     if not isinstance(parsed, dict):
         return None, None
-    tenant, event_id = parsed.get("tenant"), parsed.get("id")
-    return (
-        tenant if isinstance(tenant, str) and len(tenant) <= 64 else None,
-        event_id if isinstance(event_id, str) and len(event_id) <= 256 else None,
-    )
+    return _clean(parsed.get("tenant"), 64), _clean(parsed.get("id"), 256)
 
 
 def reject(

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
 from services.ingest.publish import publish
+from services.ingest.records import has_nul, nul_rejection
 from services.ingest.schemas import IngestResult, ItemResult
 from shared.errors import BadRequest, ServiceUnavailable
 from shared.events import (
@@ -59,6 +60,8 @@ def check_item(
     event = item if named is not None else {**item, "tenant": tenant}
     value = orjson.dumps(event)
     try:
+        if has_nul(value):
+            raise nul_rejection()
         if len(value) > settings.max_event_bytes:
             raise EventRejected(
                 RejectReason.oversized,

@@ -18,14 +18,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from services.ingest import metrics
-from services.ingest.batch import Plan, classify, plan
+from services.ingest.batch import REFUSED, Plan, classify, plan
 from services.ingest.config import IngestSettings
 from services.ingest.publish import publish
 from services.ingest.records import (
     Limits,
+    Rejection,
     best_effort_identity,
     bounded_text,
     dead_letter_headers,
@@ -34,6 +36,7 @@ from services.ingest.records import (
 from services.ingest.repository import store_dead_letters, store_events
 from shared.auth.service import known_tenants
 from shared.db import Database
+from shared.events import RejectReason
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.worker import BatchWorker, install_signal_handlers
@@ -82,12 +85,41 @@ class IngestHandler:
         known = await self.tenants.cover(named - {""})
         work = plan(accepted, refused, known_tenants=known, received_at=now)
         started = time.perf_counter()
-        async with self.db.session() as session:
-            stored = await store_events(session, work.rows)
-            await store_dead_letters(session, self._dead_letter_rows(work))
+        try:
+            stored = await self.store(work)
+        except asyncpg.DataError:
+            # Valid JSON the database still refuses must not stall the partition: find it.
+            log.warning("batch.refused_by_database", rows=len(work.rows))
+            stored = await self.store_one_by_one(work)
         metrics.STORE_SECONDS.observe(time.perf_counter() - started)
         await self._publish(work)
         self._count(work, stored)
+
+    async def store(self, work: Plan) -> dict[str, int]:
+        """New events and the dead-letter log, in one transaction."""
+        async with self.db.session() as session:
+            stored = await store_events(session, work.rows)
+            await store_dead_letters(session, self._dead_letter_rows(work))
+        return stored
+
+    async def store_one_by_one(self, work: Plan) -> dict[str, int]:
+        """Each row in its own transaction; rows the database refuses become dead letters."""
+        stored: dict[str, int] = {}
+        index = 0
+        while index < len(work.rows):
+            row = work.rows[index]
+            try:
+                async with self.db.session() as session:
+                    for channel, n in (await store_events(session, [row])).items():
+                        stored[channel] = stored.get(channel, 0) + n
+            except asyncpg.DataError as exc:
+                message = f"the database refused it: {exc}"
+                work.drop_row(index, Rejection(RejectReason.schema, message, row[0], row[1]))
+                continue
+            index += 1
+        async with self.db.session() as session:
+            await store_dead_letters(session, self._dead_letter_rows(work))
+        return stored
 
     def _dead_letter_rows(self, work: Plan) -> list[tuple[Any, ...]]:
         limit = self.settings.dead_letter_payload_bytes
@@ -95,7 +127,7 @@ class IngestHandler:
             (
                 rejection.tenant,
                 rejection.reason.value,
-                rejection.message,
+                rejection.message.replace("\x00", ""),
                 rejection.event_id,
                 record.topic,
                 record.partition,
@@ -131,7 +163,7 @@ class IngestHandler:
     def _count(self, work: Plan, stored: dict[str, int]) -> None:
         for channel, n in work.received.items():
             metrics.EVENTS_RECEIVED.labels(channel or "none").inc(n)
-            if channel == "unknown":
+            if channel == REFUSED:
                 continue
             new = stored.get(channel, 0)
             if new:
