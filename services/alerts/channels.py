@@ -51,16 +51,26 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+RESOLVED = "waypoint.alert.resolved"
+
+
 def idempotency_key(payload: dict[str, Any], channel: Channel) -> str:
-    return f"{payload['alert_id']}:{channel.id}"
+    suffix = ":resolved" if payload.get("type") == RESOLVED else ""
+    return f"{payload['alert_id']}:{channel.id}{suffix}"
 
 
 def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
     explanation = payload.get("explanation") or {}
-    text = (
-        f":warning: Churn risk for customer {payload['customer_id']}"
-        f" (owner {payload['owner']}): {explanation.get('summary', '')}"
-    )
+    if payload.get("type") == RESOLVED:
+        text = (
+            f":white_check_mark: Churn alert for customer {payload['customer_id']} resolved "
+            f"({payload.get('resolution')}); engagement now {payload.get('score')}"
+        )
+    else:
+        text = (
+            f":warning: Churn risk for customer {payload['customer_id']}"
+            f" (owner {payload['owner']}): {explanation.get('summary', '')}"
+        )
     return {
         "text": text,
         "blocks": [
@@ -78,9 +88,14 @@ def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
 def email_message(payload: dict[str, Any], channel: Channel, sender: str) -> EmailMessage:
     explanation = payload.get("explanation") or {}
     message = EmailMessage()
-    message["Subject"] = (
-        f"[Waypoint] churn risk: customer {payload['customer_id']} at {payload['score']:.0f}"
-    )
+    if payload.get("type") == RESOLVED:
+        message["Subject"] = (
+            f"[Waypoint] resolved ({payload.get('resolution')}): customer {payload['customer_id']}"
+        )
+    else:
+        message["Subject"] = (
+            f"[Waypoint] churn risk: customer {payload['customer_id']} at {payload['score']:.0f}"
+        )
     message["From"] = sender
     message["To"] = ", ".join(channel.recipients)
     message["Message-ID"] = f"<{idempotency_key(payload, channel)}@waypoint>"
@@ -88,7 +103,7 @@ def email_message(payload: dict[str, Any], channel: Channel, sender: str) -> Ema
         explanation.get("summary", ""),
         "",
         f"Owner: {payload['owner']}",
-        f"Rule(s): {', '.join(payload['rules'])}",
+        f"Rule(s): {', '.join(payload.get('rules') or [])}",
         "Factor contributions (points / max):",
         *(
             f"  {f}: {p:.1f} / {explanation.get('max_points', {}).get(f, 0):.1f}"
@@ -99,6 +114,13 @@ def email_message(payload: dict[str, Any], channel: Channel, sender: str) -> Ema
         "",
         f"Alert id: {payload['alert_id']}",
     ]
+    if payload.get("type") == RESOLVED:
+        lines = [
+            f"The churn alert for customer {payload['customer_id']} was resolved "
+            f"({payload.get('resolution')}); engagement is now {payload.get('score')}.",
+            f"Owner: {payload['owner']}",
+            f"Alert id: {payload['alert_id']}",
+        ]
     message.set_content("\n".join(lines))
     return message
 

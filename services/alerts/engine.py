@@ -298,8 +298,9 @@ def _record_outcome(state: CustomerState, activity: CustomerActivity, effects: E
 
 
 async def write_effects(conn: asyncpg.Connection, effects: Effects) -> int:
-    """History, alerts (+ their outbox rows, same transaction), resolutions, churn outcomes.
-    Returns the number of outbox rows written (a NOTIFY wakes the notifiers at commit)."""
+    """History, alerts (+ their outbox rows, same transaction), resolutions (+ a notice to the
+    channels told of the opening), churn outcomes. Returns the number of outbox rows written (a
+    NOTIFY wakes the notifiers at commit)."""
     if effects.history:
         await conn.copy_records_to_table(
             "score_history",
@@ -336,8 +337,6 @@ async def write_effects(conn: asyncpg.Connection, effects: Effects) -> int:
             [a["tenant_id"] for a in alerts],
             payloads,
         )
-        if outbox:
-            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
     if effects.extended:
         await conn.executemany(
             "UPDATE alerts.alert SET rules = rules || $2::jsonb WHERE id = $1",
@@ -349,6 +348,10 @@ async def write_effects(conn: asyncpg.Connection, effects: Effects) -> int:
             "resolved_by = 'waypoint', resolution = $2 WHERE id = $1 AND status <> 'resolved'",
             [(alert_id, why) for alert_id, why, _rule in effects.resolved],
         )
+        notices = await conn.fetchval(_RESOLVED_NOTICES, [i for i, _w, _r in effects.resolved])
+        outbox += int(notices or 0)
+    if outbox:
+        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
     for row in effects.churn:
         await conn.execute(
             "INSERT INTO alerts.churn_outcome (tenant_id, event_id, customer_id, outcome, reason, "
@@ -361,6 +364,29 @@ async def write_effects(conn: asyncpg.Connection, effects: Effects) -> int:
             LEAD_TIME_HORIZON,
         )
     return int(outbox or 0)
+
+
+# Every channel that was sent (or is about to be sent) the opening hears of the resolution.
+_RESOLVED_NOTICES = """
+WITH made AS (
+    INSERT INTO alerts.outbox (tenant_id, alert_id, channel_id, event, payload)
+    SELECT o.tenant_id, o.alert_id, o.channel_id, 'resolved', jsonb_build_object(
+        'type', 'waypoint.alert.resolved', 'alert_id', a.id::text, 'tenant', a.tenant_id,
+        'customer_id', a.customer_id, 'account_id', a.account_id, 'rule', a.rule,
+        'rules', a.rules, 'owner', a.owner, 'resolution', a.resolution,
+        'opened_at', a.opened_at, 'resolved_at', a.resolved_at, 'score', s.score,
+        'threshold', a.threshold)
+    FROM alerts.outbox o
+    JOIN alerts.alert a ON a.id = o.alert_id
+    LEFT JOIN alerts.customer_state s
+        ON s.tenant_id = a.tenant_id AND s.customer_id = a.customer_id
+    WHERE o.alert_id = ANY($1::uuid[]) AND o.event = 'opened'
+      AND o.status IN ('pending', 'delivered') AND a.status = 'resolved'
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM made
+"""
 
 
 def alert_payload(alert: dict[str, Any]) -> dict[str, Any]:

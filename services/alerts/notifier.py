@@ -39,6 +39,9 @@ SELECT o.id, o.tenant_id, o.alert_id, o.attempts, o.payload,
        c.enabled AND c.deleted_at IS NULL AS active
 FROM alerts.outbox o JOIN alerts.notification_channel c ON c.id = o.channel_id
 WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+  AND (o.event = 'opened' OR NOT EXISTS (  -- a resolution waits for its opening
+      SELECT 1 FROM alerts.outbox p WHERE p.alert_id = o.alert_id
+         AND p.channel_id = o.channel_id AND p.event = 'opened' AND p.status = 'pending'))
 ORDER BY o.next_attempt_at
 LIMIT 1
 FOR UPDATE OF o SKIP LOCKED

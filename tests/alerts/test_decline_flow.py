@@ -133,6 +133,12 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
             resolved = await eventually(lambda: alerts(status="resolved"))
             assert resolved[0]["id"] == alert["id"]
             assert resolved[0]["resolution"] == "recovered"
+            # … and the channel that got the alert hears of its resolution, once
+            await eventually(lambda: _count(receiver, 2))
+            notice = receiver.log[1][0]
+            assert orjson.loads(notice.get_data())["type"] == "waypoint.alert.resolved"
+            assert orjson.loads(notice.get_data())["resolution"] == "recovered"
+            assert notice.headers["Idempotency-Key"].endswith(":resolved")
 
             # three weeks later it declines again: a new alert, delivered
             clock.set(T0 + timedelta(days=50))
@@ -140,11 +146,15 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
             second = await eventually(lambda: alerts(status="open"))
             assert second[0]["id"] != alert["id"]
             assert "below_threshold" in second[0]["rules"]
-            await eventually(lambda: _count(receiver, 2))
+            await eventually(lambda: _count(receiver, 3))
 
-        # exactly two deliveries, one per alert
-        ids = [orjson.loads(r.get_data())["alert_id"] for r, _ in receiver.log]
-        assert ids == [alert["id"], second[0]["id"]]
+        # exactly one delivery per alert, and one notice of the first one's resolution
+        sent = [orjson.loads(r.get_data()) for r, _ in receiver.log]
+        assert [(p["type"], p["alert_id"]) for p in sent] == [
+            ("waypoint.alert.opened", alert["id"]),
+            ("waypoint.alert.resolved", alert["id"]),
+            ("waypoint.alert.opened", second[0]["id"]),
+        ]
 
     # the poison record went to the dead-letter topic with its reason
     dead = make_consumer(alerts_settings, alerts_settings.topic_dead_letter,

@@ -129,6 +129,7 @@ CREATE TABLE alerts.outbox (
     tenant_id varchar(64) NOT NULL,
     alert_id uuid NOT NULL REFERENCES alerts.alert (id),
     channel_id uuid NOT NULL REFERENCES alerts.notification_channel (id),
+    event varchar(16) NOT NULL DEFAULT 'opened',
     status varchar(16) NOT NULL DEFAULT 'pending',
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
@@ -137,7 +138,8 @@ CREATE TABLE alerts.outbox (
     last_error text,
     payload jsonb NOT NULL,
     CONSTRAINT pk_outbox PRIMARY KEY (id),
-    CONSTRAINT uq_outbox_alert_id_channel_id UNIQUE (alert_id, channel_id),
+    CONSTRAINT uq_outbox_alert_id_channel_id UNIQUE (alert_id, channel_id, event),
+    CONSTRAINT ck_outbox_event CHECK (event IN ('opened', 'resolved')),
     CONSTRAINT ck_outbox_status CHECK (status IN ('pending', 'delivered', 'failed', 'cancelled'))
 );
 CREATE INDEX ix_outbox_pending ON alerts.outbox (next_attempt_at) WHERE status = 'pending';
