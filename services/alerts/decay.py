@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from services.alerts.model import EngagementModel, Factor, ResolvedModel, Rule
+from services.alerts.state import loads
 
 # p: one row per (tenant, segment) with a model, plus ('*', 'default') for the built-in model.
 DECAY_SQL = """
@@ -156,8 +157,6 @@ def model_rows(models: dict[str, EngagementModel]) -> list[list[Any]]:
 
 
 async def all_models(conn: asyncpg.Connection) -> dict[str, EngagementModel]:
-    from services.alerts.state import loads
-
     rows = await conn.fetch("SELECT tenant_id, model::text AS model FROM alerts.engagement_model")
     return {r["tenant_id"]: EngagementModel.model_validate(loads(r["model"], {})) for r in rows}
 
