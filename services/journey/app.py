@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
+from services.journey.cache import ContextCache
 from services.journey.config import JourneySettings
 from services.journey.endpoints import router
 from services.journey.stream import ContextHub
@@ -32,7 +33,12 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
             server_settings={"application_name": "journey-api"},
             reset=_keep_session,  # read-only queries leave no session state: skip RESET ALL
         )
-        app.state.hub = ContextHub(settings.dsn, settings.notify_channel)
+        app.state.cache = (
+            ContextCache(settings.context_cache_mb * 1024 * 1024)
+            if settings.context_cache_mb > 0
+            else None
+        )
+        app.state.hub = ContextHub(settings.dsn, settings.notify_channel, app.state.cache)
         await app.state.hub.start()
         try:
             yield

@@ -85,6 +85,7 @@ class ChunkApplier:
         self._links: dict[tuple[str, str, str, uuid.UUID], list[Any]] = {}
         self._events: list[repo.EventRow] = []
         self._provisional: list[tuple[str, uuid.UUID, uuid.UUID, str, int, str]] = []
+        self._also_notify: set[tuple[str, uuid.UUID]] = set()
         self._touched: dict[tuple[str, uuid.UUID], list[Incoming]] = defaultdict(list)
         self._identities: dict[tuple[str, uuid.UUID], dict[str, dict[str, Any]]] = defaultdict(dict)
 
@@ -220,6 +221,9 @@ class ChunkApplier:
                 },
             )
             if h is None:
+                # Another customer held this identifier: a look-up by it may now answer
+                # differently, so announce a change for that customer too (API caches).
+                self._also_notify.update((tenant, other) for other in held)
                 held[cid] = _Held(home, strength, env.time)
             else:
                 h.link_strength = max(h.link_strength, strength)
@@ -279,9 +283,9 @@ class ChunkApplier:
                     self.result.applied.append(item)
                 self.result.notified.append(f"{key[0]}|{key[1]}|{version + 1}")
             await repo.save_contexts(conn, saves)
-            await repo.notify(
-                conn, self.settings.notify_channel, list(self.result.notified[-len(saves) :])
-            )
+            notices = self.result.notified[-len(saves) :]
+            notices += [f"{t}|{c}|0" for t, c in self._also_notify - set(touched)]
+            await repo.notify(conn, self.settings.notify_channel, notices)
         self._reset_pending()
 
 

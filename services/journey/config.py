@@ -35,6 +35,11 @@ class JourneySettings(CommonSettings):
     preferred_agent_hours: float = Field(
         72.0, gt=0, description="Prefer the last agent when the last interaction is this recent."
     )
+    context_cache_mb: int = Field(
+        64,
+        ge=0,
+        description="Per API process cache of context documents, invalidated by NOTIFY (0: off).",
+    )
     timeline_page_max: int = Field(200, ge=1)
     notify_channel: str = Field("waypoint_journey_context", description="LISTEN/NOTIFY channel.")
     session_timeout_ms: int = Field(10_000, ge=1_000)

@@ -88,7 +88,12 @@ async def context_by_identifier(
 ) -> Response:
     """Screen pop: the customer's context by any identifier, normalized as ingest normalizes."""
     found = await service.find_by_identifier(
-        pool, principal.tenant_id, identifier_type, value, kind="context"
+        pool,
+        principal.tenant_id,
+        identifier_type,
+        value,
+        kind="context",
+        cache=request.app.state.cache,
     )
     reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
     return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
@@ -103,7 +108,9 @@ async def customer_context(
     reveal_sensitive: Reveal = False,
 ) -> Response:
     """A customer's context by id (a merged id answers with the surviving customer)."""
-    found = await service.find_by_id(pool, principal.tenant_id, customer_id, kind="customer")
+    found = await service.find_by_id(
+        pool, principal.tenant_id, customer_id, kind="customer", cache=request.app.state.cache
+    )
     reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
     return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
 
@@ -138,6 +145,7 @@ async def customer_identities(
 
 @router.get("/route-hint", response_model=RouteHint)
 async def route_hint(
+    request: Request,
     principal: ContextReader,
     pool: PoolDep,
     settings: SettingsDep,
@@ -147,7 +155,12 @@ async def route_hint(
     """For IVR/CTI: preferred agent and team, whether to skip the IVR menu, and why."""
     try:
         found = await service.find_by_identifier(
-            pool, principal.tenant_id, identifier_type, value, kind="route_hint"
+            pool,
+            principal.tenant_id,
+            identifier_type,
+            value,
+            kind="route_hint",
+            cache=request.app.state.cache,
         )
     except NotFound:
         return _json(

@@ -18,6 +18,7 @@ import orjson
 
 from services.journey import repository as repo
 from services.journey import views
+from services.journey.cache import ContextCache
 from services.journey.context import Doc, empty, identity_list, timeline_item
 from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
 from shared.errors import BadRequest, NotFound
@@ -77,28 +78,68 @@ def _found(row: asyncpg.Record, requested: uuid.UUID | None = None, holders: int
 
 
 async def find_by_identifier(
-    pool: asyncpg.Pool, tenant: str, identifier_type: str, value: str, *, kind: str
+    pool: asyncpg.Pool,
+    tenant: str,
+    identifier_type: str,
+    value: str,
+    *,
+    kind: str,
+    cache: ContextCache | None = None,
 ) -> Found:
     id_type, normalized = normalized_lookup(identifier_type, value)
     started = time.perf_counter()
+    if cache is not None:
+        cid = cache.customer(tenant, id_type, normalized)
+        hit = cache.document((tenant, cid)) if cid is not None else None
+        if cid is not None and hit is not None:
+            LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
+            LOOKUPS.labels(kind, "hit").inc()
+            return _from_text(cid, hit[1], hit[0])
+        token = cache.token()
     rows = await pool.fetch(BY_IDENTIFIER, tenant, id_type, normalized)
     LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
     LOOKUPS.labels(kind, "hit" if rows else "miss").inc()
     if not rows:
         raise NotFound(f"no customer with {id_type} {normalized}")
-    return _found(rows[0], holders=len({r[0] for r in rows}))
+    holders = len({r[0] for r in rows})
+    if cache is not None and holders == 1 and rows[0][1] is not None:
+        cache.put(
+            (tenant, rows[0][0]), rows[0][2], rows[0][1], token, (tenant, id_type, normalized)
+        )
+    return _found(rows[0], holders=holders)
 
 
 async def find_by_id(
-    pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, kind: str
+    pool: asyncpg.Pool,
+    tenant: str,
+    customer_id: uuid.UUID,
+    *,
+    kind: str,
+    cache: ContextCache | None = None,
 ) -> Found:
     started = time.perf_counter()
+    if cache is not None:
+        hit = cache.document((tenant, customer_id))
+        if hit is not None:
+            LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
+            LOOKUPS.labels(kind, "hit").inc()
+            return _from_text(customer_id, hit[1], hit[0], requested=customer_id)
+        token = cache.token()
     row = await pool.fetchrow(BY_ID, tenant, customer_id)
     LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
     LOOKUPS.labels(kind, "hit" if row else "miss").inc()
     if row is None:
         raise NotFound(f"customer {customer_id} not found")
+    if cache is not None and row[0] == customer_id and row[1] is not None:
+        cache.put((tenant, customer_id), row[2], row[1], token)
     return _found(row, customer_id)
+
+
+def _from_text(
+    customer_id: uuid.UUID, text: str, version: int, *, requested: uuid.UUID | None = None
+) -> Found:
+    doc = orjson.loads(text)
+    return Found(customer_id, doc, version, 1, identity_list(doc), requested)
 
 
 def context_view(found: Found, *, now: datetime, reveal: bool) -> dict[str, Any]:

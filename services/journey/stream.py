@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from services.journey.cache import ContextCache
 from shared.db import asyncpg_dsn
 from shared.logging import get_logger
 
@@ -22,9 +23,10 @@ Key = tuple[str, uuid.UUID]
 
 
 class ContextHub:
-    def __init__(self, dsn: str, channel: str):
+    def __init__(self, dsn: str, channel: str, cache: ContextCache | None = None):
         self.dsn = asyncpg_dsn(dsn)
         self.channel = channel
+        self.cache = cache
         self._subscribers: dict[Key, set[asyncio.Queue[int]]] = defaultdict(set)
         self._conn: asyncpg.Connection | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -35,12 +37,22 @@ class ContextHub:
 
     async def _connect(self) -> None:
         self._conn = await asyncpg.connect(self.dsn)
+        self._conn.add_termination_listener(self._on_lost)
         await self._conn.add_listener(self.channel, self._on_notify)
+        if self.cache is not None:  # notices may have been missed while we were away
+            self.cache.clear()
+            self.cache.enabled = True
+
+    def _on_lost(self, _conn: Any) -> None:
+        if self.cache is not None:
+            self.cache.enabled = False
+            self.cache.clear()
 
     async def _keep_connected(self) -> None:
         while True:
             await asyncio.sleep(2.0)
             if self._conn is None or self._conn.is_closed():
+                self._on_lost(None)
                 try:
                     await self._connect()
                     log.info("stream.reconnected")
@@ -51,6 +63,8 @@ class ContextHub:
                     log.warning("stream.reconnect_failed", error=str(exc))
 
     async def stop(self) -> None:
+        if self.cache is not None:
+            self.cache.enabled = False
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -65,6 +79,8 @@ class ContextHub:
             key = (tenant, uuid.UUID(cid))
         except ValueError:
             return
+        if self.cache is not None:
+            self.cache.invalidate(key)
         for queue in self._subscribers.get(key, ()):
             queue.put_nowait(int(version or 0))
 
