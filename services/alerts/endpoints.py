@@ -53,10 +53,12 @@ async def list_alerts(
     owner: str | None = None,
     rule: Rule | None = None,
     customer_id: str | None = None,
+    account_id: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AlertPage:
-    """List the tenant's alerts, newest first (filter by status, owner, rule, customer; paged)."""
+    """List the tenant's alerts, newest first (filter by status, owner, rule, customer, account;
+    paged with `next_cursor`)."""
     rows = await repository.list_alerts(
         session,
         principal.tenant_id,
@@ -64,6 +66,7 @@ async def list_alerts(
         owner=owner,
         rule=rule.value if rule else None,
         customer_id=customer_id,
+        account_id=account_id,
         cursor=_decode_cursor(cursor) if cursor else None,
         limit=limit + 1,
     )

@@ -45,12 +45,19 @@ async def list_alerts(
     owner: str | None,
     rule: str | None,
     customer_id: str | None,
+    account_id: str | None = None,
     cursor: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
     clauses = ["tenant_id = :t"]
     params: dict[str, Any] = {"t": tenant_id, "limit": limit}
-    for name, value in (("status", status), ("owner", owner), ("customer_id", customer_id)):
+    filters = (
+        ("status", status),
+        ("owner", owner),
+        ("customer_id", customer_id),
+        ("account_id", account_id),
+    )
+    for name, value in filters:
         if value is not None:
             clauses.append(f"{name} = :{name}")
             params[name] = value

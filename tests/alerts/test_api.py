@@ -119,6 +119,10 @@ async def test_alert_lifecycle_filters_paging_and_accounts(
         assert by == {"open": 1, "acknowledged": 0, "resolved": 2}
         owner = (await api.get("/v1/alerts", params={"owner": "cs-team"}, headers=h)).json()
         assert len(owner["items"]) == 3
+        acct = (await api.get("/v1/alerts", params={"account_id": "acct-9"}, headers=h)).json()
+        assert len(acct["items"]) == 3
+        none = (await api.get("/v1/alerts", params={"account_id": "other"}, headers=h)).json()
+        assert none["items"] == []
         rule = (await api.get("/v1/alerts", params={"rule": "score_drop"}, headers=h)).json()
         assert rule["items"] == []
         bad = await api.get("/v1/alerts", params={"rule": "nope"}, headers=h)
