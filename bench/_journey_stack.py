@@ -96,20 +96,20 @@ class Stack:
             await db.dispose()
         await ensure_topics(self.settings)
 
-    def spawn(self, *argv: str) -> subprocess.Popen[bytes]:
+    def spawn(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         child = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *argv],
             cwd=ROOT,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / f"{argv[0]}-{len(self.children)}.log", "ab"),  # noqa: SIM115
         )
         self.children.append(child)
         return child
 
-    def serve(self) -> int:
+    def serve(self, env: dict[str, str] | None = None) -> int:
         port = free_port()
-        self.spawn("serve", "journey", "--port", str(port), "--host", "127.0.0.1")
+        self.spawn("serve", "journey", "--port", str(port), "--host", "127.0.0.1", env=env)
         wait_for_port("127.0.0.1", port, timeout=60)
         return port
 

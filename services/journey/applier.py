@@ -32,7 +32,7 @@ from services.journey.identity import (
 )
 from services.journey.metrics import RESOLUTIONS
 from shared.events import Envelope, IdentifierType
-from shared.events.activity import CustomerActivity
+from shared.events.activity import ACTIVITY_SCHEMA, CustomerActivity
 
 
 class StaleChunk(Exception):
@@ -52,7 +52,7 @@ class Incoming:
 
 @dataclass
 class ChunkResult:
-    activities: list[CustomerActivity] = field(default_factory=list)
+    activities: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
     applied: list[Incoming] = field(default_factory=list)
     duplicates: int = 0
     notified: list[str] = field(default_factory=list)
@@ -163,15 +163,14 @@ class ChunkApplier:
                 actor="journey-worker",
                 channel=self.settings.notify_channel,
             )
-            self.result.activities.append(
-                CustomerActivity(
-                    kind="merged",
-                    tenant=env.tenant,
-                    customer_id=str(resolution.customer_id),
-                    occurred_at=env.time,
-                    merged_ids=[str(step.merged_id)],
-                )
+            activity = CustomerActivity(
+                kind="merged",
+                tenant=env.tenant,
+                customer_id=str(resolution.customer_id),
+                occurred_at=env.time,
+                merged_ids=[str(step.merged_id)],
             )
+            self.result.activities.append((activity.kafka_key(), activity.to_json()))
         # The merged customers' identifiers now resolve to the survivor.
         await self._load([item])
 
@@ -258,7 +257,7 @@ class ChunkApplier:
         )
         await repo.upsert_links(
             conn,
-            [(t, ty, v, home, *rest) for (t, ty, v, home), rest in self._links.items()],  # type: ignore[misc]
+            [(t, ty, v, home, *rest) for (t, ty, v, home), rest in self._links.items()],
         )
         await repo.insert_events(conn, self._events)
         await repo.insert_provisional(conn, self._provisional)
@@ -289,18 +288,24 @@ class ChunkApplier:
         self._reset_pending()
 
 
-def _activity(item: Incoming, customer_id: uuid.UUID, traits: dict[str, Any]) -> CustomerActivity:
+def _activity(
+    item: Incoming, customer_id: uuid.UUID, traits: dict[str, Any]
+) -> tuple[bytes, bytes]:
+    """``CustomerActivity(kind="event", …)`` as ``to_json()`` renders it, without building the
+    model (the hot path; ``test_context_rules`` checks both render the same)."""
     env = item.env
     account = next((i.value for i in env.identifiers if i.type is IdentifierType.account_id), None)
-    return CustomerActivity(
-        kind="event",
-        tenant=env.tenant,
-        customer_id=str(customer_id),
-        account_id=account,
-        occurred_at=env.time,
-        event=orjson.loads(item.raw),
-        traits=traits,
-    )
-
-
-__all__ = ["ChunkApplier", "ChunkResult", "Incoming", "StaleChunk", "lock_key"]
+    body: dict[str, Any] = {
+        "schema": ACTIVITY_SCHEMA,
+        "kind": "event",
+        "tenant": env.tenant,
+        "customer_id": str(customer_id),
+    }
+    if account is not None:
+        body["account_id"] = account
+    body["occurred_at"] = env.time
+    body["event"] = orjson.loads(item.raw)
+    body["traits"] = traits
+    body["merged_ids"] = []
+    body["split_ids"] = []
+    return f"{env.tenant}|{customer_id}".encode(), orjson.dumps(body, option=orjson.OPT_UTC_Z)

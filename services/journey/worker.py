@@ -123,8 +123,8 @@ class JourneyProcessor:
 
     async def publish(self, result: ChunkResult) -> None:
         futures = [
-            await self.producer.send(self.settings.topic_activity, a.to_json(), key=a.kafka_key())
-            for a in result.activities
+            await self.producer.send(self.settings.topic_activity, value, key=key)
+            for key, value in result.activities
         ]
         if futures:
             await asyncio.gather(*futures)

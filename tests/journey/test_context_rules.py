@@ -127,3 +127,33 @@ def test_cache_is_bounded_and_off_without_a_listener():
     cache.clear()  # the listener reconnected: notices may have been missed
     cache.put(keys[1], 1, "x", token)
     assert cache.document(keys[1]) is None
+
+
+def test_the_fast_activity_renders_exactly_as_the_contract_model():
+    import orjson
+
+    from services.journey.applier import Incoming, _activity
+    from shared.events.activity import CustomerActivity
+
+    e = validate_event(
+        cloud_event(
+            tenant="t",
+            identifiers=[
+                {"type": "account_id", "value": "acc-1"},
+                {"type": "email", "value": "A@x.io"},
+            ],
+            channel="phone",
+        ),
+        now=datetime.now(UTC),
+    )
+    cid = uuid.uuid4()
+    key, value = _activity(Incoming(e, e.to_json()), cid, {"tier": "gold"})
+    model = CustomerActivity(
+        tenant="t",
+        customer_id=str(cid),
+        account_id="acc-1",
+        occurred_at=e.time,
+        event=orjson.loads(e.to_json()),
+        traits={"tier": "gold"},
+    )
+    assert (key, value) == (model.kafka_key(), model.to_json())
