@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from services.ingest import endpoints, segment_endpoints
 from services.ingest.config import IngestSettings
+from services.ingest.worker import tune_gc
 from shared.app import create_app as create_service_app
 
 DESCRIPTION = (
@@ -16,6 +20,12 @@ DESCRIPTION = (
 )
 
 
+@asynccontextmanager
+async def _tuned(_app: FastAPI) -> AsyncIterator[None]:
+    tune_gc()  # every request validates a batch of models: see tune_gc
+    yield
+
+
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     return create_service_app(
         service="ingest",
@@ -23,4 +33,5 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         routers=[endpoints.router, segment_endpoints.router],
         description=DESCRIPTION,
         with_producer=True,
+        extra_lifespan=_tuned,
     )

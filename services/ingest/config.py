@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cached_property
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -34,6 +35,6 @@ class IngestSettings(CommonSettings):
         16 * 1024, ge=256, description="Raw payload kept per dead-letter row (the topic keeps all)."
     )
 
-    @property
+    @cached_property
     def max_future(self) -> timedelta:
         return timedelta(seconds=self.max_future_seconds)

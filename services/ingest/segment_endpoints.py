@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from services.ingest.body import parse_json, read_body
-from services.ingest.endpoints import SettingsDep, refuse_unless_accepted
-from services.ingest.schemas import IngestResult, SegmentResult
+from services.ingest.endpoints import SettingsDep, json_response, refuse_unless_accepted
+from services.ingest.schemas import SegmentResult
 from services.ingest.segment import SegmentError, batch_messages, to_cloud_event
 from services.ingest.service import Refused, accept
 from shared.auth.dependencies import EventsWriter
@@ -45,7 +46,7 @@ async def _ingest(
     producer: ProducerDep,
     settings: SettingsDep,
     kind: str | None,
-) -> SegmentResult:
+) -> Response:
     body = parse_json(await read_body(request, settings.max_body_bytes))
     if kind is None:
         try:
@@ -57,22 +58,20 @@ async def _ingest(
                 f"the batch has {len(messages)} messages; the limit is {settings.max_batch_items}"
             )
         if not messages:
-            return SegmentResult(success=True, accepted=0, rejected=0, results=[])
+            return json_response({"success": True, "accepted": 0, "rejected": 0, "results": []})
     else:
         messages = [body]
     items = _map(messages, principal.tenant_id, kind)
-    result: IngestResult = refuse_unless_accepted(
-        await accept(
-            items, tenant=principal.tenant_id, api="segment", settings=settings, producer=producer
-        )
+    outcome = await accept(
+        items, tenant=principal.tenant_id, api="segment", settings=settings, producer=producer
     )
-    return SegmentResult(success=True, **result.model_dump())
+    return json_response({"success": True, **refuse_unless_accepted(outcome).as_dict()})
 
 
 def _route(kind: str | None, summary: str) -> None:
     async def endpoint(
         request: Request, principal: EventsWriter, producer: ProducerDep, settings: SettingsDep
-    ) -> SegmentResult:
+    ) -> Response:
         return await _ingest(request, principal, producer, settings, kind)
 
     endpoint.__doc__ = summary
@@ -82,8 +81,7 @@ def _route(kind: str | None, summary: str) -> None:
         path,
         endpoint,
         methods=["POST"],
-        response_model=SegmentResult,
-        response_model_exclude_none=True,
+        response_model=SegmentResult,  # documents the body; rendered directly
         responses=_RESPONSES,
         summary=summary.rstrip("."),
     )

@@ -19,7 +19,6 @@ from services.ingest import metrics
 from services.ingest.config import IngestSettings
 from services.ingest.publish import publish
 from services.ingest.records import has_nul, nul_rejection
-from services.ingest.schemas import IngestResult, ItemResult
 from shared.errors import BadRequest, ServiceUnavailable
 from shared.events import (
     EventRejected,
@@ -40,13 +39,31 @@ class Refused:
     id: str | None = None
 
 
-def _rejected(index: int, item_id: str | None, reason: str, message: str) -> ItemResult:
-    return ItemResult(index=index, id=item_id, status="rejected", reason=reason, message=message)
+Result = dict[str, Any]  # one item's outcome, shaped like schemas.ItemResult
+
+
+def _rejected(index: int, item_id: str | None, reason: str, message: str) -> Result:
+    result: Result = {"index": index, "status": "rejected", "reason": reason, "message": message}
+    if item_id is not None:
+        result["id"] = item_id
+    return result
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to a request's items (plain data: built and rendered without a model)."""
+
+    accepted: int
+    rejected: int
+    results: list[Result]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected, "results": self.results}
 
 
 def check_item(
     index: int, item: Any, *, tenant: str, settings: IngestSettings, now: datetime
-) -> tuple[ItemResult, bytes | None, bytes | None]:
+) -> tuple[Result, bytes | None, bytes | None]:
     """(result, raw topic value, key) of one item; the tenant comes from the API key."""
     if isinstance(item, Refused):
         return _rejected(index, item.id, item.reason, item.message), None, None
@@ -68,15 +85,11 @@ def check_item(
                 f"event is {len(value)} bytes; the limit is {settings.max_event_bytes}",
             )
         envelope = validate_event(
-            event,
-            now=now,
-            phone_region=settings.phone_region,
-            max_future=settings.max_future,
-            max_bytes=settings.max_event_bytes,
+            event, now=now, phone_region=settings.phone_region, max_future=settings.max_future
         )
     except EventRejected as exc:
         return _rejected(index, item_id, exc.reason.value, exc.message), None, None
-    accepted = ItemResult(index=index, id=envelope.id, status="accepted")
+    accepted: Result = {"index": index, "id": envelope.id, "status": "accepted"}
     return accepted, value, envelope.primary_key().encode()
 
 
@@ -87,10 +100,10 @@ async def accept(
     api: str,
     settings: IngestSettings,
     producer: AIOKafkaProducer,
-) -> IngestResult:
+) -> Outcome:
     """Validate every item; produce the valid ones to the raw topic (acks=all) before returning."""
     now = datetime.now(UTC)
-    results: list[ItemResult] = []
+    results: list[Result] = []
     sends: list[tuple[bytes, bytes]] = []
     for index, item in enumerate(items):
         result, value, key = check_item(index, item, tenant=tenant, settings=settings, now=now)
@@ -107,7 +120,7 @@ async def accept(
         metrics.HTTP_EVENTS.labels(api, "accepted").inc(len(sends))
     if rejected:
         metrics.HTTP_EVENTS.labels(api, "rejected").inc(rejected)
-    return IngestResult(accepted=len(sends), rejected=rejected, results=results)
+    return Outcome(accepted=len(sends), rejected=rejected, results=results)
 
 
 def identifier_keys(customer: str, *, phone_region: str) -> list[str]:
