@@ -1,5 +1,8 @@
 """Producing many keyed messages at once: one record batch per partition, one future per batch.
 
+For one producer used by one batch at a time (the worker). Concurrent callers should use
+``producer.send``: aiokafka queues whole batches one at a time per partition.
+
 ``producer.send`` costs a future, a partitioner call and a callback per message, which was the
 worker's second-largest cost; building the batches here keeps Kafka's default partitioning
 (murmur2 of the key), so one key's messages stay in one partition and in order.

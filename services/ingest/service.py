@@ -6,6 +6,7 @@ exactly as it does for events that channel systems write to Kafka directly.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,6 @@ from aiokafka.errors import KafkaError
 
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
-from services.ingest.publish import publish
 from services.ingest.records import has_nul, nul_rejection
 from shared.errors import BadRequest, ServiceUnavailable
 from shared.events import (
@@ -111,7 +111,12 @@ async def accept(
         if value is not None and key is not None:
             sends.append((key, value))
     try:
-        await publish(producer, settings.topic_raw, sends)
+        # Per-message sends: concurrent requests share the producer's open batches. (Whole
+        # batches via send_batch queue one at a time per partition and time out under load.)
+        pending = [
+            await producer.send(settings.topic_raw, value=value, key=key) for key, value in sends
+        ]
+        await asyncio.gather(*pending)
     except KafkaError as exc:
         metrics.HTTP_EVENTS.labels(api, "unavailable").inc(len(sends))
         raise ServiceUnavailable(f"the event broker did not accept the events: {exc}") from exc
