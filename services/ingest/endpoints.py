@@ -24,6 +24,7 @@ from shared.auth.dependencies import EventsReader, EventsWriter
 from shared.deps import ProducerDep, SessionDep
 from shared.errors import BadRequest, Forbidden, PayloadTooLarge, Unprocessable
 from shared.events import EventType, RejectReason
+from shared.events.payloads import utc
 from shared.events.schema import SCHEMA_PATH
 
 
@@ -134,7 +135,7 @@ async def list_events(
         tenant_id=principal.tenant_id,
         identifier_keys=keys,
         event_type=type.value if type else None,
-        since=since,
+        since=utc(since) if since else None,
         limit=limit + 1,
         cursor=repository.Cursor.decode(cursor) if cursor else None,
     )

@@ -185,6 +185,15 @@ async def test_stored_events_are_only_visible_to_their_tenant(
     assert [e["id"] for e in bob_page.json()["items"]] == [bobs["id"]]
     by_type = await client.get("/v1/events", params={"type": "case.opened"}, headers=alice.headers)
     assert by_type.json()["items"] == []
+    since = events[0]["time"]  # naive times are UTC, like the events' own
+    recent = await client.get(
+        "/v1/events", params={"since": since[:19], "limit": 500}, headers=alice.headers
+    )
+    assert {e["id"] for e in recent.json()["items"]} == {e["id"] for e in events}
+    future = await client.get(
+        "/v1/events", params={"since": "2999-01-01T00:00:00Z"}, headers=alice.headers
+    )
+    assert future.json()["items"] == []
     bad_cursor = await client.get("/v1/events", params={"cursor": "zz"}, headers=alice.headers)
     assert bad_cursor.status_code == 400
 
