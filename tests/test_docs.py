@@ -59,3 +59,9 @@ def test_operations_guide_names_real_commands() -> None:
     used = set(re.findall(r"waypoint ([a-z][a-z-]+)", guide))
     assert used, "the guide shows no waypoint command"
     assert used <= set(commands), f"unknown commands: {used - set(commands)}"
+
+
+def test_links_to_repository_files_resolve() -> None:
+    for doc in (ROOT / "README.md", ROOT / "docs" / "operations.md"):
+        for target in re.findall(r"\]\(([^)#:]+)\)", doc.read_text()):
+            assert (doc.parent / target).resolve().exists(), f"{doc.name} links to {target}"
