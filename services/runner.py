@@ -157,6 +157,8 @@ async def run_stack(
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS"),
         )
         key = await _prepare(settings)
+        if stop.is_set():  # Ctrl-C while PostgreSQL or the broker was starting
+            return 0
         services = available()
         if not services:
             say("no service package is present yet (services/ingest, journey, alerts)")
