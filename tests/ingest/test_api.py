@@ -229,3 +229,6 @@ async def test_schema_is_served(client: httpx.AsyncClient):
     assert response.headers["content-type"].startswith("application/schema+json")
     assert response.content == SCHEMA_PATH.read_bytes()
     assert "contact.started" in response.text
+    openapi = (await client.get("/openapi.json")).json()
+    assert {"/v1/events", "/v1/batch", "/v1/identify", "/v1/dead-letters"} <= set(openapi["paths"])
+    assert openapi["paths"]["/v1/events"]["post"]["description"].startswith("Send one CloudEvent")
