@@ -189,3 +189,16 @@ async def test_prepare_ensures_the_bootstrap_key_or_a_persistent_dev_key(
     assert (tmp_path / "dev-api-key").read_text().strip() == dev_key
     assert await _prepare(CommonSettings(**base)) == dev_key  # re-used, not a new one each run
     assert (await verifier.verify(dev_key)).tenant_id == tenant
+
+
+async def test_sigterm_during_start_up_leaves_nothing_running(tmp_path: Path) -> None:
+    offset = 20_000 + free_port() % 20_000
+    stack = Stack(tmp_path / "wp", free_port(), offset, demo_customers=1)
+    await stack.start()
+    try:
+        await stack.wait_for_line(r"starting embedded Kafka-protocol broker", timeout=120)
+        assert await stack.stop() == 0, stack.output()[-4000:]
+        assert not await _gone(stack.marker), "processes left after SIGTERM during start-up"
+        assert "ready:" not in stack.output()
+    finally:
+        stack.kill_everything()
