@@ -25,12 +25,14 @@ from services.journey.config import JourneySettings
 from services.journey.identity import (
     Claim,
     Holder,
+    MergeStep,
     Outcome,
     Resolution,
     new_customer_id,
     resolve,
 )
 from services.journey.metrics import RESOLUTIONS
+from shared.errors import Conflict, NotFound
 from shared.events import Envelope, IdentifierType
 from shared.events.activity import ACTIVITY_SCHEMA, CustomerActivity
 
@@ -152,27 +154,33 @@ class ChunkApplier:
         assert resolution.customer_id is not None
         env = item.env
         for step in resolution.merges:
-            await merges.merge(
-                self.conn,
-                tenant=env.tenant,
-                survivor_id=resolution.customer_id,
-                merged_id=step.merged_id,
-                rule=step.rule.value,
-                via=step.via,
-                event_id=env.id,
-                actor="journey-worker",
-                channel=self.settings.notify_channel,
-            )
-            activity = CustomerActivity(
-                kind="merged",
-                tenant=env.tenant,
-                customer_id=str(resolution.customer_id),
-                occurred_at=env.time,
-                merged_ids=[str(step.merged_id)],
-            )
-            self.result.activities.append((activity.kafka_key(), activity.to_json()))
+            try:
+                await self._merge_one(env, resolution.customer_id, step)
+            except (Conflict, NotFound) as exc:  # a concurrent transaction merged one of them
+                raise StaleChunk(str(exc)) from exc
         # The merged customers' identifiers now resolve to the survivor.
         await self._load([item])
+
+    async def _merge_one(self, env: Envelope, survivor: uuid.UUID, step: MergeStep) -> None:
+        await merges.merge(
+            self.conn,
+            tenant=env.tenant,
+            survivor_id=survivor,
+            merged_id=step.merged_id,
+            rule=step.rule.value,
+            via=step.via,
+            event_id=env.id,
+            actor="journey-worker",
+            channel=self.settings.notify_channel,
+        )
+        activity = CustomerActivity(
+            kind="merged",
+            tenant=env.tenant,
+            customer_id=str(survivor),
+            occurred_at=env.time,
+            merged_ids=[str(step.merged_id)],
+        )
+        self.result.activities.append((activity.kafka_key(), activity.to_json()))
 
     def _apply(self, item: Incoming, resolution: Resolution) -> None:
         env = item.env

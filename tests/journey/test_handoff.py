@@ -219,3 +219,34 @@ async def test_sensitive_facts_are_revealed_to_admin_only(
         "/v1/context", params=params, headers={"Authorization": f"Bearer {admin_key}"}
     )
     assert shown.json()["facts"][0]["value"] == "1990-01-02"
+
+
+async def test_repeated_screen_pops_are_served_from_the_cache_until_a_change(
+    journey, journey_worker, producer, journey_settings, make_tenant
+):
+    from prometheus_client import REGISTRY
+
+    def hits() -> float:
+        return (
+            REGISTRY.get_sample_value("waypoint_journey_context_cache_total", {"result": "hit"})
+            or 0
+        )
+
+    tenant = await make_tenant(scopes=["context:read"])
+    email = f"cache-{uuid.uuid4().hex[:6]}@shop.test"
+    ident = [{"type": "email", "value": email, "verified_by": "login"}]
+    await send(producer, journey_settings, cloud_event(tenant=tenant.id, identifiers=ident))
+    params = {"identifier_type": "email", "value": email}
+    await context_when(journey, tenant.headers, lambda c: True, **params)
+    before = hits()
+    first = await journey.get("/v1/context", params=params, headers=tenant.headers)
+    again = await journey.get("/v1/context", params=params, headers=tenant.headers)
+    assert hits() >= before + 2
+    assert first.json() == again.json()
+    await send(
+        producer,
+        journey_settings,
+        cloud_event(tenant=tenant.id, type="fact.collected", identifiers=ident, name="x", value=1),
+    )
+    changed = await context_when(journey, tenant.headers, lambda c: bool(c["facts"]), **params)
+    assert changed["version"] > first.json()["version"]
