@@ -85,8 +85,16 @@ async def stored_ids(db: Database, tenant: str) -> list[str]:
         return [r[0] for r in rows]
 
 
-async def read_topic(settings: IngestSettings, topic: str, *, expect: int, timeout: float = 30):
-    """Every record of ``topic`` from the start, once at least ``expect`` have arrived."""
+async def read_topic(
+    settings: IngestSettings,
+    topic: str,
+    *,
+    expect: int = 0,
+    until: Callable[[list[Any]], bool] | None = None,
+    timeout: float = 30,
+):
+    """Records of ``topic`` from the start, once ``expect`` have arrived (or ``until`` holds)."""
+    done = until or (lambda records: len(records) >= expect)
     consumer = make_consumer(
         settings, topic, group_id=f"reader-{uuid.uuid4().hex[:8]}", session_timeout_ms=6000
     )
@@ -95,7 +103,7 @@ async def read_topic(settings: IngestSettings, topic: str, *, expect: int, timeo
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while len(records) < expect and loop.time() < deadline:
+        while not done(records) and loop.time() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
             for recs in batches.values():
                 records.extend(recs)
