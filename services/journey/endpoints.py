@@ -81,14 +81,14 @@ def _json(body: dict[str, Any]) -> Response:
 async def context_by_identifier(
     request: Request,
     principal: ContextReader,
-    pool: PoolDep,
     identifier_type: IdentifierType,
     value: IdentifierValue,
     reveal_sensitive: Reveal = False,
 ) -> Response:
     """Screen pop: the customer's context by any identifier, normalized as ingest normalizes."""
+    # The hot path reads app state directly: every extra dependency costs FastAPI a resolution.
     found = await service.find_by_identifier(
-        pool,
+        request.app.state.pg_pool,
         principal.tenant_id,
         identifier_type,
         value,
@@ -104,12 +104,15 @@ async def customer_context(
     customer_id: uuid.UUID,
     request: Request,
     principal: ContextReader,
-    pool: PoolDep,
     reveal_sensitive: Reveal = False,
 ) -> Response:
     """A customer's context by id (a merged id answers with the surviving customer)."""
     found = await service.find_by_id(
-        pool, principal.tenant_id, customer_id, kind="customer", cache=request.app.state.cache
+        request.app.state.pg_pool,
+        principal.tenant_id,
+        customer_id,
+        kind="customer",
+        cache=request.app.state.cache,
     )
     reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
     return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
@@ -147,15 +150,14 @@ async def customer_identities(
 async def route_hint(
     request: Request,
     principal: ContextReader,
-    pool: PoolDep,
-    settings: SettingsDep,
     identifier_type: IdentifierType,
     value: IdentifierValue,
 ) -> Response:
     """For IVR/CTI: preferred agent and team, whether to skip the IVR menu, and why."""
+    settings: JourneySettings = request.app.state.settings
     try:
         found = await service.find_by_identifier(
-            pool,
+            request.app.state.pg_pool,
             principal.tenant_id,
             identifier_type,
             value,
