@@ -7,16 +7,19 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.ingest.app import create_app
 from services.ingest.config import IngestSettings
 from services.ingest.segment import SegmentError, batch_messages, to_cloud_event
 from shared.db import Database
-from shared.events import validate_event
+from shared.events import EventType, validate_event
 from tests.ingest.conftest import stored_ids
 from tests.support import TenantFactory, app_client, eventually
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+TYPES = {t.value for t in EventType}
 
 
 def mapped(message: dict) -> dict:
@@ -233,3 +236,28 @@ async def test_segment_refusals(client: httpx.AsyncClient, make_tenant: TenantFa
         headers={**write_key(tenant.key), "content-encoding": "gzip"},
     )
     assert gzipped.status_code == 200, gzipped.text
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+properties = st.dictionaries(
+    st.text(min_size=1, max_size=10),
+    st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3), max_leaves=5),
+    max_size=5,
+)
+
+
+@given(
+    user=st.text(min_size=1, max_size=40).filter(lambda s: s.strip()),
+    event=st.text(min_size=1, max_size=40).filter(lambda s: s.strip() and s.strip() not in TYPES),
+    props=properties,
+    traits=properties,
+)
+def test_any_track_or_identify_from_a_known_user_maps_to_a_valid_event(user, event, props, traits):
+    track = mapped({"type": "track", "userId": user, "event": event, "properties": props})
+    assert track["type"] in {"product.used", "purchase.completed"}
+    identify = mapped({"type": "identify", "userId": user, "traits": traits})
+    assert identify["data"]["identifiers"][0] == {
+        "type": "user_id",
+        "value": user.strip(),
+        "verified_by": "login",
+    }

@@ -123,3 +123,13 @@ def test_published_json_schema_is_up_to_date():
     schema = orjson.loads(SCHEMA_PATH.read_bytes())
     assert schema["discriminator"]["propertyName"] == "type"
     assert len(schema["oneOf"]) == 24
+
+
+def test_schema_command_checks_the_shipped_file():
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    result = CliRunner().invoke(app, ["schema", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "up to date" in result.output
