@@ -47,6 +47,7 @@ CUSTOMERS = int(os.environ.get("BENCH_CONTEXT_CUSTOMERS", "100000"))
 SECONDS = float(os.environ.get("BENCH_CONTEXT_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONTEXT_CONCURRENCY", "32"))
 CACHE_MB = int(os.environ.get("BENCH_CONTEXT_CACHE_MB", "1024"))
+ROUNDS = 3
 
 
 async def raw_consume(stack: Stack, total: int) -> float:
@@ -70,12 +71,24 @@ def measure(label: str, port: int, headers: dict[str, str], paths: list[str]) ->
         run_load({**base, "paths": paths, "concurrency": 8, "duration": len(paths) / 1500})
     else:
         run_load({**base, "paths": paths, "concurrency": 8, "duration": 3})  # warm up
-    bare = run_load(
-        {**base, "paths": ["/healthz"], "concurrency": CONCURRENCY, "duration": SECONDS}
-    )
-    print(f"[{label}] bare /healthz max: {bare['rps']:,.0f} req/s, p99 {bare['p99_ms']:.2f} ms")
-    peak = run_load({**base, "paths": paths, "concurrency": CONCURRENCY, "duration": SECONDS})
-    print(f"[{label}] screen pop max: {peak['rps']:,.0f} req/s, p99 {peak['p99_ms']:.2f} ms")
+    # Bare and screen pop alternate in short rounds (medians), so a noisy neighbour on this
+    # shared machine hits both alike.
+    bares, peaks = [], []
+    for _ in range(ROUNDS):
+        bares.append(
+            run_load(
+                {**base, "paths": ["/healthz"], "concurrency": CONCURRENCY, "duration": SECONDS / 2}
+            )
+        )
+        peaks.append(
+            run_load({**base, "paths": paths, "concurrency": CONCURRENCY, "duration": SECONDS / 2})
+        )
+    bare = sorted(bares, key=lambda r: r["rps"])[len(bares) // 2]
+    peak = sorted(peaks, key=lambda r: r["rps"])[len(peaks) // 2]
+    rounds_bare = ", ".join(f"{r['rps']:,.0f}" for r in bares)
+    rounds_peak = ", ".join(f"{r['rps']:,.0f}" for r in peaks)
+    print(f"[{label}] bare /healthz max (median): {bare['rps']:,.0f} req/s ({rounds_bare})")
+    print(f"[{label}] screen pop max (median): {peak['rps']:,.0f} req/s ({rounds_peak})")
     at70 = run_load(
         {
             **base,
