@@ -72,6 +72,11 @@ def refuse_unless_accepted(outcome: Outcome) -> Outcome:
 async def read_items(request: Request, settings: IngestSettings) -> list[Any]:
     body = parse_json(await read_body(request, settings.max_body_bytes))
     kind = media_type(request)
+    if "ce-specversion" in request.headers:  # HTTP binary mode: attributes in ce-* headers
+        if kind != "application/json":
+            raise UnsupportedMediaType(f"binary-mode data must be application/json, not {kind!r}")
+        attributes = {k[3:]: v for k, v in request.headers.items() if k.startswith("ce-")}
+        return [{**attributes, "data": body}]
     if kind == BATCH_TYPE or (kind == "application/json" and isinstance(body, list)):
         if not isinstance(body, list):
             raise BadRequest(f"{BATCH_TYPE} needs a JSON array of events")

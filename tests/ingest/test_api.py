@@ -81,6 +81,32 @@ async def test_batch_reports_each_item_and_accepts_the_valid_ones(
     assert [orjson.loads(r.value)["id"] for r in queued] == [good["id"]]
 
 
+async def test_http_binary_mode_takes_attributes_from_ce_headers(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ingest_settings: IngestSettings
+):
+    tenant = await make_tenant(scopes=["events:write"])
+    headers = {
+        **tenant.headers,
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": "bin-1",
+        "ce-source": "crm",
+        "ce-type": "case.opened",
+        "ce-time": "2026-11-22T08:00:00Z",
+    }
+    data = {"identifiers": [{"type": "crm_id", "value": "C-9"}], "case_id": "K-1"}
+    response = await client.post("/v1/events", json=data, headers=headers)
+    assert response.status_code == 202, response.text
+    [queued] = await read_topic(ingest_settings, ingest_settings.topic_raw, expect=1)
+    event = orjson.loads(queued.value)
+    assert (event["id"], event["type"], event["tenant"]) == ("bin-1", "case.opened", tenant.id)
+    assert event["data"] == data
+    bad = await client.post(
+        "/v1/events", content=b"<xml/>", headers={**headers, "content-type": "text/xml"}
+    )
+    assert bad.status_code in {400, 415}
+
+
 async def test_nothing_valid_is_422_and_another_tenant_is_403(
     client: httpx.AsyncClient, make_tenant: TenantFactory
 ):
