@@ -1,7 +1,9 @@
 """The worker as a real process: SIGKILLed mid-stream, and two of them in one consumer group."""
 
+import ast
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,5 +155,11 @@ async def test_two_workers_in_one_group_share_the_partitions(
     finally:
         codes = [stop(w) for w in workers]
     assert codes == [0, 0]
-    assigned = [log.read_text() for log in logs]
-    assert all("partitions.assigned" in text_ for text_ in assigned)
+    last = [
+        re.findall(r"partitions\.assigned\s+partitions=(\[.*?\])", log.read_text()) for log in logs
+    ]
+    final = [set(ast.literal_eval(found[-1])) for found in last]
+    assert all(final), f"each worker ends up owning partitions: {final}"
+    assert not final[0] & final[1]
+    topic = ingest_settings.topic_raw
+    assert final[0] | final[1] == {f"{topic}:0", f"{topic}:1"}
