@@ -18,7 +18,7 @@ from services.ingest.records import (
     reject,
     store_row,
 )
-from shared.events import Envelope, EventRejected, RejectReason
+from shared.events import Envelope, EventRejected, RejectReason, parse_normalized
 
 REFUSED = "unknown"  # the channel label of records refused before their channel was read
 
@@ -50,6 +50,16 @@ class Plan:
     def refuse(self, record: RawRecord, rejection: Rejection) -> None:
         self.received[REFUSED] += 1
         self.rejects.append((record, rejection))
+
+    def publish_as_stored(self, earlier: dict[tuple[str, str], str]) -> None:
+        """Rows already in the store are published as stored (a resend may differ)."""
+        if not earlier:
+            return
+        for index, row in enumerate(self.rows):
+            stored = earlier.get((row[0], row[1]))
+            if stored is not None:
+                envelope = parse_normalized(stored.encode())
+                self.publish[index] = (envelope.primary_key().encode(), envelope.to_json())
 
     def drop_row(self, index: int, rejection: Rejection) -> None:
         """Move a row the database refused to the dead letters."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,10 +34,20 @@ _STAGE = "ingest_event_stage"
 _COLS = ", ".join(EVENT_COLUMNS)
 
 
-async def store_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
-    """Insert rows not stored yet; returns how many were new, per channel ("" = none given)."""
+@dataclass
+class Stored:
+    """What a batch did to the store."""
+
+    new: dict[str, int] = field(default_factory=dict)  # new rows per channel ("" = none given)
+    # (tenant, event id) → the envelope stored earlier, for rows that were already there: what
+    # is published must be what is stored, even when a resent event differs from the original.
+    earlier: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+async def store_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> Stored:
+    """Insert the rows not stored yet; say how many were new and what the others hold."""
     if not rows:
-        return {}
+        return Stored()
     conn = await raw_connection(session)
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
@@ -49,8 +59,16 @@ async def store_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -
         f"ON CONFLICT DO NOTHING RETURNING channel) "
         f"SELECT coalesce(channel, '') AS channel, count(*) AS n FROM new GROUP BY 1"
     )
+    result = Stored(new={r["channel"]: r["n"] for r in stored})
+    if sum(result.new.values()) < len(rows):  # some were stored by an earlier batch
+        earlier = await conn.fetch(
+            f"SELECT e.tenant_id, e.event_id, e.envelope::text AS envelope FROM {_STAGE} s "
+            "JOIN ingest.event e USING (tenant_id, event_id) "
+            "WHERE e.xmin <> pg_current_xact_id()::xid"  # not written by this transaction
+        )
+        result.earlier = {(r["tenant_id"], r["event_id"]): r["envelope"] for r in earlier}
     await conn.execute(f"TRUNCATE {_STAGE}")
-    return {r["channel"]: r["n"] for r in stored}
+    return result
 
 
 async def store_dead_letters(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -100,7 +100,8 @@ class IngestHandler:
         async with self.db.session() as session:
             stored = await store_events(session, work.rows)
             await store_dead_letters(session, self._dead_letter_rows(work))
-        return stored
+        work.publish_as_stored(stored.earlier)
+        return stored.new
 
     async def store_one_by_one(self, work: Plan) -> dict[str, int]:
         """Each row in its own transaction; rows the database refuses become dead letters."""
@@ -110,8 +111,10 @@ class IngestHandler:
             row = work.rows[index]
             try:
                 async with self.db.session() as session:
-                    for channel, n in (await store_events(session, [row])).items():
-                        stored[channel] = stored.get(channel, 0) + n
+                    result = await store_events(session, [row])
+                for channel, n in result.new.items():
+                    stored[channel] = stored.get(channel, 0) + n
+                work.publish_as_stored(result.earlier)
             except asyncpg.DataError as exc:
                 message = f"the database refused it: {exc}"
                 work.drop_row(index, Rejection(RejectReason.schema, message, row[0], row[1]))

@@ -37,12 +37,15 @@ async def test_store_events_counts_only_new_rows(db: Database, make_tenant: Tena
     events = [cloud_event(tenant=tenant.id, channel="web") for _ in range(3)]
     work = work_for(tenant.id, events)
     async with db.session() as session:
-        assert await store_events(session, work.rows) == {"web": 3}
+        assert (await store_events(session, work.rows)).new == {"web": 3}
     async with db.session() as session:
-        assert await store_events(session, work.rows[:2]) == {}  # all already stored
-    again = work_for(tenant.id, [*events, cloud_event(tenant=tenant.id)])
+        again = await store_events(session, work.rows[:2])
+    assert again.new == {}  # all already stored; what the store holds is handed back
+    assert set(again.earlier) == {(tenant.id, events[0]["id"]), (tenant.id, events[1]["id"])}
+    assert orjson.loads(again.earlier[(tenant.id, events[0]["id"])])["source"] == "tests"
+    more = work_for(tenant.id, [*events, cloud_event(tenant=tenant.id)])
     async with db.session() as session:
-        assert await store_events(session, again.rows) == {"": 1}
+        assert (await store_events(session, more.rows)).new == {"": 1}
     assert len(await stored_ids(db, tenant.id)) == 4
 
 

@@ -82,7 +82,8 @@ async def test_duplicates_are_stored_once(
     worker: object,
 ):
     tenant = await make_tenant()
-    event = orjson.dumps(cloud_event(tenant=tenant.id))
+    original = cloud_event(tenant=tenant.id, touchpoint="first")
+    event = orjson.dumps(original)
     other = cloud_event(tenant=tenant.id)
     duplicates_before = sample("waypoint_ingest_events_duplicate_total", channel="none")
     # a repeat within one batch, then the same event again much later
@@ -92,7 +93,8 @@ async def test_duplicates_are_stored_once(
         return len(await stored_ids(db, tenant.id)) == 2
 
     await eventually(two_stored)
-    await produce(producer, ingest_settings.topic_raw, [event])
+    resent = {**original, "data": {**original["data"], "touchpoint": "changed"}}
+    await produce(producer, ingest_settings.topic_raw, [orjson.dumps(resent)])
     marker = cloud_event(tenant=tenant.id)
     await produce(producer, ingest_settings.topic_raw, [orjson.dumps(marker)])
 
@@ -103,6 +105,11 @@ async def test_duplicates_are_stored_once(
     assert len(await stored_ids(db, tenant.id)) == 3
     duplicates = sample("waypoint_ingest_events_duplicate_total", channel="none")
     assert duplicates - duplicates_before == 2
+    # downstream sees what the store holds: the resent, different copy is not passed on
+    published = await read_topic(ingest_settings, ingest_settings.topic_normalized, expect=4)
+    copies = [orjson.loads(r.value) for r in published]
+    touchpoints = [c["data"]["touchpoint"] for c in copies if c["id"] == original["id"]]
+    assert touchpoints == ["first", "first"]
 
 
 async def test_poison_records_are_dead_lettered_and_good_ones_after_them_stored(
