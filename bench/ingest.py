@@ -52,6 +52,7 @@ HTTP_SECONDS = float(os.environ.get("BENCH_INGEST_HTTP_SECONDS", "10"))
 HTTP_CONCURRENCY = int(os.environ.get("BENCH_INGEST_HTTP_CONCURRENCY", "16"))
 PARTITIONS = 4
 TENANT = "bench"
+PROBE_TENANT = "bench-probe"
 
 # --- realistic events -----------------------------------------------------------------------
 
@@ -228,10 +229,40 @@ async def published_ids(settings: IngestSettings, topic: str, expect: int) -> se
             batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
             for records in batches.values():
                 idle_since = time.perf_counter()
-                ids.update(orjson.loads(r.value)["id"] for r in records)
+                events = (orjson.loads(r.value) for r in records)
+                ids.update(e["id"] for e in events if e["tenant"] == TENANT)
     finally:
         await consumer.stop()
     return ids
+
+
+async def probe_latency(settings: IngestSettings, count: int = 60) -> list[float]:
+    """One event at a time through the idle workers: raw topic → normalized topic."""
+    producer = make_producer(settings, linger_ms=0)
+    reader = make_consumer(settings, group_id=None, fetch_max_wait_ms=20)
+    await producer.start()
+    await reader.start()
+    latencies: list[float] = []
+    try:
+        reader.assign([TopicPartition(settings.topic_normalized, p) for p in range(PARTITIONS)])
+        await reader.seek_to_end()
+        for event in make_events(count, seed=99):
+            value = orjson.dumps({**event, "tenant": PROBE_TENANT})
+            started = time.perf_counter()
+            await producer.send_and_wait(settings.topic_raw, value, key=event["id"].encode())
+            seen = False
+            while not seen and time.perf_counter() - started < 10:
+                batches = await reader.getmany(timeout_ms=500)
+                seen = any(
+                    orjson.loads(r.value)["id"] == event["id"]
+                    for records in batches.values()
+                    for r in records
+                )
+            latencies.append(time.perf_counter() - started)
+    finally:
+        await reader.stop()
+        await producer.stop()
+    return sorted(latencies)
 
 
 async def bench_end_to_end(settings: IngestSettings, db: Database, values: list[bytes]) -> dict:
@@ -262,6 +293,7 @@ async def bench_end_to_end(settings: IngestSettings, db: Database, values: list[
                 raise RuntimeError("a worker exited; see the worker log")
             await asyncio.sleep(0.1)
         finished = time.perf_counter()
+        latencies = await probe_latency(settings)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -279,6 +311,8 @@ async def bench_end_to_end(settings: IngestSettings, db: Database, values: list[
     assert first_commit is not None
     steady = (len(values) - first_commit[1]) / max(finished - first_commit[0], 1e-9)
     return {
+        "latency_p50_ms": 1000 * latencies[len(latencies) // 2],
+        "latency_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
         "events_per_s": steady,
         "with_startup_events_per_s": len(values) / (finished - launched),
         "startup_s": first_commit[0] - launched,
@@ -390,6 +424,7 @@ async def main() -> dict:
         )
         async with db.session() as session:
             await ensure_tenant(session, TENANT)
+            await ensure_tenant(session, PROBE_TENANT)
             await session.execute(
                 text("DELETE FROM ingest.event WHERE tenant_id = :t"),
                 {"t": TENANT},
@@ -414,6 +449,10 @@ async def main() -> dict:
             f"{e2e['startup_s']:.1f}s worker start-up and group join"
         )
         print(f"    stored {e2e['stored']:,}, published {e2e['published']:,}")
+        print(
+            f"    one event at a time, raw topic → normalized topic: p50 "
+            f"{e2e['latency_p50_ms']:.0f} ms, p99 {e2e['latency_p99_ms']:.0f} ms"
+        )
         ratio = e2e["events_per_s"] / copy_rate
         print(f"    ratio end-to-end / raw COPY: {ratio:.2f}")
         http = await bench_http(settings, key)
@@ -434,6 +473,8 @@ async def main() -> dict:
             "ratio": round(ratio, 3),
             "stored": e2e["stored"],
             "published": e2e["published"],
+            "latency_p50_ms": round(e2e["latency_p50_ms"], 1),
+            "latency_p99_ms": round(e2e["latency_p99_ms"], 1),
             **{k: round(v, 1) for k, v in http.items()},
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, shared",
         }

@@ -21,6 +21,12 @@ class IngestSettings(CommonSettings):
     batch_size: int = Field(5000, ge=1, description="Most records handled per batch.")
     poll_timeout_ms: int = Field(100, ge=1, description="How long one poll waits for records.")
     session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer session timeout.")
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        description="Longest a fetch waits for data (brokers that do not answer a waiting fetch "
+        "as soon as data arrives add up to this much latency).",
+    )
     max_event_bytes: int = Field(MAX_EVENT_BYTES, ge=1024, description="Largest single event.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest HTTP request body.")
     max_batch_items: int = Field(1000, ge=1, description="Most events in one HTTP batch.")

@@ -201,6 +201,7 @@ async def run(settings: IngestSettings, *, stop: asyncio.Event | None = None) ->
         group_id=settings.consumer_group,
         max_poll_records=settings.batch_size,
         session_timeout_ms=settings.session_timeout_ms,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         heartbeat_interval_ms=min(1000, settings.session_timeout_ms // 3),
     )
     handler = IngestHandler(settings, db, producer)
