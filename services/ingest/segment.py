@@ -102,12 +102,26 @@ def identifiers_of(message: dict[str, Any], traits: dict[str, Any]) -> list[dict
     return found
 
 
+def _parse(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def _time(message: dict[str, Any], now: datetime) -> str:
-    for key in ("timestamp", "originalTimestamp", "sentAt"):
-        value = _text(message.get(key))
-        if value:
-            return value
-    return now.isoformat()
+    """When it happened, corrected for the sender's clock as Segment does:
+    ``received − (sentAt − timestamp)``, so a device clock that runs ahead is not refused."""
+    happened = _text(message.get("timestamp")) or _text(message.get("originalTimestamp"))
+    if happened is None:
+        return now.isoformat()
+    device_time, sent_at = _parse(happened), _parse(_text(message.get("sentAt")))
+    if device_time is None or sent_at is None:
+        return happened  # validated (and refused if malformed) like any event time
+    return (now - (sent_at - device_time)).isoformat()
 
 
 def _source(context: dict[str, Any]) -> str:
@@ -198,13 +212,17 @@ def to_cloud_event(message: Any, *, tenant: str, now: datetime | None = None) ->
 
 
 def batch_messages(body: Any) -> list[Any]:
-    """The messages of a ``/v1/batch`` body; the batch's ``context`` fills in each message's."""
+    """The messages of a ``/v1/batch`` body; the batch's ``context`` and ``sentAt`` go to each."""
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise SegmentError("a batch body is an object with a 'batch' array")
     shared_context = _obj(body, "context")
+    sent_at = body.get("sentAt")
     messages: list[Any] = []
     for message in body["batch"]:
-        if isinstance(message, dict) and shared_context:
-            message = {**message, "context": {**shared_context, **_obj(message, "context")}}
+        if isinstance(message, dict):
+            if shared_context:
+                message = {**message, "context": {**shared_context, **_obj(message, "context")}}
+            if sent_at is not None and "sentAt" not in message:
+                message = {**message, "sentAt": sent_at}
         messages.append(message)
     return messages

@@ -261,3 +261,22 @@ def test_any_track_or_identify_from_a_known_user_maps_to_a_valid_event(user, eve
         "value": user.strip(),
         "verified_by": "login",
     }
+
+
+def test_times_are_corrected_for_the_sender_clock_like_segment_does():
+    # a device clock 2 hours fast: the event happened 30 s before the batch was sent
+    ahead = {
+        "type": "track",
+        "userId": "u",
+        "event": "x",
+        "timestamp": "2026-11-22T13:59:30Z",
+        "sentAt": "2026-11-22T14:00:00Z",
+    }
+    assert mapped(ahead)["time"] == "2026-11-22T11:59:30+00:00"
+    without_sent_at = {k: v for k, v in ahead.items() if k != "sentAt"}
+    assert mapped({**without_sent_at, "timestamp": "2026-11-22T10:00:00Z"})["time"] == (
+        "2026-11-22T10:00:00Z"
+    )
+    [from_batch] = batch_messages({"batch": [without_sent_at], "sentAt": ahead["sentAt"]})
+    assert to_cloud_event(from_batch, tenant="acme", now=NOW)["time"] == "2026-11-22T11:59:30+00:00"
+    assert mapped({"type": "track", "userId": "u", "event": "x"})["time"] == NOW.isoformat()
