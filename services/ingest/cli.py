@@ -1,4 +1,4 @@
-"""Ingest's commands: ``waypoint schema`` (regenerate or check the published JSON Schema)."""
+"""Ingest's commands: ``waypoint schema`` (the published JSON Schema), ``waypoint redrive``."""
 
 from __future__ import annotations
 
@@ -26,3 +26,28 @@ def register(app: typer.Typer) -> None:
             return
         changed = write_schema()
         typer.echo(f"{'wrote' if changed else 'unchanged'} {SCHEMA_PATH}")
+
+    @app.command("redrive")
+    def redrive_command(
+        reason: Annotated[
+            list[str] | None,
+            typer.Option(help="Only records refused for this reason (repeatable)."),
+        ] = None,
+        tenant: Annotated[str | None, typer.Option(help="Only records naming this tenant.")] = None,
+        dry_run: Annotated[bool, typer.Option(help="Count what would be re-sent.")] = False,
+    ) -> None:
+        """Re-send dead-lettered records to the raw topic (after fixing their cause)."""
+        import asyncio
+
+        from services.ingest.config import IngestSettings
+        from services.ingest.redrive import RedriveFilter, redrive
+
+        counts = asyncio.run(
+            redrive(
+                IngestSettings(),
+                RedriveFilter(reasons=tuple(reason or ()), tenant=tenant),
+                dry_run=dry_run,
+            )
+        )
+        verb = "would re-send" if dry_run else "re-sent"
+        typer.echo(f"{verb} {sum(counts.values())} records: {dict(counts)}")

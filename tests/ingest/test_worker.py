@@ -4,20 +4,15 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from services.ingest.config import IngestSettings
 from shared.db import Database
 from shared.kafka import header
-from tests.ingest.conftest import produce, read_topic, stored_ids
+from tests.ingest.conftest import produce, read_topic, sample, stored_ids
 from tests.support import TenantFactory, cloud_event, eventually
 
 DEAD = "waypoint_ingest_events_dead_lettered_total"
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_structured_and_binary_events_are_stored_once_and_published(
