@@ -152,6 +152,11 @@ async def test_two_workers_in_one_group_share_the_partitions(
         await eventually(all_stored, timeout=90, interval=0.2)
         await asyncio.sleep(1)
         assert await counts(db, tenant.id) == (len(events), len(events))
+
+        async def both_joined() -> bool:
+            return all("partitions.assigned" in log.read_text() for log in logs)
+
+        await eventually(both_joined, timeout=30)
     finally:
         codes = [stop(w) for w in workers]
     assert codes == [0, 0]
