@@ -24,7 +24,7 @@ from services.journey.config import JourneySettings
 from services.journey.metrics import CHUNK_RETRIES, EVENTS, FRESHNESS, PROCESSING
 from shared.db import Database, raw_connection
 from shared.events import parse_normalized
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.worker import BatchWorker, install_signal_handlers
 
@@ -154,6 +154,9 @@ async def run(
     if stop is None:  # this process is ours
         configure_logging("journey-worker", level=settings.log_level, json=settings.log_json)
         tune_gc()
+    await ensure_topics(
+        settings, [settings.topic_normalized, settings.topic_activity, settings.topic_dead_letter]
+    )
     db = Database(settings.dsn, pool_size=4, application_name="journey-worker")
     producer = make_producer(settings)
     consumer = make_consumer(
