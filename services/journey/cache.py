@@ -20,6 +20,7 @@ CACHE = Counter(
     "waypoint_journey_context_cache_total", "Context cache look-ups by result.", ["result"]
 )
 
+_HIT, _MISS = CACHE.labels("hit"), CACHE.labels("miss")
 Key = tuple[str, uuid.UUID]
 IdKey = tuple[str, str, str]
 _NOTICES_KEPT = 100_000
@@ -50,7 +51,7 @@ class ContextCache:
 
     def document(self, key: Key) -> tuple[int, str] | None:
         entry = self._docs.get(key) if self.enabled else None
-        CACHE.labels("hit" if entry else "miss").inc()
+        (_HIT if entry else _MISS).inc()
         if entry is not None:
             self._docs.move_to_end(key)
         return entry

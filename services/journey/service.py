@@ -42,6 +42,12 @@ LEFT JOIN journey.context x
 WHERE c.tenant_id = $1 AND c.id = $2"""
 
 
+KINDS = ("context", "route_hint", "customer", "timeline", "identities", "stream")
+# Children bound once: ``labels()`` takes a lock and a dict look-up on every call.
+_LATENCY = {k: LOOKUP_LATENCY.labels(k) for k in KINDS}
+_RESULT = {(k, r): LOOKUPS.labels(k, r) for k in KINDS for r in ("hit", "miss")}
+
+
 @dataclass
 class Found:
     customer_id: uuid.UUID
@@ -92,13 +98,13 @@ async def find_by_identifier(
         cid = cache.customer(tenant, id_type, normalized)
         hit = cache.document((tenant, cid)) if cid is not None else None
         if cid is not None and hit is not None:
-            LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
-            LOOKUPS.labels(kind, "hit").inc()
+            _LATENCY[kind].observe(time.perf_counter() - started)
+            _RESULT[kind, "hit"].inc()
             return _from_text(cid, hit[1], hit[0])
         token = cache.token()
     rows = await pool.fetch(BY_IDENTIFIER, tenant, id_type, normalized)
-    LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
-    LOOKUPS.labels(kind, "hit" if rows else "miss").inc()
+    _LATENCY[kind].observe(time.perf_counter() - started)
+    _RESULT[kind, "hit" if rows else "miss"].inc()
     if not rows:
         raise NotFound(f"no customer with {id_type} {normalized}")
     holders = len({r[0] for r in rows})
@@ -121,13 +127,13 @@ async def find_by_id(
     if cache is not None:
         hit = cache.document((tenant, customer_id))
         if hit is not None:
-            LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
-            LOOKUPS.labels(kind, "hit").inc()
+            _LATENCY[kind].observe(time.perf_counter() - started)
+            _RESULT[kind, "hit"].inc()
             return _from_text(customer_id, hit[1], hit[0], requested=customer_id)
         token = cache.token()
     row = await pool.fetchrow(BY_ID, tenant, customer_id)
-    LOOKUP_LATENCY.labels(kind).observe(time.perf_counter() - started)
-    LOOKUPS.labels(kind, "hit" if row else "miss").inc()
+    _LATENCY[kind].observe(time.perf_counter() - started)
+    _RESULT[kind, "hit" if row else "miss"].inc()
     if row is None:
         raise NotFound(f"customer {customer_id} not found")
     if cache is not None and row[0] == customer_id and row[1] is not None:
