@@ -19,12 +19,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_producer(request: Request) -> AIOKafkaProducer:
+async def get_producer(request: Request) -> AIOKafkaProducer:
     producer: AIOKafkaProducer = request.app.state.producer
     return producer
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
