@@ -15,11 +15,8 @@ from pytest_httpserver import HTTPServer
 
 from services.alerts.config import AlertsSettings
 from services.alerts.engine import Effects, process_activities
-from shared.config import CommonSettings
 from shared.db import Database, raw_connection
 from shared.events.activity import CustomerActivity
-from shared.kafka import ensure_topics
-from shared.migrations import upgrade
 
 
 class Clock:
@@ -33,17 +30,6 @@ class Clock:
 
     def set(self, at: datetime) -> None:
         self.now = at
-
-
-@pytest.fixture(scope="session")
-async def db(settings: CommonSettings) -> AsyncIterator[Database]:
-    """Only the schemas these tests need (a sibling service's migration in progress must not
-    stop them)."""
-    database = Database(settings.dsn, pool_size=5, application_name="tests-alerts")
-    await upgrade(database, ["auth", "alerts"])
-    await ensure_topics(settings)
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture
