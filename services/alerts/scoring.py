@@ -177,13 +177,15 @@ def score(agg: Aggregates, weights: dict[Factor, float], params: Params, now: da
     total = sum(w.get(f, 0.0) for f in values)
     if total <= 0:
         return Score(0.0, {}, {f: round(v, 4) for f, v in values.items()}, {})
-    scale = 100.0 / total
-    points = {f: scale * w.get(f, 0.0) * v for f, v in values.items()}
+    # Each factor's share of 100 points is w / total, computed as a ratio first: 100 / total
+    # overflows to inf for a tiny (denormal) total weight.
+    share = {f: 100.0 * (w.get(f, 0.0) / total) for f in values}
+    points = {f: share[f] * v for f, v in values.items()}
     return Score(
         value=round(min(100.0, max(0.0, math.fsum(points.values()))), 2),
         contributions={f: round(p, 2) for f, p in points.items()},
         factors={f: round(v, 4) for f, v in values.items()},
-        max_points={f: round(scale * w.get(f, 0.0), 2) for f in values},
+        max_points={f: round(share[f], 2) for f in values},
     )
 
 
