@@ -8,6 +8,7 @@ backoff, so no record is skipped and none is applied twice (handlers are idempot
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -136,3 +137,32 @@ def install_signal_handlers(stop: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+
+
+async def run_until_stopped(worker: BatchWorker, stop: asyncio.Event | None) -> None:
+    """Run ``worker`` until ``stop`` is set or, when ``stop`` is None (the process is the
+    worker's own), until SIGTERM / SIGINT. Returns after the in-flight batch is committed."""
+    if stop is None:
+        install_signal_handlers(worker.stop)
+        await worker.run()
+        return
+
+    async def relay() -> None:
+        await stop.wait()
+        worker.stop()
+
+    watcher = asyncio.create_task(relay())
+    try:
+        await worker.run()
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+def tune_gc() -> None:
+    """For worker and API processes that hold thousands of models per batch: with the default
+    thresholds the cyclic GC rescans them over and over (measured: validation 3x slower). They
+    are freed by reference counting, so collect young objects far less often and never rescan
+    start-up state."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)

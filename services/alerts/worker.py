@@ -21,7 +21,7 @@ from shared.db import Database, raw_connection
 from shared.events.activity import CustomerActivity
 from shared.kafka import make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
-from shared.worker import BatchWorker, install_signal_handlers
+from shared.worker import BatchWorker, run_until_stopped
 
 Clock = Callable[[], datetime]
 log = get_logger("alerts.worker")
@@ -174,17 +174,9 @@ async def run(
     )
     await producer.start()
     await consumer.start()
-    own_stop = stop or asyncio.Event()
-    if stop is None:
-        install_signal_handlers(own_stop.set)
-    task = asyncio.create_task(worker.run())
     try:
-        await until_stopped(task, own_stop)
-        worker.stop()
-        await task
+        await run_until_stopped(worker, stop)
     finally:
-        if not task.done():
-            task.cancel()
         await consumer.stop()
         await producer.stop()
         await db.dispose()

@@ -9,8 +9,8 @@ from fastapi import FastAPI
 
 from services.ingest import endpoints, segment_endpoints
 from services.ingest.config import IngestSettings
-from services.ingest.worker import tune_gc
 from shared.app import create_app as create_service_app
+from shared.worker import tune_gc
 
 DESCRIPTION = (
     "Send customer-journey events as CloudEvents (one, or a batch) or with the Segment HTTP API "

@@ -11,7 +11,6 @@ dead-lettered instead of stalling the partition.
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import time
 from typing import Any
@@ -26,7 +25,7 @@ from shared.db import Database, raw_connection
 from shared.events import parse_normalized
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
-from shared.worker import BatchWorker, install_signal_handlers
+from shared.worker import BatchWorker, run_until_stopped, tune_gc
 
 log = get_logger("journey.worker")
 
@@ -176,31 +175,11 @@ async def run(
     )
     await producer.start()
     await consumer.start()
-    if stop is None:
-        install_signal_handlers(worker.stop)
-        watcher = None
-    else:
-        watcher = asyncio.create_task(_relay(stop, worker))
     log.info("worker.started", topic=settings.topic_normalized, group=settings.consumer_group)
     try:
-        await worker.run()
+        await run_until_stopped(worker, stop)
     finally:
-        if watcher is not None:
-            watcher.cancel()
         await consumer.stop()
         await producer.stop()
         await db.dispose()
         log.info("worker.stopped")
-
-
-def tune_gc() -> None:
-    """A chunk holds hundreds of parsed events and context documents; the default GC thresholds
-    rescan them over and over. They are freed by reference counting: collect young objects less
-    often and never rescan start-up state (same tuning as the ingest worker)."""
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-
-
-async def _relay(stop: asyncio.Event, worker: BatchWorker) -> None:
-    await stop.wait()
-    worker.stop()
