@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from services.journey.config import JourneySettings
 from shared.auth.service import create_key, ensure_tenant
 from shared.db import Database
-from shared.embedded import free_port, start_broker, start_postgres, wait_for_port
+from shared.embedded import Infrastructure, free_port, wait_for_port
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import upgrade
 
@@ -43,16 +43,13 @@ class Stack:
 
     def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="waypoint-bench-"))
-        self.pg: Any = None
-        self.broker: Any = None
         self.children: list[subprocess.Popen[bytes]] = []
-        dsn = os.environ.get("DATABASE_URL")
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not dsn:
-            self.pg, dsn = start_postgres(self.tmp / "pg", cleanup="delete")
-        if not bootstrap:
-            self.broker = start_broker(log_path=self.tmp / "broker.log")
-            bootstrap = self.broker.bootstrap
+        self.infra = Infrastructure.start(
+            self.tmp,
+            database_url=os.environ.get("DATABASE_URL"),
+            kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        )
+        dsn, bootstrap = self.infra.database_url, self.infra.kafka_bootstrap_servers
         run = uuid.uuid4().hex[:6]
         self.settings = JourneySettings(
             database_url=dsn,
@@ -125,10 +122,7 @@ class Stack:
     def close(self) -> None:
         for child in self.children:
             self.stop(child)
-        if self.broker is not None:
-            self.broker.stop()
-        if self.pg is not None:
-            self.pg.cleanup()
+        self.infra.stop()
 
 
 def phone(i: int) -> str:

@@ -40,7 +40,7 @@ from services.alerts.scheduler import rescore_due
 from services.alerts.schemas import ChannelIn
 from shared.auth.service import ensure_tenant
 from shared.db import Database, raw_connection
-from shared.embedded import free_port, start_broker, start_postgres
+from shared.embedded import Infrastructure, free_port
 from shared.events.activity import CustomerActivity
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.migrations import upgrade
@@ -342,15 +342,13 @@ async def _analyze(db: Database) -> None:
 
 async def main() -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="waypoint-bench-alerts-"))
-    pg = broker = None
-    dsn = os.environ.get("DATABASE_URL")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    infra = Infrastructure.start(
+        tmp,
+        database_url=os.environ.get("DATABASE_URL"),
+        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    dsn, bootstrap = infra.database_url, infra.kafka_bootstrap_servers
     try:
-        if not dsn:
-            pg, dsn = start_postgres(tmp / "pg", cleanup="delete")
-        if not bootstrap:
-            broker = start_broker(log_path=tmp / "broker.log")
-            bootstrap = broker.bootstrap
         run = uuid.uuid4().hex[:6]
         settings = AlertsSettings(
             database_url=dsn,
@@ -399,10 +397,7 @@ async def main() -> dict[str, Any]:
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, shared",
         }
     finally:
-        if broker is not None:
-            broker.stop()
-        if pg is not None:
-            pg.cleanup()
+        infra.stop()
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from services.ingest.records import store_row
 from services.ingest.repository import EVENT_COLUMNS
 from shared.auth.service import create_key, ensure_tenant
 from shared.db import Database, asyncpg_dsn
-from shared.embedded import free_port, start_broker, start_postgres, wait_for_port
+from shared.embedded import Infrastructure, free_port, wait_for_port
 from shared.events import validate_event
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.migrations import upgrade
@@ -399,15 +399,13 @@ async def bench_http(settings: IngestSettings, key: str) -> dict:
 
 async def main() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="waypoint-bench-ingest-"))
-    pg = broker = None
-    dsn = os.environ.get("DATABASE_URL")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    infra = Infrastructure.start(
+        tmp,
+        database_url=os.environ.get("DATABASE_URL"),
+        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    dsn, bootstrap = infra.database_url, infra.kafka_bootstrap_servers
     try:
-        if not dsn:
-            pg, dsn = start_postgres(tmp / "pg", cleanup="delete")
-        if not bootstrap:
-            broker = start_broker(log_path=tmp / "broker.log")
-            bootstrap = broker.bootstrap
         run = uuid.uuid4().hex[:6]
         settings = IngestSettings(
             database_url=dsn,
@@ -479,10 +477,7 @@ async def main() -> dict:
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, shared",
         }
     finally:
-        if broker is not None:
-            broker.stop()
-        if pg is not None:
-            pg.cleanup()
+        infra.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -81,3 +81,35 @@ def start_broker(port: int | None = None, *, log_path: Path | None = None) -> Br
         process.kill()
         raise
     return Broker(process=process, port=port, log_path=log_path)
+
+
+@dataclass
+class Infrastructure:
+    """PostgreSQL and a broker for tests and benchmarks: the ones named, else embedded ones."""
+
+    database_url: str
+    kafka_bootstrap_servers: str
+    postgres: Any = None
+    broker: Broker | None = None
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        *,
+        database_url: str | None = None,
+        kafka_bootstrap_servers: str | None = None,
+    ) -> Infrastructure:
+        postgres = broker = None
+        if not database_url:
+            postgres, database_url = start_postgres(workdir / "pg", cleanup="delete")
+        if not kafka_bootstrap_servers:
+            broker = start_broker(log_path=workdir / "broker.log")
+            kafka_bootstrap_servers = broker.bootstrap
+        return cls(database_url, kafka_bootstrap_servers, postgres, broker)
+
+    def stop(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.cleanup()

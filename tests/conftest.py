@@ -28,24 +28,21 @@ from tests.support import TenantFactory
 @pytest.fixture(scope="session")
 def infra() -> Iterator[dict[str, str]]:
     """DSN and bootstrap servers of the real components under test."""
-    from shared.embedded import start_broker, start_postgres
+    from shared.embedded import Infrastructure
 
     tmp = Path(tempfile.mkdtemp(prefix="waypoint-test-"))
-    pg = broker = None
-    dsn = os.environ.get("DATABASE_URL")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    infra = Infrastructure.start(
+        tmp,
+        database_url=os.environ.get("DATABASE_URL"),
+        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+    )
     try:
-        if not dsn:
-            pg, dsn = start_postgres(tmp / "pg", cleanup="delete")
-        if not bootstrap:
-            broker = start_broker(log_path=tmp / "broker.log")
-            bootstrap = broker.bootstrap
-        yield {"database_url": dsn, "kafka_bootstrap_servers": bootstrap}
+        yield {
+            "database_url": infra.database_url,
+            "kafka_bootstrap_servers": infra.kafka_bootstrap_servers,
+        }
     finally:
-        if broker is not None:
-            broker.stop()
-        if pg is not None:
-            pg.cleanup()
+        infra.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
