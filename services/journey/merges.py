@@ -21,7 +21,6 @@ from services.journey.identity import EventSide, split_attribution
 from services.journey.metrics import MERGES, SPLITS
 from shared.errors import Conflict, NotFound
 
-
 # The split boundary of a merge: the tenant's last applied event. ``split`` takes the survivor's
 # events with a higher ``seq`` as applied after the merge. ``seq`` comes from one identity
 # sequence, so every later event (of any tenant) gets a higher one: the tenant's maximum marks
