@@ -266,6 +266,7 @@ def _register_optional(module: str) -> None:
 
 
 for _module in (
+    "shared.auth.cli",
     "services.simulator.cli",
     "services.ingest.cli",
     "services.journey.cli",

@@ -10,8 +10,10 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.events.identifiers import DEFAULT_PHONE_REGION, normalize_region
 
 
 class Environment(StrEnum):
@@ -103,11 +105,23 @@ class CommonSettings(BaseSettings):
         validation_alias=_alias("WAYPOINT_DEFAULT_TENANT"),
         description="Tenant of the bootstrap / development key and of the demo.",
     )
+    phone_region: str = Field(
+        DEFAULT_PHONE_REGION,
+        # WAYPOINT_INGEST_PHONE_REGION: its name before every service read it (deprecated).
+        validation_alias=_alias("WAYPOINT_PHONE_REGION", "WAYPOINT_INGEST_PHONE_REGION"),
+        description="Country of phone numbers written without a +country code (US, RU, CN, …), "
+        "for events and look-ups alike; a tenant's own phone region overrides it.",
+    )
     bootstrap_api_key: str | None = Field(
         None,
         validation_alias=_alias("WAYPOINT_BOOTSTRAP_API_KEY"),
         description="Ensured at start-up as an admin key of the default tenant, every scope.",
     )
+
+    @field_validator("phone_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        return normalize_region(value)
 
     @model_validator(mode="after")
     def _refuse_embedded_in_prod(self) -> CommonSettings:

@@ -36,11 +36,15 @@ class TenantFactory:
         self.db = db
 
     async def __call__(
-        self, *, scopes: list[str] | None = None, tenant_id: str | None = None
+        self,
+        *,
+        scopes: list[str] | None = None,
+        tenant_id: str | None = None,
+        phone_region: str | None = None,
     ) -> TestTenant:
         tenant = tenant_id or f"t-{uuid.uuid4().hex[:12]}"
         async with self.db.session() as session:
-            await ensure_tenant(session, tenant)
+            await ensure_tenant(session, tenant, phone_region=phone_region)
             key, _ = await create_key(
                 session, tenant_id=tenant, name="test", scopes=scopes or ALL_SCOPES
             )

@@ -159,35 +159,49 @@ async def customer_engagement(
     }
 
 
+ACCOUNT_CUSTOMERS_LISTED = 1000
+
+
 async def account_engagement(
     session: AsyncSession, tenant_id: str, account_id: str
 ) -> dict[str, Any]:
-    rows = (
+    """Mean and minimum over all the account's customers (in SQL, however many there are);
+    the list shows the lowest-scoring ones, at most ``ACCOUNT_CUSTOMERS_LISTED``."""
+    params = {"t": tenant_id, "a": account_id}
+    where = "WHERE tenant_id = :t AND account_id = :a AND merged_into IS NULL"
+    totals = (
         await session.execute(
             text(
-                "SELECT customer_id, score, segment FROM alerts.customer_state "
-                "WHERE tenant_id = :t AND account_id = :a AND merged_into IS NULL "
-                "ORDER BY score NULLS LAST LIMIT 1000"
+                "SELECT count(*) AS customers, count(score) AS scored, avg(score) AS score, "
+                f"min(score) AS min_score FROM alerts.customer_state {where}"
             ),
-            {"t": tenant_id, "a": account_id},
+            params,
         )
-    ).all()
-    if not rows:
+    ).one()
+    if not totals.customers:
         raise NotFound(f"no engagement scores for account {account_id}")
+    rows = await session.execute(
+        text(
+            f"SELECT customer_id, score, segment FROM alerts.customer_state {where} "
+            "ORDER BY score NULLS LAST, customer_id LIMIT :listed"
+        ),
+        {**params, "listed": ACCOUNT_CUSTOMERS_LISTED},
+    )
     open_alerts = (
         await session.execute(
             text(
                 "SELECT count(*) FROM alerts.alert "
                 "WHERE tenant_id = :t AND account_id = :a AND status <> 'resolved'"
             ),
-            {"t": tenant_id, "a": account_id},
+            params,
         )
     ).scalar_one()
-    scores = [r.score for r in rows if r.score is not None]
     return {
         "account_id": account_id,
-        "score": round(sum(scores) / len(scores), 2) if scores else None,
-        "min_score": min(scores) if scores else None,
+        "score": round(totals.score, 2) if totals.score is not None else None,
+        "min_score": totals.min_score,
+        "customer_count": totals.customers,
+        "scored_customers": totals.scored,
         "customers": [
             {"customer_id": r.customer_id, "score": r.score, "segment": r.segment} for r in rows
         ],

@@ -85,9 +85,13 @@ class AccountCustomer(BaseModel):
 
 class AccountEngagement(BaseModel):
     account_id: str
-    score: float | None = Field(description="Mean of its customers' scores.")
-    min_score: float | None
-    customers: list[AccountCustomer]
+    score: float | None = Field(description="Mean score of all its scored customers.")
+    min_score: float | None = Field(description="Lowest score of all its customers.")
+    customer_count: int = Field(description="Its customers (merged ones not counted).")
+    scored_customers: int = Field(description="How many of them have a score yet.")
+    customers: list[AccountCustomer] = Field(
+        description="The lowest-scoring customers first, at most 1,000."
+    )
     open_alerts: int
 
 

@@ -30,12 +30,17 @@ class IngestSettings(CommonSettings):
     max_event_bytes: int = Field(MAX_EVENT_BYTES, ge=1024, description="Largest single event.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest HTTP request body.")
     max_batch_items: int = Field(1000, ge=1, description="Most events in one HTTP batch.")
-    phone_region: str = Field("US", description="Region for phone numbers without a country code.")
     max_future_seconds: float = Field(
         300.0, ge=0, description="How far an event's time may lie ahead of the server clock."
     )
     tenant_refresh_seconds: float = Field(
         1.0, ge=0, description="Least time between re-reads of the tenant list on a miss."
+    )
+    tenant_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a worker keeps tenants' settings (a changed phone region applies "
+        "to events read after this).",
     )
     dead_letter_payload_bytes: int = Field(
         16 * 1024, ge=256, description="Raw payload kept per dead-letter row (the topic keeps all)."

@@ -113,7 +113,12 @@ async def post_events(
     """Send one CloudEvent or a batch (cloudevents-batch+json); 202 once durably queued."""
     items = await read_items(request, settings)
     outcome = await accept(
-        items, tenant=principal.tenant_id, api="cloudevents", settings=settings, producer=producer
+        items,
+        tenant=principal.tenant_id,
+        api="cloudevents",
+        settings=settings,
+        producer=producer,
+        phone_region=principal.phone_region,
     )
     return json_response(refuse_unless_accepted(outcome).as_dict(), status_code=202)
 
@@ -132,7 +137,8 @@ async def list_events(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> EventPage:
     """Stored events of the caller's tenant, newest first, filtered and keyset-paged."""
-    keys = identifier_keys(customer, phone_region=settings.phone_region) if customer else None
+    region = principal.region(settings.phone_region)
+    keys = identifier_keys(customer, phone_region=region) if customer else None
     if customer and not keys:
         return EventPage(items=[])
     rows = await repository.find_events(

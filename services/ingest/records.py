@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +31,13 @@ _JSON_TYPES = ("application/json", "text/json")
 class Limits:
     max_bytes: int
     max_future: timedelta
-    phone_region: str
+    phone_region: str  # the shared default
+    tenant_regions: Mapping[str, str | None] = field(default_factory=dict)  # own regions
+
+    def region_of(self, tenant: object) -> str:
+        """The phone region of the tenant an event names (its own, else the shared default)."""
+        own = self.tenant_regions.get(tenant) if isinstance(tenant, str) else None
+        return own or self.phone_region
 
 
 @dataclass(slots=True)
@@ -97,7 +103,7 @@ def decode(
     return validate_event(
         raw,
         now=now,
-        phone_region=limits.phone_region,
+        phone_region=limits.region_of(raw.get("tenant")),
         max_future=limits.max_future,
         max_bytes=limits.max_bytes,
     )

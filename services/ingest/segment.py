@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.events import EventType, IdentifierType, InvalidIdentifier, normalize_identifier
+from shared.events.identifiers import DEFAULT_PHONE_REGION
 
 SEGMENT_TYPES = ("identify", "track", "alias", "page", "screen", "group")
 ORDER_COMPLETED = "order completed"
@@ -71,22 +72,24 @@ def flatten_traits(traits: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _usable(id_type: IdentifierType, value: Any) -> str | None:
+def _usable(id_type: IdentifierType, value: Any, phone_region: str) -> str | None:
     text = _text(value)
     if text is None:
         return None
     try:
-        normalize_identifier(id_type, text)
+        normalize_identifier(id_type, text, default_region=phone_region)
     except InvalidIdentifier:
         return None  # a malformed trait stays a trait; it just does not identify anyone
     return text
 
 
-def identifiers_of(message: dict[str, Any], traits: dict[str, Any]) -> list[dict[str, Any]]:
+def identifiers_of(
+    message: dict[str, Any], traits: dict[str, Any], *, phone_region: str = DEFAULT_PHONE_REGION
+) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     def add(id_type: IdentifierType, value: Any, verified_by: str | None) -> None:
-        text = _usable(id_type, value)
+        text = _usable(id_type, value, phone_region)
         if text and not any(i["type"] == id_type.value and i["value"] == text for i in found):
             item = {"type": id_type.value, "value": text}
             if verified_by:
@@ -150,8 +153,18 @@ def _track(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return EventType.product_used.value, {"feature": name, "properties": properties}
 
 
-def to_cloud_event(message: Any, *, tenant: str, now: datetime | None = None) -> dict[str, Any]:
-    """One Segment message → one Waypoint CloudEvent (as a dict, validated by the caller)."""
+def to_cloud_event(
+    message: Any,
+    *,
+    tenant: str,
+    now: datetime | None = None,
+    phone_region: str = DEFAULT_PHONE_REGION,
+) -> dict[str, Any]:
+    """One Segment message → one Waypoint CloudEvent (as a dict, validated by the caller).
+
+    ``phone_region`` must be the one the caller validates with: a phone trait that is not a
+    valid number there is left out of the identifiers (it stays a trait).
+    """
     if not isinstance(message, dict):
         raise SegmentError("a message must be a JSON object")
     kind = _text(message.get("type"))
@@ -160,7 +173,7 @@ def to_cloud_event(message: Any, *, tenant: str, now: datetime | None = None) ->
     now = now or datetime.now(UTC)
     context = _obj(message, "context")
     traits = flatten_traits(_obj(message, "traits"))
-    identifiers = identifiers_of(message, _obj(message, "traits"))
+    identifiers = identifiers_of(message, _obj(message, "traits"), phone_region=phone_region)
     data: dict[str, Any] = {}
     if kind == "identify":
         event_type = EventType.identity_linked.value

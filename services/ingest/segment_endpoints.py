@@ -25,13 +25,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _map(messages: list[Any], tenant: str, kind: str | None) -> list[Any]:
+def _map(messages: list[Any], tenant: str, kind: str | None, phone_region: str) -> list[Any]:
     mapped: list[Any] = []
     for message in messages:
         if kind is not None and isinstance(message, dict):
             message = {**message, "type": kind}
         try:
-            mapped.append(to_cloud_event(message, tenant=tenant))
+            mapped.append(to_cloud_event(message, tenant=tenant, phone_region=phone_region))
         except SegmentError as exc:
             item_id = message.get("messageId") if isinstance(message, dict) else None
             mapped.append(
@@ -61,9 +61,15 @@ async def _ingest(
             return json_response({"success": True, "accepted": 0, "rejected": 0, "results": []})
     else:
         messages = [body]
-    items = _map(messages, principal.tenant_id, kind)
+    region = principal.region(settings.phone_region)
+    items = _map(messages, principal.tenant_id, kind, region)
     outcome = await accept(
-        items, tenant=principal.tenant_id, api="segment", settings=settings, producer=producer
+        items,
+        tenant=principal.tenant_id,
+        api="segment",
+        settings=settings,
+        producer=producer,
+        phone_region=region,
     )
     return json_response({"success": True, **refuse_unless_accepted(outcome).as_dict()})
 

@@ -62,7 +62,13 @@ class Outcome:
 
 
 def check_item(
-    index: int, item: Any, *, tenant: str, settings: IngestSettings, now: datetime
+    index: int,
+    item: Any,
+    *,
+    tenant: str,
+    settings: IngestSettings,
+    now: datetime,
+    phone_region: str | None = None,
 ) -> tuple[Result, bytes | None, bytes | None]:
     """(result, raw topic value, key) of one item; the tenant comes from the API key."""
     if isinstance(item, Refused):
@@ -79,18 +85,29 @@ def check_item(
     try:
         if has_nul(value):
             raise nul_rejection()
-        if len(value) > settings.max_event_bytes:
-            raise EventRejected(
-                RejectReason.oversized,
-                f"event is {len(value)} bytes; the limit is {settings.max_event_bytes}",
-            )
+        _within_limit(value, settings)
         envelope = validate_event(
-            event, now=now, phone_region=settings.phone_region, max_future=settings.max_future
+            event,
+            now=now,
+            phone_region=phone_region or settings.phone_region,
+            max_future=settings.max_future,
         )
+        # Queued as validated here (phones already E.164 in this tenant's region), so a worker
+        # whose view of the tenant's region is older cannot refuse what this response accepted.
+        value = envelope.to_json()
+        _within_limit(value, settings)
     except EventRejected as exc:
         return _rejected(index, item_id, exc.reason.value, exc.message), None, None
     accepted: Result = {"index": index, "id": envelope.id, "status": "accepted"}
     return accepted, value, envelope.primary_key().encode()
+
+
+def _within_limit(value: bytes, settings: IngestSettings) -> None:
+    if len(value) > settings.max_event_bytes:
+        raise EventRejected(
+            RejectReason.oversized,
+            f"event is {len(value)} bytes; the limit is {settings.max_event_bytes}",
+        )
 
 
 async def accept(
@@ -100,13 +117,19 @@ async def accept(
     api: str,
     settings: IngestSettings,
     producer: AIOKafkaProducer,
+    phone_region: str | None = None,
 ) -> Outcome:
-    """Validate every item; produce the valid ones to the raw topic (acks=all) before returning."""
+    """Validate every item; produce the valid ones to the raw topic (acks=all) before returning.
+
+    ``phone_region`` is the tenant's own (``Principal.phone_region``); None: the shared default.
+    """
     now = datetime.now(UTC)
     results: list[Result] = []
     sends: list[tuple[bytes, bytes]] = []
     for index, item in enumerate(items):
-        result, value, key = check_item(index, item, tenant=tenant, settings=settings, now=now)
+        result, value, key = check_item(
+            index, item, tenant=tenant, settings=settings, now=now, phone_region=phone_region
+        )
         results.append(result)
         if value is not None and key is not None:
             sends.append((key, value))

@@ -10,6 +10,7 @@ at least once (journey dedupes on tenant and event id).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,7 +21,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from services.ingest import metrics
-from services.ingest.batch import REFUSED, Plan, classify, plan
+from services.ingest.batch import REFUSED, Accepted, Plan, classify, plan
 from services.ingest.config import IngestSettings
 from services.ingest.publish import publish
 from services.ingest.records import (
@@ -32,9 +33,9 @@ from services.ingest.records import (
     payload_digest,
 )
 from services.ingest.repository import store_dead_letters, store_events
-from shared.auth.service import known_tenants
+from shared.auth.tenants import tenant_regions
 from shared.db import Database
-from shared.events import RejectReason
+from shared.events import EventRejected, RejectReason
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.worker import BatchWorker, run_until_stopped, tune_gc
@@ -43,19 +44,37 @@ log = get_logger("ingest.worker")
 
 
 class TenantCache:
-    """Known tenants, re-read when an unknown one shows up (at most once per ``min_interval``)."""
+    """Tenants and their own phone regions, re-read when an unknown tenant shows up (at most
+    once per ``min_interval``) and once older than ``max_age`` (so a changed region applies)."""
 
-    def __init__(self, load: Callable[[], Awaitable[set[str]]], min_interval: float):
+    def __init__(
+        self,
+        load: Callable[[], Awaitable[dict[str, str | None]]],
+        min_interval: float,
+        max_age: float = math.inf,
+    ):
         self._load = load
         self._min_interval = min_interval
+        self._max_age = max_age
         self._loaded_at = -math.inf
-        self.known: set[str] = set()
+        self.regions: dict[str, str | None] = {}
 
-    async def cover(self, tenants: set[str]) -> set[str]:
-        if not tenants <= self.known and time.monotonic() - self._loaded_at >= self._min_interval:
-            self.known = await self._load()
-            self._loaded_at = time.monotonic()
-        return self.known
+    async def fresh(self) -> dict[str, str | None]:
+        if time.monotonic() - self._loaded_at >= self._max_age:
+            await self._reload()
+        return self.regions
+
+    async def cover(self, tenants: set[str]) -> dict[str, str | None]:
+        age = time.monotonic() - self._loaded_at
+        if age >= self._max_age or (
+            not tenants <= self.regions.keys() and age >= self._min_interval
+        ):
+            await self._reload()
+        return self.regions
+
+    async def _reload(self) -> None:
+        self.regions = await self._load()
+        self._loaded_at = time.monotonic()
 
 
 class IngestHandler:
@@ -68,19 +87,17 @@ class IngestHandler:
             max_future=settings.max_future,
             phone_region=settings.phone_region,
         )
-        self.tenants = TenantCache(self._load_tenants, settings.tenant_refresh_seconds)
+        self.tenants = TenantCache(
+            self._load_tenants, settings.tenant_refresh_seconds, settings.tenant_cache_seconds
+        )
 
-    async def _load_tenants(self) -> set[str]:
+    async def _load_tenants(self) -> dict[str, str | None]:
         async with self.db.session() as session:
-            return await known_tenants(session)
+            return await tenant_regions(session)
 
     async def handle(self, records: Sequence[Any]) -> None:
         now = datetime.now(UTC)
-        accepted, refused = classify(records, now=now, limits=self.limits)
-        named = {a.envelope.tenant for a in accepted}
-        for record, _exc in refused:  # so a reject can be shown to its tenant
-            named.add(best_effort_identity(record.value, record.headers)[0] or "")
-        known = await self.tenants.cover(named - {""})
+        accepted, refused, known = await self.classify(records, now)
         work = plan(accepted, refused, known_tenants=known, received_at=now)
         started = time.perf_counter()
         try:
@@ -92,6 +109,25 @@ class IngestHandler:
         metrics.STORE_SECONDS.observe(time.perf_counter() - started)
         await self._publish(work)
         self._count(work, stored)
+
+    async def classify(
+        self, records: Sequence[Any], now: datetime
+    ) -> tuple[list[Accepted], list[tuple[Any, EventRejected]], set[str]]:
+        """Validate every record with its tenant's phone region; the tenants known by then."""
+        regions = await self.tenants.fresh()
+        accepted, refused = classify(records, now=now, limits=self._limits(regions))
+        named = {a.envelope.tenant for a in accepted}
+        for record, _exc in refused:  # so a reject can be shown to its tenant
+            named.add(best_effort_identity(record.value, record.headers)[0] or "")
+        unseen = named - regions.keys() - {""}
+        if unseen:
+            regions = await self.tenants.cover(unseen)
+            if any(regions.get(t) for t in unseen):  # new tenants with their own region
+                accepted, refused = classify(records, now=now, limits=self._limits(regions))
+        return accepted, refused, set(regions)
+
+    def _limits(self, regions: dict[str, str | None]) -> Limits:
+        return dataclasses.replace(self.limits, tenant_regions=regions)
 
     async def store(self, work: Plan) -> dict[str, int]:
         """New events and the dead-letter log, in one transaction."""

@@ -92,6 +92,7 @@ async def context_by_identifier(
         principal.tenant_id,
         identifier_type,
         value,
+        phone_region=principal.region(request.app.state.settings.phone_region),
         kind="context",
         cache=request.app.state.cache,
     )
@@ -161,6 +162,7 @@ async def route_hint(
             principal.tenant_id,
             identifier_type,
             value,
+            phone_region=principal.region(settings.phone_region),
             kind="route_hint",
             cache=request.app.state.cache,
         )

@@ -21,6 +21,13 @@ from services.journey.identity import EventSide, split_attribution
 from services.journey.metrics import MERGES, SPLITS
 from shared.errors import Conflict, NotFound
 
+# The split boundary of a merge: the tenant's last applied event. ``split`` takes the survivor's
+# events with a higher ``seq`` as applied after the merge. ``seq`` comes from one identity
+# sequence, so every later event (of any tenant) gets a higher one: the tenant's maximum marks
+# "now" as well as the global one would, and ix_event_tenant_id_seq answers it from one index
+# entry (a backward index-only scan) instead of reading every tenant's events.
+LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM journey.event WHERE tenant_id = $1"
+
 
 @dataclass
 class MergeResult:
@@ -96,7 +103,7 @@ async def merge(
             raise NotFound(f"customer {cid} not found")
         if state[cid]["status"] != "active":
             raise Conflict(f"customer {cid} is already merged into another customer")
-    after_seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM journey.event")
+    after_seq = await conn.fetchval(LAST_SEQ, tenant)
     absorbed = await conn.fetch(
         """UPDATE journey.customer SET merged_into = $2, updated_at = now()
            WHERE tenant_id = $1 AND merged_into = $3 RETURNING id""",

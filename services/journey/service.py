@@ -58,15 +58,19 @@ class Found:
     requested_id: uuid.UUID | None = None
 
 
-def normalized_lookup(identifier_type: str, value: str) -> tuple[str, str]:
-    """Normalize a look-up exactly as ingest normalizes events (E.164, lower-case e-mail)."""
+def normalized_lookup(identifier_type: str, value: str, *, phone_region: str) -> tuple[str, str]:
+    """Normalize a look-up exactly as ingest normalizes events (E.164, lower-case e-mail).
+
+    ``phone_region`` must be the one ingest used for this tenant (its own, else the shared
+    ``WAYPOINT_PHONE_REGION``), or a national number finds no one, or someone else.
+    """
     try:
         id_type = IdentifierType(identifier_type)
     except ValueError:
         known = ", ".join(t.value for t in IdentifierType)
         raise BadRequest(f"unknown identifier_type {identifier_type!r}; known: {known}") from None
     try:
-        return id_type.value, normalize_identifier(id_type, value)
+        return id_type.value, normalize_identifier(id_type, value, default_region=phone_region)
     except InvalidIdentifier as exc:
         raise BadRequest(str(exc)) from None
 
@@ -89,10 +93,11 @@ async def find_by_identifier(
     identifier_type: str,
     value: str,
     *,
+    phone_region: str,
     kind: str,
     cache: ContextCache | None = None,
 ) -> Found:
-    id_type, normalized = normalized_lookup(identifier_type, value)
+    id_type, normalized = normalized_lookup(identifier_type, value, phone_region=phone_region)
     started = time.perf_counter()
     if cache is not None:
         cid = cache.customer(tenant, id_type, normalized)

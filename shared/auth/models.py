@@ -38,6 +38,8 @@ class Tenant(AuthBase, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     name: str
+    # Country of phone numbers written without a +country code; NULL: WAYPOINT_PHONE_REGION.
+    phone_region: str | None = Field(default=None, max_length=2)
     created_at: datetime | None = Field(
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -25,9 +25,14 @@ class Principal:
     tenant_id: str
     key_id: str
     scopes: frozenset[str] = field(default_factory=frozenset)
+    phone_region: str | None = None  # the tenant's own; None: the shared WAYPOINT_PHONE_REGION
 
     def allows(self, scope: Scope | str) -> bool:
         return Scope.admin.value in self.scopes or str(scope) in self.scopes
+
+    def region(self, default: str) -> str:
+        """Country of this tenant's phone numbers written without a +country code."""
+        return self.phone_region or default
 
     def require(self, *scopes: Scope | str) -> None:
         """Pass if the key holds any of ``scopes`` (``admin`` holds them all)."""
@@ -53,11 +58,22 @@ def validate_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes))
 
 
-async def ensure_tenant(session: AsyncSession, tenant_id: str, name: str | None = None) -> None:
-    await session.execute(
-        text("INSERT INTO auth.tenant (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"),
-        {"id": tenant_id, "name": name or tenant_id},
+async def ensure_tenant(
+    session: AsyncSession,
+    tenant_id: str,
+    name: str | None = None,
+    *,
+    phone_region: str | None = None,
+) -> bool:
+    """Create the tenant unless it exists (an existing one is left as it is); True if created."""
+    result = await session.execute(
+        text(
+            "INSERT INTO auth.tenant (id, name, phone_region) VALUES (:id, :name, :region) "
+            "ON CONFLICT (id) DO NOTHING"
+        ),
+        {"id": tenant_id, "name": name or tenant_id, "region": phone_region},
     )
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def create_key(
@@ -152,15 +168,21 @@ class KeyVerifier:
             row = (
                 await session.execute(
                     text(
-                        "SELECT id, tenant_id, scopes FROM auth.api_key "
-                        "WHERE key_hash = :h AND revoked_at IS NULL"
+                        "SELECT k.id, k.tenant_id, k.scopes, t.phone_region FROM auth.api_key k "
+                        "JOIN auth.tenant t ON t.id = k.tenant_id "
+                        "WHERE k.key_hash = :h AND k.revoked_at IS NULL"
                     ),
                     {"h": digest},
                 )
             ).first()
         if row is None:
             return None
-        return Principal(tenant_id=row.tenant_id, key_id=str(row.id), scopes=frozenset(row.scopes))
+        return Principal(
+            tenant_id=row.tenant_id,
+            key_id=str(row.id),
+            scopes=frozenset(row.scopes),
+            phone_region=row.phone_region,
+        )
 
     def forget(self) -> None:
         self._cache.clear()

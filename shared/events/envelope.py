@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from shared.events import payloads as p
-from shared.events.identifiers import IdentifierType
+from shared.events.identifiers import DEFAULT_PHONE_REGION, IdentifierType
 
 SCHEMA_VERSION = "1"
 MAX_EVENT_BYTES = 256 * 1024
@@ -146,6 +146,7 @@ class RejectReason(StrEnum):
     missing_attribute = "missing_attribute"
     unknown_type = "unknown_type"
     schema = "schema"
+    invalid_identifier = "invalid_identifier"
     future_time = "future_time"
     unknown_tenant = "unknown_tenant"
     tenant_mismatch = "tenant_mismatch"
@@ -182,6 +183,8 @@ def _describe(exc: ValidationError) -> tuple[RejectReason, str]:
         return RejectReason.missing_attribute, f"missing required attribute {loc!r}"
     if first["type"] == "model_type" and not loc:
         return RejectReason.schema, "an event must be a JSON object"
+    if first["type"] == "invalid_identifier":
+        return RejectReason.invalid_identifier, f"{loc}: {first['msg']}"
     message = "; ".join(f"{_location(e) or 'event'}: {e['msg']}" for e in errors[:5])
     return RejectReason.schema, message
 
@@ -190,7 +193,7 @@ def validate_event(
     raw: bytes | dict[str, Any],
     *,
     now: datetime,
-    phone_region: str = "US",
+    phone_region: str = DEFAULT_PHONE_REGION,
     max_future: timedelta = timedelta(minutes=5),
     max_bytes: int = MAX_EVENT_BYTES,
 ) -> Envelope:
@@ -220,5 +223,9 @@ def validate_event(
 
 
 def parse_normalized(raw: bytes) -> Envelope:
-    """Read an event that ingest already validated (the normalized topic)."""
-    return EVENT_ADAPTER.validate_json(raw)
+    """Read an event that ingest already validated (the normalized topic, stored envelopes).
+
+    Identifiers are kept as stored, not normalized again: a rule tightened since (such as
+    refusing numbers that are possible but not valid) must not make stored history unreadable.
+    """
+    return EVENT_ADAPTER.validate_json(raw, context={"normalized": True})

@@ -110,9 +110,29 @@ class InvalidIdentifier(ValueError):
     pass
 
 
+DEFAULT_PHONE_REGION = "US"
+# Regions a national number can be read in (``001``, the non-geographic code, cannot).
+PHONE_REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+def normalize_region(value: str) -> str:
+    """A phone region as ``phonenumbers`` names it (``RU``, ``CN``); raises ``ValueError``."""
+    region = value.strip().upper()
+    if region not in PHONE_REGIONS:
+        raise ValueError(
+            f"unknown phone region {value!r}: use a two-letter country code such as US, RU or CN"
+        )
+    return region
+
+
 @lru_cache(maxsize=65536)
-def normalize_phone(value: str, default_region: str = "US") -> str:
-    """E.164 (``+14155550123``); junk such as ``anonymous`` is kept lower-cased, to be flagged."""
+def normalize_phone(value: str, default_region: str = DEFAULT_PHONE_REGION) -> str:
+    """E.164 (``+14155550123``); junk such as ``anonymous`` is kept lower-cased, to be flagged.
+
+    Only numbers ``phonenumbers`` holds valid are accepted: a number that merely has a possible
+    length (``138 0013 8000`` read as a US number is ``+13800138000``, which no one can have)
+    would link whoever else typed the same digits.
+    """
     raw = value.strip()
     if raw.lower() in _JUNK_TEXT:
         return raw.lower()
@@ -122,9 +142,16 @@ def normalize_phone(value: str, default_region: str = "US") -> str:
         number = phonenumbers.parse(raw, default_region.upper())
     except phonenumbers.NumberParseException as exc:
         raise InvalidIdentifier(f"not a phone number: {raw!r}") from exc
-    if not phonenumbers.is_possible_number(number):
-        raise InvalidIdentifier(f"not a possible phone number: {raw!r}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(number):
+        read_as = (
+            ""
+            if raw.startswith("+")
+            else f" (read in region {default_region.upper()} as {e164}; a number from elsewhere "
+            "needs its +country code)"
+        )
+        raise InvalidIdentifier(f"not a valid phone number: {raw!r}{read_as}")
+    return e164
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -139,7 +166,9 @@ def normalize_email(value: str) -> str:
     return v
 
 
-def normalize_identifier(id_type: IdentifierType, value: str, *, default_region: str = "US") -> str:
+def normalize_identifier(
+    id_type: IdentifierType, value: str, *, default_region: str = DEFAULT_PHONE_REGION
+) -> str:
     """The canonical form of one identifier value; raises ``InvalidIdentifier``."""
     if id_type is IdentifierType.phone:
         return normalize_phone(value, default_region)

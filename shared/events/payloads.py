@@ -11,8 +11,10 @@ from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from shared.events.identifiers import (
+    DEFAULT_PHONE_REGION,
     IdentifierType,
     InvalidIdentifier,
     Verification,
@@ -57,11 +59,17 @@ class Identifier(BaseModel):
 
     @model_validator(mode="after")
     def _normalize(self, info: ValidationInfo) -> Identifier:
-        region = (info.context or {}).get("phone_region", "US")
+        context = info.context or {}
+        if context.get("normalized"):  # read back after ingest normalized it: keep as stored
+            return self
+        region = context.get("phone_region", DEFAULT_PHONE_REGION)
         try:
             normalized = normalize_identifier(self.type, self.value, default_region=region)
         except InvalidIdentifier as exc:
-            raise ValueError(str(exc)) from exc
+            # Its own error type, so the event is refused as ``invalid_identifier``.
+            raise PydanticCustomError(
+                "invalid_identifier", "{reason}", {"reason": str(exc)}
+            ) from exc
         object.__setattr__(self, "value", normalized)
         return self
 
