@@ -244,3 +244,20 @@ async def test_a_nul_escaped_by_a_backslash_is_not_a_nul(
             f"/v1/alerts/{uuid.uuid4()}/ack", json={"note": "C:\\u0000dir"}, headers=tenant.headers
         )
         assert r.status_code == 404, r.text  # got past the guard: no such alert
+
+
+async def test_event_times_out_of_range_are_refused_with_the_reason(
+    settings_overrides, db: Database, make_tenant: TenantFactory
+):
+    """An event whose time leaves the calendar in UTC is refused like any invalid event."""
+    tenant = await make_tenant(scopes=["admin"])
+    async with served(_apps(settings_overrides)["ingest"]) as client:
+        for at in EXTREME_TIMES:
+            event = {**_EVENT, "time": at, "data": {**_EVENT["data"], "text": "hi"}}
+            r = await client.post("/v1/events", json=event, headers=tenant.headers)
+            assert r.status_code == 422, r.text
+            assert "out of range" in r.json()["detail"][0]["message"]
+            track = {"userId": "u1", "event": "Viewed", "timestamp": at}
+            r = await client.post("/v1/track", json=track, headers=tenant.headers)
+            assert r.status_code == 422, r.text
+            assert "out of range" in r.json()["detail"][0]["message"]
