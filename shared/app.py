@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from shared.auth.service import KeyVerifier
 from shared.config import CommonSettings
 from shared.db import Database
 from shared.errors import install_error_handlers
-from shared.guards import BodyLimit, refuse_nul
+from shared.guards import RequestGuard
 from shared.kafka import broker_reachable, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.metrics import MetricsMiddleware, metrics_endpoint
@@ -73,10 +73,9 @@ def create_app(
         version="0.1.0",
         description=description,
         lifespan=lifespan,
-        dependencies=[Depends(refuse_nul)],
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
     app.add_middleware(MetricsMiddleware, service=service)  # outermost: counts the refusals too
 
     @app.get("/healthz", tags=["operations"], include_in_schema=True)

@@ -2,12 +2,12 @@
 NUL character) or Python cannot convert (a time that leaves the calendar once moved to UTC) is
 a 422 naming the parameter, decided here once instead of in every route.
 
-- ``refuse_nul`` (an app-wide dependency, the first one every route solves): NUL in a path
+- ``RequestGuard`` (ASGI middleware, before routing, auth and the database): a NUL in a path
   parameter, a query value (raw or percent-encoded) or the JSON body of a route whose body
-  FastAPI parses. Each costs a substring test on bytes already in hand; ingest's event routes
-  read their own bodies and refuse such events one by one (``services/ingest/service.py``), so
-  a batch keeps its good events.
-- ``BodyLimit`` (ASGI middleware): every request body is bounded (413), declared or streamed.
+  FastAPI parses is a 422; a body over the limit is a 413, declared or streamed. A GET costs
+  two substring tests; the route table is consulted only for a write or a NUL in the path.
+  Ingest's event routes read their own bodies and refuse such events one by one
+  (``services/ingest/service.py``), so a batch keeps its good events.
 - ``UtcDateTime``: the type of every time in a query (and ``cursor_time`` its rule for the time
   inside a cursor); an out-of-range time is a 422, not an ``OverflowError``.
 """
@@ -15,13 +15,13 @@ a 422 naming the parameter, decided here once instead of in every route.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from starlette.datastructures import Headers
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,20 +30,20 @@ from shared.errors import Unprocessable
 from shared.events.payloads import UtcDateTime, to_utc
 
 __all__ = [
-    "BodyLimit",
     "BodyTooLarge",
+    "RequestGuard",
     "UtcDateTime",
     "cursor_key",
     "cursor_time",
     "has_nul",
     "invalid_cursor",
-    "refuse_nul",
     "to_utc",
 ]
 
 NUL = "\x00"
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
 
 Loc = tuple[str | int, ...]
 
@@ -73,55 +73,100 @@ def _first_nul(value: Any, loc: Loc) -> Loc | None:
     return None
 
 
-def _error(loc: Loc) -> dict[str, Any]:
-    return {"type": "nul_char", "loc": loc, "msg": f"{loc[-1]} {NUL_MESSAGE}", "input": None}
+def _problem(*loc: str | int) -> dict[str, str]:
+    """One item of a 422's ``detail``, in the shape ``shared.errors`` gives validation errors."""
+    return {
+        "loc": ".".join(str(part) for part in loc),
+        "message": f"{loc[-1]} {NUL_MESSAGE}",
+        "type": "nul_char",
+    }
 
 
-async def refuse_nul(request: Request) -> None:
-    """App-wide dependency: no NUL in the path parameters, the query or a parsed JSON body."""
-    errors = [_error(("path", k)) for k, v in request.path_params.items() if NUL in str(v)]
-    query: bytes = request.scope.get("query_string", b"")
-    if b"%00" in query or b"\x00" in query:
-        for name, value in request.query_params.multi_items():
-            if NUL in name or NUL in value:
-                errors.append(_error(("query", name.replace(NUL, "?"))))
-    if getattr(request.scope.get("route"), "body_field", None) is not None:
-        body = await request.body()  # FastAPI read (and cached) it before its dependencies
-        if has_nul(body):
-            try:
-                loc = _first_nul(orjson.loads(body), ("body",)) or ("body",)
-            except orjson.JSONDecodeError:
-                loc = ("body",)
-            errors.append(_error(loc))
-    if errors:
-        raise RequestValidationError(errors)
+def _body_problem(body: bytes) -> dict[str, str]:
+    try:
+        loc = _first_nul(orjson.loads(body), ("body",)) or ("body",)
+    except orjson.JSONDecodeError:
+        loc = ("body",)
+    return _problem(*loc)
 
 
 class BodyTooLarge(HTTPException):
-    """Raised from ``receive`` as the body streams in; an ``HTTPException`` so that FastAPI's
-    body reading passes it on (it turns other errors into a 400) to the error handlers."""
+    """Raised from ``receive`` as a body streams past the limit into an endpoint that reads it
+    itself; an ``HTTPException``, so the error handlers render it as a 413."""
 
     def __init__(self, limit: int):
         super().__init__(413, f"request body exceeds the limit of {limit} bytes")
 
 
-class BodyLimit:
-    """413 for a request body over ``max_body_bytes``: at once when declared, else as soon as
-    the bytes received pass the limit."""
+@dataclass(frozen=True, slots=True)
+class _Route:
+    regex: re.Pattern[str]
+    methods: frozenset[str]
+    parses_body: bool  # FastAPI parses a JSON body for it (ingest's routes read their own)
+
+
+def _route_table(app: Any) -> list[_Route]:
+    table = []
+    for context in iter_route_contexts(getattr(app, "routes", [])):
+        regex = getattr(context, "path_regex", None)
+        if regex is not None:
+            parses = getattr(context.original_route, "body_field", None) is not None
+            table.append(_Route(regex, frozenset(context.methods or ()), parses))
+    return table
+
+
+class RequestGuard:
+    """422 for a NUL in the path, the query or a parsed JSON body; 413 for a body over
+    ``max_body_bytes``. Both before routing, auth or the database."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self._routes: list[_Route] | None = None
+
+    def _match(self, scope: Scope) -> tuple[_Route | None, dict[str, str]]:
+        """The route of the request (method too), and the path's parameters by name."""
+        if self._routes is None:  # routes are all included before the first request
+            self._routes = _route_table(scope.get("app"))
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        params: dict[str, str] | None = None
+        for route in self._routes:
+            found = route.regex.match(path)
+            if found is not None:
+                if params is None:
+                    params = found.groupdict()
+                if method in route.methods:
+                    return route, found.groupdict()
+        return None, params or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        problems: list[dict[str, str]] = []
+        query: bytes = scope.get("query_string", b"")
+        if b"%00" in query or b"\x00" in query:
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="replace")
+            problems += [
+                _problem("query", name.replace(NUL, "?"))
+                for name, value in pairs
+                if NUL in name or NUL in value
+            ]
+        route = None
+        writes = scope.get("method") in _WRITES
+        if writes or NUL in scope.get("path", ""):
+            route, params = self._match(scope)
+            problems = [_problem("path", k) for k, v in params.items() if NUL in v] + problems
+        if problems:
+            await _respond(scope, receive, send, 422, "validation_error", problems)
+            return
         limit = self.max_body_bytes
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            body = {"error": "payload_too_large", "detail": BodyTooLarge(limit).detail}
-            await JSONResponse(body, status_code=413)(scope, receive, send)
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _respond(scope, receive, send, 413, "payload_too_large", _too_large(limit))
+            return
+        if route is not None and route.parses_body:
+            await self._parsed_body(scope, receive, send)
             return
         received = 0
 
@@ -135,6 +180,52 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+    async def _parsed_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the body FastAPI is about to read anyway, check it, then hand it on."""
+        limit = self.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _respond(scope, receive, send, 413, "payload_too_large", _too_large(limit))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if has_nul(body):
+            detail = [_body_problem(body)]
+            await _respond(scope, receive, send, 422, "validation_error", detail)
+            return
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _too_large(limit: int) -> str:
+    return str(BodyTooLarge(limit).detail)
+
+
+async def _respond(
+    scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: Any
+) -> None:
+    await JSONResponse({"error": error, "detail": detail}, status_code=status)(scope, receive, send)
 
 
 def invalid_cursor(message: str = "not a cursor this API returned") -> Unprocessable:
