@@ -13,11 +13,15 @@ from shared.auth.service import KeyVerifier
 from shared.config import CommonSettings
 from shared.db import Database
 from shared.errors import install_error_handlers
+from shared.guards import RequestGuard
 from shared.kafka import broker_reachable, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.metrics import MetricsMiddleware, metrics_endpoint
 
 ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+# Largest request body a service reads unless it says otherwise (ingest allows its batches).
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_app(
@@ -27,10 +31,15 @@ def create_app(
     routers: Sequence[APIRouter],
     description: str,
     with_producer: bool = False,
+    producer_options: dict[str, Any] | None = None,
     extra_lifespan: ExtraLifespan | None = None,
     configure_logs: bool = True,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
-    """Build a service app. Nothing connects until the lifespan starts."""
+    """Build a service app. Nothing connects until the lifespan starts.
+
+    Every route gets the request guards of ``shared.guards`` (NUL in path, query or JSON body
+    is a 422) and a body limit (413)."""
     log = get_logger(service)
 
     @asynccontextmanager
@@ -44,7 +53,7 @@ def create_app(
         app.state.producer = None
         try:
             if with_producer:
-                app.state.producer = make_producer(settings)
+                app.state.producer = make_producer(settings, **(producer_options or {}))
                 await app.state.producer.start()
             if extra_lifespan is not None:
                 async with extra_lifespan(app):
@@ -66,7 +75,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, service=service)
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, service=service)  # outermost: counts the refusals too
 
     @app.get("/healthz", tags=["operations"], include_in_schema=True)
     async def healthz() -> dict[str, str]:

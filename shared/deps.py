@@ -3,19 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Database
+from shared.errors import Conflict, ServiceUnavailable, WaypointError
+
+
+def database_error(exc: DBAPIError | asyncpg.PostgresError) -> WaypointError | None:
+    """What to tell the client when the database refused a request's work (None: a bug, 500)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = str(getattr(cause, "sqlstate", None) or "")
+    if sqlstate in {"40001", "40P01"}:  # serialization failure, deadlock
+        return Conflict("the change conflicted with a concurrent one and was not saved; retry")
+    if sqlstate.startswith("23"):  # integrity constraint violation (also deferred, at commit)
+        return Conflict(f"the change conflicts with stored data and was not saved: {cause}")
+    lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if lost or sqlstate.startswith(("08", "57P")):
+        return ServiceUnavailable("the database is unavailable; nothing was saved, retry")
+    return None
+
+
+@asynccontextmanager
+async def unit_of_work(db: Database) -> AsyncIterator[AsyncSession]:
+    """``db.session()`` for a request: commit at the end of the block, and a refusal by the
+    database (at any statement or at COMMIT) becomes the client's 409 / 503 (else a 500)."""
+    try:
+        async with db.session() as session:
+            yield session
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        error = database_error(exc)
+        if error is None:
+            raise
+        raise error from exc
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed on return, rolled back if the endpoint raises."""
-    db: Database = request.app.state.db
-    async with db.session() as session:
+    """One transaction per request: committed when the endpoint returns, rolled back if it
+    raises. ``SessionDep`` runs this in function scope, so the commit happens before the
+    response is sent and a failed commit is the response (409 / 503 / 500), never a 2xx."""
+    async with unit_of_work(request.app.state.db) as session:
         yield session
 
 
@@ -29,6 +62,8 @@ async def get_db(request: Request) -> Database:
     return db
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": FastAPI closes the dependency when the endpoint returns, before sending the
+# response (the default, "request", closes it after the response is sent).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ProducerDep = Annotated[AIOKafkaProducer, Depends(get_producer)]
 DatabaseDep = Annotated[Database, Depends(get_db)]

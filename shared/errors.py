@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 
 class WaypointError(Exception):
@@ -74,6 +75,18 @@ def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return cleaned
 
 
+_HTTP_ERRORS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def waypoint_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, WaypointError)
@@ -90,5 +103,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        """Starlette's own refusals (unknown route, wrong method, body limit) in the same shape."""
+        assert isinstance(exc, HTTPException)
+        return JSONResponse(
+            {"error": _HTTP_ERRORS.get(exc.status_code, "http_error"), "detail": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     app.add_exception_handler(WaypointError, waypoint_error)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -109,3 +109,63 @@ async def eventually(
     if last:
         raise last
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+@asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on a real uvicorn server running ``app`` on a free port: what is sent,
+    and when, is what a client sees (``ASGITransport`` waits for the whole app to finish)."""
+    import uvicorn
+
+    from shared.embedded import free_port
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+
+    async def up() -> bool:
+        if serving.done():
+            serving.result()  # start-up failed: raise why
+            raise AssertionError("uvicorn stopped during start-up")
+        return server.started
+
+    try:
+        await eventually(up, timeout=30, interval=0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+
+
+@asynccontextmanager
+async def refused_at_commit(db: Database, table: str, tenant: str) -> AsyncIterator[None]:
+    """While open, PostgreSQL refuses at COMMIT (not before) every transaction that wrote a row
+    of ``tenant`` into ``table``: a deferred constraint trigger, as a deferred foreign key or
+    exclusion constraint would."""
+    from sqlalchemy import text
+
+    name = f"refuse_at_commit_{uuid.uuid4().hex[:12]}"
+    async with db.session() as session:
+        await session.execute(
+            text(
+                f"CREATE FUNCTION public.{name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.tenant_id = TG_ARGV[0] THEN RAISE EXCEPTION USING "
+                "ERRCODE = 'check_violation', MESSAGE = 'refused at commit'; END IF; "
+                "RETURN NULL; END $$"
+            )
+        )
+        await session.execute(
+            text(
+                f"CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE ON {table} "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                f"EXECUTE FUNCTION public.{name}('{tenant}')"
+            )
+        )
+    try:
+        yield
+    finally:
+        async with db.session() as session:
+            await session.execute(text(f"DROP TRIGGER {name} ON {table}"))
+            await session.execute(text(f"DROP FUNCTION public.{name}()"))

@@ -28,7 +28,8 @@ from services.alerts.schemas import (
 from shared.auth.dependencies import AlertsReader, AlertsWriter
 from shared.auth.service import audit
 from shared.deps import SessionDep
-from shared.errors import BadRequest, Unprocessable
+from shared.errors import Unprocessable
+from shared.guards import UtcDateTime, cursor_time, invalid_cursor
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
@@ -38,11 +39,12 @@ def _encode_cursor(alert: AlertPublic) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The cursor ``_encode_cursor`` made, or a 422 naming the ``cursor`` parameter."""
     try:
         at, _, alert_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(alert_id)
-    except ValueError as exc:
-        raise BadRequest("invalid cursor; pass next_cursor from the previous page") from exc
+        return cursor_time(at), uuid.UUID(alert_id)
+    except ValueError as exc:  # base64, UTF-8 or the id
+        raise invalid_cursor() from exc
 
 
 @router.get("/alerts", response_model=AlertPage)
@@ -212,7 +214,7 @@ async def put_channels(
 
 @router.get("/churn/reasons", response_model=ChurnReport)
 async def churn_reasons(
-    principal: AlertsReader, session: SessionDep, since: datetime | None = None
+    principal: AlertsReader, session: SessionDep, since: UtcDateTime | None = None
 ) -> ChurnReport:
     """Churn and renewal reasons by segment, with how many were alerted and how early."""
     rows = await repository.churn_reasons(session, principal.tenant_id, since=since)
@@ -224,7 +226,7 @@ async def churn_backtest(
     principal: AlertsReader,
     session: SessionDep,
     thresholds: Annotated[list[float], Query(min_length=1, max_length=20)],
-    since: datetime | None = None,
+    since: UtcDateTime | None = None,
     horizon_days: Annotated[int, Query(ge=1, le=365)] = 90,
 ) -> BacktestReport:
     """Backtest alert thresholds against recorded churn: recall, precision and lead time."""

@@ -27,11 +27,13 @@ async def _tuned(_app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
     return create_service_app(
         service="ingest",
-        settings=settings or IngestSettings(),
+        settings=settings,
         routers=[endpoints.router, segment_endpoints.router],
         description=DESCRIPTION,
         with_producer=True,
         extra_lifespan=_tuned,
+        max_body_bytes=settings.max_body_bytes,
     )

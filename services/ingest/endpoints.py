@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -24,8 +23,8 @@ from shared.auth.dependencies import EventsReader, EventsWriter
 from shared.deps import ProducerDep, SessionDep
 from shared.errors import BadRequest, Forbidden, PayloadTooLarge, Unprocessable
 from shared.events import EventType, RejectReason
-from shared.events.payloads import utc
 from shared.events.schema import SCHEMA_PATH
+from shared.guards import UtcDateTime
 
 
 def get_settings(request: Request) -> IngestSettings:
@@ -132,7 +131,7 @@ async def list_events(
         str | None, Query(description='An identifier: "type:value" or a bare value.')
     ] = None,
     type: Annotated[EventType | None, Query(description="Only this event type.")] = None,  # noqa: A002
-    since: Annotated[datetime | None, Query(description="Only events at or after.")] = None,
+    since: Annotated[UtcDateTime | None, Query(description="Only events at or after.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> EventPage:
@@ -146,7 +145,7 @@ async def list_events(
         tenant_id=principal.tenant_id,
         identifier_keys=keys,
         event_type=type.value if type else None,
-        since=utc(since) if since else None,
+        since=since,
         limit=limit + 1,
         cursor=repository.Cursor.decode(cursor) if cursor else None,
     )

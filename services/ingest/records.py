@@ -9,7 +9,6 @@ Two CloudEvents Kafka bindings are accepted:
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,12 +17,11 @@ from typing import Any
 import orjson
 
 from shared.events import Envelope, EventRejected, RejectReason, validate_event
+from shared.guards import has_nul as has_nul  # U+0000: PostgreSQL cannot store it
 
 Headers = Sequence[tuple[str, bytes | None]]
 
 _CE_PREFIX = "ce_"
-_NUL = b"\\u0000"  # how JSON writes U+0000, which PostgreSQL cannot store in text or jsonb
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
 _JSON_TYPES = ("application/json", "text/json")
 
 
@@ -107,11 +105,6 @@ def decode(
         max_future=limits.max_future,
         max_bytes=limits.max_bytes,
     )
-
-
-def has_nul(payload: bytes) -> bool:
-    """True when JSON text holds a U+0000 character (the cheap test first: it is rare)."""
-    return _NUL in payload and _NUL_ESCAPE.search(payload) is not None
 
 
 def nul_rejection() -> EventRejected:

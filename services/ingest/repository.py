@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import raw_connection
-from shared.errors import BadRequest
+from shared.guards import cursor_key, cursor_time, invalid_cursor
 
 EVENT_COLUMNS = (
     "tenant_id",
@@ -95,12 +95,13 @@ class Cursor:
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
+        """The cursor ``encode`` made, or a 422 naming the ``cursor`` parameter."""
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
             moment, event_id = orjson.loads(raw)
-            return cls(datetime.fromisoformat(moment), str(event_id))
-        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
-            raise BadRequest("cursor is not one this API returned") from exc
+        except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+            raise invalid_cursor() from exc
+        return cls(cursor_time(moment), cursor_key(event_id))
 
 
 async def find_events(

@@ -60,5 +60,6 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
             "timeline, facts ledger, route hints, live updates, merge and split."
         ),
         with_producer=True,
+        producer_options={"request_timeout_ms": int(settings.api_publish_timeout_seconds * 1000)},
         extra_lifespan=lifespan,
     )

@@ -1,7 +1,10 @@
 """Write side of the agent API: manual merge, split, agent-recorded facts.
 
-Each command is one unit of work (commit at the end of the block), audited in the same
-transaction; resulting customer activity is published after the commit.
+Each command is one unit of work, audited in the same transaction. The resulting customer
+activity is published, and the broker's acknowledgement awaited, inside that transaction
+before it commits: when the broker does not take it, nothing is stored and the client gets a
+503. (The remaining gap, a COMMIT that fails after the broker took the activity, publishes a
+change that was not saved; an outbox closes it.)
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from services.journey import context as ctx
 from services.journey import merges
@@ -20,7 +24,8 @@ from services.journey.config import JourneySettings
 from services.journey.identity import Rule
 from shared.auth.service import Principal, audit
 from shared.db import Database, raw_connection
-from shared.errors import Conflict, NotFound, Unprocessable
+from shared.deps import unit_of_work
+from shared.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from shared.events import EventRejected, validate_event
 from shared.events.activity import CustomerActivity
 
@@ -32,11 +37,20 @@ async def _active(conn: Any, tenant: str, customer_id: uuid.UUID) -> uuid.UUID:
     return row["merged_into"] or row["id"]  # type: ignore[no-any-return]
 
 
-async def _publish(
+async def _deliver(
     producer: AIOKafkaProducer | None, topic: str, activity: CustomerActivity
 ) -> None:
-    if producer is not None:
+    """Publish and await the broker's acknowledgement (called inside the command's transaction,
+    so a refusal rolls the change back)."""
+    if producer is None:
+        return
+    try:
         await producer.send_and_wait(topic, activity.to_json(), key=activity.kafka_key())
+    except KafkaError as exc:
+        raise ServiceUnavailable(
+            f"the event broker did not acknowledge the change ({type(exc).__name__}); "
+            "nothing was saved, retry"
+        ) from exc
 
 
 async def manual_merge(
@@ -50,7 +64,7 @@ async def manual_merge(
     reason: str | None,
 ) -> merges.MergeResult:
     tenant = principal.tenant_id
-    async with db.session() as session:
+    async with unit_of_work(db) as session:
         conn = await raw_connection(session)
         survivor = await _active(conn, tenant, survivor_id)
         merged = await _active(conn, tenant, merged_id)
@@ -74,18 +88,18 @@ async def manual_merge(
             target=str(survivor),
             detail={"merged_id": str(merged), "merge_id": result.merge_id, "reason": reason},
         )
-    await _publish(
-        producer,
-        settings.topic_activity,
-        CustomerActivity(
-            kind="merged",
-            tenant=tenant,
-            customer_id=str(survivor),
-            occurred_at=datetime.now(UTC),
-            traits=ctx.trait_snapshot(result.doc),
-            merged_ids=[str(merged)],
-        ),
-    )
+        await _deliver(
+            producer,
+            settings.topic_activity,
+            CustomerActivity(
+                kind="merged",
+                tenant=tenant,
+                customer_id=str(survivor),
+                occurred_at=datetime.now(UTC),
+                traits=ctx.trait_snapshot(result.doc),
+                merged_ids=[str(merged)],
+            ),
+        )
     return result
 
 
@@ -100,7 +114,7 @@ async def split_customer(
     reason: str | None,
 ) -> merges.SplitResult:
     tenant = principal.tenant_id
-    async with db.session() as session:
+    async with unit_of_work(db) as session:
         conn = await raw_connection(session)
         row = await repo.customer_row(conn, tenant, customer_id)
         if row is None:
@@ -131,18 +145,18 @@ async def split_customer(
                 "reason": reason,
             },
         )
-    await _publish(
-        producer,
-        settings.topic_activity,
-        CustomerActivity(
-            kind="split",
-            tenant=tenant,
-            customer_id=str(customer_id),
-            occurred_at=datetime.now(UTC),
-            traits=ctx.trait_snapshot(result.docs[customer_id][0]),
-            split_ids=[str(customer_id), str(result.restored_id)],
-        ),
-    )
+        await _deliver(
+            producer,
+            settings.topic_activity,
+            CustomerActivity(
+                kind="split",
+                tenant=tenant,
+                customer_id=str(customer_id),
+                occurred_at=datetime.now(UTC),
+                traits=ctx.trait_snapshot(result.docs[customer_id][0]),
+                split_ids=[str(customer_id), str(result.restored_id)],
+            ),
+        )
     return result
 
 
@@ -155,10 +169,11 @@ async def record_fact(
     customer_id: uuid.UUID,
     fact: dict[str, Any],
 ) -> dict[str, Any]:
-    """An agent records a fact: stored as a ``fact.collected`` event of that customer."""
+    """An agent records a fact: stored as a ``fact.collected`` event of that customer, and
+    published as the customer's activity, or neither."""
     tenant = principal.tenant_id
     now = datetime.now(UTC)
-    async with db.session() as session:
+    async with unit_of_work(db) as session:
         conn = await raw_connection(session)
         cid = await _active(conn, tenant, customer_id)
         ident = await conn.fetchrow(
@@ -197,17 +212,17 @@ async def record_fact(
         ctx.apply_event(doc, env)
         await repo.save_contexts(conn, [(tenant, cid, orjson.dumps(doc), version + 1)])
         await repo.notify(conn, settings.notify_channel, [f"{tenant}|{cid}|{version + 1}"])
-    await _publish(
-        producer,
-        settings.topic_activity,
-        CustomerActivity(
-            tenant=tenant,
-            customer_id=str(cid),
-            occurred_at=env.time,
-            event=orjson.loads(body),
-            traits=ctx.trait_snapshot(doc),
-        ),
-    )
+        await _deliver(
+            producer,
+            settings.topic_activity,
+            CustomerActivity(
+                tenant=tenant,
+                customer_id=str(cid),
+                occurred_at=env.time,
+                event=orjson.loads(body),
+                traits=ctx.trait_snapshot(doc),
+            ),
+        )
     return {
         "customer_id": str(cid),
         "event_id": env.id,

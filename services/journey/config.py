@@ -41,6 +41,12 @@ class JourneySettings(CommonSettings):
         description="Per API process cache of context documents, invalidated by NOTIFY (0: off).",
     )
     timeline_page_max: int = Field(200, ge=1)
+    api_publish_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long the API waits for the broker to take a recorded fact, merge or "
+        "split before it answers 503 and saves nothing.",
+    )
     notify_channel: str = Field("waypoint_journey_context", description="LISTEN/NOTIFY channel.")
     session_timeout_ms: int = Field(10_000, ge=1_000)
     fetch_max_wait_ms: int = Field(

@@ -32,7 +32,7 @@ from services.journey.stream import ContextHub
 from shared.auth.dependencies import Admin, ContextReader
 from shared.auth.models import Scope
 from shared.auth.service import Principal, audit
-from shared.deps import DatabaseDep
+from shared.deps import DatabaseDep, unit_of_work
 from shared.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["context"])
@@ -61,7 +61,7 @@ async def _reveal(request: Request, principal: Principal, reveal: bool, customer
     if not reveal:
         return False
     principal.require(Scope.admin)
-    async with request.app.state.db.session() as session:
+    async with unit_of_work(request.app.state.db) as session:
         await audit(
             session,
             tenant_id=principal.tenant_id,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import Channel, Verification
+from shared.events.payloads import FACT_NAME_MAX_CHARS, FactValue, UtcDateTime
 
 
 class HandoffSummary(BaseModel):
@@ -104,13 +104,15 @@ class SplitResponse(BaseModel):
 
 
 class FactCreate(BaseModel):
+    """A fact an agent records: the bounds of a ``fact.collected`` event's fact."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128)
-    value: str | int | float | bool | None
+    name: str = Field(min_length=1, max_length=FACT_NAME_MAX_CHARS)
+    value: FactValue
     sensitive: bool = False
     verified_by: Verification | None = None
-    expires_at: datetime | None = None
+    expires_at: UtcDateTime | None = None
     channel: Channel | None = None
     agent_id: str | None = Field(None, max_length=128)
     touchpoint: str | None = Field(None, max_length=128)

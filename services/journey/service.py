@@ -23,6 +23,7 @@ from services.journey.context import Doc, empty, identity_list, timeline_item
 from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
 from shared.errors import BadRequest, NotFound
 from shared.events import IdentifierType, InvalidIdentifier, normalize_identifier, parse_normalized
+from shared.guards import cursor_key, cursor_time, invalid_cursor
 
 BY_IDENTIFIER = """
 SELECT coalesce(c.merged_into, c.id), x.doc::text, coalesce(x.version, 0)
@@ -194,19 +195,20 @@ def encode_cursor(time_iso: str, event_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The cursor ``encode_cursor`` made, or a 422 naming the ``cursor`` parameter."""
     try:
         at, event_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(at), str(event_id)
-    except (ValueError, TypeError) as exc:
-        raise BadRequest("invalid cursor") from exc
+    except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise invalid_cursor() from exc
+    return cursor_time(at), cursor_key(event_id)
 
 
 async def timeline(
     pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> dict[str, Any]:
     """Cross-channel timeline, newest first, keyset-paged on (time, event id)."""
+    before = decode_cursor(cursor) if cursor else None  # a bad request is a 422 before a 404
     found = await find_by_id(pool, tenant, customer_id, kind="timeline")
-    before = decode_cursor(cursor) if cursor else None
     rows = await pool.fetch(
         """SELECT e.envelope::text, e.time FROM journey.event e
            WHERE e.tenant_id = $1 AND e.customer_id IN (

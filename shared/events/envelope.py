@@ -83,7 +83,7 @@ class Envelope(BaseModel):
     id: str = Field(min_length=1, max_length=256)
     source: str = Field(min_length=1, max_length=512)
     type: EventType
-    time: datetime
+    time: p.UtcDateTime
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     subject: str | None = Field(None, max_length=256)
     datacontenttype: Literal["application/json"] | None = "application/json"

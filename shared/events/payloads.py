@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from shared.events.identifiers import (
@@ -45,7 +53,23 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def to_utc(value: datetime) -> datetime:
+    """``utc``, refusing (``ValueError``) a time that leaves the calendar once moved to UTC:
+    0001-01-01T00:00:00+14:00 is in year 0 there, 9999-12-31T23:59:59-14:00 in year 10000."""
+    try:
+        return utc(value)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from None
+
+
+# Every time Waypoint reads from a request or an event: aware, UTC, or a validation error.
+UtcDateTime = Annotated[datetime, AfterValidator(to_utc)]
+
 Scalar = str | int | float | bool | None
+
+# Bounds of a fact (fact.collected events and facts agents record through the journey API).
+FACT_NAME_MAX_CHARS = 128
+FACT_VALUE_MAX_CHARS = 2_000
 
 
 class Identifier(BaseModel):
@@ -147,19 +171,22 @@ class Message(EventData):
 
 class CallbackRequested(EventData):
     number: str | None = None
-    requested_for: datetime | None = None
+    requested_for: UtcDateTime | None = None
 
 
 class CallbackCompleted(EventData):
     outcome: str | None = None
 
 
+FactValue = Annotated[str, Field(max_length=FACT_VALUE_MAX_CHARS)] | int | float | bool | None
+
+
 class FactCollected(EventData):
-    name: str = Field(min_length=1, max_length=128)
-    value: Scalar
+    name: str = Field(min_length=1, max_length=FACT_NAME_MAX_CHARS)
+    value: FactValue
     sensitive: bool = False
     verified_by: Verification | None = None
-    expires_at: datetime | None = None
+    expires_at: UtcDateTime | None = None
 
 
 class CaseEvent(EventData):

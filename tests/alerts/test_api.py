@@ -12,7 +12,7 @@ from services.alerts.config import AlertsSettings
 from services.alerts.scheduler import rescore_due
 from shared.db import Database
 from tests.alerts.conftest import T0, WEBHOOK_SECRET, activity, apply, usage
-from tests.support import TenantFactory, app_client
+from tests.support import TenantFactory, app_client, refused_at_commit, served
 
 
 async def _collapse(db: Database, tenant: str, customer: str, *, account: str = "acct") -> None:
@@ -127,7 +127,7 @@ async def test_alert_lifecycle_filters_paging_and_accounts(
         assert rule["items"] == []
         bad = await api.get("/v1/alerts", params={"rule": "nope"}, headers=h)
         assert bad.status_code == 422
-        assert (await api.get("/v1/alerts", params={"cursor": "!!"}, headers=h)).status_code == 400
+        assert (await api.get("/v1/alerts", params={"cursor": "!!"}, headers=h)).status_code == 422
 
         account = (await api.get("/v1/accounts/acct-9/engagement", headers=h)).json()
         assert len(account["customers"]) == 3
@@ -251,3 +251,30 @@ async def test_threshold_backtest_against_recorded_churn(
     assert high["median_lead_time_days"] == 10.0
     assert (low["threshold"], low["churned_flagged_before"], low["flagged"]) == (5, 0, 0)
     assert low["precision"] is None
+
+
+async def test_a_change_whose_commit_fails_is_not_reported_as_done(
+    alerts_settings: AlertsSettings, db: Database, make_tenant: TenantFactory
+):
+    """Over a real server: the commit happens before the response, so its failure is the
+    response (409 here), and the client never sees a 200 for a change that was not saved."""
+    tenant = await make_tenant(scopes=["admin"])
+    await _collapse(db, tenant.id, "c0")
+    h = tenant.headers
+    async with served(create_app(alerts_settings)) as api:
+        model = (await api.get("/v1/engagement-model", headers=h)).json()["model"]
+        model["thresholds"]["alert_below"] = 70
+        [alert] = (await api.get("/v1/alerts", headers=h)).json()["items"]
+        async with refused_at_commit(db, "alerts.engagement_model", tenant.id):
+            put = await api.put("/v1/engagement-model", json=model, headers=h)
+            assert put.status_code == 409, put.text
+            assert "not saved" in put.json()["detail"]
+        async with refused_at_commit(db, "alerts.alert", tenant.id):
+            ack = await api.post(f"/v1/alerts/{alert['id']}/ack", json={"note": "x"}, headers=h)
+            assert ack.status_code == 409, ack.text
+        assert (await api.get("/v1/engagement-model", headers=h)).json()["version"] == 0
+        after = (await api.get(f"/v1/alerts/{alert['id']}", headers=h)).json()
+        assert (after["status"], after["notes"]) == ("open", [])
+        # and once the database accepts it, the same request is saved before its 200 arrives
+        assert (await api.put("/v1/engagement-model", json=model, headers=h)).status_code == 200
+        assert (await api.get("/v1/engagement-model", headers=h)).json()["version"] == 1

@@ -221,7 +221,8 @@ async def test_stored_events_are_only_visible_to_their_tenant(
     )
     assert future.json()["items"] == []
     bad_cursor = await client.get("/v1/events", params={"cursor": "zz"}, headers=alice.headers)
-    assert bad_cursor.status_code == 400
+    assert bad_cursor.status_code == 422
+    assert bad_cursor.json()["detail"][0]["loc"] == "query.cursor"
 
 
 async def test_dead_letters_are_listed_for_their_tenant(

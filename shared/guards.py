@@ -1,0 +1,253 @@
+"""Request guards every service gets from ``create_app``: input that PostgreSQL cannot store (a
+NUL character) or Python cannot convert (a time that leaves the calendar once moved to UTC) is
+a 422 naming the parameter, decided here once instead of in every route.
+
+- ``RequestGuard`` (ASGI middleware, before routing, auth and the database): a NUL in a path
+  parameter, a query value (raw or percent-encoded) or the JSON body of a route whose body
+  FastAPI parses is a 422; a body over the limit is a 413, declared or streamed. A GET costs
+  two substring tests; the route table is consulted only for a write or a NUL in the path.
+  Ingest's event routes read their own bodies and refuse such events one by one
+  (``services/ingest/service.py``), so a batch keeps its good events.
+- ``UtcDateTime``: the type of every time in a query (and ``cursor_time`` its rule for the time
+  inside a cursor); an out-of-range time is a 422, not an ``OverflowError``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi.routing import iter_route_contexts
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import Unprocessable
+from shared.events.payloads import UtcDateTime, to_utc
+
+__all__ = [
+    "BodyTooLarge",
+    "RequestGuard",
+    "UtcDateTime",
+    "cursor_key",
+    "cursor_time",
+    "has_nul",
+    "invalid_cursor",
+    "to_utc",
+]
+
+NUL = "\x00"
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+
+Loc = tuple[str | int, ...]
+
+
+def has_nul(payload: bytes) -> bool:
+    """True when JSON text holds a U+0000 character (the cheap tests first: it is rare)."""
+    if b"\x00" in payload:
+        return True
+    return b"\\u0000" in payload and _NUL_ESCAPE.search(payload) is not None
+
+
+def _first_nul(value: Any, loc: Loc) -> Loc | None:
+    if isinstance(value, str):
+        return loc if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if NUL in key:
+                return (*loc, key.replace(NUL, "?"))
+            found = _first_nul(item, (*loc, key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_nul(item, (*loc, index))
+            if found is not None:
+                return found
+    return None
+
+
+def _problem(*loc: str | int) -> dict[str, str]:
+    """One item of a 422's ``detail``, in the shape ``shared.errors`` gives validation errors."""
+    return {
+        "loc": ".".join(str(part) for part in loc),
+        "message": f"{loc[-1]} {NUL_MESSAGE}",
+        "type": "nul_char",
+    }
+
+
+def _body_problem(body: bytes) -> dict[str, str]:
+    try:
+        loc = _first_nul(orjson.loads(body), ("body",)) or ("body",)
+    except orjson.JSONDecodeError:
+        loc = ("body",)
+    return _problem(*loc)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` as a body streams past the limit into an endpoint that reads it
+    itself; an ``HTTPException``, so the error handlers render it as a 413."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    regex: re.Pattern[str]
+    methods: frozenset[str]
+    parses_body: bool  # FastAPI parses a JSON body for it (ingest's routes read their own)
+
+
+def _route_table(app: Any) -> list[_Route]:
+    table = []
+    for context in iter_route_contexts(getattr(app, "routes", [])):
+        regex = getattr(context, "path_regex", None)
+        if regex is not None:
+            parses = getattr(context.original_route, "body_field", None) is not None
+            table.append(_Route(regex, frozenset(context.methods or ()), parses))
+    return table
+
+
+class RequestGuard:
+    """422 for a NUL in the path, the query or a parsed JSON body; 413 for a body over
+    ``max_body_bytes``. Both before routing, auth or the database."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self._routes: list[_Route] | None = None
+
+    def _match(self, scope: Scope) -> tuple[_Route | None, dict[str, str]]:
+        """The route of the request (method too), and the path's parameters by name."""
+        if self._routes is None:  # routes are all included before the first request
+            self._routes = _route_table(scope.get("app"))
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        params: dict[str, str] | None = None
+        for route in self._routes:
+            found = route.regex.match(path)
+            if found is not None:
+                if params is None:
+                    params = found.groupdict()
+                if method in route.methods:
+                    return route, found.groupdict()
+        return None, params or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problems: list[dict[str, str]] = []
+        query: bytes = scope.get("query_string", b"")
+        if b"%00" in query or b"\x00" in query:
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="replace")
+            problems += [
+                _problem("query", name.replace(NUL, "?"))
+                for name, value in pairs
+                if NUL in name or NUL in value
+            ]
+        route = None
+        writes = scope.get("method") in _WRITES
+        if writes or NUL in scope.get("path", ""):
+            route, params = self._match(scope)
+            problems = [_problem("path", k) for k, v in params.items() if NUL in v] + problems
+        if problems:
+            await _respond(scope, receive, send, 422, "validation_error", problems)
+            return
+        limit = self.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _respond(scope, receive, send, 413, "payload_too_large", _too_large(limit))
+            return
+        if route is not None and route.parses_body:
+            await self._parsed_body(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _parsed_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the body FastAPI is about to read anyway, check it, then hand it on."""
+        limit = self.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _respond(scope, receive, send, 413, "payload_too_large", _too_large(limit))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if has_nul(body):
+            detail = [_body_problem(body)]
+            await _respond(scope, receive, send, 422, "validation_error", detail)
+            return
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _too_large(limit: int) -> str:
+    return str(BodyTooLarge(limit).detail)
+
+
+async def _respond(
+    scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: Any
+) -> None:
+    await JSONResponse({"error": error, "detail": detail}, status_code=status)(scope, receive, send)
+
+
+def invalid_cursor(message: str = "not a cursor this API returned") -> Unprocessable:
+    """The 422 of a ``cursor`` query value that cannot be decoded."""
+    problem = {"loc": "query.cursor", "message": message, "type": "value_error"}
+    return Unprocessable(
+        f"cursor: {message}; pass next_cursor from the previous page", detail=[problem]
+    )
+
+
+def cursor_time(value: object) -> datetime:
+    """The time inside a cursor, aware UTC (``UtcDateTime``'s rule), or ``invalid_cursor``."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError("the cursor holds no time")
+        return to_utc(datetime.fromisoformat(value))
+    except ValueError as exc:
+        raise invalid_cursor(str(exc)) from None
+
+
+def cursor_key(value: object) -> str:
+    """The id inside a cursor (the tie-breaker after its time), or ``invalid_cursor``."""
+    if not isinstance(value, str | int) or NUL in str(value):
+        raise invalid_cursor("the cursor holds no usable id")
+    return str(value)
