@@ -123,9 +123,7 @@ class Stack:
         """Through the raw topic, as channel systems send (ingest validates, journey applies)."""
         for event in events:
             key = f"{event['tenant']}|{event['data']['identifiers'][0]['value']}"
-            await self.producer.send_and_wait(
-                self.raw_topic, orjson.dumps(event), key=key.encode()
-            )
+            await self.producer.send_and_wait(self.raw_topic, orjson.dumps(event), key=key.encode())
 
 
 @pytest.fixture(scope="session")
@@ -226,7 +224,7 @@ class Problems:
 
     def _console(self, message: Any) -> None:
         if message.type == "error" and not message.text.startswith("Failed to load resource"):
-            self.items.append(f"console.error: {message.text}")
+            self.items.append(f"console.error: {message.text} at {message.location}")
 
     def _response(self, response: Any) -> None:
         if response.status >= 400 and response.request.resource_type != "document":

@@ -97,23 +97,33 @@ class MapFilters(BaseModel):
         return params
 
 
+def _day(name: str, value: str) -> date | None:
+    if not value:
+        return None  # an empty date field of the form means "no bound"
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Unprocessable(f"'{name}' must be a date like 2026-01-31, not {value!r}") from None
+
+
 async def map_filters(
     granularity: Granularity = Granularity.touchpoint,
     journey: JourneyDefinition = JourneyDefinition.episode,
     view: View = View.performance,
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: date | None = None,
+    from_: Annotated[str, Query(alias="from", max_length=10)] = "",
+    to: Annotated[str, Query(max_length=10)] = "",
     segment: Annotated[str, Query(max_length=200, pattern=r"^$|^[a-z_]+=[^&=]+$")] = "",
     focus: Annotated[str, Query(max_length=200)] = "",
 ) -> MapFilters:
-    if from_ and to and from_ > to:
+    start, end = _day("from", from_), _day("to", to)
+    if start and end and start > end:
         raise Unprocessable("'from' must not be after 'to'")
     return MapFilters(
         granularity=granularity,
         journey=journey,
         view=view,
-        from_=from_,
-        to=to,
+        from_=start,
+        to=end,
         segment=segment,
         focus=focus,
     )
