@@ -281,10 +281,10 @@ def screenshots_dir() -> Path | None:
     return path
 
 
-async def screenshot(page: Page, name: str) -> None:
+async def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     target = screenshots_dir()
     if target is not None:
-        await page.screenshot(path=str(target / name), full_page=True)
+        await page.screenshot(path=str(target / name), full_page=full_page)
 
 
 async def sign_in(page: Page, base: str, key: str, next_path: str = "") -> None:

@@ -51,7 +51,7 @@ async def test_acknowledge_note_and_resolve_an_explained_alert(stack: Stack, pag
     assert await detail.locator("svg rect.bar").count() >= 3  # one bar per factor
     await expect(detail.locator("svg polyline.line")).to_be_attached()  # engagement history
     assert "/app/alerts?" in page.url  # a fragment swap, not a navigation
-    await screenshot(page, "alert-inbox.png")
+    await screenshot(page, "alert-inbox.png", full_page=False)
 
     await detail.locator("textarea").fill("Called the CSM, renewal meeting booked.")
     await detail.get_by_role("button", name="Acknowledge").click()
