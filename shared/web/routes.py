@@ -51,7 +51,8 @@ def _sign_in_form(
         path="/app/sign-in",
         secure=cookie_secure(request, settings),
         httponly=True,
-        samesite="strict",
+        samesite=settings.web_cookie_samesite,  # "none" for a cross-site iframe (docs/pages.md)
+        partitioned=settings.web_cookie_samesite == "none",
     )
     return response
 
