@@ -35,7 +35,7 @@ def install_pages(
     settings: CommonSettings,
     router: APIRouter,
     templates: Path,
-    static: Path,
+    static: Path | None,
     home: str,
 ) -> None:
     """Add ``router``'s pages, sign-in/out, static files, security headers and HTML errors."""
@@ -45,7 +45,8 @@ def install_pages(
     app.include_router(sign_in_router)
     app.include_router(router)
     # the more specific mount first: /app/static/<service>/… before /app/static/…
-    app.mount(f"/app/static/{service}", StaticFiles(directory=static), name=f"{service}-static")
+    if static is not None:
+        app.mount(f"/app/static/{service}", StaticFiles(directory=static), name=f"{service}-static")
     app.mount("/app/static", StaticFiles(directory=SHARED_STATIC), name="shared-static")
     app.add_middleware(PageHeadersMiddleware, frame_ancestors=settings.web_frame_ancestors)
 

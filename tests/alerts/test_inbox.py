@@ -40,8 +40,10 @@ def test_contribution_bars_are_proportional_and_weakest_first():
         }  # fmt: skip
     )
     assert [b["factor"] for b in bars] == ["activity", "cases"]
-    assert bars[0]["width"] == 36.0 and bars[0]["low"] is True  # 20% of 180 px
-    assert bars[1]["width"] == 180.0 and bars[1]["low"] is False
+    assert bars[0]["width"] == 36.0
+    assert bars[0]["low"] is True
+    assert bars[1]["width"] == 180.0
+    assert bars[1]["low"] is False
     assert bars[1]["y"] > bars[0]["y"]
 
 
@@ -53,6 +55,7 @@ def test_history_chart_maps_time_left_to_right_and_score_bottom_to_top():
         threshold=40.0,
     )  # fmt: skip
     (x0, y0), (x1, y1) = (tuple(map(float, p.split(","))) for p in chart["polyline"].split())
-    assert x0 < x1 and y0 < y1  # the older, higher score is left and higher up
+    assert x0 < x1
+    assert y0 < y1
     assert chart["bottom"] > chart["threshold_y"] > chart["top"]
     assert history_chart([{"scored_at": t, "score": 50.0}], 40.0) == {"enough": False, "count": 1}

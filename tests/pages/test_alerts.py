@@ -11,7 +11,7 @@ from tests.support import eventually
 
 
 async def open_alert(stack: Stack) -> dict:
-    """An open alert of the demo tenant with a scored history (the alerts worker follows journey)."""
+    """An open alert of the demo tenant with a scored history (alerts follow journey)."""
 
     async def find() -> dict | None:
         async with stack.db.session() as session:
@@ -78,7 +78,8 @@ async def test_acknowledge_note_and_resolve_an_explained_alert(stack: Stack, pag
             )
         ).one()
     assert row.status == "resolved"
-    assert row.acknowledged_by.startswith("key:") and row.resolved_by.startswith("key:")
+    assert row.acknowledged_by.startswith("key:")
+    assert row.resolved_by.startswith("key:")
     notes = row.notes if isinstance(row.notes, list) else __import__("json").loads(row.notes)
     assert [n["text"] for n in notes] == [
         "Called the CSM, renewal meeting booked.",
@@ -91,7 +92,8 @@ async def test_severity_filter_and_scopes(stack: Stack, page: Page, context):
     await sign_in(page, stack.alerts.url, stack.a.key)
     await page.goto(f"{stack.alerts.url}/app/alerts")
     every = [b.strip().lower() for b in await page.locator("[data-alert] .badge").all_inner_texts()]
-    assert every and set(every) <= {"high", "medium", "low"}
+    assert every
+    assert set(every) <= {"high", "medium", "low"}
     chosen = every[-1]
     await page.select_option("#a-severity", chosen)
     async with page.expect_navigation():
@@ -105,7 +107,8 @@ async def test_severity_filter_and_scopes(stack: Stack, page: Page, context):
     await context.clear_cookies()
     await sign_in(page, stack.journey.url, stack.a_agent)
     response = await page.goto(f"{stack.alerts.url}/app/alerts")
-    assert response is not None and response.status == 403
+    assert response is not None
+    assert response.status == 403
     await expect(page.get_by_role("alert")).to_contain_text("alerts:read")
 
 
@@ -115,7 +118,8 @@ async def test_tenant_b_cannot_see_or_act_on_tenant_a_alerts(stack: Stack, page:
     await page.goto(f"{stack.alerts.url}/app/alerts")
     await expect(page.locator("#list-title")).to_contain_text("0 open alerts")
     response = await page.goto(f"{stack.alerts.url}/app/alerts/{alert['id']}")
-    assert response is not None and response.status == 404
+    assert response is not None
+    assert response.status == 404
     # nor act on it, with a valid session and CSRF token of tenant B
     cookies = {c["name"]: c["value"] for c in await context.cookies()}
     await page.goto(f"{stack.alerts.url}/app/alerts")

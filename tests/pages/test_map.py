@@ -148,5 +148,6 @@ async def _click_element(page: Page, kind: str, name: str) -> None:
 async def test_the_map_needs_the_analytics_scope(stack: Stack, page: Page):
     await sign_in(page, stack.journey.url, stack.a_agent)
     response = await page.goto(f"{stack.journey.url}/app/map")
-    assert response is not None and response.status == 403
+    assert response is not None
+    assert response.status == 403
     await expect(page.get_by_role("alert")).to_contain_text("analytics:read")

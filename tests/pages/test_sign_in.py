@@ -26,7 +26,8 @@ async def test_sign_in_with_a_key_then_sign_out(stack: Stack, page: Page, contex
     assert page.url.startswith(f"{base}/app/agent?identifier_type=phone")
     await expect(page.locator("[data-section=summary]")).to_be_visible()
     history = await page.evaluate("window.history.length")
-    assert history >= 1 and stack.a.key not in page.url
+    assert history >= 1
+    assert stack.a.key not in page.url
 
     cookies = {c["name"]: c for c in await context.cookies()}
     session = cookies["waypoint_session"]
@@ -49,7 +50,8 @@ async def test_sign_in_with_a_key_then_sign_out(stack: Stack, page: Page, contex
         base_url=base, cookies={"waypoint_session": session["value"]}
     ) as client:
         r = await client.get("/app/agent")
-    assert r.status_code == 303 and r.headers["location"].startswith("/app/sign-in")
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/app/sign-in")
 
 
 async def test_pages_carry_a_strict_csp_and_never_cache(stack: Stack, page: Page):
@@ -58,15 +60,19 @@ async def test_pages_carry_a_strict_csp_and_never_cache(stack: Stack, page: Page
     assert response is not None
     headers = response.headers
     csp = headers["content-security-policy"]
-    assert "script-src 'self'" in csp and "style-src 'self'" in csp
-    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "script-src 'self'" in csp
+    assert "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
     assert "frame-ancestors 'none'" in csp
     assert headers["cache-control"] == "no-store"
     assert headers["referrer-policy"] == "no-referrer"
     assert headers["x-content-type-options"] == "nosniff"
     # no inline script or style in the markup itself
     html = await page.content()
-    assert "<script>" not in html and " style=" not in html and "<style" not in html
+    assert "<script>" not in html
+    assert " style=" not in html
+    assert "<style" not in html
 
 
 async def test_behind_https_the_cookie_is_secure_and_host_bound(stack: Stack):

@@ -19,7 +19,8 @@ async def test_a_session_carries_its_keys_current_scopes_and_expires(db, make_te
     now = datetime.now(UTC)
     async with db.session() as session:
         token, opened = await open_session(session, principal, lifetime=timedelta(hours=2), now=now)
-    assert opened.csrf_token and token not in opened.csrf_token
+    assert opened.csrf_token
+    assert token not in opened.csrf_token
     async with db.session() as session:
         stored = (
             await session.execute(
@@ -29,11 +30,13 @@ async def test_a_session_carries_its_keys_current_scopes_and_expires(db, make_te
                 {"t": tenant.id},
             )
         ).scalar_one()
-    assert stored == token_hash(token) and stored != token  # only the hash is kept
+    assert stored == token_hash(token)
+    assert stored != token
 
     async with db.session() as session:
         live = await load_session(session, token, idle=IDLE, now=now + timedelta(minutes=10))
-        assert live is not None and live.principal.tenant_id == tenant.id
+        assert live is not None
+        assert live.principal.tenant_id == tenant.id
         assert live.principal.scopes == frozenset({"context:read"})
         # idle too long (last seen 10 minutes in; 31 minutes later) → gone
         assert (

@@ -20,6 +20,6 @@ def install(app: FastAPI, settings: AlertsSettings) -> None:
         settings=settings,
         router=router,
         templates=HERE / "templates",
-        static=HERE / "static",
+        static=None,  # the inbox needs only the shared files
         home="/app/alerts",
     )
