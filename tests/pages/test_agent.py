@@ -211,5 +211,6 @@ async def test_tenant_b_cannot_see_tenant_a(stack: Stack, page: Page):
     await expect(page.get_by_role("status")).to_contain_text("no customer")
     for path in (f"/app/agent/customers/{customer}", f"/app/agent/customers/{customer}/live"):
         response = await page.goto(stack.journey.url + path)
-        assert response is not None and response.status == 404, path
+        assert response is not None, path
+        assert response.status == 404, path
     assert "data-customer" not in await page.content()
