@@ -159,8 +159,10 @@ async def live_card(
 
     async def events() -> AsyncIterator[dict[str, str]]:
         with hub.subscribe(tenant, found.customer_id) as queue:
-            current = found
-            if current.version > shown:  # changed between the page and this stream
+            # read again once subscribed: a change between the page (or the look-up above)
+            # and the subscription would otherwise be missed
+            current = await service.find_by_id(pool, tenant, found.customer_id, kind="stream")
+            if current.version > shown:
                 yield await _card_event(request, current, tenant)
             while (left := ends_at - asyncio.get_running_loop().time()) > 0:
                 try:
