@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +117,36 @@ class CommonSettings(BaseSettings):
         None,
         validation_alias=_alias("WAYPOINT_BOOTSTRAP_API_KEY"),
         description="Ensured at start-up as an admin key of the default tenant, every scope.",
+    )
+    web_session_hours: float = Field(
+        12.0,
+        gt=0,
+        validation_alias=_alias("WAYPOINT_WEB_SESSION_HOURS"),
+        description="A page session (after signing in with a key) ends this long after sign-in.",
+    )
+    web_session_idle_minutes: float = Field(
+        120.0,
+        gt=0,
+        validation_alias=_alias("WAYPOINT_WEB_SESSION_IDLE_MINUTES"),
+        description="A page session unused for this long ends (an open agent page keeps it).",
+    )
+    web_cookie_samesite: Literal["strict", "lax", "none"] = Field(
+        "strict",
+        validation_alias=_alias("WAYPOINT_WEB_COOKIE_SAMESITE"),
+        description="SameSite of the session cookie; `none` (always Secure) only for a "
+        "cross-site iframe, see docs/pages.md.",
+    )
+    web_frame_ancestors: str = Field(
+        "'none'",
+        validation_alias=_alias("WAYPOINT_WEB_FRAME_ANCESTORS"),
+        description="CSP frame-ancestors of the pages: 'none', or the CTI/softphone origins "
+        "that may embed them (space separated).",
+    )
+    web_service_urls: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=_alias("WAYPOINT_WEB_SERVICE_URLS"),
+        description="Where each service's pages are reached, for links between them (JSON, e.g. "
+        '{"alerts": "https://cx.example.com"}); unset: same host, the service\'s port.',
     )
 
     @field_validator("phone_region")

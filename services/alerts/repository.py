@@ -344,3 +344,19 @@ async def churn_reasons(
         {"t": tenant_id, "since": since},
     )
     return [dict(r._mapping) for r in rows]
+
+
+async def add_note(
+    session: AsyncSession, tenant_id: str, alert_id: uuid.UUID, *, actor: str, note: str
+) -> dict[str, Any]:
+    """Append a note to an alert without changing its status (the inbox's "add a note")."""
+    await get_alert(session, tenant_id, alert_id, lock=True)
+    entry = {"at": datetime.now(UTC).isoformat(), "by": actor, "text": note}
+    await session.execute(
+        text(
+            "UPDATE alerts.alert SET notes = notes || CAST(:entry AS jsonb) "
+            "WHERE tenant_id = :t AND id = :id"
+        ),
+        {"entry": orjson.dumps([entry]).decode(), "t": tenant_id, "id": alert_id},
+    )
+    return await get_alert(session, tenant_id, alert_id)

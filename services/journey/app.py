@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from services.journey.cache import ContextCache
 from services.journey.config import JourneySettings
 from services.journey.endpoints import router
+from services.journey.pages import install as install_pages
 from services.journey.stream import ContextHub
 from shared.app import create_app as create_service_app
 from shared.db import asyncpg_dsn
@@ -51,7 +52,7 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
             await app.state.hub.stop()
             await app.state.pg_pool.close()
 
-    return create_service_app(
+    app = create_service_app(
         service="journey",
         settings=settings,
         routers=[router],
@@ -63,3 +64,5 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
         producer_options={"request_timeout_ms": int(settings.api_publish_timeout_seconds * 1000)},
         extra_lifespan=lifespan,
     )
+    install_pages(app, settings)  # /app/agent, /app/map (services/journey/pages)
+    return app

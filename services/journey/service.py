@@ -273,3 +273,34 @@ def _jsonable(row: asyncpg.Record) -> dict[str, Any]:
             v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v
         )
     return out
+
+
+async def recent_purchases(
+    pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, limit: int = 5
+) -> list[dict[str, Any]]:
+    """The customer's latest ``purchase.completed`` events (the agent card's recent purchases)."""
+    rows = await pool.fetch(
+        """SELECT e.envelope::text FROM journey.event e
+           WHERE e.tenant_id = $1 AND e.customer_id IN (
+               SELECT m.id FROM journey.customer m
+               WHERE m.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2))
+             AND e.type = 'purchase.completed'
+           ORDER BY e.time DESC, e.event_id DESC LIMIT $3""",
+        tenant,
+        customer_id,
+        limit,
+    )
+    purchases = []
+    for row in rows:
+        env = parse_normalized(row[0].encode())
+        data = env.data.__dict__
+        purchases.append(
+            {
+                "time": env.time.isoformat(),
+                "order_id": data.get("order_id"),
+                "amount": data.get("amount"),
+                "currency": data.get("currency"),
+                "channel": env.data.channel.value if env.data.channel else None,
+            }
+        )
+    return purchases

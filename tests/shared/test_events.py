@@ -110,7 +110,9 @@ def test_rejections_carry_a_reason(raw, reason):
 
 def test_normalized_events_round_trip():
     event = validate_event(
-        cloud_event(tenant="acme", identifiers=[{"type": "phone", "value": "(415) 555-0123"}]),
+        cloud_event(
+            tenant="acme", identifiers=[{"type": "phone", "value": "(415) 555-0123"}], time=NOW
+        ),
         now=NOW,
     )
     again = parse_normalized(event.to_json())
