@@ -1,15 +1,15 @@
 """auth: server-side sessions of the web pages
 
-Revision ID: auth_0002_web_session
-Revises: auth_0001
+Revision ID: auth_0003
+Revises: auth_0002
 Create Date: 2026-11-30
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "auth_0002_web_session"
-down_revision = "auth_0001"
+revision = "auth_0003"
+down_revision = "auth_0002"
 branch_labels = None
 depends_on = None
 
