@@ -1,4 +1,4 @@
-"""Every service's migrations form one line: branches merged from parallel work must be re-chained."""
+"""Every schema's migrations form one line: parallel branches must be re-chained on merge."""
 
 from __future__ import annotations
 
