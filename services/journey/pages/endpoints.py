@@ -114,6 +114,7 @@ async def agent_page(
             value,
             kind="context",
             cache=request.app.state.cache,
+            phone_region=web.principal.region(request.app.state.settings.phone_region),
         )
     except (NotFound, BadRequest) as exc:
         return _page(
