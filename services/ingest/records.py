@@ -73,16 +73,6 @@ def binary_event(value: bytes | None, headers: Headers | None) -> dict[str, Any]
     return event
 
 
-def _loads(value: bytes | None) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(value or b"")
-    except orjson.JSONDecodeError as exc:
-        raise EventRejected(RejectReason.not_json, f"record is not JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise EventRejected(RejectReason.schema, "an event must be a JSON object")
-    return parsed
-
-
 def decode(
     value: bytes | None, headers: Headers | None, *, now: datetime, limits: Limits
 ) -> Envelope:
@@ -92,8 +82,9 @@ def decode(
         raise EventRejected(
             RejectReason.oversized, f"event is {size} bytes; the limit is {limits.max_bytes}"
         )
-    # orjson + validate_python is about twice as fast as pydantic's own JSON parsing here.
-    raw = binary_event(value, headers) if headers and is_binary_mode(headers) else _loads(value)
+    # validate_event parses bytes with orjson + validate_python: about twice as fast as
+    # pydantic's own JSON parsing here.
+    raw = binary_event(value, headers) if headers and is_binary_mode(headers) else value or b""
     return validate_event(
         raw,
         now=now,
