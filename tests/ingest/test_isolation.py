@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from services.ingest.app import create_app
 from services.ingest.config import IngestSettings
+from services.ingest.redrive import RedriveFilter, redrive
 from services.ingest.worker import run
 from shared.db import Database
 from shared.kafka import header, make_producer
@@ -149,7 +150,12 @@ async def test_records_too_large_to_publish_are_dead_lettered_and_the_partition_
     await sender.start()
     try:
         await send_to(
-            sender, settings.topic_raw, orjson.dumps(big), orjson.dumps(huge), orjson.dumps(after)
+            sender,
+            settings.topic_raw,
+            orjson.dumps(big),
+            orjson.dumps(huge),
+            b"{not json",
+            orjson.dumps(after),
         )
     finally:
         await sender.stop()
@@ -178,6 +184,14 @@ async def test_records_too_large_to_publish_are_dead_lettered_and_the_partition_
         assert 3_000_000 < len(letter.value) < 4 * 1024 * 1024
         assert orjson.dumps(original).startswith(letter.value)
     assert await logged_reasons(db, tenant.id) == {big["id"]: "oversized", huge["id"]: "oversized"}
+
+    async def redrive_skips_the_parts() -> bool:
+        # The not-JSON record was dead-lettered after the 6 MiB one, in the same partition:
+        # a reader that counts it has read the truncated one too, and did not count it.
+        counts = await redrive(settings, RedriveFilter(), dry_run=True, idle_seconds=0.5)
+        return counts == {"not_json": 1}
+
+    await eventually(redrive_skips_the_parts)
 
 
 async def test_the_http_api_refuses_a_deep_body_with_a_reason(
