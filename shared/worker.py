@@ -1,20 +1,25 @@
 """The consumer loop every worker runs: batch → handle (one transaction) → commit offsets.
 
 ``handle`` must dead-letter bad records itself and return normally; if it raises (database or
-broker down), nothing is committed, the consumer seeks back to the batch start and retries with
-backoff, so no record is skipped and none is applied twice (handlers are idempotent on event id).
+broker down, or a bug), nothing is committed, the consumer seeks back to the batch start and
+retries with backoff, so no record is skipped and none is applied twice (handlers are idempotent
+on event id). Only failures shown to come from a record's own data may be dead-lettered: see
+``is_data_fault``. A worker that keeps failing is visible: the failures counter, the
+consecutive-failures and stalled-seconds gauges, a ``batch.failed`` log line per attempt, and
+a lag measured from the committed offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.logging import get_logger
@@ -33,28 +38,75 @@ BATCH_LATENCY = Histogram(
 )
 BATCH_FAILURES = Counter(
     "waypoint_consumer_batch_failures_total",
-    "Batches whose handling failed and was retried (infrastructure errors).",
+    "Batches whose handling failed and was retried (database or broker down, or a bug).",
+    ["service"],
+)
+CONSECUTIVE_FAILURES = Gauge(
+    "waypoint_consumer_consecutive_failures",
+    "Failed attempts at the current batch since the last committed one (0 when healthy).",
+    ["service"],
+)
+STALLED_SECONDS = Gauge(
+    "waypoint_consumer_stalled_seconds",
+    "Seconds since the first failed attempt at the current batch (0 while batches commit).",
     ["service"],
 )
 CONSUMER_LAG = Gauge(
     "waypoint_consumer_lag",
-    "Records behind the high watermark, summed over this process's partitions.",
+    "Records between the committed offset and the high watermark, summed over this process's "
+    "partitions (it keeps growing while a batch fails).",
     ["service", "topic"],
 )
 
 Handler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
 log = get_logger("worker")
 
+# SQLSTATE classes that say the statement's data is at fault: data exception, integrity
+# constraint violation, program limit exceeded (a value too large for an index, …).
+DATA_SQLSTATE_CLASSES = ("22", "23", "54")
+
+
+class RecordRejected(Exception):
+    """Raised on purpose when a record's own data cannot be applied (a domain rejection).
+
+    The only Python exception a handler may dead-let on; a ``KeyError`` or ``TypeError`` from
+    our code is a bug and must be retried, never turned into a dead letter.
+    """
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE behind ``exc`` (itself, SQLAlchemy's ``orig``, or a cause)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        for candidate in (seen, getattr(seen, "orig", None)):
+            state = getattr(candidate, "sqlstate", None)
+            if isinstance(state, str):
+                return state
+        seen = seen.__cause__  # an explicit ``raise … from``, never an unrelated context
+    return None
+
+
+def is_data_fault(exc: BaseException) -> bool:
+    """True only when the failure is shown to come from the record's own data: a deliberate
+    ``RecordRejected``, or the database refusing its values (SQLSTATE class 22, 23 or 54).
+    Anything else (connection lost, a privilege missing, a bug) is not: retry, never skip."""
+    if isinstance(exc, RecordRejected):
+        return True
+    state = sqlstate(exc)
+    return state is not None and state.startswith(DATA_SQLSTATE_CLASSES)
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Offsets are committed right after each batch, so nothing is pending at a rebalance;
-    we only log it (and reset lag gauges for partitions we no longer own)."""
+    we log it and forget the positions of partitions we no longer own."""
 
-    def __init__(self, service: str):
-        self.service = service
+    def __init__(self, worker: BatchWorker):
+        self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("partitions.revoked", count=len(revoked))
+        for tp in revoked:
+            self.worker.next_offsets.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info(
@@ -82,9 +134,15 @@ class BatchWorker:
         self.poll_timeout_ms = poll_timeout_ms
         self.stopping = asyncio.Event()
         self.batches = 0
+        self.failures = 0  # consecutive failed attempts at the current batch
+        self.failing_since: float | None = None
+        # Per partition, the next offset to handle: committed, or the start of a failing batch.
+        self.next_offsets: dict[TopicPartition, int] = {}
 
     async def run(self) -> None:
-        self.consumer.subscribe(self.topics, listener=_Rebalance(self.service))
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        CONSECUTIVE_FAILURES.labels(self.service).set(0)
+        STALLED_SECONDS.labels(self.service).set(0)
         backoff = 0.2
         last_lag = 0.0
         while not self.stopping.is_set():
@@ -92,40 +150,73 @@ class BatchWorker:
                 timeout_ms=self.poll_timeout_ms, max_records=self.max_records
             )
             records = [r for recs in batches.values() for r in recs]
-            if records:
-                start = time.perf_counter()
-                try:
-                    await self.handle(records)
-                    await self.consumer.commit(
-                        {tp: recs[-1].offset + 1 for tp, recs in batches.items()}
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    BATCH_FAILURES.labels(self.service).inc()
-                    log.exception("batch.failed", records=len(records), retry_in_s=backoff)
-                    for tp, recs in batches.items():
-                        self.consumer.seek(tp, recs[0].offset)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                    continue
-                backoff = 0.2
-                self.batches += 1
-                BATCH_SIZE.labels(self.service).observe(len(records))
-                BATCH_LATENCY.labels(self.service).observe(time.perf_counter() - start)
+            if records and not await self._handle(batches, records):
+                await self._update_lag()
+                with contextlib.suppress(TimeoutError):  # back off, but stop at once if asked
+                    await asyncio.wait_for(self.stopping.wait(), backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.2
             now = time.monotonic()
             if now - last_lag > 1.0:
                 last_lag = now
                 await self._update_lag()
 
+    async def _handle(
+        self,
+        batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> bool:
+        """Handle and commit one batch; False when it failed (then the batch is handled again)."""
+        start = time.perf_counter()
+        try:
+            await self.handle(records)
+            await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            for tp, recs in batches.items():
+                self.consumer.seek(tp, recs[0].offset)
+                self.next_offsets[tp] = recs[0].offset
+            self.failures += 1
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+            stalled = time.monotonic() - self.failing_since
+            BATCH_FAILURES.labels(self.service).inc()
+            CONSECUTIVE_FAILURES.labels(self.service).set(self.failures)
+            STALLED_SECONDS.labels(self.service).set(stalled)
+            log.exception(
+                "batch.failed",
+                records=len(records),
+                error=type(exc).__name__,
+                consecutive_failures=self.failures,
+                stalled_s=round(stalled, 1),
+            )
+            return False
+        for tp, recs in batches.items():
+            self.next_offsets[tp] = recs[-1].offset + 1
+        if self.failures:
+            log.info("batch.recovered", after_failures=self.failures)
+        self.failures, self.failing_since = 0, None
+        CONSECUTIVE_FAILURES.labels(self.service).set(0)
+        STALLED_SECONDS.labels(self.service).set(0)
+        self.batches += 1
+        BATCH_SIZE.labels(self.service).observe(len(records))
+        BATCH_LATENCY.labels(self.service).observe(time.perf_counter() - start)
+        return True
+
     async def _update_lag(self) -> None:
-        per_topic: dict[str, int] = {}
+        """Lag from the next offset to handle (the committed one), not the fetch position: while
+        a batch keeps failing the consumer has fetched ahead, but nothing after it is done."""
+        per_topic = dict.fromkeys(self.topics, 0)
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
             if high is None:
                 continue
-            position = await self.consumer.position(tp)
-            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - position)
+            done = self.next_offsets.get(tp)
+            if done is None:
+                done = await self.consumer.position(tp)
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - done)
         for topic, lag in per_topic.items():
             CONSUMER_LAG.labels(self.service, topic).set(lag)
 

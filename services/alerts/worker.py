@@ -1,7 +1,10 @@
 """The alerts worker: consumes customer activity, keeps scores, opens and resolves alerts.
 
 One Kafka batch = one transaction (idempotent on activity id), offsets committed after it.
-Bad records go to the dead-letter topic with a reason; nothing stalls.
+Records that are not valid activities, and activities whose values the database refuses (found
+one by one), go to the dead-letter topic with a reason; nothing stalls. Any other failure (an
+outage, a bug in the engine) propagates: ``BatchWorker`` retries the batch with backoff, counts
+it and never commits past it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
@@ -21,7 +23,7 @@ from shared.db import Database, raw_connection
 from shared.events.activity import CustomerActivity
 from shared.kafka import make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
-from shared.worker import BatchWorker, run_until_stopped
+from shared.worker import BatchWorker, is_data_fault, run_until_stopped
 
 Clock = Callable[[], datetime]
 log = get_logger("alerts.worker")
@@ -40,16 +42,6 @@ async def until_stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
         task.result()
 
 
-# Input that the database or the engine refuses (too long, malformed event): the record is
-# dead-lettered. Anything else (connection lost, …) propagates and the batch is retried.
-BAD_INPUT = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    ValueError,
-    TypeError,
-    KeyError,
-    AttributeError,
-)
 Parsed = tuple[ConsumerRecord[bytes, bytes], CustomerActivity]
 
 
@@ -117,14 +109,18 @@ class ActivityHandler:
             return
         try:
             await self.apply([a for _, a in parsed])
-        except BAD_INPUT:
+        except Exception as exc:
+            if not is_data_fault(exc):
+                raise  # an outage or a bug: BatchWorker retries, counts, never skips it
             # one record spoils the batch: apply them one by one, dead-letter the culprits
-            log.warning("batch.bad_input", records=len(parsed))
+            log.warning("batch.bad_input", records=len(parsed), error=str(exc))
             for record, activity in parsed:
                 try:
                     await self.apply([activity])
-                except BAD_INPUT as exc:
-                    await self.dead_letter(record, f"{type(exc).__name__}: {exc}"[:500])
+                except Exception as one:
+                    if not is_data_fault(one):
+                        raise
+                    await self.dead_letter(record, f"{type(one).__name__}: {one}"[:500])
 
     async def apply(self, activities: list[CustomerActivity]) -> None:
         async with self.db.session() as session:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from services.ingest.publish import too_large
 from services.ingest.records import (
     Headers,
     Limits,
@@ -69,6 +70,12 @@ class Plan:
         del self.rows[index], self.publish[index], self.sources[index]
 
 
+def unprocessable(step: str, exc: Exception) -> EventRejected:
+    """A record that failed where validation should have caught it (defence in depth: it is
+    set aside, counted and alerted on instead of stalling its partition)."""
+    return EventRejected(RejectReason.unprocessable, f"{step} failed: {type(exc).__name__}: {exc}")
+
+
 def classify(
     records: Sequence[RawRecord], *, now: datetime, limits: Limits
 ) -> tuple[list[Accepted], list[tuple[RawRecord, EventRejected]]]:
@@ -80,9 +87,28 @@ def classify(
             envelope = decode(record.value, record.headers, now=now, limits=limits)
         except EventRejected as exc:
             refused.append((record, exc))
+        except Exception as exc:  # noqa: BLE001 - pure code on one record: no outage possible
+            refused.append((record, unprocessable("validation", exc)))
         else:
             accepted.append(Accepted(envelope, record))
     return accepted, refused
+
+
+def _serialize(envelope: Envelope, max_message_bytes: int | None) -> tuple[bytes, bytes]:
+    """(Kafka key, normalized JSON) of an event, refused when it cannot be published."""
+    try:
+        key, payload = envelope.primary_key().encode(), envelope.to_json()
+    except Exception as exc:  # noqa: BLE001 - pure code on one record
+        raise unprocessable("serializing the normalized event", exc) from exc
+    if has_nul(payload):
+        raise nul_rejection()
+    if max_message_bytes is not None and too_large(key, payload, max_message_bytes):
+        raise EventRejected(
+            RejectReason.oversized,
+            f"the normalized event is {len(payload)} bytes; the largest message this worker "
+            f"may publish is {max_message_bytes} bytes",
+        )
+    return key, payload
 
 
 def plan(
@@ -91,8 +117,12 @@ def plan(
     *,
     known_tenants: set[str],
     received_at: datetime,
+    max_message_bytes: int | None = None,
 ) -> Plan:
-    """Drop events of unknown tenants and in-batch repeats; build store rows and messages."""
+    """Drop events of unknown tenants and in-batch repeats; build store rows and messages.
+
+    Everything that can be known about a record before storing it is checked here (it can be
+    serialized and published), so that nothing is stored that cannot be delivered."""
     out = Plan()
     refused = list(refused)
     seen: set[tuple[str, str]] = set()
@@ -110,14 +140,15 @@ def plan(
             out.received[channel] += 1
             out.duplicates_in_batch[channel] += 1
             continue
-        payload = envelope.to_json()
-        if has_nul(payload):
-            refused.append((item.record, nul_rejection()))
+        try:
+            key, payload = _serialize(envelope, max_message_bytes)
+        except EventRejected as rejected:
+            refused.append((item.record, rejected))
             continue
         seen.add(identity)
         out.received[channel] += 1
         out.rows.append(store_row(envelope, payload, received_at))
-        out.publish.append((envelope.primary_key().encode(), payload))
+        out.publish.append((key, payload))
         out.sources.append(item.record)
     for record, exc in refused:
         out.refuse(record, reject(exc, record.value, record.headers, known_tenants))

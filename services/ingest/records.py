@@ -16,7 +16,14 @@ from typing import Any
 
 import orjson
 
-from shared.events import Envelope, EventRejected, RejectReason, validate_event
+from shared.events import (
+    Envelope,
+    EventRejected,
+    RejectReason,
+    check_depth,
+    load_event,
+    validate_event,
+)
 from shared.guards import has_nul as has_nul  # U+0000: PostgreSQL cannot store it
 
 Headers = Sequence[tuple[str, bytes | None]]
@@ -77,16 +84,6 @@ def binary_event(value: bytes | None, headers: Headers | None) -> dict[str, Any]
     return event
 
 
-def _loads(value: bytes | None) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(value or b"")
-    except orjson.JSONDecodeError as exc:
-        raise EventRejected(RejectReason.not_json, f"record is not JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise EventRejected(RejectReason.schema, "an event must be a JSON object")
-    return parsed
-
-
 def decode(
     value: bytes | None, headers: Headers | None, *, now: datetime, limits: Limits
 ) -> Envelope:
@@ -97,13 +94,20 @@ def decode(
             RejectReason.oversized, f"event is {size} bytes; the limit is {limits.max_bytes}"
         )
     # orjson + validate_python is about twice as fast as pydantic's own JSON parsing here.
-    raw = binary_event(value, headers) if headers and is_binary_mode(headers) else _loads(value)
+    if headers and is_binary_mode(headers):
+        raw = binary_event(value, headers)
+        check_depth(raw)
+    else:
+        raw = load_event(value or b"", max_bytes=limits.max_bytes)
+        if not isinstance(raw, dict):
+            raise EventRejected(RejectReason.schema, "an event must be a JSON object")
     return validate_event(
         raw,
         now=now,
         phone_region=limits.region_of(raw.get("tenant")),
         max_future=limits.max_future,
         max_bytes=limits.max_bytes,
+        loaded=True,
     )
 
 

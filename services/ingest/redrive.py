@@ -3,6 +3,8 @@
 Typical use: events refused as ``unknown_tenant`` before the tenant was created. The records
 are re-sent unchanged (the ``waypoint-*`` headers dropped); events stored meanwhile are
 deduplicated, and records that are still bad are dead-lettered again with a fresh reason.
+A dead letter cut to fit the producer (``waypoint-truncated``) is not re-sent: only part of the
+record is there; the log names where the whole one is (the source topic, partition, offset).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from services.ingest.config import IngestSettings
 from services.ingest.records import best_effort_identity
 from shared.kafka import header, make_producer
+from shared.logging import get_logger
+
+log = get_logger("ingest.redrive")
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,15 @@ async def redrive(
                     reason = header(record.headers, "waypoint-reason")
                     tenant, _ = best_effort_identity(record.value, record.headers)
                     if not wanted.wants(reason, tenant):
+                        continue
+                    if header(record.headers, "waypoint-truncated"):  # only a part: never resend
+                        log.warning(
+                            "redrive.skipped_truncated",
+                            reason=reason,
+                            source_topic=header(record.headers, "waypoint-source-topic"),
+                            source_partition=header(record.headers, "waypoint-source-partition"),
+                            source_offset=header(record.headers, "waypoint-source-offset"),
+                        )
                         continue
                     sent[reason or "none"] += 1
                     if dry_run:

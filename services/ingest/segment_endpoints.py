@@ -15,6 +15,7 @@ from services.ingest.service import Refused, accept
 from shared.auth.dependencies import EventsWriter
 from shared.deps import ProducerDep
 from shared.errors import BadRequest, PayloadTooLarge
+from shared.events import EventRejected, check_depth
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -30,13 +31,15 @@ def _map(messages: list[Any], tenant: str, kind: str | None, phone_region: str) 
     for message in messages:
         if kind is not None and isinstance(message, dict):
             message = {**message, "type": kind}
+        item_id = message.get("messageId") if isinstance(message, dict) else None
+        item_id = item_id if isinstance(item_id, str) else None
         try:
+            check_depth(message)  # mapping flattens traits recursively
             mapped.append(to_cloud_event(message, tenant=tenant, phone_region=phone_region))
+        except EventRejected as exc:
+            mapped.append(Refused(exc.reason.value, exc.message, item_id))
         except SegmentError as exc:
-            item_id = message.get("messageId") if isinstance(message, dict) else None
-            mapped.append(
-                Refused("segment", str(exc), item_id if isinstance(item_id, str) else None)
-            )
+            mapped.append(Refused("segment", str(exc), item_id))
     return mapped
 
 

@@ -25,6 +25,7 @@ from shared.events import (
     IdentifierType,
     InvalidIdentifier,
     RejectReason,
+    check_depth,
     normalize_identifier,
     validate_event,
 )
@@ -81,8 +82,9 @@ def check_item(
         message = f"event names tenant {named!r}, but the API key belongs to {tenant!r}"
         return _rejected(index, item_id, RejectReason.tenant_mismatch.value, message), None, None
     event = item if named is not None else {**item, "tenant": tenant}
-    value = orjson.dumps(event)
     try:
+        check_depth(event)  # before serializing: orjson gives up beyond 255 levels
+        value = orjson.dumps(event)
         if has_nul(value):
             raise nul_rejection()
         _within_limit(value, settings)

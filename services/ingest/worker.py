@@ -5,6 +5,11 @@ dead letters; then every valid event is produced to the normalized topic and eve
 record to the dead-letter topic, and all sends are awaited; only then does ``BatchWorker``
 commit the offsets. A crash anywhere repeats the batch: storing is idempotent, publishing is
 at least once (journey dedupes on tenant and event id).
+
+A record's own fault, at any step, dead-letters that record and the partition moves on:
+validation (with a reason), a failure in a step validation should have caught (``unprocessable``),
+a value the database refuses (SQLSTATE class 22, 23, 54; found row by row), a message too large
+to publish. Everything else (database or broker down) raises, and the batch is retried.
 """
 
 from __future__ import annotations
@@ -17,13 +22,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from services.ingest import metrics
 from services.ingest.batch import REFUSED, Accepted, Plan, classify, plan
 from services.ingest.config import IngestSettings
-from services.ingest.publish import publish
+from services.ingest.publish import max_message_bytes, publish, send_dead_letters
 from services.ingest.records import (
     Limits,
     Rejection,
@@ -38,7 +42,7 @@ from shared.db import Database
 from shared.events import EventRejected, RejectReason
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
-from shared.worker import BatchWorker, run_until_stopped, tune_gc
+from shared.worker import BatchWorker, is_data_fault, run_until_stopped, tune_gc
 
 log = get_logger("ingest.worker")
 
@@ -98,17 +102,25 @@ class IngestHandler:
     async def handle(self, records: Sequence[Any]) -> None:
         now = datetime.now(UTC)
         accepted, refused, known = await self.classify(records, now)
-        work = plan(accepted, refused, known_tenants=known, received_at=now)
+        work = plan(
+            accepted,
+            refused,
+            known_tenants=known,
+            received_at=now,
+            max_message_bytes=max_message_bytes(self.producer),
+        )
         started = time.perf_counter()
         try:
             stored = await self.store(work)
-        except asyncpg.DataError:
+        except Exception as exc:
+            if not is_data_fault(exc):
+                raise  # the database is unreachable, or a bug: retry the batch
             # Valid JSON the database still refuses must not stall the partition: find it.
-            log.warning("batch.refused_by_database", rows=len(work.rows))
+            log.warning("batch.refused_by_database", rows=len(work.rows), error=str(exc))
             stored = await self.store_one_by_one(work)
         metrics.STORE_SECONDS.observe(time.perf_counter() - started)
-        await self._publish(work)
-        self._count(work, stored)
+        published = await self._publish(work)
+        self._count(work, stored, published)
 
     async def classify(
         self, records: Sequence[Any], now: datetime
@@ -133,7 +145,7 @@ class IngestHandler:
         """New events and the dead-letter log, in one transaction."""
         async with self.db.session() as session:
             stored = await store_events(session, work.rows)
-            await store_dead_letters(session, self._dead_letter_rows(work))
+            await store_dead_letters(session, self._dead_letter_rows(work.rejects))
         work.publish_as_stored(stored.earlier)
         return stored.new
 
@@ -149,16 +161,18 @@ class IngestHandler:
                 for channel, n in result.new.items():
                     stored[channel] = stored.get(channel, 0) + n
                 work.publish_as_stored(result.earlier)
-            except asyncpg.DataError as exc:
+            except Exception as exc:
+                if not is_data_fault(exc):
+                    raise
                 message = f"the database refused it: {exc}"
                 work.drop_row(index, Rejection(RejectReason.schema, message, row[0], row[1]))
                 continue
             index += 1
         async with self.db.session() as session:
-            await store_dead_letters(session, self._dead_letter_rows(work))
+            await store_dead_letters(session, self._dead_letter_rows(work.rejects))
         return stored
 
-    def _dead_letter_rows(self, work: Plan) -> list[tuple[Any, ...]]:
+    def _dead_letter_rows(self, rejects: list[tuple[Any, Rejection]]) -> list[tuple[Any, ...]]:
         limit = self.settings.dead_letter_payload_bytes
         return [
             (
@@ -173,31 +187,66 @@ class IngestHandler:
                 len(record.value or b""),
                 payload_digest(record.value),
             )
-            for record, rejection in work.rejects
+            for record, rejection in rejects
         ]
 
-    async def _publish(self, work: Plan) -> None:
+    async def _publish(self, work: Plan) -> int:
+        """Publish the stored events, then the dead letters; returns how many were published.
+
+        A stored event the broker refuses as too large (its limit is below what was checked
+        before storing) is dead-lettered too: it stays stored, and a redrive after the limit is
+        raised publishes it as stored."""
         started = time.perf_counter()
-        dead_letters = [
-            await self.producer.send(
-                self.settings.topic_dead_letter,
-                value=record.value,
-                key=record.key,
-                headers=dead_letter_headers(
-                    record.headers,
-                    rejection,
+        refused = await publish(self.producer, self.settings.topic_normalized, work.publish)
+        if refused:
+            late = [
+                (
+                    work.sources[i],
+                    Rejection(
+                        RejectReason.oversized,
+                        f"stored, but the broker refused to publish its normalized form "
+                        f"({len(work.publish[i][1])} bytes) as too large",
+                        work.rows[i][0],
+                        work.rows[i][1],
+                    ),
+                )
+                for i in refused
+            ]
+            async with self.db.session() as session:
+                await store_dead_letters(session, self._dead_letter_rows(late))
+            work.rejects.extend(late)
+        for record, rejection in work.rejects:
+            if rejection.reason is RejectReason.unprocessable:
+                log.warning(
+                    "record.unprocessable",
                     topic=record.topic,
                     partition=record.partition,
                     offset=record.offset,
-                ),
-            )
-            for record, rejection in work.rejects
-        ]
-        await publish(self.producer, self.settings.topic_normalized, work.publish)
-        await asyncio.gather(*dead_letters)
+                    error=rejection.message[:500],
+                )
+        await send_dead_letters(
+            self.producer,
+            self.settings.topic_dead_letter,
+            [
+                (
+                    record.key,
+                    record.value,
+                    dead_letter_headers(
+                        record.headers,
+                        rejection,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    ),
+                )
+                for record, rejection in work.rejects
+            ],
+            fallback_bytes=self.settings.dead_letter_payload_bytes,
+        )
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        return len(work.publish) - len(refused)
 
-    def _count(self, work: Plan, stored: dict[str, int]) -> None:
+    def _count(self, work: Plan, stored: dict[str, int], published: int) -> None:
         for channel, n in work.received.items():
             metrics.EVENTS_RECEIVED.labels(channel or "none").inc(n)
             if channel == REFUSED:
@@ -209,7 +258,7 @@ class IngestHandler:
                 metrics.EVENTS_DUPLICATE.labels(channel or "none").inc(n - new)
         for _record, rejection in work.rejects:
             metrics.EVENTS_DEAD_LETTERED.labels(rejection.reason.value).inc()
-        metrics.EVENTS_PUBLISHED.inc(len(work.publish))
+        metrics.EVENTS_PUBLISHED.inc(published)
 
 
 async def run(settings: IngestSettings, *, stop: asyncio.Event | None = None) -> None:

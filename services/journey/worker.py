@@ -4,8 +4,10 @@ Per Kafka batch: parse (unparsable records go to the dead-letter topic with a re
 apply in chunks, one transaction each. A chunk's activity is published and acknowledged by the
 broker *before* its transaction commits, so a crash can only repeat an activity (consumers
 dedupe on event id; customer ids are deterministic), never lose one. Deadlocks, serialization
-failures and concurrent merges retry the chunk; an event that fails on its own data is
-dead-lettered instead of stalling the partition.
+failures and concurrent merges retry the chunk; an event that fails on its own data (the
+database refuses its values) is isolated and dead-lettered instead of stalling the partition.
+Any other failure (an outage, a bug) propagates: ``BatchWorker`` retries the batch with backoff,
+counts it and never commits past it.
 """
 
 from __future__ import annotations
@@ -25,37 +27,24 @@ from shared.db import Database, raw_connection
 from shared.events import parse_normalized
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
-from shared.worker import BatchWorker, run_until_stopped, tune_gc
+from shared.worker import BatchWorker, is_data_fault, run_until_stopped, sqlstate, tune_gc
 
 log = get_logger("journey.worker")
 
 _RETRYABLE = {"40P01": "deadlock", "40001": "serialization", "23505": "unique_violation"}
-_POISON_CLASSES = ("22", "23", "54")  # data exception, integrity, program limit
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        for candidate in (seen, getattr(seen, "orig", None)):
-            state = getattr(candidate, "sqlstate", None)
-            if isinstance(state, str):
-                return state
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def retry_cause(exc: BaseException) -> str | None:
     if isinstance(exc, StaleChunk):
         return "concurrent_merge"
-    return _RETRYABLE.get(_sqlstate(exc) or "")
+    return _RETRYABLE.get(sqlstate(exc) or "")
 
 
 def is_poison(exc: BaseException) -> bool:
-    """The event's own data broke it (not the infrastructure): dead-letter, do not retry."""
-    state = _sqlstate(exc)
-    if state is not None:
-        return state.startswith(_POISON_CLASSES)
-    return isinstance(exc, ValueError | TypeError | KeyError | AssertionError)
+    """The event's own data broke it: dead-letter it once it is isolated. Only a deliberate
+    ``RecordRejected`` or the database refusing its values count; a KeyError, TypeError, …
+    from our code is a bug, and retrying (with an alert) beats dead-lettering every event."""
+    return is_data_fault(exc)
 
 
 class JourneyProcessor:
@@ -71,7 +60,7 @@ class JourneyProcessor:
                 items.append(
                     Incoming(parse_normalized(record.value), record.value, record.timestamp)
                 )
-            except (ValidationError, ValueError) as exc:
+            except ValidationError as exc:  # the record itself is not a normalized event
                 await self.dead_letter(record.value, record.key, "journey_unparsable", str(exc))
         size = self.settings.chunk_size
         for start in range(0, len(items), size):

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from shared.events import payloads as p
@@ -17,6 +18,10 @@ from shared.events.identifiers import DEFAULT_PHONE_REGION, IdentifierType
 
 SCHEMA_VERSION = "1"
 MAX_EVENT_BYTES = 256 * 1024
+# Objects and arrays nested deeper than this are refused (the event itself is level 1). Real
+# events nest a handful of levels; serializers give up around 255 (orjson, pydantic), so an
+# unbounded depth would pass validation and fail later, in the worker or the HTTP API.
+MAX_JSON_DEPTH = 64
 
 
 class EventType(StrEnum):
@@ -150,6 +155,10 @@ class RejectReason(StrEnum):
     future_time = "future_time"
     unknown_tenant = "unknown_tenant"
     tenant_mismatch = "tenant_mismatch"
+    too_deep = "too_deep"
+    # The worker failed on this record in a step after validation (serializing, storing): the
+    # record is set aside so the partition moves on; the message names the error.
+    unprocessable = "unprocessable"
 
 
 class EventRejected(Exception):
@@ -181,12 +190,47 @@ def _describe(exc: ValidationError) -> tuple[RejectReason, str]:
     loc = _location(first)
     if first["type"] == "missing" and "." not in loc:
         return RejectReason.missing_attribute, f"missing required attribute {loc!r}"
-    if first["type"] == "model_type" and not loc:
+    if first["type"] in {"model_type", "model_attributes_type"} and not loc:
         return RejectReason.schema, "an event must be a JSON object"
     if first["type"] == "invalid_identifier":
         return RejectReason.invalid_identifier, f"{loc}: {first['msg']}"
     message = "; ".join(f"{_location(e) or 'event'}: {e['msg']}" for e in errors[:5])
     return RejectReason.schema, message
+
+
+def _nests_deeper(node: dict[str, Any] | list[Any], levels_left: int) -> bool:
+    if levels_left == 0:
+        return True
+    for child in node.values() if isinstance(node, dict) else node:
+        if isinstance(child, dict | list) and _nests_deeper(child, levels_left - 1):
+            return True
+    return False
+
+
+def check_depth(value: object, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse parsed JSON whose objects and arrays nest more than ``max_depth`` levels."""
+    if isinstance(value, dict | list) and _nests_deeper(value, max_depth):
+        raise EventRejected(
+            RejectReason.too_deep,
+            f"JSON objects and arrays nest more than {max_depth} levels deep (the limit)",
+        )
+
+
+def load_event(raw: bytes | bytearray | memoryview, *, max_bytes: int = MAX_EVENT_BYTES) -> Any:
+    """Parse an event's JSON text within the size and depth limits; raise ``EventRejected``."""
+    if len(raw) > max_bytes:
+        raise EventRejected(
+            RejectReason.oversized, f"event is {len(raw)} bytes; the limit is {max_bytes}"
+        )
+    text = raw.tobytes() if isinstance(raw, memoryview) else raw
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise EventRejected(RejectReason.not_json, f"not JSON: {exc}") from exc
+    # Depth ≤ the number of brackets: the walk is needed only for the rare bracket-rich event.
+    if text.count(b"{") + text.count(b"[") > MAX_JSON_DEPTH:
+        check_depth(parsed)
+    return parsed
 
 
 def validate_event(
@@ -196,18 +240,19 @@ def validate_event(
     phone_region: str = DEFAULT_PHONE_REGION,
     max_future: timedelta = timedelta(minutes=5),
     max_bytes: int = MAX_EVENT_BYTES,
+    loaded: bool = False,
 ) -> Envelope:
-    """Validate and normalize one event; raise ``EventRejected`` with a reason and a message."""
+    """Validate and normalize one event; raise ``EventRejected`` with a reason and a message.
+
+    ``loaded``: ``raw`` is a dict that ``load_event`` returned (size and depth already checked).
+    """
     context = {"phone_region": phone_region}
+    if isinstance(raw, bytes | bytearray | memoryview):
+        raw = load_event(raw, max_bytes=max_bytes)
+    elif not loaded:
+        check_depth(raw)
     try:
-        if isinstance(raw, bytes | bytearray | memoryview):
-            if len(raw) > max_bytes:
-                raise EventRejected(
-                    RejectReason.oversized, f"event is {len(raw)} bytes; the limit is {max_bytes}"
-                )
-            event = EVENT_ADAPTER.validate_json(raw, context=context)
-        else:
-            event = EVENT_ADAPTER.validate_python(raw, context=context)
+        event = EVENT_ADAPTER.validate_python(raw, context=context)
     except ValidationError as exc:
         if exc.errors()[0]["type"] in {"json_invalid", "json_type"}:
             raise EventRejected(RejectReason.not_json, "body is not a JSON object") from exc
