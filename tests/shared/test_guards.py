@@ -97,6 +97,7 @@ def operations(app: FastAPI) -> list[tuple[str, str, list[dict[str, Any]]]]:
         (method.lower(), context.path_format)
         for context in iter_route_contexts(app.routes)
         if isinstance(context.original_route, APIRoute)
+        and context.original_route.include_in_schema  # the HTML pages (/app) are not the API
         for method in context.methods or ()
     }
     documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
