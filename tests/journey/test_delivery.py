@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
 from aiokafka import TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
@@ -128,32 +128,30 @@ def applied() -> float:
     return REGISTRY.get_sample_value("waypoint_journey_events_total", {"result": "duplicate"}) or 0
 
 
-def labelled(settings: JourneySettings, label: str) -> Worker:
-    """A worker whose log lines carry ``worker=label`` (its task copies this context)."""
-    tokens = structlog.contextvars.bind_contextvars(worker=label)
-    try:
-        return Worker(settings)
-    finally:
-        structlog.contextvars.reset_contextvars(**tokens)
-
-
 class Assignments:
-    """The partitions each labelled worker was last assigned, from its ``partitions.assigned``
-    log lines (captured in this process: the workers run in the test's event loop)."""
+    """The partitions each labelled worker's consumer was assigned, in order, as its group
+    coordinator handed them over (a consumer-side assignor hook; the workers run here)."""
 
-    def __init__(self, logs: list[dict[str, Any]]):
-        self.logs = logs
+    def __init__(self) -> None:
+        self.history: dict[str, list[set[str]]] = {}
+
+    def assignor(self, label: str) -> type[RoundRobinPartitionAssignor]:
+        """The default assignor, also noting what ``label`` receives."""
+        history = self.history.setdefault(label, [])
+
+        class Noting(RoundRobinPartitionAssignor):
+            @classmethod
+            def on_assignment(cls, assignment: Any) -> None:
+                history.append({f"{tp.topic}:{tp.partition}" for tp in assignment.partitions()})
+
+        return Noting
 
     def rebalances(self) -> int:
-        return sum(e["event"] in {"partitions.assigned", "partitions.revoked"} for e in self.logs)
+        return sum(map(len, self.history.values()))
 
     def owned(self, label: str) -> set[str]:
-        found = [
-            e["partitions"]
-            for e in self.logs
-            if e["event"] == "partitions.assigned" and e.get("worker") == label
-        ]
-        return set(found[-1]) if found else set()
+        found = self.history.get(label)
+        return found[-1] if found else set()
 
     async def split(self, labels: list[str], partitions: set[str]) -> bool:
         """Every worker owns partitions of its own, and together all of them."""
@@ -162,17 +160,15 @@ class Assignments:
         return all(owned) and together == partitions and sum(map(len, owned)) == len(together)
 
 
-async def records_per_partition(
-    settings: JourneySettings, topic: str, partitions: int
-) -> dict[str, int]:
+async def partitions_with_records(settings: JourneySettings, topic: str, count: int) -> set[str]:
     consumer = make_consumer(settings, group_id=f"reader-{uuid.uuid4().hex[:8]}")
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        tps = [TopicPartition(topic, p) for p in range(count)]
         start, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
-    return {f"{tp.topic}:{tp.partition}": end[tp] - start[tp] for tp in tps}
+    return {f"{tp.topic}:{tp.partition}" for tp in tps if end[tp] > start[tp]}
 
 
 async def test_two_workers_equal_one_and_replay_changes_nothing(
@@ -193,33 +189,33 @@ async def test_two_workers_equal_one_and_replay_changes_nothing(
         snap = await snapshot(db, tenant.id)
         return snap["events"] == people * 4
 
-    with structlog.testing.capture_logs(
-        processors=[structlog.contextvars.merge_contextvars]
-    ) as logs:
-        single = Worker(one)
-        pair = [labelled(two, "a"), labelled(second, "b")]
-        assignments = Assignments(logs)
-        try:
-            # Both members of the pair own partitions before the first event exists.
-            await eventually(lambda: assignments.split(["a", "b"], partitions), timeout=60)
-            settled = assignments.rebalances()
-            for tenant, cfg in ((t1, one), (t2, two)):
-                events = [e for i in range(people) for e in person_events(tenant.id, i, run)]
-                # Send the late agent.joined events last: per-customer order comes from event time.
-                events.sort(key=lambda e: e["id"].endswith("-d"))
-                await send(producer, cfg, *events)
-            await eventually(lambda: done(t1), timeout=60)
-            await eventually(lambda: done(t2), timeout=60)
-            moved = assignments.rebalances() - settled
-        finally:
-            for w in (single, *pair):
-                await w.stop()
+    assignments = Assignments()
+    single = Worker(one)
+    pair = [
+        Worker(two, partition_assignment_strategy=(assignments.assignor("a"),)),
+        Worker(second, partition_assignment_strategy=(assignments.assignor("b"),)),
+    ]
+    try:
+        # Both members of the pair own partitions before the first event exists.
+        await eventually(lambda: assignments.split(["a", "b"], partitions), timeout=60)
+        settled = assignments.rebalances()
+        for tenant, cfg in ((t1, one), (t2, two)):
+            events = [e for i in range(people) for e in person_events(tenant.id, i, run)]
+            # Send the late agent.joined events last: per-customer order comes from event time.
+            events.sort(key=lambda e: e["id"].endswith("-d"))
+            await send(producer, cfg, *events)
+        await eventually(lambda: done(t1), timeout=60)
+        await eventually(lambda: done(t2), timeout=60)
+        moved = assignments.rebalances() - settled
+    finally:
+        for w in (single, *pair):
+            await w.stop()
     # Nothing moved while they worked, so each applied the events of the partitions it owned,
     # and each owned partitions that had events.
     assert moved == 0, "a rebalance during the run: who applied what is unknown"
-    held = await records_per_partition(two, two.topic_normalized, 4)
+    filled = await partitions_with_records(two, two.topic_normalized, 4)
     for label in ("a", "b"):
-        assert sum(held[p] for p in assignments.owned(label)) > 0, f"worker {label} had no events"
+        assert assignments.owned(label) & filled, f"worker {label} owned no partition with events"
     s1, s2 = await snapshot(db, t1.id), await snapshot(db, t2.id)
     assert s1["active"] == people  # one customer per person, whatever the arrival order
     assert {k: v for k, v in s2.items() if k != "versions"} == {
