@@ -5,11 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format bench clean help
+.PHONY: run test test-future lint format bench clean help
 
 help:
 	@echo "make run    start the whole stack on embedded PostgreSQL + broker, with a demo"
 	@echo "make test   run the test suite against real PostgreSQL and a real broker"
+	@echo "make test-future  the same with the clock a year ahead (needs libfaketime)"
 	@echo "make lint   ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  run the benchmarks in bench/ (prints JSON lines)"
 
@@ -26,6 +27,18 @@ run: $(STAMP)
 test: $(STAMP)
 	@rm -f $(VENV)/.pytest-exit
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; echo $$status > $(VENV)/.pytest-exit; exit $$status
+
+# The suite with the clock SHIFT_DAYS ahead (negative: behind), to prove no test depends on today's date. libfaketime
+# (LD_PRELOAD, inherited by child processes) shifts this Python process, the worker processes the
+# tests start and the embedded PostgreSQL; tests/test_clock.py checks that it did. The embedded
+# broker (a statically linked binary) keeps the real clock. Same exit status file as `make test`.
+SHIFT_DAYS ?= 365
+FAKETIME_LIB ?= $(firstword $(wildcard /usr/lib/*/faketime/libfaketime.so.1 /usr/local/lib/faketime/libfaketime.so.1))
+test-future: $(STAMP)
+	@test -n "$(FAKETIME_LIB)" || { echo "make test-future needs libfaketime (Debian/Ubuntu: apt-get install faketime)" >&2; exit 2; }
+	@rm -f $(VENV)/.pytest-exit
+	LD_PRELOAD="$(FAKETIME_LIB)" FAKETIME="$(if $(filter -%,$(SHIFT_DAYS)),,+)$(SHIFT_DAYS)d" WAYPOINT_TEST_CLOCK_SHIFT_DAYS=$(SHIFT_DAYS) \
+		$(PY) -m pytest $(PYTEST_ARGS); status=$$?; echo $$status > $(VENV)/.pytest-exit; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check shared services tests bench

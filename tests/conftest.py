@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,15 @@ async def producer(settings: CommonSettings, db: Database) -> AsyncIterator[AIOK
     await kafka.start()
     yield kafka
     await kafka.stop()
+
+
+@pytest.fixture
+def now() -> datetime:
+    """The real clock, read once when the test starts (whole seconds, UTC).
+
+    Derive every time in a test from it: no test may depend on today's date (`make test-future`
+    runs the suite with the clock a year ahead to prove it)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -47,6 +48,39 @@ async def open_alert(db: Database, tenant: str) -> str:
     return str(effects.opened[0]["id"])
 
 
+class Passes:
+    """Counts each running notifier's completed delivery passes (``Notifier.drain``), the
+    barrier before asserting that nothing more arrives: a pass that *began* after a point in
+    time has seen every row committed before it (the real method runs; it is only counted)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.done: dict[int, int] = {}
+        drain = notifier.Notifier.drain
+
+        async def counted(instance: notifier.Notifier) -> int:
+            delivered = await drain(instance)
+            self.done[id(instance)] = self.done.get(id(instance), 0) + 1
+            return delivered
+
+        monkeypatch.setattr(notifier.Notifier, "drain", counted)
+
+    async def since_now(self, *, notifiers: int) -> None:
+        """Until each of ``notifiers`` running notifiers has completed a pass begun after now."""
+        mark = dict(self.done)
+
+        async def passed() -> bool:
+            return len(self.done) >= notifiers and all(
+                n >= mark.get(key, 0) + 2 for key, n in self.done.items()
+            )
+
+        await eventually(passed)
+
+
+@pytest.fixture
+def passes(monkeypatch: pytest.MonkeyPatch) -> Passes:
+    return Passes(monkeypatch)
+
+
 async def outbox(db: Database, alert_id: str) -> list[Any]:
     async with db.session() as session:
         rows = await session.execute(
@@ -61,7 +95,11 @@ async def outbox(db: Database, alert_id: str) -> list[Any]:
 
 
 async def test_a_failing_or_absent_receiver_gets_the_alert_once_it_recovers(
-    alerts_settings: AlertsSettings, db: Database, make_tenant: TenantFactory, receiver: HTTPServer
+    alerts_settings: AlertsSettings,
+    db: Database,
+    make_tenant: TenantFactory,
+    receiver: HTTPServer,
+    passes: Passes,
 ):
     tenant = await make_tenant()
     answers = iter([500, 500, 503])
@@ -89,11 +127,12 @@ async def test_a_failing_or_absent_receiver_gets_the_alert_once_it_recovers(
     late.expect_request("/hook", method="POST").respond_with_data("ok")
     async with running(notifier.run, alerts_settings):
         await eventually(lambda: _has(accepted, 1))
-        await asyncio.sleep(1.0)  # the down receiver has been retried a few times by now
+        await eventually(lambda: _retries(db, alert_id, "down", 2))  # refused twice so far
         late.start()
         try:
             await eventually(lambda: _has(late.log, 1))
-            await asyncio.sleep(1.5)  # nothing more arrives once delivered
+            await eventually(lambda: _statuses(db, alert_id, ["delivered", "delivered"]))
+            await passes.since_now(notifiers=1)  # nothing more arrives once delivered
         finally:
             late.stop()
     assert len(accepted) == 1
@@ -121,19 +160,24 @@ async def test_a_failing_or_absent_receiver_gets_the_alert_once_it_recovers(
 
 
 async def test_alert_written_while_no_notifier_runs_is_delivered_once_after_start(
-    alerts_settings: AlertsSettings, db: Database, make_tenant: TenantFactory, receiver: HTTPServer
+    alerts_settings: AlertsSettings,
+    db: Database,
+    make_tenant: TenantFactory,
+    receiver: HTTPServer,
+    passes: Passes,
 ):
     tenant = await make_tenant()
     receiver.expect_request("/hook", method="POST").respond_with_data("ok")
     await set_channels(alerts_settings, tenant, {"name": "hook", "type": "webhook",
                        "url": receiver.url_for("/hook"), "secret": WEBHOOK_SECRET})  # fmt: skip
     alert_id = await open_alert(db, tenant.id)
-    await asyncio.sleep(0.5)
+    assert [r.status for r in await outbox(db, alert_id)] == ["pending"]  # queued, undelivered
     assert receiver.log == []
     async with running(notifier.run, alerts_settings), running(notifier.run, alerts_settings):
-        await eventually(lambda: _has(receiver.log, 1))  # two notifiers, one delivery
-        await asyncio.sleep(1.0)
-    assert len(receiver.log) == 1
+        await eventually(lambda: _has(receiver.log, 1))
+        await eventually(lambda: _delivered(db, alert_id))
+        await passes.since_now(notifiers=2)  # both have looked again since: two notifiers,
+    assert len(receiver.log) == 1  # one delivery
     assert orjson.loads(receiver.log[0][0].get_data())["alert_id"] == alert_id
 
 
@@ -145,13 +189,12 @@ async def test_a_notifier_killed_mid_delivery_is_replaced_and_the_alert_delivere
     dead connection, and the next notifier delivers (same Idempotency-Key)."""
     tenant = await make_tenant()
     calls: list[str] = []
+    killed = threading.Event()
 
     def slow_then_fast(request: Request) -> Response:
         calls.append(request.headers["Idempotency-Key"])
         if len(calls) == 1:
-            import time
-
-            time.sleep(3)  # the notifier is killed while it waits for this answer
+            killed.wait(60)  # no answer until the notifier waiting for it has been killed
         return Response("ok", status=200)
 
     receiver.expect_request("/hook", method="POST").respond_with_handler(slow_then_fast)
@@ -178,6 +221,7 @@ async def test_a_notifier_killed_mid_delivery_is_replaced_and_the_alert_delivere
         if child.returncode is None:
             child.kill()
             await child.wait()
+        killed.set()
     async with running(notifier.run, alerts_settings):
         await eventually(lambda: _delivered(db, alert_id), timeout=30)
     assert len(calls) == 2
@@ -258,4 +302,21 @@ async def _has(items: list[Any], n: int) -> bool:
 
 
 async def _delivered(db: Database, alert_id: str) -> bool:
-    return [r.status for r in await outbox(db, alert_id)] == ["delivered"]
+    return await _statuses(db, alert_id, ["delivered"])
+
+
+async def _statuses(db: Database, alert_id: str, wanted: list[str]) -> bool:
+    return [r.status for r in await outbox(db, alert_id)] == wanted
+
+
+async def _retries(db: Database, alert_id: str, channel: str, n: int) -> bool:
+    async with db.session() as session:
+        refused = await session.scalar(
+            text(
+                "SELECT count(*) FROM alerts.delivery_log l "
+                "JOIN alerts.notification_channel c ON c.id = l.channel_id "
+                "WHERE l.alert_id = :a AND c.name = :c AND l.outcome = 'retry'"
+            ),
+            {"a": alert_id, "c": channel},
+        )
+    return (refused or 0) >= n

@@ -3,7 +3,8 @@ from datetime import UTC, datetime, timedelta
 from services.alerts.model import Rule, Thresholds
 from services.alerts.rules import evaluate, peak_within, record_peak
 
-T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+# Noon UTC 60 days ago (peaks are kept per UTC day, so the time of day stays fixed).
+T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=60)
 TH = Thresholds(alert_below=40, rearm_margin=10, cooldown_hours=24, rules=[Rule.below_threshold])
 
 

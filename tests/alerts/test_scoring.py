@@ -5,7 +5,8 @@ import time_machine
 from services.alerts.model import DEFAULT_WEIGHTS, Factor, Params
 from services.alerts.scoring import Aggregates, apply_event, decay_to, merge, score
 
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
+# Midnight UTC 60 days ago: relative to the real clock, the same time of day on every run.
+T0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=60)
 PARAMS = Params()
 
 

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from services.alerts.model import DEFAULT_WEIGHTS, Factor, Params
 from services.alerts.scoring import Aggregates, apply_event, score
 
-T0 = datetime(2026, 6, 1, tzinfo=UTC)
+# Midnight UTC 180 days ago: relative to the real clock, the same time of day on every run.
+T0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=180)
 KINDS = ["product.used", "contact.started", "contact.transferred", "contact.abandoned",
          "case.opened", "case.resolved", "survey.responded", "message.received",
          "purchase.completed", "feedback.submitted"]  # fmt: skip

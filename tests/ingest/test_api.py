@@ -1,5 +1,6 @@
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import httpx
 import orjson
@@ -82,7 +83,10 @@ async def test_batch_reports_each_item_and_accepts_the_valid_ones(
 
 
 async def test_http_binary_mode_takes_attributes_from_ce_headers(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ingest_settings: IngestSettings
+    client: httpx.AsyncClient,
+    make_tenant: TenantFactory,
+    ingest_settings: IngestSettings,
+    now: datetime,
 ):
     tenant = await make_tenant(scopes=["events:write"])
     headers = {
@@ -92,7 +96,7 @@ async def test_http_binary_mode_takes_attributes_from_ce_headers(
         "ce-id": "bin-1",
         "ce-source": "crm",
         "ce-type": "case.opened",
-        "ce-time": "2026-11-22T08:00:00Z",
+        "ce-time": (now - timedelta(hours=4)).isoformat(),
     }
     data = {"identifiers": [{"type": "crm_id", "value": "C-9"}], "case_id": "K-1"}
     response = await client.post("/v1/events", json=data, headers=headers)

@@ -39,10 +39,10 @@ def journey_settings(settings_overrides: dict[str, Any]) -> JourneySettings:
 class Worker:
     """A journey worker running in this event loop until ``stop()``."""
 
-    def __init__(self, settings: JourneySettings):
+    def __init__(self, settings: JourneySettings, **consumer_overrides: Any):
         self.settings = settings
         self.stopping = asyncio.Event()
-        self.task = asyncio.create_task(run(settings, stop=self.stopping))
+        self.task = asyncio.create_task(run(settings, stop=self.stopping, **consumer_overrides))
 
     async def stop(self) -> None:
         self.stopping.set()

@@ -1,7 +1,7 @@
 """The context reducer, read-side views and the context cache: pure, no database."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from services.journey import context as ctx
 from services.journey import views
@@ -9,21 +9,18 @@ from services.journey.cache import ContextCache
 from shared.events import validate_event
 from tests.support import cloud_event
 
-NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
+def story(now: datetime):
+    def env(type_: str, minutes_ago: float, **data):
+        raw = cloud_event(
+            tenant="t",
+            type=type_,
+            identifiers=[{"type": "email", "value": "a@x.io", "verified_by": "login"}],
+            time=now - timedelta(minutes=minutes_ago),
+            **data,
+        )
+        return validate_event(raw, now=now)
 
-def env(type_: str, minutes_ago: float, **data):
-    raw = cloud_event(
-        tenant="t",
-        type=type_,
-        identifiers=[{"type": "email", "value": "a@x.io", "verified_by": "login"}],
-        time=NOW - timedelta(minutes=minutes_ago),
-        **data,
-    )
-    return validate_event(raw, now=NOW)
-
-
-def story():
     return [
         env(
             "agent.joined", 300, channel="web_chat", interaction_id="c1", agent_id="amy", team="t1"
@@ -43,7 +40,7 @@ def story():
             260,
             name="otp",
             value="9",
-            expires_at=(NOW - timedelta(minutes=1)).isoformat(),
+            expires_at=(now - timedelta(minutes=1)).isoformat(),
         ),
         env("message.received", 250, channel="web_chat", sentiment=0.2),
         env("message.received", 240, channel="web_chat", sentiment=-0.7),
@@ -52,8 +49,8 @@ def story():
     ]
 
 
-def test_folding_in_any_order_gives_the_same_document():
-    events = story()
+def test_folding_in_any_order_gives_the_same_document(now: datetime):
+    events = story(now)
     forward = ctx.rebuild(events)
     backward = ctx.empty()
     for e in reversed(events):
@@ -63,14 +60,14 @@ def test_folding_in_any_order_gives_the_same_document():
     assert backward["last_agent"]["agent_id"] == "amy"  # latest by event time, not arrival
 
 
-def test_views_mask_expire_and_explain():
-    doc = ctx.rebuild(story())
-    ledger = {f["name"]: f for f in views.facts_ledger(doc, now=NOW, reveal=False)}
+def test_views_mask_expire_and_explain(now: datetime):
+    doc = ctx.rebuild(story(now))
+    ledger = {f["name"]: f for f in views.facts_ledger(doc, now=now, reveal=False)}
     assert ledger["pin"]["value"] == views.MASK
     assert ledger["order_number"]["value"] == "O-1"
     assert ledger["otp"]["expired"] is True
-    assert views.facts_ledger(doc, now=NOW, reveal=True)[-1]["value"] != views.MASK
-    summary = views.handoff_summary(doc, identities=[], now=NOW)
+    assert views.facts_ledger(doc, now=now, reveal=True)[-1]["value"] != views.MASK
+    summary = views.handoff_summary(doc, identities=[], now=now)
     assert "otp" not in summary["do_not_ask"]
     assert summary["likely_reason"] == "refund"
     actions = [s["action"] for s in summary["next_steps"]]
@@ -80,16 +77,16 @@ def test_views_mask_expire_and_explain():
     assert all(s["why"] for s in summary["next_steps"])
 
 
-def test_route_hint_prefers_the_case_agent_and_skips_the_ivr_only_when_recent():
-    doc = ctx.rebuild(story())
-    hint = views.route_hint(doc, now=NOW, skip_ivr_hours=24, preferred_agent_hours=72)
+def test_route_hint_prefers_the_case_agent_and_skips_the_ivr_only_when_recent(now: datetime):
+    doc = ctx.rebuild(story(now))
+    hint = views.route_hint(doc, now=now, skip_ivr_hours=24, preferred_agent_hours=72)
     assert (hint["preferred_agent"], hint["preferred_team"], hint["skip_ivr"]) == (
         "amy",
         "t1",
         True,
     )
     later = views.route_hint(
-        doc, now=NOW + timedelta(days=3), skip_ivr_hours=24, preferred_agent_hours=72
+        doc, now=now + timedelta(days=3), skip_ivr_hours=24, preferred_agent_hours=72
     )
     assert later["skip_ivr"] is False
     assert later["preferred_agent"] == "amy"  # still the open case's agent
@@ -129,7 +126,7 @@ def test_cache_is_bounded_and_off_without_a_listener():
     assert cache.document(keys[1]) is None
 
 
-def test_the_fast_activity_renders_exactly_as_the_contract_model():
+def test_the_fast_activity_renders_exactly_as_the_contract_model(now: datetime):
     import orjson
 
     from services.journey.applier import Incoming, _activity
@@ -143,8 +140,9 @@ def test_the_fast_activity_renders_exactly_as_the_contract_model():
                 {"type": "email", "value": "A@x.io"},
             ],
             channel="phone",
+            time=now,
         ),
-        now=datetime.now(UTC),
+        now=now,
     )
     cid = uuid.uuid4()
     key, value = _activity(Incoming(e, e.to_json()), cid, {"tier": "gold"})

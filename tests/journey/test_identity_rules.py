@@ -19,7 +19,7 @@ from services.journey.identity import (
 from shared.events import IdentifierType as T
 from shared.events import Verification as V
 
-NOW = datetime(2026, 11, 22, tzinfo=UTC)
+NOW = datetime.now(UTC)  # holders' ages are relative to it; resolve() never reads the clock
 
 
 def limit(_t: str) -> int:

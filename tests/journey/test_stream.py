@@ -13,6 +13,7 @@ import uvicorn
 from services.journey.app import create_app
 from shared.embedded import free_port
 from tests.journey.conftest import cloud_event, context_when, send
+from tests.support import eventually
 
 
 async def sse_events(response: httpx.Response):
@@ -45,9 +46,13 @@ async def test_stream_pushes_a_context_change_after_a_new_event(
         uvicorn.Config(create_app(journey_settings), port=port, log_level="warning", lifespan="on")
     )
     serving = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        assert not serving.done(), "the server stopped before it started"
+        return bool(server.started)
+
     try:
-        while not server.started:
-            await asyncio.sleep(0.05)
+        await eventually(started)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             other = await make_tenant(scopes=["context:read"])
             denied = await client.get(f"/v1/customers/{cid}/stream", headers=other.headers)

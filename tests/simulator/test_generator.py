@@ -10,7 +10,8 @@ import pytest
 from services.simulator import generate, generate_keyed
 from shared.events import EventType, validate_event
 
-START = datetime(2026, 9, 1, tzinfo=UTC)
+# A 30-day window that ended a month ago (midnight UTC), relative to the real clock.
+START = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=60)
 
 
 @pytest.fixture(scope="module")
