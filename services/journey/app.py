@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
-from services.journey.cache import ContextCache
 from services.journey.config import JourneySettings
+from services.journey.context.cache import ContextCache
+from services.journey.context.stream import ContextHub
 from services.journey.endpoints import router
 from services.journey.pages import install as install_pages
-from services.journey.stream import ContextHub
 from shared.app import create_app as create_service_app
 from shared.db import asyncpg_dsn
 

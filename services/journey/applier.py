@@ -18,11 +18,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.journey import context as ctx
-from services.journey import merges
 from services.journey import repository as repo
 from services.journey.config import JourneySettings
-from services.journey.identity import (
+from services.journey.context import rules as ctx
+from services.journey.identity import merges
+from services.journey.identity.rules import (
     Claim,
     Holder,
     MergeStep,

@@ -17,11 +17,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from services.journey import context as ctx
-from services.journey import merges
 from services.journey import repository as repo
 from services.journey.config import JourneySettings
-from services.journey.identity import Rule
+from services.journey.context import rules as ctx
+from services.journey.identity import merges
+from services.journey.identity.rules import Rule
 from shared.auth.service import Principal, audit
 from shared.db import Database, raw_connection
 from shared.deps import unit_of_work

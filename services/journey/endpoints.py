@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from services.journey import commands, service, views
+from services.journey import commands, service
 from services.journey.config import JourneySettings
+from services.journey.context import views
+from services.journey.context.stream import ContextHub
 from services.journey.schemas import (
     ContextPublic,
     FactCreate,
@@ -28,7 +30,6 @@ from services.journey.schemas import (
     SplitResponse,
     TimelinePage,
 )
-from services.journey.stream import ContextHub
 from shared.auth.dependencies import Admin, ContextReader
 from shared.auth.models import Scope
 from shared.auth.service import Principal, audit

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.journey.context import Doc
+from services.journey.context.rules import Doc
 from shared.events import Envelope, parse_normalized
 
 TenantCustomer = tuple[str, uuid.UUID]

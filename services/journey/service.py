@@ -17,9 +17,9 @@ import asyncpg
 import orjson
 
 from services.journey import repository as repo
-from services.journey import views
-from services.journey.cache import ContextCache
-from services.journey.context import Doc, empty, identity_list, timeline_item
+from services.journey.context import views
+from services.journey.context.cache import ContextCache
+from services.journey.context.rules import Doc, empty, identity_list, timeline_item
 from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
 from shared.errors import BadRequest, NotFound
 from shared.events import IdentifierType, InvalidIdentifier, normalize_identifier, parse_normalized

@@ -6,7 +6,7 @@ import uuid
 
 from services.journey import repository as repo
 from services.journey.config import JourneySettings
-from services.journey.merges import rebuild_context
+from services.journey.identity.merges import rebuild_context
 from shared.db import Database, raw_connection
 
 

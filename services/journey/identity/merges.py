@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 
-from services.journey import context as ctx
 from services.journey import repository as repo
-from services.journey.identity import EventSide, split_attribution
+from services.journey.context import rules as ctx
+from services.journey.identity.rules import EventSide, split_attribution
 from services.journey.metrics import MERGES, SPLITS
 from shared.errors import Conflict, NotFound
 
