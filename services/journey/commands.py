@@ -17,10 +17,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from services.journey import repository as repo
 from services.journey.config import JourneySettings
+from services.journey.context import repository as context_repo
 from services.journey.context import rules as ctx
 from services.journey.identity import merges
+from services.journey.identity import repository as repo
 from services.journey.identity.rules import Rule
 from shared.auth.service import Principal, audit
 from shared.db import Database, raw_connection
@@ -207,11 +208,11 @@ async def record_fact(
                  "matched", Rule.manual.value, body.decode())
             ],
         )  # fmt: skip
-        locked = await repo.lock_contexts(conn, [(tenant, cid)])
+        locked = await context_repo.lock_contexts(conn, [(tenant, cid)])
         doc, version = locked.get((tenant, cid), (ctx.empty(), 0))
         ctx.apply_event(doc, env)
-        await repo.save_contexts(conn, [(tenant, cid, orjson.dumps(doc), version + 1)])
-        await repo.notify(conn, settings.notify_channel, [f"{tenant}|{cid}|{version + 1}"])
+        await context_repo.save_contexts(conn, [(tenant, cid, orjson.dumps(doc), version + 1)])
+        await context_repo.notify(conn, settings.notify_channel, [f"{tenant}|{cid}|{version + 1}"])
         await _deliver(
             producer,
             settings.topic_activity,

@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.journey import repository as repo
 from services.journey.context import views
 from services.journey.context.cache import ContextCache
 from services.journey.context.rules import Doc, empty, identity_list, timeline_item
+from services.journey.identity import repository as repo
 from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
 from shared.errors import BadRequest, NotFound
 from shared.events import IdentifierType, InvalidIdentifier, normalize_identifier, parse_normalized

@@ -1,13 +1,32 @@
-"""Rebuild context documents from the stored events (after a change to the reducer's rules)."""
+"""Rebuild context documents from the stored events: one customer's after a merge or split, and
+every customer's after a change to the reducer's rules (``waypoint rebuild-contexts``)."""
 
 from __future__ import annotations
 
 import uuid
 
-from services.journey import repository as repo
+import asyncpg
+import orjson
+
 from services.journey.config import JourneySettings
-from services.journey.identity.merges import rebuild_context
+from services.journey.context import repository as repo
+from services.journey.context import rules as ctx
+from services.journey.identity import repository as identity_repo
 from shared.db import Database, raw_connection
+
+
+async def rebuild_context(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID, version: int
+) -> ctx.Doc:
+    """Re-fold a customer's document from its own and its merged customers' events and
+    identifiers, and save it as ``version``."""
+    members = await identity_repo.member_ids(conn, tenant, customer_id)
+    doc = ctx.rebuild(await repo.events_of(conn, tenant, members))
+    for link in await identity_repo.identities(conn, tenant, members):
+        key = f"{link['type']}:{link['value']}"
+        ctx.merge_identity(doc, key, {k: v for k, v in link.items() if k != "linked_customer_id"})
+    await repo.save_contexts(conn, [(tenant, customer_id, orjson.dumps(doc), version)])
+    return doc
 
 
 async def rebuild_contexts(
