@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from services.journey import commands, service
 from services.journey.config import JourneySettings
-from services.journey.context import views
+from services.journey.context import service, views
 from services.journey.context.stream import ContextHub
+from services.journey.identity import service as identity_service
 from services.journey.schemas import (
     ContextPublic,
     FactCreate,
@@ -145,7 +145,7 @@ async def customer_identities(
     customer_id: uuid.UUID, principal: ContextReader, pool: PoolDep
 ) -> Response:
     """The identity graph: identifiers with provenance, merges, splits, provisional links."""
-    return _json(await service.identity_graph(pool, principal.tenant_id, customer_id))
+    return _json(await identity_service.identity_graph(pool, principal.tenant_id, customer_id))
 
 
 @router.get("/route-hint", response_model=RouteHint)
@@ -232,7 +232,7 @@ async def add_fact(
     settings: SettingsDep,
 ) -> dict[str, Any]:
     """An agent records a fact the customer gave (kept in the facts ledger with provenance)."""
-    return await commands.record_fact(
+    return await service.record_fact(
         db=db,
         producer=request.app.state.producer,
         settings=settings,
@@ -247,7 +247,7 @@ async def merge_customers(
     body: MergeRequest, request: Request, principal: Admin, db: DatabaseDep, settings: SettingsDep
 ) -> MergeResponse:
     """Merge two customers by hand (admin; audited; undo with split)."""
-    result = await commands.manual_merge(
+    result = await identity_service.manual_merge(
         db=db,
         producer=request.app.state.producer,
         settings=settings,
@@ -275,7 +275,7 @@ async def split_customer(
 ) -> SplitResponse:
     """Undo a merge (admin; audited): both customers as they were, later events on their side."""
     body = body or SplitRequest()
-    result = await commands.split_customer(
+    result = await identity_service.split_customer(
         db=db,
         producer=request.app.state.producer,
         settings=settings,

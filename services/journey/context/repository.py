@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 import orjson
@@ -68,3 +69,79 @@ async def events_of(
         list(customer_ids),
     )
     return [parse_normalized(r[0].encode()) for r in rows]
+
+
+BY_IDENTIFIER = """
+SELECT coalesce(c.merged_into, c.id), x.doc::text, coalesce(x.version, 0)
+FROM journey.identifier i
+JOIN journey.customer c ON c.tenant_id = i.tenant_id AND c.id = i.customer_id
+LEFT JOIN journey.context x
+  ON x.tenant_id = i.tenant_id AND x.customer_id = coalesce(c.merged_into, c.id)
+WHERE i.tenant_id = $1 AND i.id_type = $2 AND i.value = $3
+ORDER BY i.strength DESC, i.last_seen_at DESC
+LIMIT 8"""
+
+BY_ID = """
+SELECT coalesce(c.merged_into, c.id), x.doc::text, coalesce(x.version, 0)
+FROM journey.customer c
+LEFT JOIN journey.context x
+  ON x.tenant_id = c.tenant_id AND x.customer_id = coalesce(c.merged_into, c.id)
+WHERE c.tenant_id = $1 AND c.id = $2"""
+
+
+async def by_identifier(
+    pool: asyncpg.Pool, tenant: str, id_type: str, value: str
+) -> list[asyncpg.Record]:
+    """The customers holding an identifier (resolved through merges), strongest link first, with
+    their context documents: the screen pop's one query."""
+    rows: list[asyncpg.Record] = await pool.fetch(BY_IDENTIFIER, tenant, id_type, value)
+    return rows
+
+
+async def by_id(pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID) -> asyncpg.Record | None:
+    """A customer (resolved through merges) with its context document."""
+    row: asyncpg.Record | None = await pool.fetchrow(BY_ID, tenant, customer_id)
+    return row
+
+
+async def timeline_rows(
+    pool: asyncpg.Pool,
+    tenant: str,
+    customer_id: uuid.UUID,
+    *,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """A customer's and its merged customers' events, newest first, before (time, event id)."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        """SELECT e.envelope::text, e.time FROM journey.event e
+           WHERE e.tenant_id = $1 AND e.customer_id IN (
+               SELECT m.id FROM journey.customer m
+               WHERE m.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2))
+             AND ($3::timestamptz IS NULL OR (e.time, e.event_id) < ($3, $4))
+           ORDER BY e.time DESC, e.event_id DESC LIMIT $5""",
+        tenant,
+        customer_id,
+        before[0] if before else None,
+        before[1] if before else "",
+        limit,
+    )
+    return rows
+
+
+async def purchase_rows(
+    pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, limit: int
+) -> list[asyncpg.Record]:
+    """A customer's latest ``purchase.completed`` events (merged customers' included)."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        """SELECT e.envelope::text FROM journey.event e
+           WHERE e.tenant_id = $1 AND e.customer_id IN (
+               SELECT m.id FROM journey.customer m
+               WHERE m.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2))
+             AND e.type = 'purchase.completed'
+           ORDER BY e.time DESC, e.event_id DESC LIMIT $3""",
+        tenant,
+        customer_id,
+        limit,
+    )
+    return rows

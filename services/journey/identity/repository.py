@@ -179,6 +179,14 @@ async def customer_row(
     return row
 
 
+async def active_id(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> uuid.UUID | None:
+    """The customer's id, or the one it was merged into (None: no such customer)."""
+    row = await customer_row(conn, tenant, customer_id)
+    return None if row is None else row["merged_into"] or row["id"]
+
+
 async def member_ids(
     conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
 ) -> list[uuid.UUID]:
@@ -218,3 +226,60 @@ def identity_dict(r: Any) -> dict[str, Any]:
         "first_seen_at": r["first_seen_at"].isoformat(),
         "last_seen_at": r["last_seen_at"].isoformat(),
     }
+
+
+async def strongest_identifier(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """(type, value) of the customer's strongest, most recently seen identifier."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT i.id_type, i.value FROM journey.identifier i
+           JOIN journey.customer m ON m.tenant_id = i.tenant_id AND m.id = i.customer_id
+           WHERE i.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2)
+           ORDER BY i.strength DESC, i.last_seen_at DESC LIMIT 1""",
+        tenant,
+        customer_id,
+    )
+    return row
+
+
+async def merges_of(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """Merges into or of the customer, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT id, survivor_id, merged_id, event_id, rule, via, actor, reason, created_at,
+                  undone_at FROM journey.merge
+           WHERE tenant_id = $1 AND (survivor_id = $2 OR merged_id = $2) ORDER BY id""",
+        tenant,
+        customer_id,
+    )
+    return rows
+
+
+async def splits_of(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """Splits of or restoring the customer, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT id, merge_id, customer_id, restored_id, actor, reason, moved_events,
+                  moved_identifiers, created_at FROM journey.split
+           WHERE tenant_id = $1 AND (customer_id = $2 OR restored_id = $2) ORDER BY id""",
+        tenant,
+        customer_id,
+    )
+    return rows
+
+
+async def provisional_links_of(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """Provisional links from or to the customer, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT customer_id, other_id, via, strength, event_id, created_at
+           FROM journey.provisional_link
+           WHERE tenant_id = $1 AND (customer_id = $2 OR other_id = $2) ORDER BY id""",
+        tenant,
+        customer_id,
+    )
+    return rows
