@@ -18,9 +18,9 @@ from sse_starlette import EventSourceResponse
 
 from services.journey.config import JourneySettings
 from services.journey.context import service
+from services.journey.context.schemas import FactCreate
 from services.journey.context.stream import ContextHub
 from services.journey.pages import cards
-from services.journey.schemas import FactCreate
 from shared.auth.models import Scope
 from shared.auth.service import audit
 from shared.errors import BadRequest, NotFound
