@@ -301,7 +301,7 @@ def _activity(
     item: Incoming, customer_id: uuid.UUID, traits: dict[str, Any]
 ) -> tuple[bytes, bytes]:
     """``CustomerActivity(kind="event", …)`` as ``to_json()`` renders it, without building the
-    model (the hot path; ``test_context_rules`` checks both render the same)."""
+    model (the hot path; ``tests/journey/context/test_rules.py`` checks both render the same)."""
     env = item.env
     account = next((i.value for i in env.identifiers if i.type is IdentifierType.account_id), None)
     body: dict[str, Any] = {

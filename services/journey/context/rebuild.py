@@ -42,19 +42,9 @@ async def rebuild_contexts(
     while True:
         async with db.session() as session:
             conn = await raw_connection(session)
-            ids = [
-                r[0]
-                for r in await conn.fetch(
-                    """SELECT id FROM journey.customer
-                       WHERE tenant_id = $1 AND status = 'active' AND id > $2
-                         AND ($3::uuid IS NULL OR id = $3)
-                       ORDER BY id LIMIT $4""",
-                    tenant,
-                    after,
-                    customer_id,
-                    batch,
-                )
-            ]
+            ids = await identity_repo.active_ids(
+                conn, tenant, after=after, only=customer_id, limit=batch
+            )
             if not ids:
                 return done
             locked = await repo.lock_contexts(conn, [(tenant, cid) for cid in ids])

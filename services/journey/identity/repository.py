@@ -187,6 +187,28 @@ async def active_id(
     return None if row is None else row["merged_into"] or row["id"]
 
 
+async def active_ids(
+    conn: asyncpg.Connection,
+    tenant: str,
+    *,
+    after: uuid.UUID,
+    only: uuid.UUID | None,
+    limit: int,
+) -> list[uuid.UUID]:
+    """A page of the tenant's active customers in id order (or just ``only``), after ``after``."""
+    rows = await conn.fetch(
+        """SELECT id FROM journey.customer
+           WHERE tenant_id = $1 AND status = 'active' AND id > $2
+             AND ($3::uuid IS NULL OR id = $3)
+           ORDER BY id LIMIT $4""",
+        tenant,
+        after,
+        only,
+        limit,
+    )
+    return [r[0] for r in rows]
+
+
 async def member_ids(
     conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
 ) -> list[uuid.UUID]:
