@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
-from services.journey.cache import ContextCache
 from services.journey.config import JourneySettings
-from services.journey.endpoints import router
+from services.journey.context.cache import ContextCache
+from services.journey.context.endpoints import router as context_router
+from services.journey.context.stream import ContextHub
+from services.journey.identity.endpoints import router as identity_router
 from services.journey.pages import install as install_pages
-from services.journey.stream import ContextHub
 from shared.app import create_app as create_service_app
 from shared.db import asyncpg_dsn
 
@@ -55,7 +56,7 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
     app = create_service_app(
         service="journey",
         settings=settings,
-        routers=[router],
+        routers=[context_router, identity_router],
         description=(
             "Identity graph and the agent's cross-channel context: screen pop by any identifier, "
             "timeline, facts ledger, route hints, live updates, merge and split."

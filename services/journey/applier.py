@@ -18,11 +18,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.journey import context as ctx
-from services.journey import merges
-from services.journey import repository as repo
 from services.journey.config import JourneySettings
-from services.journey.identity import (
+from services.journey.context import repository as context_repo
+from services.journey.context import rules as ctx
+from services.journey.identity import merges
+from services.journey.identity import repository as repo
+from services.journey.identity.rules import (
     Claim,
     Holder,
     MergeStep,
@@ -271,7 +272,7 @@ class ChunkApplier:
         await repo.insert_provisional(conn, self._provisional)
         touched = list(self._touched)
         if touched:
-            locked = await repo.lock_contexts(conn, touched)
+            locked = await context_repo.lock_contexts(conn, touched)
             if await repo.merged_among(conn, touched):
                 raise StaleChunk("a customer of this chunk was merged concurrently")
             saves = []
@@ -289,10 +290,10 @@ class ChunkApplier:
                     self.result.activities.append(_activity(item, key[1], traits))
                     self.result.applied.append(item)
                 self.result.notified.append(f"{key[0]}|{key[1]}|{version + 1}")
-            await repo.save_contexts(conn, saves)
+            await context_repo.save_contexts(conn, saves)
             notices = self.result.notified[-len(saves) :]
             notices += [f"{t}|{c}|0" for t, c in self._also_notify - set(touched)]
-            await repo.notify(conn, self.settings.notify_channel, notices)
+            await context_repo.notify(conn, self.settings.notify_channel, notices)
         self._reset_pending()
 
 
@@ -300,7 +301,7 @@ def _activity(
     item: Incoming, customer_id: uuid.UUID, traits: dict[str, Any]
 ) -> tuple[bytes, bytes]:
     """``CustomerActivity(kind="event", …)`` as ``to_json()`` renders it, without building the
-    model (the hot path; ``test_context_rules`` checks both render the same)."""
+    model (the hot path; ``tests/journey/context/test_rules.py`` checks both render the same)."""
     env = item.env
     account = next((i.value for i in env.identifiers if i.type is IdentifierType.account_id), None)
     body: dict[str, Any] = {

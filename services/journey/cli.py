@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         import uuid
 
         from services.journey.config import JourneySettings
-        from services.journey.rebuild import rebuild_contexts
+        from services.journey.context.rebuild import rebuild_contexts
         from shared.db import Database
 
         settings = JourneySettings()

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
-from services.journey import context as ctx
+from services.journey.context import rules as ctx
 from shared.db import Database
 from shared.events import Envelope
 from shared.kafka import ensure_topics

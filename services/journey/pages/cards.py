@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.journey import service, views
 from services.journey.config import JourneySettings
+from services.journey.context import service, views
 from shared.events import Channel, IdentifierType, Verification
 
 IDENTIFIER_TYPES = [t.value for t in IdentifierType]

@@ -16,11 +16,11 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from services.journey import commands, service
 from services.journey.config import JourneySettings
+from services.journey.context import service
+from services.journey.context.schemas import FactCreate
+from services.journey.context.stream import ContextHub
 from services.journey.pages import cards
-from services.journey.schemas import FactCreate
-from services.journey.stream import ContextHub
 from shared.auth.models import Scope
 from shared.auth.service import audit
 from shared.errors import BadRequest, NotFound
@@ -224,7 +224,7 @@ async def record_fact(customer_id: uuid.UUID, request: Request, web: Writer) -> 
         errors["value"] = "a value is needed"
     if errors or fact is None:
         return _fact_form(request, web, customer_id, errors=errors, values=values, status=422)
-    recorded = await commands.record_fact(
+    recorded = await service.record_fact(
         db=request.app.state.db,
         producer=request.app.state.producer,
         settings=request.app.state.settings,

@@ -1,4 +1,5 @@
-"""Read side of the agent API: one indexed query per screen pop, views computed in Python.
+"""The agent's context: one indexed query per screen pop, views computed in Python; and the
+facts an agent records.
 
 Queries run on an asyncpg pool (prepared statements, no ORM on the hot path). Every query
 filters on the caller's tenant; a customer id of another tenant is simply not found.
@@ -10,38 +11,37 @@ import base64
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka import AIOKafkaProducer
 
-from services.journey import repository as repo
-from services.journey import views
-from services.journey.cache import ContextCache
-from services.journey.context import Doc, empty, identity_list, timeline_item
+from services.journey.config import JourneySettings
+from services.journey.context import repository as repo
+from services.journey.context import rules as ctx
+from services.journey.context import views
+from services.journey.context.cache import ContextCache
+from services.journey.context.rules import Doc, empty, identity_list, timeline_item
+from services.journey.identity import repository as identity_repo
+from services.journey.identity.rules import Rule
 from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
-from shared.errors import BadRequest, NotFound
-from shared.events import IdentifierType, InvalidIdentifier, normalize_identifier, parse_normalized
+from services.journey.publish import deliver
+from shared.auth.service import Principal
+from shared.db import Database, raw_connection
+from shared.deps import unit_of_work
+from shared.errors import BadRequest, Conflict, NotFound, Unprocessable
+from shared.events import (
+    EventRejected,
+    IdentifierType,
+    InvalidIdentifier,
+    normalize_identifier,
+    parse_normalized,
+    validate_event,
+)
+from shared.events.activity import CustomerActivity
 from shared.guards import cursor_key, cursor_time, invalid_cursor
-
-BY_IDENTIFIER = """
-SELECT coalesce(c.merged_into, c.id), x.doc::text, coalesce(x.version, 0)
-FROM journey.identifier i
-JOIN journey.customer c ON c.tenant_id = i.tenant_id AND c.id = i.customer_id
-LEFT JOIN journey.context x
-  ON x.tenant_id = i.tenant_id AND x.customer_id = coalesce(c.merged_into, c.id)
-WHERE i.tenant_id = $1 AND i.id_type = $2 AND i.value = $3
-ORDER BY i.strength DESC, i.last_seen_at DESC
-LIMIT 8"""
-
-BY_ID = """
-SELECT coalesce(c.merged_into, c.id), x.doc::text, coalesce(x.version, 0)
-FROM journey.customer c
-LEFT JOIN journey.context x
-  ON x.tenant_id = c.tenant_id AND x.customer_id = coalesce(c.merged_into, c.id)
-WHERE c.tenant_id = $1 AND c.id = $2"""
-
 
 KINDS = ("context", "route_hint", "customer", "timeline", "identities", "stream")
 # Children bound once: ``labels()`` takes a lock and a dict look-up on every call.
@@ -108,7 +108,7 @@ async def find_by_identifier(
             _RESULT[kind, "hit"].inc()
             return _from_text(cid, hit[1], hit[0])
         token = cache.token()
-    rows = await pool.fetch(BY_IDENTIFIER, tenant, id_type, normalized)
+    rows = await repo.by_identifier(pool, tenant, id_type, normalized)
     _LATENCY[kind].observe(time.perf_counter() - started)
     _RESULT[kind, "hit" if rows else "miss"].inc()
     if not rows:
@@ -137,7 +137,7 @@ async def find_by_id(
             _RESULT[kind, "hit"].inc()
             return _from_text(customer_id, hit[1], hit[0], requested=customer_id)
         token = cache.token()
-    row = await pool.fetchrow(BY_ID, tenant, customer_id)
+    row = await repo.by_id(pool, tenant, customer_id)
     _LATENCY[kind].observe(time.perf_counter() - started)
     _RESULT[kind, "hit" if row else "miss"].inc()
     if row is None:
@@ -209,19 +209,7 @@ async def timeline(
     """Cross-channel timeline, newest first, keyset-paged on (time, event id)."""
     before = decode_cursor(cursor) if cursor else None  # a bad request is a 422 before a 404
     found = await find_by_id(pool, tenant, customer_id, kind="timeline")
-    rows = await pool.fetch(
-        """SELECT e.envelope::text, e.time FROM journey.event e
-           WHERE e.tenant_id = $1 AND e.customer_id IN (
-               SELECT m.id FROM journey.customer m
-               WHERE m.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2))
-             AND ($3::timestamptz IS NULL OR (e.time, e.event_id) < ($3, $4))
-           ORDER BY e.time DESC, e.event_id DESC LIMIT $5""",
-        tenant,
-        found.customer_id,
-        before[0] if before else None,
-        before[1] if before else "",
-        limit + 1,
-    )
+    rows = await repo.timeline_rows(pool, tenant, found.customer_id, before=before, limit=limit + 1)
     items = [timeline_item(parse_normalized(r[0].encode())) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
@@ -230,66 +218,11 @@ async def timeline(
     return {"customer_id": str(found.customer_id), "items": items, "next_cursor": next_cursor}
 
 
-async def identity_graph(pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID) -> dict[str, Any]:
-    """Identifiers with provenance, merges (with rule and event), splits, provisional links."""
-    found = await find_by_id(pool, tenant, customer_id, kind="identities")
-    cid = found.customer_id
-    async with pool.acquire() as conn:
-        identifiers = await repo.identities(conn, tenant, await repo.member_ids(conn, tenant, cid))
-        merges = await conn.fetch(
-            """SELECT id, survivor_id, merged_id, event_id, rule, via, actor, reason, created_at,
-                      undone_at FROM journey.merge
-               WHERE tenant_id = $1 AND (survivor_id = $2 OR merged_id = $2) ORDER BY id""",
-            tenant,
-            cid,
-        )
-        splits = await conn.fetch(
-            """SELECT id, merge_id, customer_id, restored_id, actor, reason, moved_events,
-                      moved_identifiers, created_at FROM journey.split
-               WHERE tenant_id = $1 AND (customer_id = $2 OR restored_id = $2) ORDER BY id""",
-            tenant,
-            cid,
-        )
-        provisional = await conn.fetch(
-            """SELECT customer_id, other_id, via, strength, event_id, created_at
-               FROM journey.provisional_link
-               WHERE tenant_id = $1 AND (customer_id = $2 OR other_id = $2) ORDER BY id""",
-            tenant,
-            cid,
-        )
-    return {
-        "customer_id": str(cid),
-        "identifiers": identifiers,
-        "merges": [_jsonable(r) for r in merges],
-        "splits": [_jsonable(r) for r in splits],
-        "provisional_links": [_jsonable(r) for r in provisional],
-    }
-
-
-def _jsonable(row: asyncpg.Record) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in dict(row).items():
-        out[k] = (
-            v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v
-        )
-    return out
-
-
 async def recent_purchases(
     pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, limit: int = 5
 ) -> list[dict[str, Any]]:
     """The customer's latest ``purchase.completed`` events (the agent card's recent purchases)."""
-    rows = await pool.fetch(
-        """SELECT e.envelope::text FROM journey.event e
-           WHERE e.tenant_id = $1 AND e.customer_id IN (
-               SELECT m.id FROM journey.customer m
-               WHERE m.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2))
-             AND e.type = 'purchase.completed'
-           ORDER BY e.time DESC, e.event_id DESC LIMIT $3""",
-        tenant,
-        customer_id,
-        limit,
-    )
+    rows = await repo.purchase_rows(pool, tenant, customer_id, limit=limit)
     purchases = []
     for row in rows:
         env = parse_normalized(row[0].encode())
@@ -304,3 +237,69 @@ async def recent_purchases(
             }
         )
     return purchases
+
+
+async def record_fact(
+    *,
+    db: Database,
+    producer: AIOKafkaProducer | None,
+    settings: JourneySettings,
+    principal: Principal,
+    customer_id: uuid.UUID,
+    fact: dict[str, Any],
+) -> dict[str, Any]:
+    """An agent records a fact: stored as a ``fact.collected`` event of that customer, and
+    published as the customer's activity, or neither."""
+    tenant = principal.tenant_id
+    now = datetime.now(UTC)
+    async with unit_of_work(db) as session:
+        conn = await raw_connection(session)
+        cid = await identity_repo.active_id(conn, tenant, customer_id)
+        if cid is None:
+            raise NotFound(f"customer {customer_id} not found")
+        ident = await identity_repo.strongest_identifier(conn, tenant, cid)
+        if ident is None:
+            raise Conflict(f"customer {cid} has no identifier to attach a fact to")
+        raw = {
+            "specversion": "1.0",
+            "id": f"agent-fact-{uuid.uuid4().hex}",
+            "source": f"waypoint-journey/agent/{principal.key_id}",
+            "type": "fact.collected",
+            "time": now.isoformat(),
+            "tenant": tenant,
+            "data": {"identifiers": [{"type": ident[0], "value": ident[1]}], **fact},
+        }
+        try:
+            env = validate_event(raw, now=now)
+        except EventRejected as exc:
+            raise Unprocessable(exc.message) from None
+        body = env.to_json()
+        await identity_repo.insert_events(
+            conn,
+            [
+                (tenant, env.id, cid, str(env.type), env.time, [f"{ident[0]}:{ident[1]}"],
+                 "matched", Rule.manual.value, body.decode())
+            ],
+        )  # fmt: skip
+        locked = await repo.lock_contexts(conn, [(tenant, cid)])
+        doc, version = locked.get((tenant, cid), (ctx.empty(), 0))
+        ctx.apply_event(doc, env)
+        await repo.save_contexts(conn, [(tenant, cid, orjson.dumps(doc), version + 1)])
+        await repo.notify(conn, settings.notify_channel, [f"{tenant}|{cid}|{version + 1}"])
+        await deliver(
+            producer,
+            settings.topic_activity,
+            CustomerActivity(
+                tenant=tenant,
+                customer_id=str(cid),
+                occurred_at=env.time,
+                event=orjson.loads(body),
+                traits=ctx.trait_snapshot(doc),
+            ),
+        )
+    return {
+        "customer_id": str(cid),
+        "event_id": env.id,
+        "version": version + 1,
+        "fact": next(f for f in doc["facts"] if f["event_id"] == env.id),
+    }

@@ -3,9 +3,9 @@
 import uuid
 from datetime import datetime, timedelta
 
-from services.journey import context as ctx
-from services.journey import views
-from services.journey.cache import ContextCache
+from services.journey.context import rules as ctx
+from services.journey.context import views
+from services.journey.context.cache import ContextCache
 from shared.events import validate_event
 from tests.support import cloud_event
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from services.journey.cache import ContextCache
+from services.journey.context.cache import ContextCache
 from shared.db import asyncpg_dsn
 from shared.logging import get_logger
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.journey.identity import (
+from services.journey.identity.rules import (
     Claim,
     EventSide,
     Holder,

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from services.journey.merges import LAST_SEQ
+from services.journey.identity.merges import LAST_SEQ
 from shared.db import Database, raw_connection
 
 INDEX = "ix_event_tenant_id_seq"

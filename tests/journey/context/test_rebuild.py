@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import text
 
-from services.journey.rebuild import rebuild_contexts
+from services.journey.context.rebuild import rebuild_contexts
 from tests.journey.conftest import cloud_event, context_when, send
 
 

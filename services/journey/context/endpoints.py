@@ -1,5 +1,6 @@
-"""Agent API: screen pop, context, timeline, identities, route hint, live stream, facts,
-merge and split. Tenant-scoped (``context:read`` or ``admin``); another tenant's id is a 404."""
+"""The agent's context API: screen pop, context, timeline, route hint, live stream, facts.
+Tenant-scoped (``context:read``, revealing sensitive facts ``admin``); another tenant's id is a
+404."""
 
 from __future__ import annotations
 
@@ -8,28 +9,23 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from services.journey import commands, service, views
 from services.journey.config import JourneySettings
-from services.journey.schemas import (
+from services.journey.context import service, views
+from services.journey.context.schemas import (
     ContextPublic,
     FactCreate,
     FactRecorded,
-    IdentityGraph,
-    MergeRequest,
-    MergeResponse,
     RouteHint,
-    SplitRequest,
-    SplitResponse,
     TimelinePage,
 )
-from services.journey.stream import ContextHub
-from shared.auth.dependencies import Admin, ContextReader
+from services.journey.context.stream import ContextHub
+from services.journey.deps import PoolDep, SettingsDep, json_response
+from shared.auth.dependencies import ContextReader
 from shared.auth.models import Scope
 from shared.auth.service import Principal, audit
 from shared.deps import DatabaseDep, unit_of_work
@@ -37,19 +33,6 @@ from shared.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["context"])
 
-
-async def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pg_pool
-    return pool
-
-
-async def _settings(request: Request) -> JourneySettings:
-    settings: JourneySettings = request.app.state.settings
-    return settings
-
-
-PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
-SettingsDep = Annotated[JourneySettings, Depends(_settings)]
 IdentifierType = Annotated[str, Query(description="phone, email, crm_id, chat_session, …")]
 IdentifierValue = Annotated[str, Query(min_length=1, max_length=320)]
 Reveal = Annotated[
@@ -72,11 +55,6 @@ async def _reveal(request: Request, principal: Principal, reveal: bool, customer
     return True
 
 
-def _json(body: dict[str, Any]) -> Response:
-    """Serialize once with orjson; the declared models document the shape (no re-validation)."""
-    return Response(orjson.dumps(body), media_type="application/json")
-
-
 @router.get("/context", responses={200: {"model": ContextPublic}})
 async def context_by_identifier(
     request: Request,
@@ -97,7 +75,7 @@ async def context_by_identifier(
         cache=request.app.state.cache,
     )
     reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
-    return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
+    return json_response(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
 
 
 @router.get("/customers/{customer_id}/context", responses={200: {"model": ContextPublic}})
@@ -116,7 +94,7 @@ async def customer_context(
         cache=request.app.state.cache,
     )
     reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
-    return _json(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
+    return json_response(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
 
 
 @router.get("/customers/{customer_id}/timeline", response_model=TimelinePage)
@@ -136,15 +114,7 @@ async def customer_timeline(
         limit=min(limit, settings.timeline_page_max),
         cursor=cursor,
     )
-    return _json(page)
-
-
-@router.get("/customers/{customer_id}/identities", response_model=IdentityGraph)
-async def customer_identities(
-    customer_id: uuid.UUID, principal: ContextReader, pool: PoolDep
-) -> Response:
-    """The identity graph: identifiers with provenance, merges, splits, provisional links."""
-    return _json(await service.identity_graph(pool, principal.tenant_id, customer_id))
+    return json_response(page)
 
 
 @router.get("/route-hint", response_model=RouteHint)
@@ -167,7 +137,7 @@ async def route_hint(
             cache=request.app.state.cache,
         )
     except NotFound:
-        return _json(
+        return json_response(
             {
                 "known": False,
                 "customer_id": None,
@@ -184,7 +154,7 @@ async def route_hint(
         skip_ivr_hours=settings.skip_ivr_hours,
         preferred_agent_hours=settings.preferred_agent_hours,
     )
-    return _json({"known": True, "customer_id": str(found.customer_id), **hint})
+    return json_response({"known": True, "customer_id": str(found.customer_id), **hint})
 
 
 @router.get(
@@ -231,62 +201,11 @@ async def add_fact(
     settings: SettingsDep,
 ) -> dict[str, Any]:
     """An agent records a fact the customer gave (kept in the facts ledger with provenance)."""
-    return await commands.record_fact(
+    return await service.record_fact(
         db=db,
         producer=request.app.state.producer,
         settings=settings,
         principal=principal,
         customer_id=customer_id,
         fact=body.model_dump(mode="json", exclude_none=True),
-    )
-
-
-@router.post("/customers/merge", response_model=MergeResponse, tags=["identity"])
-async def merge_customers(
-    body: MergeRequest, request: Request, principal: Admin, db: DatabaseDep, settings: SettingsDep
-) -> MergeResponse:
-    """Merge two customers by hand (admin; audited; undo with split)."""
-    result = await commands.manual_merge(
-        db=db,
-        producer=request.app.state.producer,
-        settings=settings,
-        principal=principal,
-        survivor_id=body.survivor_id,
-        merged_id=body.merged_id,
-        reason=body.reason,
-    )
-    return MergeResponse(
-        merge_id=result.merge_id,
-        survivor_id=str(result.survivor_id),
-        merged_id=str(result.merged_id),
-        version=result.version,
-    )
-
-
-@router.post("/customers/{customer_id}/split", response_model=SplitResponse, tags=["identity"])
-async def split_customer(
-    customer_id: uuid.UUID,
-    request: Request,
-    principal: Admin,
-    db: DatabaseDep,
-    settings: SettingsDep,
-    body: SplitRequest | None = None,
-) -> SplitResponse:
-    """Undo a merge (admin; audited): both customers as they were, later events on their side."""
-    body = body or SplitRequest()
-    result = await commands.split_customer(
-        db=db,
-        producer=request.app.state.producer,
-        settings=settings,
-        principal=principal,
-        customer_id=customer_id,
-        merge_id=body.merge_id,
-        reason=body.reason,
-    )
-    return SplitResponse(
-        merge_id=result.merge_id,
-        customer_id=str(result.customer_id),
-        restored_id=str(result.restored_id),
-        moved_events=len(result.moved_events),
-        moved_identifiers=result.moved_identifiers,
     )

@@ -13,11 +13,12 @@ import uuid
 from dataclasses import dataclass, field
 
 import asyncpg
-import orjson
 
-from services.journey import context as ctx
-from services.journey import repository as repo
-from services.journey.identity import EventSide, split_attribution
+from services.journey.context import repository as context_repo
+from services.journey.context import rules as ctx
+from services.journey.context.rebuild import rebuild_context
+from services.journey.identity import repository as repo
+from services.journey.identity.rules import EventSide, split_attribution
 from services.journey.metrics import MERGES, SPLITS
 from shared.errors import Conflict, NotFound
 
@@ -46,18 +47,6 @@ class SplitResult:
     moved_events: list[str] = field(default_factory=list)
     moved_identifiers: int = 0
     docs: dict[uuid.UUID, tuple[ctx.Doc, int]] = field(default_factory=dict)
-
-
-async def rebuild_context(
-    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID, version: int
-) -> ctx.Doc:
-    members = await repo.member_ids(conn, tenant, customer_id)
-    doc = ctx.rebuild(await repo.events_of(conn, tenant, members))
-    for link in await repo.identities(conn, tenant, members):
-        key = f"{link['type']}:{link['value']}"
-        ctx.merge_identity(doc, key, {k: v for k, v in link.items() if k != "linked_customer_id"})
-    await repo.save_contexts(conn, [(tenant, customer_id, orjson.dumps(doc), version)])
-    return doc
 
 
 async def _recompute_strength(
@@ -90,7 +79,7 @@ async def merge(
     """Fold ``merged_id`` into ``survivor_id`` (both active customers of ``tenant``)."""
     if survivor_id == merged_id:
         raise Conflict("a customer cannot be merged into itself")
-    locked = await repo.lock_contexts(conn, [(tenant, survivor_id), (tenant, merged_id)])
+    locked = await context_repo.lock_contexts(conn, [(tenant, survivor_id), (tenant, merged_id)])
     rows = await conn.fetch(
         """SELECT id, status, strength FROM journey.customer
            WHERE tenant_id = $1 AND id = ANY($2::uuid[]) FOR UPDATE""",
@@ -147,7 +136,7 @@ async def merge(
     )
     version = max((v for _, v in locked.values()), default=0) + 1
     doc = await rebuild_context(conn, tenant, survivor_id, version)
-    await repo.notify(
+    await context_repo.notify(
         conn, channel, [f"{tenant}|{survivor_id}|{version}", f"{tenant}|{merged_id}|{version}"]
     )
     MERGES.labels(rule).inc()
@@ -180,7 +169,7 @@ async def split(
             + (f" with id {merge_id}" if merge_id is not None else "")
         )
     restored = record["merged_id"]
-    locked = await repo.lock_contexts(conn, [(tenant, customer_id), (tenant, restored)])
+    locked = await context_repo.lock_contexts(conn, [(tenant, customer_id), (tenant, restored)])
     await conn.execute(
         """UPDATE journey.customer SET status = 'active', merged_into = NULL, updated_at = now()
            WHERE tenant_id = $1 AND id = $2""",
@@ -265,7 +254,7 @@ async def split(
     result = SplitResult(record["id"], customer_id, restored, moved, len(moved_links))
     for cid in (customer_id, restored):
         result.docs[cid] = (await rebuild_context(conn, tenant, cid, version), version)
-    await repo.notify(
+    await context_repo.notify(
         conn, channel, [f"{tenant}|{customer_id}|{version}", f"{tenant}|{restored}|{version}"]
     )
     SPLITS.inc()

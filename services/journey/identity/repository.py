@@ -1,4 +1,5 @@
-"""SQL of the journey schema (asyncpg, inside the caller's transaction; never commits).
+"""SQL of the identity graph: customers, identifiers, provisional links and the event log with
+each event's resolution (asyncpg, inside the caller's transaction; never commits).
 
 Every statement filters on the tenant. Batched statements take parallel arrays and ``unnest``
 them, so a chunk of hundreds of events costs a handful of round trips.
@@ -13,10 +14,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
-
-from services.journey.context import Doc
-from shared.events import Envelope, parse_normalized
 
 TenantCustomer = tuple[str, uuid.UUID]
 
@@ -157,22 +154,6 @@ async def insert_provisional(
         )
 
 
-async def lock_contexts(
-    conn: asyncpg.Connection, ids: Sequence[TenantCustomer]
-) -> dict[TenantCustomer, tuple[Doc, int]]:
-    """Load and row-lock the context documents (in key order, so lockers never cross)."""
-    ordered = sorted(set(ids), key=lambda k: (k[0], str(k[1])))
-    rows = await conn.fetch(
-        """SELECT x.tenant_id, x.customer_id, x.doc::text, x.version
-           FROM unnest($1::text[], $2::uuid[]) AS k(t, id)
-           JOIN journey.context x ON x.tenant_id = k.t AND x.customer_id = k.id
-           ORDER BY x.tenant_id, x.customer_id::text FOR UPDATE OF x""",
-        [k[0] for k in ordered],
-        [k[1] for k in ordered],
-    )
-    return {(r[0], r[1]): (orjson.loads(r[2]), r[3]) for r in rows}
-
-
 async def merged_among(
     conn: asyncpg.Connection, ids: Sequence[TenantCustomer]
 ) -> set[TenantCustomer]:
@@ -184,31 +165,6 @@ async def merged_among(
         [k[1] for k in ids],
     )
     return {(r[0], r[1]) for r in rows}
-
-
-async def save_contexts(
-    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, bytes, int]]
-) -> None:
-    if rows:
-        await conn.execute(
-            """INSERT INTO journey.context (tenant_id, customer_id, doc, version)
-               SELECT t, id, d::json, v FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int[])
-                   AS u(t, id, d, v)
-               ON CONFLICT (tenant_id, customer_id) DO UPDATE
-                   SET doc = excluded.doc, version = excluded.version, updated_at = now()""",
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2].decode() for r in rows],
-            [r[3] for r in rows],
-        )
-
-
-async def notify(conn: asyncpg.Connection, channel: str, payloads: Sequence[str]) -> None:
-    """Delivered to listeners when the transaction commits (never before, never if rolled back)."""
-    if payloads:
-        await conn.execute(
-            "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p", channel, list(payloads)
-        )
 
 
 async def customer_row(
@@ -223,6 +179,36 @@ async def customer_row(
     return row
 
 
+async def active_id(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> uuid.UUID | None:
+    """The customer's id, or the one it was merged into (None: no such customer)."""
+    row = await customer_row(conn, tenant, customer_id)
+    return None if row is None else row["merged_into"] or row["id"]
+
+
+async def active_ids(
+    conn: asyncpg.Connection,
+    tenant: str,
+    *,
+    after: uuid.UUID,
+    only: uuid.UUID | None,
+    limit: int,
+) -> list[uuid.UUID]:
+    """A page of the tenant's active customers in id order (or just ``only``), after ``after``."""
+    rows = await conn.fetch(
+        """SELECT id FROM journey.customer
+           WHERE tenant_id = $1 AND status = 'active' AND id > $2
+             AND ($3::uuid IS NULL OR id = $3)
+           ORDER BY id LIMIT $4""",
+        tenant,
+        after,
+        only,
+        limit,
+    )
+    return [r[0] for r in rows]
+
+
 async def member_ids(
     conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
 ) -> list[uuid.UUID]:
@@ -235,18 +221,6 @@ async def member_ids(
         customer_id,
     )
     return [r[0] for r in rows]
-
-
-async def events_of(
-    conn: asyncpg.Connection, tenant: str, customer_ids: Sequence[uuid.UUID]
-) -> list[Envelope]:
-    rows = await conn.fetch(
-        """SELECT envelope::text FROM journey.event
-           WHERE tenant_id = $1 AND customer_id = ANY($2::uuid[])""",
-        tenant,
-        list(customer_ids),
-    )
-    return [parse_normalized(r[0].encode()) for r in rows]
 
 
 async def identities(
@@ -274,3 +248,60 @@ def identity_dict(r: Any) -> dict[str, Any]:
         "first_seen_at": r["first_seen_at"].isoformat(),
         "last_seen_at": r["last_seen_at"].isoformat(),
     }
+
+
+async def strongest_identifier(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """(type, value) of the customer's strongest, most recently seen identifier."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT i.id_type, i.value FROM journey.identifier i
+           JOIN journey.customer m ON m.tenant_id = i.tenant_id AND m.id = i.customer_id
+           WHERE i.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2)
+           ORDER BY i.strength DESC, i.last_seen_at DESC LIMIT 1""",
+        tenant,
+        customer_id,
+    )
+    return row
+
+
+async def merges_of(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """Merges into or of the customer, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT id, survivor_id, merged_id, event_id, rule, via, actor, reason, created_at,
+                  undone_at FROM journey.merge
+           WHERE tenant_id = $1 AND (survivor_id = $2 OR merged_id = $2) ORDER BY id""",
+        tenant,
+        customer_id,
+    )
+    return rows
+
+
+async def splits_of(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """Splits of or restoring the customer, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT id, merge_id, customer_id, restored_id, actor, reason, moved_events,
+                  moved_identifiers, created_at FROM journey.split
+           WHERE tenant_id = $1 AND (customer_id = $2 OR restored_id = $2) ORDER BY id""",
+        tenant,
+        customer_id,
+    )
+    return rows
+
+
+async def provisional_links_of(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """Provisional links from or to the customer, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT customer_id, other_id, via, strength, event_id, created_at
+           FROM journey.provisional_link
+           WHERE tenant_id = $1 AND (customer_id = $2 OR other_id = $2) ORDER BY id""",
+        tenant,
+        customer_id,
+    )
+    return rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.journey.context import Doc
+from services.journey.context.rules import Doc
 
 MASK = "••••"
 

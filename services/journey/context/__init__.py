@@ -1,0 +1,1 @@
+"""Context: each customer's cross-channel context document, its views and the agent's reads."""
