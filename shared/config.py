@@ -20,6 +20,13 @@ class Environment(StrEnum):
     prod = "prod"
 
 
+class BrokerStorage(StrEnum):
+    """Where the embedded broker keeps topics and committed offsets."""
+
+    s3 = "s3"  # durable: SeaweedFS's S3 gateway, files under the data folder
+    memory = "memory"  # lost when the broker stops (faster to start; the test suite's)
+
+
 def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
@@ -46,6 +53,31 @@ class CommonSettings(BaseSettings):
         Path(".waypoint"),
         validation_alias=_alias("WAYPOINT_DATA_DIR"),
         description="Embedded PostgreSQL data, broker log and the development key (`make run`).",
+    )
+    broker_storage: BrokerStorage = Field(
+        BrokerStorage.s3,
+        validation_alias=_alias("WAYPOINT_BROKER_STORAGE"),
+        description="Embedded broker's storage: s3 (durable, in the data folder) or memory.",
+    )
+    run_max_restarts: int = Field(
+        5,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RUN_MAX_RESTARTS"),
+        description="`waypoint run` restarts a crashed process this many times per window, "
+        "then stops everything.",
+    )
+    run_restart_window_seconds: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_alias("WAYPOINT_RUN_RESTART_WINDOW_SECONDS"),
+        description="The window in which crashes are counted (see WAYPOINT_RUN_MAX_RESTARTS).",
+    )
+    run_drain_timeout_seconds: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RUN_DRAIN_TIMEOUT_SECONDS"),
+        description="On Ctrl-C, how long `waypoint run` waits for the workers to consume what "
+        "the APIs accepted before stopping them.",
     )
     log_level: str = Field(
         "INFO", validation_alias=_alias("WAYPOINT_LOG_LEVEL"), description="Log level."
