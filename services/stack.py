@@ -83,3 +83,22 @@ def find_running(data_dir: Path) -> StackInfo | None:
     """The stack recorded in ``data_dir`` if its supervisor still runs."""
     info = StackInfo.read(data_dir)
     return info if info is not None and info.running() else None
+
+
+def fill_from_running_stack(
+    data_dir: Path, *, database_url: str | None, kafka_bootstrap_servers: str | None
+) -> tuple[dict[str, str], str | None]:
+    """Environment variables the running stack supplies for what the environment leaves unset,
+    and one line saying so (None when nothing was taken from it)."""
+    if database_url and kafka_bootstrap_servers:
+        return {}, None
+    info = find_running(data_dir)
+    if info is None:
+        return {}, None
+    taken: dict[str, str] = {}
+    if not database_url:
+        taken["DATABASE_URL"] = info.database_url
+    if not kafka_bootstrap_servers:
+        taken["KAFKA_BOOTSTRAP_SERVERS"] = info.kafka_bootstrap_servers
+    shown = ", ".join(f"{k}={v}" for k, v in taken.items())
+    return taken, f"using the stack `waypoint run` runs (pid {info.pid}, {data_dir}): {shown}"

@@ -160,11 +160,21 @@ class CommonSettings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         if not self.kafka_bootstrap_servers:
-            raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set and no embedded broker runs")
+            raise InfrastructureMissing(
+                "no broker: KAFKA_BOOTSTRAP_SERVERS is not set and no `waypoint run` stack "
+                f"was found in {self.data_dir}; start one with `make run`, or set it"
+            )
         return self.kafka_bootstrap_servers
 
     @property
     def dsn(self) -> str:
         if not self.database_url:
-            raise RuntimeError("DATABASE_URL is not set and no embedded PostgreSQL runs")
+            raise InfrastructureMissing(
+                "no PostgreSQL: DATABASE_URL is not set and no `waypoint run` stack was found "
+                f"in {self.data_dir}; start one with `make run`, or set it"
+            )
         return self.database_url
+
+
+class InfrastructureMissing(RuntimeError):
+    """Neither the environment nor a running ``waypoint run`` names a PostgreSQL or broker."""
