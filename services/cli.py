@@ -246,6 +246,8 @@ def _one_line(exc: BaseException) -> str:
         return f"invalid settings: {problems} (see `waypoint settings`)"
     if isinstance(exc, DBAPIError | ConnectionError | OSError) and not isinstance(exc, KafkaError):
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if "does not exist" in reason:
+            return f"PostgreSQL: {reason}; run `waypoint migrate` (or `make run`) first"
         return (
             f"cannot use PostgreSQL: {reason}; is the stack running (`make run`), "
             "or is DATABASE_URL right?"

@@ -42,7 +42,9 @@ def _is_running(pid: int) -> bool:
     except OSError:
         return True  # no /proc (macOS): the pid is alive, assume it is ours
     status = Path(f"/proc/{pid}/status").read_text(errors="replace")
-    return b"run" in cmdline and "State:\tZ" not in status
+    if "State:\tZ" in status:
+        return False
+    return b"run" in cmdline or cmdline == [b""]  # empty while it is being exec'd
 
 
 @dataclass
