@@ -64,7 +64,8 @@ def test_stack_file_is_found_only_while_its_supervisor_runs(
     info.write(tmp_path)
     assert (tmp_path / "stack.json").stat().st_mode & 0o777 == 0o600
     found = find_running(tmp_path)
-    assert found is not None and found.kafka_bootstrap_servers == "127.0.0.1:1"
+    assert found is not None
+    assert found.kafka_bootstrap_servers == "127.0.0.1:1"
     supervisor.kill()
     supervisor.wait()
     assert find_running(tmp_path) is None  # a stale file from a killed run is ignored
@@ -126,12 +127,14 @@ def test_errors_are_one_line_saying_what_to_do(tmp_path: Path, stack_dir: Path) 
     nothing = waypoint("keys", "list", data_dir=tmp_path / "empty")
     assert nothing.returncode == 1
     assert nothing.stderr.count("\n") == 1, nothing.stderr
-    assert "no PostgreSQL" in nothing.stderr and "make run" in nothing.stderr
+    assert "no PostgreSQL" in nothing.stderr
+    assert "make run" in nothing.stderr
     assert "Traceback" not in nothing.stderr
 
     simulate = waypoint("simulate", "--customers", "1", data_dir=tmp_path / "empty")
     assert simulate.returncode == 1
-    assert simulate.stderr.startswith("error: no broker") and simulate.stderr.count("\n") == 1
+    assert simulate.stderr.startswith("error: no broker")
+    assert simulate.stderr.count("\n") == 1
 
     refused = waypoint(
         "keys", "list", data_dir=tmp_path, DATABASE_URL="postgresql://u@127.0.0.1:1/x"
