@@ -34,7 +34,7 @@ from shared.auth.service import create_key, ensure_bootstrap_key, ensure_tenant
 from shared.config import BrokerStorage, CommonSettings
 from shared.db import Database
 from shared.embedded import Broker, start_postgres
-from shared.kafka import ensure_topics
+from shared.kafka import broker_reachable, ensure_topics
 from shared.migrations import upgrade
 
 METRICS_BASE_PORT = 9101  # workers' /metrics: 9101, 9102, … in registry order
@@ -155,6 +155,15 @@ class Stack:
             database_url=self.env.get("DATABASE_URL"),
             kafka_bootstrap_servers=self.env.get("KAFKA_BOOTSTRAP_SERVERS"),
         )
+        await self.wait_for_broker()
+
+    async def wait_for_broker(self, timeout: float = 60.0) -> None:
+        """Until the broker answers a metadata request (it listens before it can serve)."""
+        deadline = time.monotonic() + timeout
+        while not await broker_reachable(self.settings):
+            if time.monotonic() > deadline or self.stop_event.is_set():
+                raise RuntimeError(f"the broker {self.settings.bootstrap_servers} does not answer")
+            await asyncio.sleep(0.5)
 
     def embedded_broker(self, port: int) -> Broker:
         data_dir = self.settings.data_dir / "broker"
@@ -180,6 +189,7 @@ class Stack:
             await asyncio.sleep(delay)
             try:
                 await loop.run_in_executor(_SPAWNER, self.broker.start)
+                await self.wait_for_broker()
                 await ensure_topics(self.settings)  # memory storage forgets them
                 say("the embedded broker is back")
             except Exception as exc:  # noqa: BLE001 - counted as one more crash on the next turn

