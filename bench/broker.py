@@ -83,6 +83,8 @@ async def survived(bootstrap: str) -> tuple[int, int]:
     )
     await reader.start()
     try:
+        if TOPIC not in await reader.topics():
+            return 0, 0  # the restarted broker starts empty (memory storage)
         partitions = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
         reader.assign(partitions)
         committed = 0
@@ -100,6 +102,11 @@ async def survived(bootstrap: str) -> tuple[int, int]:
         await reader.stop()
 
 
+async def bounded(work: Any, seconds: float = 300) -> Any:
+    """A phase that hangs (a broker that went away: clients retry forever) fails instead."""
+    return await asyncio.wait_for(work, seconds)
+
+
 def rss_mb(pid: int) -> float:
     import psutil
 
@@ -114,14 +121,14 @@ def measure(storage: BrokerStorage, workdir: Path) -> dict[str, Any]:
     )
     start_s = time.perf_counter() - started
     try:
-        produce_s = asyncio.run(produce(broker.bootstrap))
-        consume_s = asyncio.run(consume(broker.bootstrap))
+        produce_s = asyncio.run(bounded(produce(broker.bootstrap)))
+        consume_s = asyncio.run(bounded(consume(broker.bootstrap)))
         store_rss = rss_mb(broker.store.process.pid) if broker.store and broker.store.process else 0
         stopping = time.perf_counter()
         broker.stop()
         stop_s = time.perf_counter() - stopping
         broker.start()
-        after_restart, committed = asyncio.run(survived(broker.bootstrap))
+        after_restart, committed = asyncio.run(bounded(survived(broker.bootstrap)))
     finally:
         broker.stop()
     result = {

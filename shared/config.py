@@ -52,7 +52,8 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Field(
         Path(".waypoint"),
         validation_alias=_alias("WAYPOINT_DATA_DIR"),
-        description="Embedded PostgreSQL data, broker log and the development key (`make run`).",
+        description="Embedded PostgreSQL and broker data, logs, the development key and "
+        "stack.json (how the CLI finds `make run`).",
     )
     broker_storage: BrokerStorage = Field(
         BrokerStorage.s3,
