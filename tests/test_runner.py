@@ -70,9 +70,10 @@ class Stack:
         self.process: asyncio.subprocess.Process | None = None
         self.reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, **extra_env: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _INFRA_VARIABLES}
         env.update({"WAYPOINT_DATA_DIR": str(self.data_dir), "WAYPOINT_LOG_JSON": "false"})
+        env.update(extra_env)
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
@@ -271,7 +272,8 @@ async def test_kill_9_of_a_worker_the_broker_or_everything_loses_no_accepted_eve
     offset = 20_000 + free_port() % 20_000
     stack = Stack(data_dir, free_port(), offset, 1, "--no-demo")
     source = f"kill-{uuid.uuid4().hex[:8]}"
-    await stack.start()
+    # A restarted member waits for the dead one's session to expire (Tansu): keep that short.
+    await stack.start(WAYPOINT_INGEST_SESSION_TIMEOUT_MS="4000")
     try:
         key = (await stack.wait_for_line(r"API key \(tenant 'default', every scope\): (\S+)"))[1]
         await stack.wait_for_line(r"press Ctrl-C to stop")
