@@ -132,3 +132,81 @@ async def test_replay_from_store_republishes_stored_events_by_tenant_and_time(
     published = sorted(r.value for r in got)
     assert published == sorted(row[8].encode() for row in rows[1:3])  # exactly as stored
     assert {r.key for r in got} == {f"{tenant.id}|".encode() + r[7][0].encode() for r in rows[1:3]}
+
+
+async def test_a_child_that_keeps_crashing_makes_the_supervisor_give_up() -> None:
+    import asyncio
+    import os
+
+    from services.supervisor import Child, Kind, Supervisor
+
+    reasons: list[str] = []
+    gave_up = asyncio.Event()
+
+    def give_up(reason: str) -> None:
+        reasons.append(reason)
+        gave_up.set()
+
+    supervisor = Supervisor(dict(os.environ), on_give_up=give_up)
+    policy = RestartPolicy(max_restarts=2, window=60, first_delay=0.1)
+    crashing = Child("broken-worker", ["no-such-command"], Kind.worker, "31", policy)
+    await supervisor.add(crashing)
+    try:
+        await asyncio.wait_for(gave_up.wait(), 60)
+    finally:
+        await supervisor.close()
+    assert crashing.restarts == 2
+    assert reasons == ["broken-worker crashed 3 times within 60s (last exit status 2); giving up"]
+
+
+def test_a_broker_left_by_a_killed_run_is_stopped_before_a_new_start(tmp_path: Any) -> None:
+    from shared.embedded import Broker, free_port, start_broker
+
+    port = free_port()
+    stale = start_broker(port, data_dir=tmp_path)
+    try:
+        fresh = Broker(port=port, data_dir=tmp_path)
+        fresh.reap_stale()
+        assert stale.process is not None
+        assert stale.process.wait(timeout=10) is not None
+        fresh.start()  # the same port is free again
+        fresh.stop()
+    finally:
+        stale.stop()
+
+
+async def test_the_broker_dies_with_the_process_that_started_it(tmp_path: Any) -> None:
+    import asyncio
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from shared.embedded import start_broker\n"
+        "broker = start_broker(data_dir=Path(sys.argv[1]))\n"
+        "print(broker.process.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        broker_pid = int(await asyncio.to_thread(parent.stdout.readline))
+        assert psutil.pid_exists(broker_pid)
+        parent.send_signal(signal.SIGKILL)  # no chance to clean up
+
+        async def gone() -> bool:
+            try:
+                return psutil.Process(broker_pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        await eventually(gone, timeout=10)
+    finally:
+        parent.kill()
+        parent.wait()
