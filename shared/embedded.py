@@ -62,10 +62,10 @@ def die_with_parent(sig: int) -> Callable[[], None] | None:
     process, e.g. the main thread.)"""
     if not sys.platform.startswith("linux"):
         return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: no dlopen after fork
 
     def set_death_signal() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+        prctl(1, sig)  # PR_SET_PDEATHSIG
 
     return set_death_signal
 
