@@ -153,9 +153,15 @@ class Stack:
         assert response.status_code == 202, response.text
         assert response.json()["accepted"] == count
 
-    def pid_of(self, needle: str) -> int:
-        (pid,) = [p for p, cmd in _processes_of(self.marker).items() if needle in cmd]
-        return pid
+    async def pid_of(self, needle: str, timeout: float = 60) -> int:
+        """The one process whose command line holds ``needle`` (waits while it (re)starts)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [p for p, cmd in _processes_of(self.marker).items() if needle in cmd]
+            if len(found) == 1:
+                return found[0]
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no single {needle!r} process:\n{self.output()[-6000:]}")
 
 
 _INFRA_VARIABLES = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "WAYPOINT_BOOTSTRAP_API_KEY"}
@@ -287,14 +293,14 @@ async def test_kill_9_of_a_worker_the_broker_or_everything_loses_no_accepted_eve
 
         # A SIGKILLed worker is restarted, and catches up.
         await stack.post(key, source)
-        os.kill(stack.pid_of("worker ingest worker"), signal.SIGKILL)
+        os.kill(await stack.pid_of("worker ingest worker"), signal.SIGKILL)
         await stack.post(key, source)
         await stack.wait_for_line(r"ingest-worker exited with status -9; restarting")
         await stored(stack, 2000)
 
         # The broker alone, killed right after a 202: restarted with what it had acknowledged.
         await stack.post(key, source)
-        os.kill(stack.pid_of("tansu"), signal.SIGKILL)
+        os.kill(await stack.pid_of("tansu"), signal.SIGKILL)
         await stack.wait_for_line(r"the embedded broker is back", timeout=60)
         await stack.post(key, source, retry=True)  # 503 while it was down
         await stored(stack, 4000)
