@@ -180,7 +180,7 @@ async def test_run_starts_everything_drains_on_sigterm_and_keeps_what_it_accepte
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "wp"
-    offset = 20_000 + free_port() % 20_000  # away from 8001-8003 of a developer's `make run`
+    offset = _offset()
     broker_port = free_port()
     stack = Stack(data_dir, broker_port, offset, 20)
     services = available()
@@ -210,7 +210,10 @@ async def test_run_starts_everything_drains_on_sigterm_and_keeps_what_it_accepte
                             raise AssertionError(f"nothing on :{port}") from exc
                         return "python_info" in response.text
 
-                    await eventually(serves, timeout=60)
+                    try:
+                        await eventually(serves, timeout=60)
+                    except AssertionError as exc:
+                        raise AssertionError(f"{exc}:\n{stack.output()[-8000:]}") from exc
         assert f"export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{broker_port}" in stack.output()
         sent = await stack.wait_for_line(r"\[demo\] sent (\d+) records.* (\d+) poison", 120)
         assert int(sent[1]) > 0
@@ -275,7 +278,7 @@ async def test_kill_9_of_a_worker_the_broker_or_everything_loses_no_accepted_eve
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "wp"
-    offset = 20_000 + free_port() % 20_000
+    offset = _offset()
     stack = Stack(data_dir, free_port(), offset, 1, "--no-demo")
     source = f"kill-{uuid.uuid4().hex[:8]}"
     # A restarted member waits for the dead one's session to expire (Tansu): keep that short.
@@ -350,7 +353,7 @@ async def test_prepare_ensures_the_bootstrap_key_or_a_persistent_dev_key(
 
 
 async def test_sigterm_during_start_up_leaves_nothing_running(tmp_path: Path) -> None:
-    offset = 20_000 + free_port() % 20_000
+    offset = _offset()
     stack = Stack(tmp_path / "wp", free_port(), offset, demo_customers=1)
     await stack.start()
     try:
@@ -360,3 +363,9 @@ async def test_sigterm_during_start_up_leaves_nothing_running(tmp_path: Path) ->
         assert "ready:" not in stack.output()
     finally:
         stack.kill_everything()
+
+
+def _offset() -> int:
+    """A port offset for a test stack: away from a developer's `make run` (8001-8003, 9101-…),
+    and below Linux's ephemeral range (32768-), where an outgoing connection may hold a port."""
+    return 12_000 + free_port() % 11_600
