@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: run test test-future lint format bench clean help
 
 help:
-	@echo "make run    start the whole stack on embedded PostgreSQL + broker, with a demo"
+	@echo "make run    start the whole stack on embedded PostgreSQL + broker, with a demo;"
+	@echo "            keeps the terminal: Ctrl-C drains the workers, then stops everything"
 	@echo "make test   run the test suite against real PostgreSQL and a real broker"
 	@echo "make test-future  the same with the clock a year ahead (needs libfaketime)"
 	@echo "make lint   ruff format --check, ruff check, mypy --strict"

@@ -1,18 +1,63 @@
-"""The ``waypoint`` command line: run the stack, serve one service, run a worker, manage keys."""
+"""The ``waypoint`` command line: run the stack, serve one service, run a worker, manage keys.
+
+Commands other than ``run``, ``serve`` and ``worker`` use the stack that ``waypoint run`` runs
+(``<data folder>/stack.json``) for what the environment leaves unset, and say so on stderr.
+Errors are one line saying what to do (``--traceback`` shows the traceback instead).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
+import sys
 from typing import Annotated, Any
 
 import typer
 
+from services.keys_cli import keys
 from services.registry import SERVICES, available, load
 
-app = typer.Typer(no_args_is_help=True, help="Waypoint: cross-channel customer journey backend.")
-keys = typer.Typer(no_args_is_help=True, help="API keys (stored hashed, bound to a tenant).")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Waypoint: cross-channel customer journey backend.",
+    pretty_exceptions_enable=False,
+)
 app.add_typer(keys, name="keys")
+# These start the stack or are started by it with everything named; these need no stack.
+_OWN_INFRASTRUCTURE = {"run", "serve", "worker"}
+_NO_INFRASTRUCTURE = {"settings", "processes", "schema"}
+_show_traceback = False
+
+
+@app.callback()
+def _use_running_stack(
+    ctx: typer.Context,
+    traceback: Annotated[
+        bool, typer.Option("--traceback", help="On an error, show the traceback.")
+    ] = False,
+) -> None:
+    """Fill DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS from the running stack when unset."""
+    global _show_traceback
+    _show_traceback = traceback
+    command = ctx.invoked_subcommand
+    if command in _OWN_INFRASTRUCTURE or command in _NO_INFRASTRUCTURE:
+        return
+    import logging
+
+    from services.stack import fill_from_running_stack
+    from shared.config import CommonSettings
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its errors reach us, once
+
+    settings = CommonSettings()
+    found, note = fill_from_running_stack(
+        settings.data_dir,
+        database_url=settings.database_url,
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
+    )
+    if note:
+        os.environ.update(found)  # for this command and the settings classes it builds
+        typer.echo(note, err=True)
 
 
 def _settings(service: str | None = None) -> Any:
@@ -161,97 +206,6 @@ def processes() -> None:
         typer.echo(f"{spec.name}: api on :{spec.port}; processes: {', '.join(spec.processes)}")
 
 
-@keys.command("create")
-def keys_create(
-    tenant: Annotated[str, typer.Option(help="Tenant the key is bound to (created if new).")],
-    scopes: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated: events:write,events:read,context:read,alerts:read,alerts:write,admin"
-        ),
-    ],
-    name: Annotated[str, typer.Option(help="What the key is for.")] = "cli",
-) -> None:
-    """Create an API key and print it once (only its hash is stored)."""
-    from shared.auth.service import create_key
-    from shared.db import Database
-
-    async def main() -> str:
-        db = Database(_settings().dsn, pool_size=1)
-        try:
-            async with db.session() as session:
-                key, _row = await create_key(
-                    session,
-                    tenant_id=tenant,
-                    name=name,
-                    scopes=[s.strip() for s in scopes.split(",") if s.strip()],
-                )
-            return key
-        finally:
-            await db.dispose()
-
-    typer.echo(asyncio.run(main()))
-
-
-@keys.command("revoke")
-def keys_revoke(
-    tenant: Annotated[str, typer.Option()],
-    key_id: Annotated[uuid.UUID, typer.Argument()],
-) -> None:
-    """Revoke a key (takes effect within the key cache's TTL)."""
-    from shared.auth.service import revoke_key
-    from shared.db import Database
-
-    async def main() -> bool:
-        db = Database(_settings().dsn, pool_size=1)
-        try:
-            async with db.session() as session:
-                return await revoke_key(session, tenant_id=tenant, key_id=key_id)
-        finally:
-            await db.dispose()
-
-    if not asyncio.run(main()):
-        typer.echo("no such active key", err=True)
-        raise typer.Exit(1)
-    typer.echo("revoked")
-
-
-@keys.command("bootstrap")
-def keys_bootstrap() -> None:
-    """Ensure WAYPOINT_BOOTSTRAP_API_KEY is an admin key (every scope) of the default tenant."""
-    from shared.auth.service import ensure_bootstrap_key, ensure_tenant
-    from shared.db import Database
-
-    settings = _settings()
-    key = settings.bootstrap_api_key
-    if not key:
-        typer.echo("WAYPOINT_BOOTSTRAP_API_KEY is not set (see `waypoint keys generate`)", err=True)
-        raise typer.Exit(1)
-
-    async def main() -> bool:
-        db = Database(settings.dsn, pool_size=1)
-        try:
-            async with db.session() as session:
-                await ensure_tenant(session, settings.default_tenant)
-                return await ensure_bootstrap_key(
-                    session, tenant_id=settings.default_tenant, key=key
-                )
-        finally:
-            await db.dispose()
-
-    created = asyncio.run(main())
-    state = "created" if created else "already present"
-    typer.echo(f"bootstrap key {key[:10]}… for tenant {settings.default_tenant!r}: {state}")
-
-
-@keys.command("generate")
-def keys_generate() -> None:
-    """Print a fresh random key (for WAYPOINT_BOOTSTRAP_API_KEY); stores nothing."""
-    from shared.auth.service import generate_key
-
-    typer.echo(generate_key())
-
-
 def _register_optional(module: str) -> None:
     """Service-owned commands (``simulate``, ``schema`` …) register themselves when present."""
     import importlib
@@ -275,5 +229,49 @@ for _module in (
     _register_optional(_module)
 
 
+def _one_line(exc: BaseException) -> str:
+    """What went wrong and what to do, for the errors a user can meet."""
+    from aiokafka.errors import KafkaError
+    from pydantic import ValidationError
+    from sqlalchemy.exc import DBAPIError
+
+    from shared.config import InfrastructureMissing
+    from shared.errors import WaypointError
+
+    if isinstance(exc, InfrastructureMissing | WaypointError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"invalid settings: {problems} (see `waypoint settings`)"
+    if isinstance(exc, DBAPIError | ConnectionError | OSError) and not isinstance(exc, KafkaError):
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if "does not exist" in reason:
+            return f"PostgreSQL: {reason}; run `waypoint migrate` (or `make run`) first"
+        return (
+            f"cannot use PostgreSQL: {reason}; is the stack running (`make run`), "
+            "or is DATABASE_URL right?"
+        )
+    if isinstance(exc, KafkaError):
+        return (
+            f"cannot use the broker: {exc}; is the stack running (`make run`), "
+            "or is KAFKA_BOOTSTRAP_SERVERS right?"
+        )
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first} (run with --traceback for details)"
+
+
+def main() -> None:
+    """The ``waypoint`` entry point: the app, with one-line errors instead of tracebacks."""
+    try:
+        app()
+    except Exception as exc:
+        if _show_traceback:
+            raise
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -1,67 +1,48 @@
 """``waypoint run``: the whole stack as child processes under one supervisor.
 
-Starts the embedded PostgreSQL and broker unless the environment names real ones, migrates,
-creates topics, ensures an API key, starts every service's API and processes with prefixed
-logs, seeds the demo, and on Ctrl-C / SIGTERM stops everything in reverse order.
+Starts the embedded PostgreSQL and broker (topics kept in the data folder) unless the
+environment names real ones, migrates, creates topics, ensures an API key, starts every
+service's API and processes with prefixed logs, records how to reach the stack in
+``<data folder>/stack.json`` and seeds the demo once. A crashed process is restarted with
+backoff; after too many crashes the supervisor gives up and stops everything.
+
+Ctrl-C / SIGTERM stops in order: the APIs (and the demo), then waits until every consumer
+group has consumed and committed what is in its topics, then the workers, the broker and
+PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
-import sys
+import time
 import warnings
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 
-from services.registry import available
+from services.drain import groups_of, wait_until_drained
+from services.registry import ServiceSpec, available, load
+from services.stack import StackInfo, find_running, without_password
+from services.supervisor import Child, Kind, RestartPolicy, Supervisor, say
 from shared.auth.models import ALL_SCOPES
 from shared.auth.service import create_key, ensure_bootstrap_key, ensure_tenant
-from shared.config import CommonSettings
+from shared.config import BrokerStorage, CommonSettings
 from shared.db import Database
-from shared.embedded import Broker, start_broker, start_postgres
-from shared.kafka import ensure_topics
+from shared.embedded import Broker, start_postgres
+from shared.kafka import broker_reachable, ensure_topics
 from shared.migrations import upgrade
 
 METRICS_BASE_PORT = 9101  # workers' /metrics: 9101, 9102, … in registry order
 COLORS = ["36", "32", "35", "33", "34", "31", "96", "92"]
-
-
-@dataclass
-class Child:
-    name: str
-    process: asyncio.subprocess.Process
-    pump: asyncio.Task[None]
-
-
-def say(message: str) -> None:
-    prefix = "\033[1m[waypoint]\033[0m" if sys.stdout.isatty() else "[waypoint]"
-    print(f"{prefix} {message}", flush=True)
-
-
-async def _pump(name: str, color: str, stream: asyncio.StreamReader) -> None:
-    prefix = f"\033[{color}m[{name}]\033[0m " if sys.stdout.isatty() else f"[{name}] "
-    while line := await stream.readline():
-        sys.stdout.write(prefix + line.decode(errors="replace"))
-        sys.stdout.flush()
-
-
-async def _spawn(name: str, argv: list[str], env: dict[str, str], color: str) -> Child:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        *argv,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # signals reach children only through us, in order
-    )
-    assert process.stdout is not None
-    return Child(name, process, asyncio.create_task(_pump(name, color, process.stdout)))
+DEMO_MARKER = "demo.json"
+# The embedded broker is started from this one thread, which lives as long as the process:
+# its children die with the thread that forked them (PR_SET_PDEATHSIG).
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waypoint-spawner")
 
 
 async def _prepare(settings: CommonSettings) -> str:
@@ -112,6 +93,217 @@ async def _wait_ready(port: int, stop: asyncio.Event, timeout: float = 90.0) -> 
     return False
 
 
+def settings_class(spec: ServiceSpec) -> Any:
+    return load(spec.settings)
+
+
+def _demo_wanted(settings: CommonSettings, identity: dict[str, Any]) -> bool:
+    """The demo is sent once per database and broker: a restart does not send it again (its
+    poison messages would be dead-lettered again)."""
+    try:
+        sent = json.loads((settings.data_dir / DEMO_MARKER).read_text())
+    except (OSError, ValueError):
+        return True
+    return bool(sent != identity)
+
+
+class Stack:
+    """What ``waypoint run`` started, and how it stops."""
+
+    def __init__(self, settings: CommonSettings, stop: asyncio.Event):
+        self.settings = settings
+        self.stop_event = stop
+        self.env = dict(os.environ)
+        self.pg: Any = None
+        self.broker: Broker | None = None
+        self.failure: str | None = None
+        self.supervisor = Supervisor(self.env, on_give_up=self.give_up)
+        self.broker_policy = RestartPolicy(
+            max_restarts=settings.run_max_restarts, window=settings.run_restart_window_seconds
+        )
+
+    def give_up(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+            say(f"{reason}; stopping everything (see the lines above for why)")
+        self.stop_event.set()
+
+    def policy(self) -> RestartPolicy:
+        s = self.settings
+        return RestartPolicy(max_restarts=s.run_max_restarts, window=s.run_restart_window_seconds)
+
+    async def start_infrastructure(self, broker_port: int) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        if not settings.database_url:
+            say(f"starting embedded PostgreSQL (data in {settings.data_dir / 'postgres'})")
+            self.pg, uri = await loop.run_in_executor(
+                _SPAWNER, start_postgres, settings.data_dir / "postgres"
+            )
+            self.env["DATABASE_URL"] = uri
+        if not settings.kafka_bootstrap_servers:
+            where = (
+                f"topics in {settings.data_dir / 'broker'}"
+                if settings.broker_storage is BrokerStorage.s3
+                else "topics in memory"
+            )
+            say(f"starting embedded Kafka-protocol broker on 127.0.0.1:{broker_port} ({where})")
+            self.broker = self.embedded_broker(broker_port)
+            await loop.run_in_executor(_SPAWNER, self.broker.start)
+            self.env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap
+        self.settings = CommonSettings(
+            database_url=self.env.get("DATABASE_URL"),
+            kafka_bootstrap_servers=self.env.get("KAFKA_BOOTSTRAP_SERVERS"),
+        )
+        await self.wait_for_broker()
+
+    async def wait_for_broker(self, timeout: float = 60.0) -> None:
+        """Until the broker answers a metadata request (it listens before it can serve)."""
+        deadline = time.monotonic() + timeout
+        while not await broker_reachable(self.settings):
+            if time.monotonic() > deadline or self.stop_event.is_set():
+                raise RuntimeError(f"the broker {self.settings.bootstrap_servers} does not answer")
+            await asyncio.sleep(0.5)
+
+    def embedded_broker(self, port: int) -> Broker:
+        data_dir = self.settings.data_dir / "broker"
+        return Broker(
+            port=port,
+            storage=self.settings.broker_storage,
+            data_dir=data_dir,
+            log_path=self.settings.data_dir / "broker.log",
+        )
+
+    async def heal_broker(self) -> None:
+        """Restart the embedded broker (and its object store) when it dies."""
+        loop = asyncio.get_running_loop()
+        while self.broker is not None and not self.stop_event.is_set():
+            await asyncio.sleep(0.5)
+            if self.broker.running() or self.stop_event.is_set():
+                continue
+            delay = self.broker_policy.after_crash(time.monotonic())
+            if delay is None:
+                self.give_up("the embedded broker keeps crashing")
+                return
+            say(f"the embedded broker exited; restarting it in {delay:.0f}s")
+            await asyncio.sleep(delay)
+            try:
+                await loop.run_in_executor(_SPAWNER, self.broker.start)
+                await self.wait_for_broker()
+                await ensure_topics(self.settings)  # memory storage forgets them
+                say("the embedded broker is back")
+            except Exception as exc:  # noqa: BLE001 - counted as one more crash on the next turn
+                say(f"the embedded broker did not start again: {exc}")
+
+    async def start_services(self, services: dict[str, ServiceSpec], port_offset: int) -> None:
+        for i, (name, spec) in enumerate(services.items()):
+            color = COLORS[i % len(COLORS)]
+            serve = ["serve", name, "--port", str(spec.port + port_offset)]
+            await self.supervisor.add(Child(f"{name}-api", serve, Kind.api, color, self.policy()))
+            for process in spec.processes:
+                index = len(self.supervisor.of_kind(Kind.worker))
+                argv = ["worker", name, process, "--metrics-port"]
+                argv.append(str(METRICS_BASE_PORT + port_offset + index))
+                child = Child(f"{name}-{process}", argv, Kind.worker, color, self.policy())
+                await self.supervisor.add(child)
+
+    def record(self, services: dict[str, ServiceSpec], port_offset: int) -> StackInfo:
+        metrics = {
+            c.name: f"http://127.0.0.1:{c.argv[-1]}/metrics"
+            for c in self.supervisor.of_kind(Kind.worker)
+        }
+        info = StackInfo(
+            pid=os.getpid(),
+            database_url=without_password(self.settings.dsn),
+            kafka_bootstrap_servers=self.settings.bootstrap_servers,
+            broker_storage=self.broker.storage.value if self.broker else None,
+            embedded_postgres=self.pg is not None,
+            apis={n: f"http://127.0.0.1:{s.port + port_offset}" for n, s in services.items()},
+            metrics=metrics,
+        )
+        info.write(self.settings.data_dir)
+        return info
+
+    def demo_identity(self, customers: int) -> dict[str, Any]:
+        return {
+            "database": without_password(self.settings.dsn),
+            "broker": self.broker.storage.value if self.broker else self.settings.bootstrap_servers,
+            "tenant": self.settings.default_tenant,
+            "customers": customers,
+            "seed": 42,
+        }
+
+    async def send_demo(self, customers: int) -> None:
+        identity = self.demo_identity(customers)
+        marker = self.settings.data_dir / DEMO_MARKER
+        if not _demo_wanted(self.settings, identity):
+            say(f"the demo was sent to this stack before; not again (delete {marker} to resend)")
+            return
+        argv = ["simulate", "--customers", str(customers), "--seed", "42"]
+        # a few binary-mode events and poison messages show both bindings and dead letters
+        argv += ["--tenant", self.settings.default_tenant, "--binary-fraction", "0.1"]
+        argv += ["--invalid-fraction", "0.002"]
+        demo = await self.supervisor.add(Child("demo", argv, Kind.demo, "37", self.policy()))
+        assert demo.process is not None
+        if await demo.process.wait() == 0:
+            marker.write_text(json.dumps(identity) + "\n")
+
+    async def stop(self) -> None:
+        """APIs and demo, then drain, then workers, then the broker and PostgreSQL."""
+        supervisor = self.supervisor
+        supervisor.stopping = True
+        await supervisor.stop(supervisor.of_kind(Kind.api, Kind.demo))
+        workers = supervisor.of_kind(Kind.worker)
+        if any(w.running for w in workers) and (self.broker is None or self.broker.running()):
+            await self.drain()
+        await supervisor.close()
+        if self.broker is not None:
+            say("stopping the broker")
+            await asyncio.to_thread(self.broker.stop)
+        if self.pg is not None:
+            say("stopping PostgreSQL")
+            await asyncio.to_thread(self.pg.cleanup)
+
+    async def drain(self) -> None:
+        timeout = self.settings.run_drain_timeout_seconds
+        running = {
+            c.name.removesuffix("-worker")
+            for c in self.supervisor.of_kind(Kind.worker)
+            if c.running
+        }
+        settings = {
+            name: settings_class(spec)(
+                database_url=self.settings.database_url,
+                kafka_bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            )
+            for name, spec in available().items()
+            if name in running
+        }
+        groups = groups_of(settings)
+        if not groups:
+            return
+        say(f"waiting for the workers to consume what was accepted (at most {timeout:.0f}s)")
+        started = time.monotonic()
+
+        def progress(lags: dict[str, int], elapsed: float) -> None:
+            shown = ", ".join(f"{name} {lag:,}" for name, lag in lags.items())
+            say(f"draining ({elapsed:.0f}s): records behind: {shown}")
+
+        try:
+            lags = await wait_until_drained(
+                self.settings.bootstrap_servers, groups, timeout=timeout, report=progress
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed probe must not block the stop
+            say(f"could not measure consumer lag ({exc}); stopping the workers anyway")
+            return
+        elapsed = time.monotonic() - started
+        if any(lags.values()):
+            left = ", ".join(f"{n} {lag:,}" for n, lag in lags.items() if lag)
+            say(f"not drained after {elapsed:.0f}s (behind: {left}); the broker keeps the rest")
+        else:
+            say(f"drained in {elapsed:.1f}s: every consumer group is up to date")
+
+
 async def run_stack(
     *,
     demo: bool = True,
@@ -119,22 +311,29 @@ async def run_stack(
     broker_port: int = 19092,
     port_offset: int = 0,
 ) -> int:
-    """Run everything until Ctrl-C / SIGTERM (0) or until a process dies (1)."""
+    """Run everything until Ctrl-C / SIGTERM (0) or until the supervisor gives up (1)."""
     # platformdirs (used by embedded-postgres) warns when XDG_RUNTIME_DIR is unset; harmless.
     warnings.filterwarnings("ignore", module="platformdirs")
     settings = CommonSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    pg = None
-    broker: Broker | None = None
-    children: list[Child] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if (other := find_running(settings.data_dir)) is not None:
+        say(
+            f"another `waypoint run` (pid {other.pid}) uses {settings.data_dir}; stop it first, "
+            "or set WAYPOINT_DATA_DIR to run a second stack"
+        )
+        return 1
+    stack = Stack(settings, stop)
+    healer: asyncio.Task[None] | None = None
     try:
-        wanted = [s.port + port_offset for s in available().values()]
+        services = available()
+        wanted = [s.port + port_offset for s in services.values()]
         if not settings.kafka_bootstrap_servers:
+            stale = stack.embedded_broker(broker_port)
+            await loop.run_in_executor(_SPAWNER, stale.reap_stale)  # of a run that was killed
             wanted.append(broker_port)
         if busy := [p for p in wanted if _port_in_use(p)]:
             say(
@@ -142,81 +341,49 @@ async def run_stack(
                 "running? (`waypoint run --port-offset N --broker-port P` runs a second stack)"
             )
             return 1
-        if not settings.database_url:
-            say(f"starting embedded PostgreSQL (data in {settings.data_dir / 'postgres'})")
-            pg, uri = await asyncio.to_thread(start_postgres, settings.data_dir / "postgres")
-            env["DATABASE_URL"] = uri
-        if not settings.kafka_bootstrap_servers:
-            say(f"starting embedded Kafka-protocol broker on 127.0.0.1:{broker_port}")
-            broker = await asyncio.to_thread(
-                start_broker, broker_port, log_path=settings.data_dir / "broker.log"
-            )
-            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-        settings = CommonSettings(
-            database_url=env.get("DATABASE_URL"),
-            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS"),
-        )
-        key = await _prepare(settings)
+        await stack.start_infrastructure(broker_port)
+        healer = asyncio.create_task(stack.heal_broker())
+        key = await _prepare(stack.settings)
         if stop.is_set():  # Ctrl-C while PostgreSQL or the broker was starting
             return 0
-        services = available()
         if not services:
             say("no service package is present yet (services/ingest, journey, alerts)")
-        ports = {name: spec.port + port_offset for name, spec in services.items()}
-        metrics: dict[str, int] = {}
-        for i, (name, spec) in enumerate(services.items()):
-            color = COLORS[i % len(COLORS)]
-            serve = ["serve", name, "--port", str(ports[name])]
-            children.append(await _spawn(f"{name}-api", serve, env, color))
-            for process in spec.processes:
-                metrics_port = METRICS_BASE_PORT + port_offset + len(metrics)
-                metrics[f"{name}-{process}"] = metrics_port
-                argv = ["worker", name, process, "--metrics-port", str(metrics_port)]
-                children.append(await _spawn(f"{name}-{process}", argv, env, color))
-        for name, port in ports.items():
-            if not await _wait_ready(port, stop):
+        await stack.start_services(services, port_offset)
+        for name, spec in services.items():
+            if not await _wait_ready(spec.port + port_offset, stop):
                 if stop.is_set():
-                    return 0
-                say(f"{name} did not become ready on port {port}")
+                    return 0 if stack.failure is None else 1
+                say(f"{name} did not become ready on port {spec.port + port_offset}")
                 return 1
-        say("ready: " + ", ".join(f"{n} http://127.0.0.1:{p}/docs" for n, p in ports.items()))
-        if metrics:
-            say("worker metrics: " + ", ".join(f"{n} :{p}/metrics" for n, p in metrics.items()))
-        say(f"API key (tenant {settings.default_tenant!r}, every scope): {key}")
+        info = stack.record(services, port_offset)
+        say("ready: " + ", ".join(f"{n} {url}/docs" for n, url in info.apis.items()))
+        if info.metrics:
+            shown = ", ".join(f"{n} :{url.split(':')[-1]}" for n, url in info.metrics.items())
+            say(f"worker metrics: {shown}")
+        say(f"API key (tenant {stack.settings.default_tenant!r}, every scope): {key}")
         say("use it as: Authorization: Bearer <key>")
-        if demo and not stop.is_set():
-            demo_argv = ["simulate", "--customers", str(demo_customers), "--seed", "42"]
-            # a few binary-mode events and poison messages show both bindings and dead letters
-            demo_argv += ["--tenant", settings.default_tenant, "--binary-fraction", "0.1"]
-            demo_argv += ["--invalid-fraction", "0.002"]
-            children.append(await _spawn("demo", demo_argv, env, "37"))
+        say(
+            f"the `waypoint` CLI finds this stack through {settings.data_dir / 'stack.json'}; "
+            "for other tools:"
+        )
+        say(f"  export DATABASE_URL='{info.database_url}'")
+        say(f"  export KAFKA_BOOTSTRAP_SERVERS={info.kafka_bootstrap_servers}")
         say("press Ctrl-C to stop")
-        waiters = [asyncio.create_task(c.process.wait()) for c in children if c.name != "demo"]
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
-        if stopper not in done:
-            dead = [c.name for c in children if c.process.returncode not in (None, 0)]
-            say(f"a process exited unexpectedly ({', '.join(dead) or 'unknown'}); stopping")
-            return 1
-        say("stopping")
-        return 0
+        demo_task = (
+            asyncio.create_task(stack.send_demo(demo_customers))
+            if demo and not stop.is_set()
+            else None
+        )
+        await stop.wait()
+        if demo_task is not None:
+            demo_task.cancel()
+            await asyncio.gather(demo_task, return_exceptions=True)
+        say("stopping" if stack.failure is None else "stopping after a failure")
+        return 0 if stack.failure is None else 1
     finally:
-        await _stop_children(children)
-        if broker is not None:
-            broker.stop()
-        if pg is not None:
-            await asyncio.to_thread(pg.cleanup)
+        if healer is not None:
+            healer.cancel()
+            await asyncio.gather(healer, return_exceptions=True)
+        await stack.stop()
+        StackInfo.remove(settings.data_dir)
         say("stopped")
-
-
-async def _stop_children(children: list[Child]) -> None:
-    for child in reversed(children):
-        if child.process.returncode is None:
-            child.process.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            await asyncio.wait_for(child.process.wait(), 15)
-        except TimeoutError:
-            child.process.kill()
-            await child.process.wait()
-        await child.pump

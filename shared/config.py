@@ -23,6 +23,13 @@ class Environment(StrEnum):
     prod = "prod"
 
 
+class BrokerStorage(StrEnum):
+    """Where the embedded broker keeps topics and committed offsets."""
+
+    s3 = "s3"  # durable: SeaweedFS's S3 gateway, files under the data folder
+    memory = "memory"  # lost when the broker stops (faster to start; the test suite's)
+
+
 def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
@@ -48,7 +55,33 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Field(
         Path(".waypoint"),
         validation_alias=_alias("WAYPOINT_DATA_DIR"),
-        description="Embedded PostgreSQL data, broker log and the development key (`make run`).",
+        description="Embedded PostgreSQL and broker data, logs, the development key and "
+        "stack.json (how the CLI finds `make run`).",
+    )
+    broker_storage: BrokerStorage = Field(
+        BrokerStorage.s3,
+        validation_alias=_alias("WAYPOINT_BROKER_STORAGE"),
+        description="Embedded broker's storage: s3 (durable, in the data folder) or memory.",
+    )
+    run_max_restarts: int = Field(
+        5,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RUN_MAX_RESTARTS"),
+        description="`waypoint run` restarts a crashed process this many times per window, "
+        "then stops everything.",
+    )
+    run_restart_window_seconds: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_alias("WAYPOINT_RUN_RESTART_WINDOW_SECONDS"),
+        description="The window in which crashes are counted (see WAYPOINT_RUN_MAX_RESTARTS).",
+    )
+    run_drain_timeout_seconds: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RUN_DRAIN_TIMEOUT_SECONDS"),
+        description="On Ctrl-C, how long `waypoint run` waits for the workers to consume what "
+        "the APIs accepted before stopping them.",
     )
     log_level: str = Field(
         "INFO", validation_alias=_alias("WAYPOINT_LOG_LEVEL"), description="Log level."
@@ -173,11 +206,21 @@ class CommonSettings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         if not self.kafka_bootstrap_servers:
-            raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set and no embedded broker runs")
+            raise InfrastructureMissing(
+                "no broker: KAFKA_BOOTSTRAP_SERVERS is not set and no `waypoint run` stack "
+                f"was found in {self.data_dir}; start one with `make run`, or set it"
+            )
         return self.kafka_bootstrap_servers
 
     @property
     def dsn(self) -> str:
         if not self.database_url:
-            raise RuntimeError("DATABASE_URL is not set and no embedded PostgreSQL runs")
+            raise InfrastructureMissing(
+                "no PostgreSQL: DATABASE_URL is not set and no `waypoint run` stack was found "
+                f"in {self.data_dir}; start one with `make run`, or set it"
+            )
         return self.database_url
+
+
+class InfrastructureMissing(RuntimeError):
+    """Neither the environment nor a running ``waypoint run`` names a PostgreSQL or broker."""

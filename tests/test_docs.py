@@ -12,10 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def test_quick_start_is_exactly_make_run_and_make_test() -> None:
-    section = README.split("## Quick start", 1)[1]
-    first_block = section.split("```", 2)[1]
-    assert first_block.strip().splitlines() == ["make run", "make test"]
+def test_quick_start_is_make_run_then_a_cli_call_then_make_test_as_separate_steps() -> None:
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.strip().splitlines() for b in section.split("```")[1::2]]
+    assert blocks[0] == ["make run"]  # it blocks the terminal: alone in its block
+    assert any(line.startswith(".venv/bin/waypoint keys") for line in blocks[1])
+    assert blocks[-1] == ["make test"]
 
 
 def test_every_documented_setting_exists_with_its_default() -> None:

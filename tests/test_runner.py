@@ -1,24 +1,31 @@
-"""``waypoint run`` end to end: embedded PostgreSQL and broker, every available service, demo,
-SIGTERM stops everything (nothing left running), data and the dev key persist across runs."""
+"""``waypoint run`` end to end: embedded PostgreSQL and durable broker, every available service,
+demo (sent once), SIGTERM drains and stops everything (nothing left running), data and the dev
+key persist across runs, the CLI finds the stack; nothing accepted is lost when a worker, the
+broker or the whole stack is killed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from services.registry import available
+from shared.db import asyncpg_dsn
 from shared.embedded import free_port
+from tests.support import cloud_event, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -44,20 +51,29 @@ def _processes_of(marker: str) -> dict[int, str]:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, broker_port: int, port_offset: int, demo_customers: int):
+    def __init__(
+        self,
+        data_dir: Path,
+        broker_port: int,
+        port_offset: int,
+        demo_customers: int,
+        *extra: str,
+    ):
         self.data_dir = data_dir
+        self.port_offset = port_offset
         self.marker = f"WAYPOINT_DATA_DIR={data_dir}"
         self.argv = [
             sys.executable, "-m", "services.cli", "run", "--broker-port", str(broker_port),
-            "--port-offset", str(port_offset), "--demo-customers", str(demo_customers),
+            "--port-offset", str(port_offset), "--demo-customers", str(demo_customers), *extra,
         ]  # fmt: skip
         self.lines: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
         self.reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, **extra_env: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _INFRA_VARIABLES}
         env.update({"WAYPOINT_DATA_DIR": str(self.data_dir), "WAYPOINT_LOG_JSON": "false"})
+        env.update(extra_env)
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
@@ -97,6 +113,56 @@ class Stack:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def info(self) -> dict[str, Any]:
+        recorded: dict[str, Any] = json.loads((self.data_dir / "stack.json").read_text())
+        return recorded
+
+    async def stored(self, source: str) -> int:
+        """Events of ``source`` in ingest's event store."""
+        dsn = asyncpg_dsn(self.info()["database_url"])
+        conn = await asyncpg.connect(dsn)
+        try:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM ingest.event WHERE source = $1", source
+            )
+            return count
+        finally:
+            await conn.close()
+
+    async def dead_letters(self) -> int:
+        conn = await asyncpg.connect(asyncpg_dsn(self.info()["database_url"]))
+        try:
+            count: int = await conn.fetchval("SELECT count(*) FROM ingest.dead_letter")
+            return count
+        finally:
+            await conn.close()
+
+    async def post(self, key: str, source: str, count: int = 1000, retry: bool = False) -> None:
+        """One batch of ``count`` new events over HTTP; asserts 202 (retries a 503 if asked)."""
+        batch = [cloud_event(tenant="default", source=source) for _ in range(count)]
+        url = f"http://127.0.0.1:{8001 + self.port_offset}/v1/events"
+        headers = {"Authorization": f"Bearer {key}",
+                   "Content-Type": "application/cloudevents-batch+json"}  # fmt: skip
+        async with httpx.AsyncClient(timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                response = await client.post(url, json=batch, headers=headers)
+                if response.status_code == 202 or not retry or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+        assert response.status_code == 202, response.text
+        assert response.json()["accepted"] == count
+
+    async def pid_of(self, needle: str, timeout: float = 60) -> int:
+        """The one process whose command line holds ``needle`` (waits while it (re)starts)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [p for p, cmd in _processes_of(self.marker).items() if needle in cmd]
+            if len(found) == 1:
+                return found[0]
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no single {needle!r} process:\n{self.output()[-6000:]}")
+
 
 _INFRA_VARIABLES = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "WAYPOINT_BOOTSTRAP_API_KEY"}
 
@@ -110,12 +176,15 @@ async def _gone(marker: str, timeout: float = 20) -> dict[int, str]:
     return left
 
 
-async def test_run_starts_everything_and_sigterm_leaves_nothing_running(tmp_path: Path) -> None:
+async def test_run_starts_everything_drains_on_sigterm_and_keeps_what_it_accepted(
+    tmp_path: Path,
+) -> None:
     data_dir = tmp_path / "wp"
-    offset = 20_000 + free_port() % 20_000  # away from 8001-8003 of a developer's `make run`
+    offset = _offset()
     broker_port = free_port()
-    stack = Stack(data_dir, broker_port, offset, demo_customers=3)
+    stack = Stack(data_dir, broker_port, offset, 20)
     services = available()
+    source = f"accepted-{uuid.uuid4().hex[:8]}"
     await stack.start()
     try:
         key = (await stack.wait_for_line(r"API key \(tenant 'default', every scope\): (\S+)"))[1]
@@ -123,6 +192,7 @@ async def test_run_starts_everything_and_sigterm_leaves_nothing_running(tmp_path
         commands = " ".join(running.values())
         assert "postgres" in commands
         assert "tansu" in commands
+        assert "weed server" in commands  # the broker's topics live in the data folder
         async with httpx.AsyncClient() as client:
             for spec in services.values():
                 response = await client.get(f"http://127.0.0.1:{spec.port + offset}/healthz")
@@ -132,12 +202,34 @@ async def test_run_starts_everything_and_sigterm_leaves_nothing_running(tmp_path
                 ports = re.findall(r":(\d+)/metrics", listed)
                 assert len(ports) == sum(len(s.processes) for s in services.values())
                 for port in ports:
-                    response = await client.get(f"http://127.0.0.1:{port}/metrics")
-                    assert "python_info" in response.text
-        sent = await stack.wait_for_line(r"\[demo\] sent (\d+) records", timeout=120)
+
+                    async def serves(port: str = port) -> bool:
+                        try:
+                            response = await client.get(f"http://127.0.0.1:{port}/metrics")
+                        except httpx.ConnectError as exc:  # the worker is still starting
+                            raise AssertionError(f"nothing on :{port}") from exc
+                        return "python_info" in response.text
+
+                    try:
+                        await eventually(serves, timeout=60)
+                    except AssertionError as exc:
+                        raise AssertionError(f"{exc}:\n{stack.output()[-8000:]}") from exc
+        assert f"export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{broker_port}" in stack.output()
+        sent = await stack.wait_for_line(r"\[demo\] sent (\d+) records.* (\d+) poison", 120)
         assert int(sent[1]) > 0
+        assert int(sent[2]) > 0  # the demo shows dead letters
         assert (data_dir / "dev-api-key").read_text().strip() == key
         assert len(running) >= 2 + 2 * len(services)  # postgres, broker, api + worker each
+
+        # The CLI finds this stack by itself, and says so.
+        cli = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "services.cli", "keys", "list", "--tenant", "default"],
+            env=_clean_env(data_dir), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert "using the stack `waypoint run` runs" in cli.stderr
+        assert "development" in cli.stdout
 
         # A second stack on the same ports refuses to start, and leaves the first alone.
         clash = Stack(tmp_path / "other", broker_port, offset, demo_customers=1)
@@ -150,20 +242,89 @@ async def test_run_starts_everything_and_sigterm_leaves_nothing_running(tmp_path
         lasting = {pid for pid, command in running.items() if "simulate" not in command}
         assert set(_processes_of(stack.marker)) >= lasting
 
+        # 5,000 events accepted over HTTP, then SIGTERM: the workers drain before they stop.
+        await eventually(stack.dead_letters, timeout=60)
+        dead_letters = await stack.dead_letters()
+        for _ in range(5):
+            await stack.post(key, source)
         assert await stack.stop() == 0, stack.output()[-4000:]
+        assert re.search(r"drained in [\d.]+s: every consumer group is up to date", stack.output())
         left = await _gone(stack.marker)
         assert not left, f"still running after SIGTERM: {left}"
         assert "[waypoint] stopped" in stack.output()
+        assert not (data_dir / "stack.json").exists()
 
-        # A second run reuses the data directory: same database, same development key.
-        again = Stack(data_dir, free_port(), offset, demo_customers=1)
+        # A second run reuses the data folder: same database, same key, all 5,000 stored, and
+        # the demo is not sent again (its dead letters do not double).
+        again = Stack(data_dir, free_port(), offset, 20)
         await again.start()
         match = await again.wait_for_line(r"API key \(tenant 'default', every scope\): (\S+)")
         assert match[1] == key
+        await again.wait_for_line(r"the demo was sent to this stack before")
+
+        async def all_stored() -> bool:
+            assert await again.stored(source) == 5000
+            return True
+
+        await eventually(all_stored, timeout=60)
+        assert await again.dead_letters() == dead_letters
         assert await again.stop() == 0
         assert not await _gone(again.marker)
     finally:
         stack.kill_everything()
+
+
+async def test_kill_9_of_a_worker_the_broker_or_everything_loses_no_accepted_event(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "wp"
+    offset = _offset()
+    stack = Stack(data_dir, free_port(), offset, 1, "--no-demo")
+    source = f"kill-{uuid.uuid4().hex[:8]}"
+    # A restarted member waits for the dead one's session to expire (Tansu): keep that short.
+    await stack.start(WAYPOINT_INGEST_SESSION_TIMEOUT_MS="4000")
+    try:
+        key = (await stack.wait_for_line(r"API key \(tenant 'default', every scope\): (\S+)"))[1]
+        await stack.wait_for_line(r"press Ctrl-C to stop")
+
+        async def stored(runner: Stack, expected: int) -> None:
+            async def check() -> bool:
+                assert await runner.stored(source) == expected
+                return True
+
+            await eventually(check, timeout=90, interval=0.5)
+
+        # A SIGKILLed worker is restarted, and catches up.
+        await stack.post(key, source)
+        os.kill(await stack.pid_of("worker ingest worker"), signal.SIGKILL)
+        await stack.post(key, source)
+        await stack.wait_for_line(r"ingest-worker exited with status -9; restarting")
+        await stored(stack, 2000)
+
+        # The broker alone, killed right after a 202: restarted with what it had acknowledged.
+        await stack.post(key, source)
+        os.kill(await stack.pid_of("tansu"), signal.SIGKILL)
+        await stack.wait_for_line(r"the embedded broker is back", timeout=60)
+        await stack.post(key, source, retry=True)  # 503 while it was down
+        await stored(stack, 4000)
+
+        # Everything, killed right after a 202: a new run stores it.
+        await stack.post(key, source)
+        stack.kill_everything()
+        assert not await _gone(stack.marker)
+        again = Stack(data_dir, free_port(), offset, 1, "--no-demo")
+        await again.start()
+        await again.wait_for_line(r"press Ctrl-C to stop")
+        await stored(again, 5000)
+        assert await again.stop() == 0, again.output()[-4000:]
+        assert not await _gone(again.marker)
+    finally:
+        stack.kill_everything()
+
+
+def _clean_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _INFRA_VARIABLES}
+    return {**env, "WAYPOINT_DATA_DIR": str(data_dir)}
 
 
 async def test_prepare_ensures_the_bootstrap_key_or_a_persistent_dev_key(
@@ -192,7 +353,7 @@ async def test_prepare_ensures_the_bootstrap_key_or_a_persistent_dev_key(
 
 
 async def test_sigterm_during_start_up_leaves_nothing_running(tmp_path: Path) -> None:
-    offset = 20_000 + free_port() % 20_000
+    offset = _offset()
     stack = Stack(tmp_path / "wp", free_port(), offset, demo_customers=1)
     await stack.start()
     try:
@@ -202,3 +363,9 @@ async def test_sigterm_during_start_up_leaves_nothing_running(tmp_path: Path) ->
         assert "ready:" not in stack.output()
     finally:
         stack.kill_everything()
+
+
+def _offset() -> int:
+    """A port offset for a test stack: away from a developer's `make run` (8001-8003, 9101-…),
+    and below Linux's ephemeral range (32768-), where an outgoing connection may hold a port."""
+    return 12_000 + free_port() % 11_600

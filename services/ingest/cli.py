@@ -1,7 +1,9 @@
-"""Ingest's commands: ``waypoint schema`` (the published JSON Schema), ``waypoint redrive``."""
+"""Ingest's commands: ``waypoint schema`` (the published JSON Schema), ``waypoint redrive``,
+``waypoint replay --from-store``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -51,3 +53,61 @@ def register(app: typer.Typer) -> None:
         )
         verb = "would re-send" if dry_run else "re-sent"
         typer.echo(f"{verb} {sum(counts.values())} records: {dict(counts)}")
+
+    @app.command("replay")
+    def replay_command(
+        from_store: Annotated[
+            bool,
+            typer.Option(
+                "--from-store", help="Read ingest's event store (the only source, for now)."
+            ),
+        ] = False,
+        tenant: Annotated[str | None, typer.Option(help="Only this tenant's events.")] = None,
+        since: Annotated[
+            datetime | None, typer.Option(help="From this moment (inclusive; ISO 8601, UTC).")
+        ] = None,
+        until: Annotated[
+            datetime | None, typer.Option(help="Up to this moment (exclusive; ISO 8601, UTC).")
+        ] = None,
+        by: Annotated[
+            str,
+            typer.Option(help="Which time --since/--until apply to: received (stored) or time."),
+        ] = "received",
+        dry_run: Annotated[
+            bool, typer.Option(help="Only count what would be re-published.")
+        ] = False,
+    ) -> None:
+        """Re-publish stored events to the normalized topic (after a broker lost data);
+        downstream skips what it already has."""
+        import asyncio
+
+        from services.ingest.config import IngestSettings
+        from services.ingest.replay import Selection, TimeField, replay
+
+        if not from_store:
+            typer.echo("say where to replay from: --from-store (ingest's event store)", err=True)
+            raise typer.Exit(2)
+        if by not in TimeField.__members__:
+            typer.echo("--by is received or time", err=True)
+            raise typer.Exit(2)
+        selection = Selection(
+            tenant=tenant, since=_utc(since), until=_utc(until), field=TimeField(by)
+        )
+        settings = IngestSettings()
+
+        def progress(done: int, total: int) -> None:
+            typer.echo(f"published {done:,} / {total:,} ({100 * done // max(total, 1)}%)", err=True)
+
+        counts = asyncio.run(replay(settings, selection, dry_run=dry_run, progress=progress))
+        by_tenant = ", ".join(f"{t} {n:,}" for t, n in counts.items()) or "none"
+        verb = "would re-publish" if dry_run else "re-published"
+        typer.echo(
+            f"{verb} {sum(counts.values()):,} stored events to {settings.topic_normalized} "
+            f"(by tenant: {by_tenant})"
+        )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

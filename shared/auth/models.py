@@ -67,6 +67,10 @@ class ApiKey(AuthBase, table=True):
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    # Set when a service looks the key up (at most once a minute; lookups are cached).
+    last_used_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class AuditLog(AuthBase, table=True):

@@ -7,9 +7,10 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth.models import ALL_SCOPES, ApiKey, AuditLog, Scope, Tenant
@@ -168,13 +169,23 @@ class KeyVerifier:
             row = (
                 await session.execute(
                     text(
-                        "SELECT k.id, k.tenant_id, k.scopes, t.phone_region FROM auth.api_key k "
-                        "JOIN auth.tenant t ON t.id = k.tenant_id "
+                        "SELECT k.id, k.tenant_id, k.scopes, k.last_used_at, t.phone_region "
+                        "FROM auth.api_key k JOIN auth.tenant t ON t.id = k.tenant_id "
                         "WHERE k.key_hash = :h AND k.revoked_at IS NULL"
                     ),
                     {"h": digest},
                 )
             ).first()
+            if row is not None and _stale(row.last_used_at):
+                # Only when a minute old: a conditional UPDATE, never a lock on a hot row.
+                await session.execute(
+                    text(
+                        "UPDATE auth.api_key SET last_used_at = now() WHERE id = :id AND "
+                        "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"
+                    ),
+                    {"id": row.id},
+                )
+                await session.commit()
         if row is None:
             return None
         return Principal(
@@ -188,15 +199,30 @@ class KeyVerifier:
         self._cache.clear()
 
 
-async def revoke_key(session: AsyncSession, *, tenant_id: str, key_id: uuid.UUID) -> bool:
+def _stale(last_used_at: datetime | None) -> bool:
+    return last_used_at is None or datetime.now(UTC) - last_used_at > timedelta(minutes=1)
+
+
+async def revoke_key(
+    session: AsyncSession, *, key_id: uuid.UUID, tenant_id: str | None = None
+) -> bool:
+    """Revoke an active key (of ``tenant_id`` when given); False if there is none."""
     result = await session.execute(
         text(
-            "UPDATE auth.api_key SET revoked_at = now() "
-            "WHERE id = :id AND tenant_id = :t AND revoked_at IS NULL"
+            "UPDATE auth.api_key SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL "
+            "AND (CAST(:t AS text) IS NULL OR tenant_id = :t)"
         ),
         {"id": key_id, "t": tenant_id},
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def list_keys(session: AsyncSession, *, tenant_id: str | None = None) -> list[ApiKey]:
+    """Every key (of ``tenant_id`` when given), oldest first; hashes are not secrets' plaintext."""
+    query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)  # type: ignore[arg-type]
+    if tenant_id is not None:
+        query = query.where(ApiKey.tenant_id == tenant_id)  # type: ignore[arg-type]
+    return list((await session.execute(query)).scalars())
 
 
 async def known_tenants(session: AsyncSession) -> set[str]:
