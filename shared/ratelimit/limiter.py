@@ -1,0 +1,227 @@
+"""Per key, per tenant and per client-IP limits, shared by every API process, and cheap on the
+request path.
+
+Each limit is a sliding window over two fixed windows aligned on the epoch (so every process
+agrees on them): ``estimate = previous × (1 − elapsed fraction) + current``, the approximation
+Cloudflare and Redis' own docs describe. A request is a few dictionary look-ups in this process
+and never waits for the store: each process counts locally and a background task adds its
+counts to the shared store (PostgreSQL or Redis) every ``sync_seconds``, sooner when a bucket
+nears its limit, and learns the totals of every process in the same round trip.
+
+Accuracy: one process alone is exact. With P processes, a burst can pass a limit by what the
+other processes admitted since their last sync (at most their rate × ``sync_seconds``), and a
+store outage leaves each process limiting on its own counts (logged, counted in
+``waypoint_rate_limit_sync_failures_total``) until the store answers again, when the counts
+held back are added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from shared.errors import TooManyRequests
+from shared.logging import get_logger
+from shared.ratelimit.stores import Cell, CounterStore
+
+log = get_logger("ratelimit")
+
+RATE_LIMITED = Counter(
+    "waypoint_rate_limited_total",
+    "Requests refused with 429, by kind (read, write, auth) and limit scope (key, tenant, ip).",
+    ["kind", "scope"],
+)
+SYNC_FAILURES = Counter(
+    "waypoint_rate_limit_sync_failures_total",
+    "Failed round trips to the shared rate-limit store (limits stay local meanwhile).",
+)
+NEAR_LIMIT = 0.8  # past this share of a limit, sync sooner than the interval
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    window: int = 60
+    key_reads: int = 0
+    key_writes: int = 0
+    tenant_reads: int = 0
+    tenant_writes: int = 0
+    auth_failures: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            window=settings.rate_limit_window_seconds,
+            key_reads=settings.rate_limit_key_reads,
+            key_writes=settings.rate_limit_key_writes,
+            tenant_reads=settings.rate_limit_tenant_reads,
+            tenant_writes=settings.rate_limit_tenant_writes,
+            auth_failures=settings.rate_limit_auth_failures,
+        )
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        limits: Limits,
+        store: CounterStore | None = None,
+        *,
+        sync_seconds: float = 0.5,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.limits = limits
+        self.store = store
+        self.enabled = enabled
+        self.sync_seconds = sync_seconds
+        self._min_gap = sync_seconds / 10
+        self._clock = clock
+        self._known: dict[Cell, int] = {}  # totals of every process, as the store last said
+        self._pending: dict[Cell, int] = {}  # counted here, not yet sent
+        self._inflight: dict[Cell, int] = {}  # sent, answer not back yet
+        self._wake = asyncio.Event()
+        self._last_sync = 0.0
+
+    # -- the request path: no I/O --------------------------------------------------------------
+
+    def check_request(self, key_id: str, tenant_id: str, *, write: bool) -> None:
+        """Count one request of a valid key, or raise ``TooManyRequests`` (nothing counted)."""
+        if not self.enabled:
+            return
+        limits = self.limits
+        kind = "write" if write else "read"
+        checks = (
+            (f"k:{key_id}:{kind[0]}", limits.key_writes if write else limits.key_reads, "key"),
+            (
+                f"t:{tenant_id}:{kind[0]}",
+                limits.tenant_writes if write else limits.tenant_reads,
+                "tenant",
+            ),
+        )
+        now = self._clock()
+        for bucket, limit, scope in checks:
+            if limit > 0:
+                self._refuse_if_over(bucket, limit, now, kind, scope, f"{kind}s for this {scope}")
+        for bucket, limit, _ in checks:
+            if limit > 0:
+                self._hit(bucket, limit, now)
+
+    def auth_blocked(self, client: str | None) -> TooManyRequests | None:
+        """The 429 for a client IP past its failed-authentication limit (None: go ahead)."""
+        limit = self.limits.auth_failures
+        if not self.enabled or limit <= 0 or not client:
+            return None
+        try:
+            self._refuse_if_over(
+                f"ip:{client}:a", limit, self._clock(), "auth", "ip", "failed authentications"
+            )
+        except TooManyRequests as refused:
+            return refused
+        return None
+
+    def auth_failed(self, client: str | None) -> None:
+        limit = self.limits.auth_failures
+        if self.enabled and limit > 0 and client:
+            self._hit(f"ip:{client}:a", limit, self._clock())
+
+    def _refuse_if_over(
+        self, bucket: str, limit: int, now: float, kind: str, scope: str, what: str
+    ) -> None:
+        window = self.limits.window
+        start = int(now // window) * window
+        current = self._count((bucket, start))
+        previous = self._count((bucket, start - window))
+        estimate = previous * (1 - (now - start) / window) + current
+        if estimate + 1 <= limit:
+            return
+        RATE_LIMITED.labels(kind, scope).inc()
+        retry = _retry_after(limit - 1, now, start, window, current, previous)
+        raise TooManyRequests(
+            f"rate limit reached: {limit} {what} per {window} s; retry in {retry} s",
+            limit=limit,
+            retry_after=retry,
+            window=window,
+        )
+
+    def _count(self, cell: Cell) -> int:
+        return self._known.get(cell, 0) + self._inflight.get(cell, 0) + self._pending.get(cell, 0)
+
+    def _hit(self, bucket: str, limit: int, now: float) -> None:
+        window = self.limits.window
+        cell = (bucket, int(now // window) * window)
+        target = self._pending if self.store is not None else self._known
+        target[cell] = target.get(cell, 0) + 1
+        if self.store is not None and self._count(cell) >= NEAR_LIMIT * limit:
+            self._wake.set()
+
+    # -- the background task -------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Send this process's new counts; learn every process's totals for those buckets."""
+        self._last_sync = self._clock()
+        self._forget_old(self._last_sync)
+        if self.store is None or not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        for cell, hits in batch.items():
+            self._inflight[cell] = self._inflight.get(cell, 0) + hits
+        try:
+            totals = await self.store.add(sorted(batch.items()), self.limits.window)
+        except Exception as exc:  # noqa: BLE001 - any store failure: count locally, retry later
+            SYNC_FAILURES.inc()
+            log.warning("ratelimit.sync_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            for cell, hits in batch.items():
+                self._pending[cell] = self._pending.get(cell, 0) + hits
+            totals = {}
+        finally:
+            for cell, hits in batch.items():
+                left = self._inflight.get(cell, 0) - hits
+                if left > 0:
+                    self._inflight[cell] = left
+                else:
+                    self._inflight.pop(cell, None)
+        self._known.update(totals)
+
+    def _forget_old(self, now: float) -> None:
+        oldest = (int(now // self.limits.window) - 1) * self.limits.window
+        for table in (self._known, self._pending):
+            stale = [cell for cell in table if cell[1] < oldest]
+            for cell in stale:
+                del table[cell]
+
+    async def run(self) -> None:
+        """Sync every ``sync_seconds``, or sooner (never closer than a tenth of it) when a
+        bucket nears its limit. Cancel to stop; ``close`` sends what is left."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self.sync()
+            gap = self._min_gap - (loop.time() - started)
+            if gap > 0:
+                await asyncio.sleep(gap)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.sync_seconds - self._min_gap)
+            self._wake.clear()
+
+    async def close(self) -> None:
+        await self.sync()
+        if self.store is not None:
+            await self.store.close()
+
+
+def _retry_after(
+    allowed: int, now: float, start: int, window: int, current: int, previous: int
+) -> int:
+    """Seconds until the estimate falls to ``allowed`` if nothing else is counted."""
+    if current <= allowed and previous > 0:
+        at = start + window * (1 - (allowed - current) / previous)
+        if at <= start + window:
+            return max(1, math.ceil(at - now))
+    at = start + window + window * max(0.0, 1 - allowed / max(current, 1))
+    return max(1, math.ceil(at - now))
