@@ -85,19 +85,23 @@ class KeyVerifier:
         if known is not None and known.fresh_until > now:
             self._valid.move_to_end(digest)
         else:
-            if known is None:  # a guess costs the guesser, not the database
-                blocked = self._limiter.auth_blocked(client) if self._limiter else None
-                if blocked is not None:
-                    raise blocked
+            guess = known is None  # not seen valid here: it costs the guesser, not the database
+            if guess:
+                if self._limiter is not None:
+                    self._limiter.auth_attempt(client)  # 429 past the limit; else counted
                 if not key:
-                    raise self._failed(client, "missing", "missing or invalid API key")
+                    raise self._refused("missing", "missing or invalid API key")
                 if self._is_rejected(digest, now):
-                    raise self._failed(client, "unknown", INVALID)
+                    raise self._refused("unknown", INVALID)
             known = await self._lookup(digest, now)
             if known is None:
                 self._valid.pop(digest, None)
                 self._reject(digest, now)
+                if guess:  # counted in advance
+                    raise self._refused("unknown", INVALID)
                 raise self._failed(client, "unknown", INVALID)
+            if guess and self._limiter is not None:
+                self._limiter.auth_refund(client)
             self._valid[digest] = known
             self._valid.move_to_end(digest)
             if len(self._valid) > self._max:
@@ -112,11 +116,16 @@ class KeyVerifier:
         self._note_use(known.principal.key_id, now)
         return known.principal
 
-    def _failed(self, client: str | None, reason: str, message: str) -> Unauthorized:
+    @staticmethod
+    def _refused(reason: str, message: str) -> Unauthorized:
         AUTH_FAILURES.labels(reason).inc()
+        return Unauthorized(message)
+
+    def _failed(self, client: str | None, reason: str, message: str) -> Unauthorized:
+        """A failure not counted in advance (a key seen valid, now revoked or expired)."""
         if self._limiter is not None:
             self._limiter.auth_failed(client)
-        return Unauthorized(message)
+        return self._refused(reason, message)
 
     def _is_rejected(self, digest: str, now: float) -> bool:
         until = self._rejected.get(digest)

@@ -112,20 +112,25 @@ class RateLimiter:
             if limit > 0:
                 self._hit(bucket, limit, now)
 
-    def auth_blocked(self, client: str | None) -> TooManyRequests | None:
-        """The 429 for a client IP past its failed-authentication limit (None: go ahead)."""
+    def auth_attempt(self, client: str | None) -> None:
+        """Before looking up a key this process has not seen valid: count it as a failure in
+        advance (so concurrent guesses cannot all slip past the limit while their look-ups
+        run), or raise ``TooManyRequests`` if ``client`` (its IP) is past the limit. A key that
+        turns out valid gives the count back (``auth_refund``)."""
         limit = self.limits.auth_failures
         if not self.enabled or limit <= 0 or not client:
-            return None
-        try:
-            self._refuse_if_over(
-                f"ip:{client}:a", limit, self._clock(), "auth", "ip", "failed authentications"
-            )
-        except TooManyRequests as refused:
-            return refused
-        return None
+            return
+        now = self._clock()
+        bucket = f"ip:{client}:a"
+        self._refuse_if_over(bucket, limit, now, "auth", "ip", "failed authentications")
+        self._hit(bucket, limit, now)
+
+    def auth_refund(self, client: str | None) -> None:
+        if self.enabled and self.limits.auth_failures > 0 and client:
+            self._hit(f"ip:{client}:a", self.limits.auth_failures, self._clock(), -1)
 
     def auth_failed(self, client: str | None) -> None:
+        """A failure not counted in advance (a cached key that is now revoked or expired)."""
         limit = self.limits.auth_failures
         if self.enabled and limit > 0 and client:
             self._hit(f"ip:{client}:a", limit, self._clock())
@@ -152,12 +157,12 @@ class RateLimiter:
     def _count(self, cell: Cell) -> int:
         return self._known.get(cell, 0) + self._inflight.get(cell, 0) + self._pending.get(cell, 0)
 
-    def _hit(self, bucket: str, limit: int, now: float) -> None:
+    def _hit(self, bucket: str, limit: int, now: float, hits: int = 1) -> None:
         window = self.limits.window
         cell = (bucket, int(now // window) * window)
         target = self._pending if self.store is not None else self._known
-        target[cell] = target.get(cell, 0) + 1
-        if self.store is not None and self._count(cell) >= NEAR_LIMIT * limit:
+        target[cell] = target.get(cell, 0) + hits
+        if self.store is not None and hits > 0 and self._count(cell) >= NEAR_LIMIT * limit:
             self._wake.set()
 
     # -- the background task -------------------------------------------------------------------
