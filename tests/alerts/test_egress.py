@@ -137,7 +137,8 @@ async def test_a_destination_that_resolves_inward_is_refused_at_delivery(
     assert rows[0].outcome == "failed"
     assert rows[0].status == "failed"
     assert rows[0].attempts == 1  # a refused destination is not retried
-    assert "loopback" in rows[0].error and rows[0].error.startswith("refused")
+    assert "loopback" in rows[0].error
+    assert rows[0].error.startswith("refused")
     assert hits == []
 
     tenant = await make_tenant()
@@ -256,7 +257,8 @@ async def test_secret_urls_and_signing_secrets_are_only_hinted(
         got = await api.get("/v1/notification-channels", headers={"X-API-Key": reader})
         assert got.status_code == 200
         for secret in (token, "abc123xyz", WEBHOOK_SECRET):
-            assert secret not in r.text and secret not in got.text
+            assert secret not in r.text
+            assert secret not in got.text
         by_name = {c["name"]: c for c in got.json()["channels"]}
         assert by_name["slack"]["url"] is None
         assert by_name["slack"]["url_hint"] == f"https://hooks.slack.com/…{token[-4:]}"
@@ -264,8 +266,11 @@ async def test_secret_urls_and_signing_secrets_are_only_hinted(
         assert by_name["hook"]["url"] == "https://cs.example.test/hook"
         assert by_name["hook"]["secret_hint"] == f"…{WEBHOOK_SECRET[-4:]}"
         # sending back what GET shows (no url for the secret ones) keeps the stored URLs
-        again = [{k: c[k] for k in ("name", "type", "recipients", "enabled")}
-                 | ({"url": c["url"]} if c["url"] else {}) for c in got.json()["channels"]]  # fmt: skip
+        again = [
+            {k: c[k] for k in ("name", "type", "recipients", "enabled")}
+            | ({"url": c["url"]} if c["url"] else {})
+            for c in got.json()["channels"]
+        ]
         r = await api.put("/v1/notification-channels", json={"channels": again},
                           headers=tenant.headers)  # fmt: skip
         assert r.status_code == 200, r.text

@@ -83,7 +83,9 @@ async def test_rotation_keeps_both_keys_valid_for_the_grace_period_then_only_the
             session, old_row.id, grace=timedelta(hours=2), actor="test", now=now
         )
     assert old.expires_at == now + timedelta(hours=2)
-    assert new.rotated_from == old_row.id and new.name == "crm" and new.scopes == ["alerts:read"]
+    assert new.rotated_from == old_row.id
+    assert new.name == "crm"
+    assert new.scopes == ["alerts:read"]
     assert new.expires_at is None
     async with app_client(alerts_app(_cached(settings_overrides))) as api:
         for key in (old_key, new_key):
@@ -127,7 +129,8 @@ async def test_the_cli_rotates_expires_and_lists_keys(
     code, out, err = await _cli(settings, "rotate", str(row.id), "--grace", "30m")
     assert code == 0, err
     new_key = out.strip()
-    assert new_key.startswith("wp_") and new_key != old_key
+    assert new_key.startswith("wp_")
+    assert new_key != old_key
     assert f"old key {row.id} works until" in err
     async with app_client(alerts_app(_cached(settings_overrides))) as api:
         for key in (old_key, new_key):
@@ -136,16 +139,19 @@ async def test_the_cli_rotates_expires_and_lists_keys(
     assert code == 0, err
     async with app_client(alerts_app(_cached(settings_overrides))) as api:
         r = await api.get(READ, headers=_bearer(old_key))
-        assert r.status_code == 401 and "expired" in r.json()["detail"]
+        assert r.status_code == 401
+        assert "expired" in r.json()["detail"]
         assert (await api.get(READ, headers=_bearer(new_key))).status_code == 200
     code, out, err = await _cli(settings, "list", "--tenant", tenant.id)
     assert code == 0, err
     states = {line.split("\t")[0]: line.split("\t")[-1] for line in out.splitlines() if line}
     assert states[str(row.id)] == "expired"
     assert sorted(states.values()).count("active") == 2  # the factory's key and the successor
-    assert old_key not in out and new_key not in out
+    assert old_key not in out
+    assert new_key not in out
     code, out, err = await _cli(settings, "rotate", str(uuid.uuid4()))
-    assert code == 1 and "no API key" in err
+    assert code == 1
+    assert "no API key" in err
 
 
 async def test_last_used_at_is_written_at_most_once_a_minute_not_per_request(
