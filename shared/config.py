@@ -234,7 +234,7 @@ class CommonSettings(BaseSettings):
     egress_allow: str = Field(
         "",
         validation_alias=_alias("WAYPOINT_EGRESS_ALLOW"),
-        description="Private destinations webhooks, Slack and e-mail may reach anyway: "
+        description="Private destinations webhooks and Slack may reach anyway: "
         "comma-separated CIDRs or hosts, each optionally :port (10.0.0.0/8, "
         "hooks.internal:443, [fd00::1]:8080). Everything else non-public is refused.",
     )

@@ -82,11 +82,12 @@ class RateLimiter:
         self.sync_seconds = sync_seconds
         self._min_gap = sync_seconds / 10
         self._clock = clock
-        self._known: dict[Cell, int] = {}  # totals of every process, as the store last said
-        self._pending: dict[Cell, int] = {}  # counted here, not yet sent
-        self._inflight: dict[Cell, int] = {}  # sent, answer not back yet
+        # Every process's hits as last learned from the store, plus this process's since then.
+        self._counts: dict[Cell, int] = {}
+        self._pending: dict[Cell, int] = {}  # this process's hits not yet sent to the store
+        self._names: dict[tuple[str, str], tuple[str, str, str, str]] = {}
         self._wake = asyncio.Event()
-        self._last_sync = 0.0
+        self._oldest = 0
 
     # -- the request path: no I/O --------------------------------------------------------------
 
@@ -94,23 +95,30 @@ class RateLimiter:
         """Count one request of a valid key, or raise ``TooManyRequests`` (nothing counted)."""
         if not self.enabled:
             return
+        names = self._names.get((key_id, tenant_id))
+        if names is None:
+            if len(self._names) > 100_000:
+                self._names.clear()
+            names = (f"k:{key_id}:r", f"t:{tenant_id}:r", f"k:{key_id}:w", f"t:{tenant_id}:w")
+            self._names[(key_id, tenant_id)] = names
         limits = self.limits
-        kind = "write" if write else "read"
-        checks = (
-            (f"k:{key_id}:{kind[0]}", limits.key_writes if write else limits.key_reads, "key"),
-            (
-                f"t:{tenant_id}:{kind[0]}",
-                limits.tenant_writes if write else limits.tenant_reads,
-                "tenant",
-            ),
-        )
+        if write:
+            key_bucket, tenant_bucket = names[2], names[3]
+            key_limit, tenant_limit, kind = limits.key_writes, limits.tenant_writes, "write"
+        else:
+            key_bucket, tenant_bucket = names[0], names[1]
+            key_limit, tenant_limit, kind = limits.key_reads, limits.tenant_reads, "read"
         now = self._clock()
-        for bucket, limit, scope in checks:
-            if limit > 0:
-                self._refuse_if_over(bucket, limit, now, kind, scope, f"{kind}s for this {scope}")
-        for bucket, limit, _ in checks:
-            if limit > 0:
-                self._hit(bucket, limit, now)
+        if key_limit > 0:
+            self._refuse_if_over(key_bucket, key_limit, now, kind, "key", f"{kind}s for this key")
+        if tenant_limit > 0:
+            self._refuse_if_over(
+                tenant_bucket, tenant_limit, now, kind, "tenant", f"{kind}s for this tenant"
+            )
+        if key_limit > 0:
+            self._hit(key_bucket, key_limit, now)
+        if tenant_limit > 0:
+            self._hit(tenant_bucket, tenant_limit, now)
 
     def auth_attempt(self, client: str | None) -> None:
         """Before looking up a key this process has not seen valid: count it as a failure in
@@ -140,8 +148,8 @@ class RateLimiter:
     ) -> None:
         window = self.limits.window
         start = int(now // window) * window
-        current = self._count((bucket, start))
-        previous = self._count((bucket, start - window))
+        current = self._counts.get((bucket, start), 0)
+        previous = self._counts.get((bucket, start - window), 0)
         estimate = previous * (1 - (now - start) / window) + current
         if estimate + 1 <= limit:
             return
@@ -154,28 +162,23 @@ class RateLimiter:
             window=window,
         )
 
-    def _count(self, cell: Cell) -> int:
-        return self._known.get(cell, 0) + self._inflight.get(cell, 0) + self._pending.get(cell, 0)
-
     def _hit(self, bucket: str, limit: int, now: float, hits: int = 1) -> None:
         window = self.limits.window
         cell = (bucket, int(now // window) * window)
-        target = self._pending if self.store is not None else self._known
-        target[cell] = target.get(cell, 0) + hits
-        if self.store is not None and hits > 0 and self._count(cell) >= NEAR_LIMIT * limit:
-            self._wake.set()
+        count = self._counts[cell] = self._counts.get(cell, 0) + hits
+        if self.store is not None:
+            self._pending[cell] = self._pending.get(cell, 0) + hits
+            if hits > 0 and count >= NEAR_LIMIT * limit:
+                self._wake.set()
 
     # -- the background task -------------------------------------------------------------------
 
     async def sync(self) -> None:
         """Send this process's new counts; learn every process's totals for those buckets."""
-        self._last_sync = self._clock()
-        self._forget_old(self._last_sync)
+        self._forget_old(self._clock())
         if self.store is None or not self._pending:
             return
         batch, self._pending = self._pending, {}
-        for cell, hits in batch.items():
-            self._inflight[cell] = self._inflight.get(cell, 0) + hits
         try:
             totals = await self.store.add(sorted(batch.items()), self.limits.window)
         except Exception as exc:  # noqa: BLE001 - any store failure: count locally, retry later
@@ -183,19 +186,17 @@ class RateLimiter:
             log.warning("ratelimit.sync_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             for cell, hits in batch.items():
                 self._pending[cell] = self._pending.get(cell, 0) + hits
-            totals = {}
-        finally:
-            for cell, hits in batch.items():
-                left = self._inflight.get(cell, 0) - hits
-                if left > 0:
-                    self._inflight[cell] = left
-                else:
-                    self._inflight.pop(cell, None)
-        self._known.update(totals)
+            return
+        for cell, total in totals.items():  # the total includes the batch, not what came since
+            self._counts[cell] = total + self._pending.get(cell, 0)
 
     def _forget_old(self, now: float) -> None:
+        """Drop windows before the previous one (once per window)."""
         oldest = (int(now // self.limits.window) - 1) * self.limits.window
-        for table in (self._known, self._pending):
+        if oldest == self._oldest:
+            return
+        self._oldest = oldest
+        for table in (self._counts, self._pending):
             stale = [cell for cell in table if cell[1] < oldest]
             for cell in stale:
                 del table[cell]
