@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -201,10 +202,10 @@ async def put_channels(
     is not public (loopback, private, link-local, metadata …) is refused unless the operator
     allowed it (``WAYPOINT_EGRESS_ALLOW``); deliveries check again after DNS resolution."""
     policy = policy_from(request.app.state.settings.egress_allow)
+    urls = [(c.name, str(c.url)) for c in body.channels if c.url is not None]
+    reasons = await asyncio.gather(*(check_url(url, policy) for _, url in urls))
     problems = [
-        f"channel {c.name!r}: {reason}"
-        for c in body.channels
-        if c.url is not None and (reason := await check_url(str(c.url), policy)) is not None
+        f"channel {name!r}: {why}" for (name, _), why in zip(urls, reasons, strict=True) if why
     ]
     if problems:
         raise Unprocessable("; ".join(problems))

@@ -7,7 +7,9 @@ mid-delivery drops its connection, PostgreSQL releases the row, and another (or 
 notifier delivers it. ``LISTEN`` wakes notifiers the moment an alert commits; polling is the
 fallback. A delivery accepted by a channel is never sent again to that channel; the
 ``Idempotency-Key`` header covers the one remaining window (accepted, then the notifier died
-before its commit).
+before its commit). Every connection goes through the egress guard (``shared/egress.py``): a
+destination that resolves to a non-public address is refused, not retried, and a receiver's
+answer is never read — only its status is kept.
 """
 
 from __future__ import annotations

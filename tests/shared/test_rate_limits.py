@@ -230,3 +230,34 @@ def test_the_sliding_window_forgets_gradually_and_says_when_to_come_back():
     now[0] += 40  # the old window has slid out
     for _ in range(6):
         limiter.check_request("k", "t", write=False)
+
+
+async def test_failed_sign_ins_on_the_pages_are_limited_too(
+    settings_overrides, db: Database, make_tenant: TenantFactory
+):
+    tenant = await make_tenant(scopes=["alerts:read"])
+    settings = _settings(
+        settings_overrides,
+        rate_limit_auth_failures=5,
+        rate_limit_window_seconds=3600,
+        api_key_cache_seconds=600.0,
+    )
+    async with _api(create_app(settings)) as api:
+        assert (await api.get(READ, headers=tenant.headers)).status_code == 200  # seen valid
+        await api.get("/app/sign-in")
+
+        async def sign_in(key: str) -> httpx.Response:
+            token = api.cookies.get("waypoint_signin")  # renewed by every form it renders
+            return await api.post(
+                "/app/sign-in", data={"key": key, "next": ""}, headers={"X-CSRF-Token": token}
+            )
+
+        statuses = [(await sign_in(generate_key())).status_code for _ in range(6)]
+        assert statuses == [401] * 5 + [429]
+        r = await sign_in(generate_key())
+        assert r.status_code == 429
+        assert "Too many failed sign-ins" in r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        # the key already seen valid from this address keeps working, API and pages alike
+        assert (await api.get(READ, headers=tenant.headers)).status_code == 200
+        assert (await sign_in(tenant.key)).status_code == 303
