@@ -14,7 +14,8 @@ BENCH_RATELIMIT_SECONDS (5) s each, medians reported:
 The limits are set high (nothing is refused): the point is the cost of counting. Besides
 requests/s, the server process's CPU time per request (from /proc, so other work on the shared
 machine disturbs it far less than throughput), and in-process: microseconds per
-``RateLimiter.check_request`` and per cached key verification. Last line: JSON.
+``RateLimiter.check_request`` and per cached key verification, and milliseconds per sync of 200
+buckets with each store (the background task's round trip, off the request path). Last line: JSON.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ from shared.auth.verifier import KeyVerifier  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.embedded import free_port, start_postgres, wait_for_port  # noqa: E402
 from shared.migrations import upgrade  # noqa: E402
-from shared.ratelimit import Limits, RateLimiter  # noqa: E402
+from shared.ratelimit import (  # noqa: E402
+    Limits,
+    PostgresCounterStore,
+    RateLimiter,
+    RedisCounterStore,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = int(os.environ.get("BENCH_RATELIMIT_ROUNDS", "3"))
@@ -113,7 +119,7 @@ async def prepare(dsn: str) -> str:
         await db.dispose()
 
 
-async def in_process(dsn: str, key: str) -> dict[str, float]:
+async def in_process(dsn: str, key: str) -> dict[str, Any]:
     limiter = RateLimiter(Limits(key_reads=10**9, tenant_reads=10**9), None)
     n = 200_000
     started = time.perf_counter()
@@ -128,9 +134,33 @@ async def in_process(dsn: str, key: str) -> dict[str, float]:
         for _ in range(n):
             await verifier.verify(key, client="127.0.0.1")
         verify_us = (time.perf_counter() - started) / n * 1e6
+        round_trips = {
+            name: await _store_round_trip(store)
+            for name, store in (
+                ("postgres", PostgresCounterStore(db)),
+                ("redis", RedisCounterStore(REDIS_URL)),
+            )
+        }
     finally:
         await db.dispose()
-    return {"check_request_us": round(check_us, 2), "cached_verify_us": round(verify_us, 2)}
+    return {
+        "check_request_us": round(check_us, 2),
+        "cached_verify_us": round(verify_us, 2),
+        "sync_of_200_buckets_ms": round_trips,
+    }
+
+
+async def _store_round_trip(store: Any, cells: int = 200, repeats: int = 50) -> float:
+    """Median milliseconds of one sync adding ``cells`` buckets (off the request path)."""
+    start = int(time.time() // 60) * 60
+    batch = sorted(((f"bench:{i}", start), 1) for i in range(cells))
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        await store.add(batch, 60)
+        times.append((time.perf_counter() - began) * 1000)
+    await store.close()
+    return round(statistics.median(times), 2)
 
 
 def main() -> dict[str, Any]:

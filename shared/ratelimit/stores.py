@@ -2,7 +2,7 @@
 
 PostgreSQL is the default because every deployment already has it and the limiter sends one
 statement per process per sync interval, whatever the request rate; Redis is for deployments
-that run it anyway or many API processes (a pipeline of INCRBY is cheaper than an UPSERT).
+that run it anyway, or so many API processes that their syncs would load the database.
 Both are counters keyed by (bucket, window start): no locks held beyond one statement.
 """
 
@@ -60,21 +60,30 @@ class PostgresCounterStore:
         """The database belongs to the app."""
 
 
+# One command for the whole batch (a pipeline of INCRBY + EXPIRE costs redis-py two commands per
+# bucket to pack and parse). The keys share the hash tag {rl}, so Redis Cluster accepts them.
+_ADD_SCRIPT = """
+local totals = {}
+for i, key in ipairs(KEYS) do
+  totals[i] = redis.call('INCRBY', key, ARGV[i])
+  redis.call('EXPIRE', key, ARGV[#ARGV])
+end
+return totals
+"""
+
+
 class RedisCounterStore:
-    def __init__(self, url: str, *, prefix: str = "waypoint:rl:"):
+    def __init__(self, url: str, *, prefix: str = "waypoint:{rl}:"):
         import redis.asyncio as redis
 
         self.client: Any = redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.prefix = prefix
+        self._add = self.client.register_script(_ADD_SCRIPT)
 
     async def add(self, cells: list[tuple[Cell, int]], window: int) -> dict[Cell, int]:
-        pipe = self.client.pipeline(transaction=False)
-        for (bucket, start), hits in cells:
-            key = f"{self.prefix}{bucket}:{start}"
-            pipe.incrby(key, hits)
-            pipe.expire(key, 2 * window + 5)
-        results = await pipe.execute()
-        return {cell: int(results[2 * i]) for i, (cell, _) in enumerate(cells)}
+        keys = [f"{self.prefix}{bucket}:{start}" for (bucket, start), _ in cells]
+        totals = await self._add(keys=keys, args=[hits for _, hits in cells] + [2 * window + 5])
+        return {cell: int(total) for (cell, _), total in zip(cells, totals, strict=True)}
 
     async def close(self) -> None:
         await self.client.aclose()
