@@ -13,7 +13,9 @@ BENCH_RATELIMIT_SECONDS (5) s each, medians reported:
 
 The limits are set high (nothing is refused): the point is the cost of counting. Besides
 requests/s, the server process's CPU time per request (from /proc, so other work on the shared
-machine disturbs it far less than throughput), and in-process: microseconds per
+machine disturbs it far less than throughput); the app alone, called in-process as ASGI with
+limits off and on alternately (5 × 20,000 requests each: CPU µs per request, without uvicorn,
+sockets or the load generator); and in-process: microseconds per
 ``RateLimiter.check_request`` and per cached key verification, and milliseconds per sync of 200
 buckets with each store (the background task's round trip, off the request path). Last line: JSON.
 """
@@ -150,6 +152,56 @@ async def in_process(dsn: str, key: str) -> dict[str, Any]:
     }
 
 
+async def asgi_cpu(dsn: str, key: str, *, enabled: bool, requests: int = 20_000) -> float:
+    """CPU microseconds per request of the app itself (no server, no sockets)."""
+    os.environ.update(
+        {
+            "DATABASE_URL": dsn,
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "WAYPOINT_LOG_LEVEL": "WARNING",
+            "WAYPOINT_RATE_LIMIT_ENABLED": "true" if enabled else "false",
+            "WAYPOINT_RATE_LIMIT_KEY_READS": HIGH,
+            "WAYPOINT_RATE_LIMIT_TENANT_READS": HIGH,
+        }
+    )
+    from bench._ratelimit_app import create
+
+    app = create()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/v1/ping", "raw_path": b"/v1/ping", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 1), "server": ("bench", 80),
+        "headers": [(b"authorization", f"Bearer {key}".encode()), (b"host", b"bench")],
+    }  # fmt: skip
+    statuses: set[int] = set()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.add(message["status"])
+
+    async with app.router.lifespan_context(app):
+        for _ in range(500):  # warm-up: caches
+            await app(dict(scope), receive, send)
+        started = time.process_time()
+        for _ in range(requests):
+            await app(dict(scope), receive, send)
+        cpu = (time.process_time() - started) / requests * 1e6
+    assert statuses == {200}, statuses
+    return cpu
+
+
+async def asgi_ab(dsn: str, key: str, rounds: int = 5) -> dict[str, float]:
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(rounds):
+        for enabled in (False, True) if i % 2 == 0 else (True, False):
+            runs[enabled].append(await asgi_cpu(dsn, key, enabled=enabled))
+    off, on = statistics.median(runs[False]), statistics.median(runs[True])
+    return {"app_cpu_us_off": round(off, 1), "app_cpu_us_on": round(on, 1)}
+
+
 async def _store_round_trip(store: Any, cells: int = 200, repeats: int = 50) -> float:
     """Median milliseconds of one sync adding ``cells`` buckets (off the request path)."""
     start = int(time.time() // 60) * 60
@@ -203,6 +255,7 @@ def main() -> dict[str, Any]:
             "ratio_postgres": round(medians["postgres"] / medians["off"], 3),
             "ratio_redis": round(medians["redis"] / medians["off"], 3),
             "cpu_us_per_request": {k: round(statistics.median(v), 1) for k, v in cpu_us.items()},
+            **asyncio.run(asgi_ab(dsn, key)),
             **asyncio.run(in_process(dsn, key)),
         }
         return summary
