@@ -5,7 +5,7 @@
   against the wall clock, so a key stops working at its ``expires_at`` to the second.
 - Rejected keys (LRU with TTL, apart from the valid ones): a repeated junk key costs no
   database look-up, and a flood of random keys evicts only other junk, never a valid key.
-- A client IP past its failed-authentication limit (``RateLimiter.auth_blocked``) gets 429
+- A client IP past its failed-authentication limit (``RateLimiter.auth_check``) gets 429
   without a look-up for any key this process has not seen valid: random keys cost nothing,
   and the keys its agents already use keep working.
 - ``last_used_at`` is written in the background, at most once per ``last_used_every`` seconds per
@@ -85,23 +85,18 @@ class KeyVerifier:
         if known is not None and known.fresh_until > now:
             self._valid.move_to_end(digest)
         else:
-            guess = known is None  # not seen valid here: it costs the guesser, not the database
-            if guess:
+            if known is None:  # not seen valid here: it costs the guesser, not the database
                 if self._limiter is not None:
-                    self._limiter.auth_attempt(client)  # 429 past the limit; else counted
+                    self._limiter.auth_check(client)  # 429 past the limit
                 if not key:
-                    raise self._refused("missing", "missing or invalid API key")
+                    raise self._failed(client, "missing", "missing or invalid API key")
                 if self._is_rejected(digest, now):
-                    raise self._refused("unknown", INVALID)
+                    raise self._failed(client, "unknown", INVALID)
             known = await self._lookup(digest, now)
             if known is None:
                 self._valid.pop(digest, None)
                 self._reject(digest, now)
-                if guess:  # counted in advance
-                    raise self._refused("unknown", INVALID)
                 raise self._failed(client, "unknown", INVALID)
-            if guess and self._limiter is not None:
-                self._limiter.auth_refund(client)
             self._valid[digest] = known
             self._valid.move_to_end(digest)
             if len(self._valid) > self._max:
@@ -116,16 +111,11 @@ class KeyVerifier:
         self._note_use(known.principal.key_id, now)
         return known.principal
 
-    @staticmethod
-    def _refused(reason: str, message: str) -> Unauthorized:
-        AUTH_FAILURES.labels(reason).inc()
-        return Unauthorized(message)
-
     def _failed(self, client: str | None, reason: str, message: str) -> Unauthorized:
-        """A failure not counted in advance (a key seen valid, now revoked or expired)."""
+        AUTH_FAILURES.labels(reason).inc()
         if self._limiter is not None:
             self._limiter.auth_failed(client)
-        return self._refused(reason, message)
+        return Unauthorized(message)
 
     def _is_rejected(self, digest: str, now: float) -> bool:
         until = self._rejected.get(digest)

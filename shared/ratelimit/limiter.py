@@ -120,25 +120,19 @@ class RateLimiter:
         if tenant_limit > 0:
             self._hit(tenant_bucket, tenant_limit, now)
 
-    def auth_attempt(self, client: str | None) -> None:
-        """Before looking up a key this process has not seen valid: count it as a failure in
-        advance (so concurrent guesses cannot all slip past the limit while their look-ups
-        run), or raise ``TooManyRequests`` if ``client`` (its IP) is past the limit. A key that
-        turns out valid gives the count back (``auth_refund``)."""
+    def auth_check(self, client: str | None) -> None:
+        """Before looking up a key this process has not seen valid: ``TooManyRequests`` if
+        ``client`` (its IP) is past its failed-authentication limit. Failures are counted when
+        they happen (``auth_failed``), so concurrent guesses can pass the limit by the look-ups
+        in flight at once; counting in advance would instead refuse valid keys that arrive
+        together (an agent floor behind one address reconnecting after a restart)."""
         limit = self.limits.auth_failures
-        if not self.enabled or limit <= 0 or not client:
-            return
-        now = self._clock()
-        bucket = f"ip:{client}:a"
-        self._refuse_if_over(bucket, limit, now, "auth", "ip", "failed authentications")
-        self._hit(bucket, limit, now)
-
-    def auth_refund(self, client: str | None) -> None:
-        if self.enabled and self.limits.auth_failures > 0 and client:
-            self._hit(f"ip:{client}:a", self.limits.auth_failures, self._clock(), -1)
+        if self.enabled and limit > 0 and client:
+            self._refuse_if_over(
+                f"ip:{client}:a", limit, self._clock(), "auth", "ip", "failed authentications"
+            )
 
     def auth_failed(self, client: str | None) -> None:
-        """A failure not counted in advance (a cached key that is now revoked or expired)."""
         limit = self.limits.auth_failures
         if self.enabled and limit > 0 and client:
             self._hit(f"ip:{client}:a", limit, self._clock())

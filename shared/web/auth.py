@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, Request
 
-from shared.auth.dependencies import WRITE_SCOPES
+from shared.auth.dependencies import SAFE_METHODS, WRITE_SCOPES
 from shared.auth.models import Scope
 from shared.config import CommonSettings
 from shared.errors import WaypointError
@@ -66,7 +66,9 @@ async def current_session(request: Request) -> WebSession:
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:  # pages count against their key's limits, as the API does
         limiter.check_request(
-            web.principal.key_id, web.principal.tenant_id, write=request.method != "GET"
+            web.principal.key_id,
+            web.principal.tenant_id,
+            write=request.method not in SAFE_METHODS,
         )
     request.state.web = web
     return web

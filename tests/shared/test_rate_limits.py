@@ -92,13 +92,14 @@ async def test_random_keys_get_429_and_valid_keys_keep_working_throughout(
 
         await asyncio.gather(*(flood(410) for _ in range(20)))  # 8,200 random keys
     assert sum(statuses.values()) == 8200
-    assert statuses.get(401, 0) <= 51, statuses
-    assert statuses.get(429, 0) >= 8149, statuses
+    # failures are counted as they happen: 20 concurrent look-ups may pass the limit together
+    assert statuses.get(401, 0) <= 50 + 20, statuses
+    assert statuses.get(429, 0) >= 8200 - 70, statuses
     assert set(statuses) <= {401, 429}
     assert valid == {200: 20 * 9}, valid
     # the valid key was looked up once (then cached, never evicted); junk at most 50 times
     assert _metric("waypoint_api_key_lookups_total", outcome="valid") - lookups[0] == 1
-    assert _metric("waypoint_api_key_lookups_total", outcome="unknown") - lookups[1] <= 51
+    assert _metric("waypoint_api_key_lookups_total", outcome="unknown") - lookups[1] <= 70
     assert refused is not None
     body = refused.json()
     assert body["error"] == "rate_limited"
@@ -108,6 +109,26 @@ async def test_random_keys_get_429_and_valid_keys_keep_working_throughout(
     assert refused.headers["RateLimit-Remaining"] == "0"
     assert refused.headers["RateLimit-Reset"] == refused.headers["Retry-After"]
     assert refused.headers["RateLimit-Policy"] == f"50;w={settings.rate_limit_window_seconds}"
+
+
+async def test_valid_keys_arriving_together_from_one_address_are_not_refused(
+    db: Database, make_tenant: TenantFactory
+):
+    """An agent floor behind one NAT reconnecting after a restart: 40 valid keys this process has
+    not seen, at once, with a failure limit of 5 — none is refused."""
+    tenant = await make_tenant(scopes=["events:read"])
+    keys = [await make_tenant.key(tenant, scopes=["events:read"]) for _ in range(40)]
+    limiter = RateLimiter(Limits(auth_failures=5), None)
+    verifier = KeyVerifier(db.sessionmaker, ttl=600, limiter=limiter)
+    ip = _ip()
+    found = await asyncio.gather(*(verifier.verify(k, client=ip) for k in keys))
+    assert {p.tenant_id for p in found} == {tenant.id}
+    for _ in range(5):
+        with pytest.raises(Exception, match="invalid or revoked"):
+            await verifier.verify(generate_key(), client=ip)
+    with pytest.raises(Exception, match="rate limit reached"):
+        await verifier.verify(generate_key(), client=ip)
+    assert all([await verifier.verify(k, client=ip) for k in keys])  # seen valid: still fine
 
 
 async def test_junk_keys_never_evict_valid_ones_and_a_repeated_one_costs_one_look_up(
