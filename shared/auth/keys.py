@@ -1,4 +1,4 @@
-"""An API key's life after creation: expiry, rotation with a grace period, listing."""
+"""An API key's life after creation: expiry, and rotation with a grace period."""
 
 from __future__ import annotations
 
@@ -46,14 +46,6 @@ async def get_key(session: AsyncSession, key_id: uuid.UUID, *, lock: bool = Fals
     if row is None:
         raise NotFound(f"no API key {key_id}")
     return KeyInfo(**row._mapping)
-
-
-async def list_keys(session: AsyncSession, tenant_id: str) -> list[KeyInfo]:
-    rows = await session.execute(
-        text(f"SELECT {_COLUMNS} FROM auth.api_key WHERE tenant_id = :t ORDER BY created_at"),
-        {"t": tenant_id},
-    )
-    return [KeyInfo(**r._mapping) for r in rows]
 
 
 async def set_expiry(

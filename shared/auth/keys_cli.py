@@ -1,4 +1,4 @@
-"""``waypoint keys rotate | expire | list``: a key's life after ``waypoint keys create``."""
+"""``waypoint keys rotate | expire``: a key's life after ``waypoint keys create``."""
 
 from __future__ import annotations
 
@@ -71,22 +71,3 @@ def register(app: typer.Typer) -> None:
         at = None if never else datetime.now(UTC) + parse_duration(in_ or "0")
         info = _run(lambda s: set_expiry(s, key_id, at, actor="cli"))
         typer.echo(f"key {info.id} expires {_when(info.expires_at)}")
-
-    @keys.command("list")
-    def list_(tenant: Annotated[str, typer.Option(help="Tenant id.")]) -> None:
-        """A tenant's keys: id, name, prefix, scopes, expiry, last use, state."""
-        from shared.auth.keys import list_keys
-
-        now = datetime.now(UTC)
-        for k in _run(lambda s: list_keys(s, tenant)):
-            state = (
-                "revoked"
-                if k.revoked_at
-                else "expired"
-                if k.expires_at and k.expires_at <= now
-                else "active"
-            )
-            typer.echo(
-                f"{k.id}\t{k.name}\t{k.display_prefix}…\t{','.join(k.scopes)}\t"
-                f"expires {_when(k.expires_at)}\tlast used {_when(k.last_used_at)}\t{state}"
-            )

@@ -65,20 +65,20 @@ class ApiKey(AuthBase, table=True):
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
-    revoked_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
-    )
     # Refused from this moment on (NULL: never); rotation sets it on the old key (grace period).
     expires_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
-    )
-    # Written at most once per WAYPOINT_API_KEY_LAST_USED_SECONDS per process, not per request.
-    last_used_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
     rotated_from: uuid.UUID | None = Field(
         default=None,
         sa_column=Column(Uuid, ForeignKey("auth.api_key.id"), nullable=True),
+    )
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # Set when a service looks the key up (at most once a minute; lookups are cached).
+    last_used_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
 
 

@@ -1,28 +1,23 @@
-"""auth: key expiry, rotation and last use; context:write; rate-limit counters
+"""auth: key expiry and rotation; context:write; rate-limit counters
 
-Revision ID: auth_0004
-Revises: auth_0003
+Revision ID: auth_0005
+Revises: auth_0004
 Create Date: 2026-12-01
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "auth_0004"
-down_revision = "auth_0003"
+revision = "auth_0005"
+down_revision = "auth_0004"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    # Nullable, no default: adding them rewrites no row. NULL expires_at: the key never expires.
+    # Nullable, no default: adding it rewrites no row. NULL: the key never expires.
     op.add_column(
         "api_key", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True), schema="auth"
-    )
-    op.add_column(
-        "api_key",
-        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
-        schema="auth",
     )
     # A rotated key's successor points back to it (`waypoint keys rotate`).
     op.add_column(
@@ -56,5 +51,4 @@ def downgrade() -> None:
         "WHERE 'context:read' = ANY(scopes)"
     )
     op.drop_column("api_key", "rotated_from", schema="auth")
-    op.drop_column("api_key", "last_used_at", schema="auth")
     op.drop_column("api_key", "expires_at", schema="auth")
