@@ -8,8 +8,9 @@
 - A client IP past its failed-authentication limit (``RateLimiter.auth_check``) gets 429
   without a look-up for any key this process has not seen valid: random keys cost nothing,
   and the keys its agents already use keep working.
-- ``last_used_at`` is written in the background, at most once per ``last_used_every`` seconds per
-  key and process (``save_last_used``), never on the request path.
+- ``last_used_at`` is written at most once per ``last_used_every`` seconds per key and process:
+  with the look-up when the stored one is that old (the row is being read anyway), and for uses
+  answered from the cache in the background (``save_last_used``), never per request.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ AUTH_FAILURES = Counter(
     ["reason"],
 )
 INVALID = "invalid or revoked API key"
+_TOUCH = (
+    "UPDATE auth.api_key SET last_used_at = now() WHERE id = ANY(CAST(:ids AS uuid[])) "
+    "AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => :every))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +74,10 @@ class KeyVerifier:
         self._rejected_max = rejected_entries
         self._rejected_ttl = rejected_ttl
         self._limiter = limiter
-        self._last_used_every = last_used_every
+        self._every = last_used_every
         self._valid: OrderedDict[str, _Known] = OrderedDict()
         self._rejected: OrderedDict[str, float] = OrderedDict()  # digest → until (monotonic)
-        self._used: dict[str, float] = {}  # key id → when its use was last noted (monotonic)
+        self._used: dict[str, float] = {}  # key id → when its use was last noted (epoch)
         self._unsaved_uses: set[str] = set()
         self.lookups = 0  # database look-ups by this verifier (tests and benchmarks read it)
 
@@ -108,7 +113,7 @@ class KeyVerifier:
                 "expired",
                 f"this API key expired at {expired}; use its successor or create a new key",
             )
-        self._note_use(known.principal.key_id, now)
+        self._note_use(known.principal.key_id)
         return known.principal
 
     def _failed(self, client: str | None, reason: str, message: str) -> Unauthorized:
@@ -140,13 +145,20 @@ class KeyVerifier:
             row = (
                 await session.execute(
                     text(
-                        "SELECT k.id, k.tenant_id, k.scopes, k.expires_at, t.phone_region "
-                        "FROM auth.api_key k JOIN auth.tenant t ON t.id = k.tenant_id "
+                        "SELECT k.id, k.tenant_id, k.scopes, k.expires_at, k.last_used_at, "
+                        "t.phone_region FROM auth.api_key k "
+                        "JOIN auth.tenant t ON t.id = k.tenant_id "
                         "WHERE k.key_hash = :h AND k.revoked_at IS NULL"
                     ),
                     {"h": digest},
                 )
             ).first()
+            if row is not None and self._stale(row.last_used_at):
+                # Already reading the row: write its last use now if that is a minute old
+                # (a conditional UPDATE; uses answered from the cache are saved in the background).
+                await session.execute(text(_TOUCH), {"ids": [str(row.id)], "every": self._every})
+                await session.commit()
+                self._used[str(row.id)] = time.time()
         KEY_LOOKUPS.labels("unknown" if row is None else "valid").inc()
         if row is None:
             return None
@@ -165,9 +177,10 @@ class KeyVerifier:
 
     # -- last_used_at --------------------------------------------------------------------------
 
-    def _note_use(self, key_id: str, now: float) -> None:
+    def _note_use(self, key_id: str) -> None:
+        now = time.time()
         last = self._used.get(key_id)
-        if last is not None and now - last < self._last_used_every:
+        if last is not None and now - last < self._every:
             return
         if len(self._used) >= self._max:  # only a throttle: forgetting costs one extra write
             self._used.clear()
@@ -188,20 +201,16 @@ class KeyVerifier:
 
     async def _save(self, ids: list[str]) -> None:
         async with self._sessionmaker() as session:
-            await session.execute(
-                text(
-                    "UPDATE auth.api_key SET last_used_at = now() "
-                    "WHERE id = ANY(CAST(:ids AS uuid[])) AND (last_used_at IS NULL "
-                    "OR last_used_at < now() - make_interval(secs => :every))"
-                ),
-                {"ids": ids, "every": self._last_used_every},
-            )
+            await session.execute(text(_TOUCH), {"ids": ids, "every": self._every})
             await session.commit()
+
+    def _stale(self, last_used_at: datetime | None) -> bool:
+        return last_used_at is None or time.time() - last_used_at.timestamp() >= self._every
 
     async def run(self) -> None:
         """Save noted uses every few seconds until cancelled."""
         while True:
-            await asyncio.sleep(min(self._last_used_every, 5.0))
+            await asyncio.sleep(min(self._every, 5.0))
             try:
                 await self.save_last_used()
             except Exception as exc:  # noqa: BLE001 - bookkeeping; the next round retries
