@@ -78,6 +78,9 @@ class Stack:
             "WAYPOINT_TOPIC_DEAD_LETTER": s.topic_dead_letter,
             "WAYPOINT_TOPIC_RAW": s.topic_raw,
             "WAYPOINT_JOURNEY_CONSUMER_GROUP": s.consumer_group,
+            # one key does thousands of screen pops a second here: counted, never refused
+            "WAYPOINT_RATE_LIMIT_KEY_READS": "1000000000",
+            "WAYPOINT_RATE_LIMIT_TENANT_READS": "1000000000",
         }
 
     async def prepare(self) -> None:

@@ -125,6 +125,7 @@ def process_env(settings: AlertsSettings) -> dict[str, str]:
         "WAYPOINT_TOPIC_ACTIVITY": settings.topic_activity,
         "WAYPOINT_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
         "WAYPOINT_ALERTS_CONSUMER_GROUP": settings.consumer_group,
+        "WAYPOINT_EGRESS_ALLOW": "127.0.0.1",  # the receiver is local (docs/security.md)
     }
 
 

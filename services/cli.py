@@ -221,6 +221,7 @@ def _register_optional(module: str) -> None:
 
 for _module in (
     "shared.auth.cli",
+    "shared.auth.keys_cli",
     "services.simulator.cli",
     "services.ingest.cli",
     "services.journey.cli",

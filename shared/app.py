@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
-from shared.auth.service import KeyVerifier
+from shared.auth.verifier import KeyVerifier
 from shared.config import CommonSettings
 from shared.db import Database
 from shared.errors import install_error_handlers
@@ -17,6 +18,8 @@ from shared.guards import RequestGuard
 from shared.kafka import broker_reachable, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.metrics import MetricsMiddleware, metrics_endpoint
+from shared.ratelimit import Limits, RateLimiter, make_store
+from shared.ratelimit.streams import StreamSlots
 
 ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -49,7 +52,24 @@ def create_app(
         db = Database(settings.dsn, pool_size=settings.db_pool_size, application_name=service)
         app.state.settings = settings
         app.state.db = db
-        app.state.key_verifier = KeyVerifier(db.sessionmaker, ttl=settings.api_key_cache_seconds)
+        limiter = RateLimiter(
+            Limits.from_settings(settings),
+            make_store(settings, db),
+            sync_seconds=settings.rate_limit_sync_seconds,
+            enabled=settings.rate_limit_enabled,
+        )
+        verifier = KeyVerifier(
+            db.sessionmaker,
+            ttl=settings.api_key_cache_seconds,
+            rejected_entries=settings.api_key_rejected_cache_size,
+            rejected_ttl=settings.api_key_rejected_cache_seconds,
+            limiter=limiter,
+            last_used_every=settings.api_key_last_used_seconds,
+        )
+        app.state.rate_limiter = limiter
+        app.state.key_verifier = verifier
+        app.state.stream_slots = StreamSlots(settings.sse_streams_per_key)
+        background = [asyncio.create_task(limiter.run()), asyncio.create_task(verifier.run())]
         app.state.producer = None
         try:
             if with_producer:
@@ -63,6 +83,10 @@ def create_app(
                 log.info("service.started")
                 yield
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await _quietly(limiter.close(), verifier.save_last_used())
             if app.state.producer is not None:
                 await app.state.producer.stop()
             await db.dispose()
@@ -103,3 +127,13 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _quietly(*steps: Awaitable[Any]) -> None:
+    """Shut-down bookkeeping (the last rate-limit counts, last-used times): a failure is logged,
+    never allowed to stop the shut-down."""
+    for step in steps:
+        try:
+            await step
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            get_logger("app").warning("shutdown.step_failed", error=f"{type(exc).__name__}: {exc}")

@@ -182,6 +182,96 @@ class CommonSettings(BaseSettings):
         '{"alerts": "https://cx.example.com"}); unset: same host, the service\'s port.',
     )
 
+    # Abuse limits (docs/security.md). Counts are per window and shared by every API process
+    # through the counter store: PostgreSQL, or Redis when WAYPOINT_REDIS_URL is set.
+    redis_url: str | None = Field(
+        None,
+        validation_alias=_alias("WAYPOINT_REDIS_URL"),
+        description="Redis for the rate-limit counters (unset: a PostgreSQL table).",
+    )
+    rate_limit_enabled: bool = Field(
+        True,
+        validation_alias=_alias("WAYPOINT_RATE_LIMIT_ENABLED"),
+        description="Per key, per tenant and failed-authentication limits (429 when exceeded).",
+    )
+    rate_limit_window_seconds: int = Field(
+        60,
+        ge=1,
+        le=3600,
+        validation_alias=_alias("WAYPOINT_RATE_LIMIT_WINDOW_SECONDS"),
+        description="Window of every rate limit (a sliding window over two fixed ones).",
+    )
+    rate_limit_key_reads: int = Field(
+        60_000,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RATE_LIMIT_KEY_READS"),
+        description="Reads (GET) per API key per window; 0: unlimited.",
+    )
+    rate_limit_key_writes: int = Field(
+        30_000,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RATE_LIMIT_KEY_WRITES"),
+        description="Writes (POST, PUT, PATCH, DELETE) per API key per window; 0: unlimited.",
+    )
+    rate_limit_tenant_reads: int = Field(
+        240_000,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RATE_LIMIT_TENANT_READS"),
+        description="Reads per tenant (all its keys) per window; 0: unlimited.",
+    )
+    rate_limit_tenant_writes: int = Field(
+        120_000,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RATE_LIMIT_TENANT_WRITES"),
+        description="Writes per tenant (all its keys) per window; 0: unlimited.",
+    )
+    rate_limit_auth_failures: int = Field(
+        60,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RATE_LIMIT_AUTH_FAILURES"),
+        description="Failed authentications per client IP per window, then 429 without a "
+        "key look-up (known good keys from that IP keep working); 0: unlimited.",
+    )
+    rate_limit_sync_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        validation_alias=_alias("WAYPOINT_RATE_LIMIT_SYNC_SECONDS"),
+        description="How often each process adds its counts to the shared store (sooner near "
+        "a limit); processes can overshoot a limit by what they counted in between.",
+    )
+    sse_streams_per_key: int = Field(
+        50,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_SSE_STREAMS_PER_KEY"),
+        description="Open live streams per API key in one API process; 0: unlimited.",
+    )
+    api_key_rejected_cache_size: int = Field(
+        10_000,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_API_KEY_REJECTED_CACHE_SIZE"),
+        description="Unknown keys remembered (LRU, apart from valid keys: junk never evicts them).",
+    )
+    api_key_rejected_cache_seconds: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_API_KEY_REJECTED_CACHE_SECONDS"),
+        description="How long an unknown key is answered 401 without a database look-up.",
+    )
+    api_key_last_used_seconds: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_alias("WAYPOINT_API_KEY_LAST_USED_SECONDS"),
+        description="A key's last_used_at is written at most this often (not per request).",
+    )
+    egress_allow: str = Field(
+        "",
+        validation_alias=_alias("WAYPOINT_EGRESS_ALLOW"),
+        description="Private destinations webhooks and Slack may reach anyway: "
+        "comma-separated CIDRs or hosts, each optionally :port (10.0.0.0/8, "
+        "hooks.internal:443, [fd00::1]:8080). Everything else non-public is refused.",
+    )
+
     @field_validator("phone_region")
     @classmethod
     def _known_region(cls, value: str) -> str:

@@ -62,6 +62,27 @@ class Unprocessable(WaypointError):
     error = "validation_error"
 
 
+class TooManyRequests(WaypointError):
+    """A rate limit was reached: ``Retry-After`` and the IETF draft's ``RateLimit-*`` headers
+    (draft-ietf-httpapi-ratelimit-headers) say which limit and when to come back."""
+
+    status_code = 429
+    error = "rate_limited"
+
+    def __init__(self, message: str, *, limit: int, retry_after: int, window: int | None):
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+        retry = str(self.retry_after)
+        self.headers = {
+            "Retry-After": retry,
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": retry,
+        }
+        if window is not None:  # None: a cap on concurrent use, not a rate
+            self.headers["RateLimit-Policy"] = f"{limit};w={window}"
+
+
 class ServiceUnavailable(WaypointError):
     status_code = 503
     error = "unavailable"
@@ -84,6 +105,7 @@ _HTTP_ERRORS = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 

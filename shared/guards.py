@@ -4,7 +4,8 @@ a 422 naming the parameter, decided here once instead of in every route.
 
 - ``RequestGuard`` (ASGI middleware, before routing, auth and the database): a NUL in a path
   parameter, a query value (raw or percent-encoded) or the JSON body of a route whose body
-  FastAPI parses is a 422; a body over the limit is a 413, declared or streamed. A GET costs
+  FastAPI parses is a 422, and so is a query value or path over ``MAX_PARAMETER_CHARS``; a body
+  over the limit is a 413, declared or streamed. A GET costs
   two substring tests; the route table is consulted only for a write or a NUL in the path.
   Ingest's event routes read their own bodies and refuse such events one by one
   (``services/ingest/service.py``), so a batch keeps its good events.
@@ -44,6 +45,9 @@ NUL = "\x00"
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
+# Longest query value or path: ids, cursors and identifiers are far shorter; a longer one is
+# abuse (JSON bodies have their own per-field limits and the body limit).
+MAX_PARAMETER_CHARS = 2048
 
 Loc = tuple[str | int, ...]
 
@@ -79,6 +83,14 @@ def _problem(*loc: str | int) -> dict[str, str]:
         "loc": ".".join(str(part) for part in loc),
         "message": f"{loc[-1]} {NUL_MESSAGE}",
         "type": "nul_char",
+    }
+
+
+def _too_long(*loc: str | int) -> dict[str, str]:
+    return {
+        "loc": ".".join(str(part) for part in loc),
+        "message": f"{loc[-1]} is longer than {MAX_PARAMETER_CHARS} characters (the limit)",
+        "type": "string_too_long",
     }
 
 
@@ -152,6 +164,15 @@ class RequestGuard:
                 for name, value in pairs
                 if NUL in name or NUL in value
             ]
+        if len(query) > MAX_PARAMETER_CHARS:  # then some value may be too long (rare)
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="replace")
+            problems += [
+                _too_long("query", name[:64])
+                for name, value in pairs
+                if len(value) > MAX_PARAMETER_CHARS or len(name) > MAX_PARAMETER_CHARS
+            ]
+        if len(scope.get("path", "")) > MAX_PARAMETER_CHARS:
+            problems.append(_too_long("path"))
         route = None
         writes = scope.get("method") in _WRITES
         if writes or NUL in scope.get("path", ""):

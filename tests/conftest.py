@@ -61,6 +61,13 @@ def settings_overrides(infra: dict[str, str]) -> dict[str, Any]:
         "topic_activity": f"test-{run}.customer.activity",
         "topic_partitions": 4,
         "api_key_cache_seconds": 0.0,
+        # Limits far above any test's traffic: every test process shares one counter store and
+        # one client IP. tests/shared/test_rate_limits.py sets its own low limits.
+        "rate_limit_key_reads": 10_000_000,
+        "rate_limit_key_writes": 10_000_000,
+        "rate_limit_tenant_reads": 10_000_000,
+        "rate_limit_tenant_writes": 10_000_000,
+        "rate_limit_auth_failures": 10_000_000,
         "data_dir": Path(tempfile.mkdtemp(prefix="waypoint-data-")),
     }
 

@@ -15,12 +15,15 @@ import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiosmtplib
 import httpx
 import orjson
 
 from services.alerts.config import AlertsSettings
+from services.alerts.schemas import deliverable
+from shared.egress import refused
 
 SIGNATURE_HEADER = "X-Waypoint-Signature"
 RETRYABLE_STATUS = {408, 425, 429}
@@ -44,6 +47,29 @@ class DeliveryResult:
     status_code: int | None = None
     error: str | None = None
     duration_ms: float = 0.0
+
+
+def url_is_secret(kind: str, url: str) -> bool:
+    """A Slack URL is its own credential; so is any URL with user info or a query (tokens)."""
+    parts = urlsplit(url)
+    return kind == "slack" or bool(parts.username or parts.password or parts.query)
+
+
+def url_hint(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}/…{url[-4:]}"
+
+
+def public_channel(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored channel as ``ChannelPublic``: never a secret URL or the signing secret."""
+    url, secret = row.get("url"), row.get("secret")
+    return {
+        **{k: v for k, v in row.items() if k != "secret"},
+        "url": None if url is None or url_is_secret(row["type"], url) else url,
+        "url_hint": url_hint(url) if url else None,
+        "has_secret": bool(secret),
+        "secret_hint": f"…{secret[-4:]}" if secret else None,
+    }
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -128,17 +154,21 @@ def email_message(payload: dict[str, Any], channel: Channel, sender: str) -> Ema
 async def _post(
     client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
 ) -> DeliveryResult:
+    """POST and keep only the status: the response body is never read, stored or logged (a
+    receiver's answer is not ours to keep, and an endless one must not fill memory)."""
     start = time.perf_counter()
     try:
-        response = await client.post(url, content=body, headers=headers)
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            status = response.status_code
     except httpx.HTTPError as exc:
+        reason = refused(exc)
         return DeliveryResult(
             ok=False,
-            error=f"{type(exc).__name__}: {exc}"[:500],
+            retryable=reason is None,  # a refused destination stays refused: no retries
+            error=reason or f"{type(exc).__name__}: {exc}"[:500],
             duration_ms=(time.perf_counter() - start) * 1000,
         )
     elapsed = (time.perf_counter() - start) * 1000
-    status = response.status_code
     if 200 <= status < 300:
         return DeliveryResult(ok=True, status_code=status, duration_ms=elapsed)
     retryable = status >= 500 or status in RETRYABLE_STATUS
@@ -146,7 +176,7 @@ async def _post(
         ok=False,
         retryable=retryable,
         status_code=status,
-        error=f"HTTP {status}: {response.text[:200]}",
+        error=f"HTTP {status}",
         duration_ms=elapsed,
     )
 
@@ -175,6 +205,11 @@ async def deliver(
         body = orjson.dumps(slack_body(payload))
         return await _post(client, channel.url or "", body, {"Content-Type": "application/json"})
     if channel.type == "email":
+        undeliverable = [r for r in channel.recipients if not deliverable(r)]
+        if undeliverable:  # stored before the rule existed: refused now, never retried
+            return DeliveryResult(
+                ok=False, retryable=False, error=f"refused: recipients {undeliverable}"
+            )
         start = time.perf_counter()
         try:
             await aiosmtplib.send(

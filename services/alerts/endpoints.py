@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from services.alerts import repository
 from services.alerts.backtest import backtest
@@ -28,6 +29,7 @@ from services.alerts.schemas import (
 from shared.auth.dependencies import AlertsReader, AlertsWriter
 from shared.auth.service import audit
 from shared.deps import SessionDep
+from shared.egress import check_url, policy_from
 from shared.errors import Unprocessable
 from shared.guards import UtcDateTime, cursor_time, invalid_cursor
 
@@ -182,7 +184,7 @@ async def put_engagement_model(
 
 @router.get("/notification-channels", response_model=ChannelsPublic)
 async def get_channels(principal: AlertsReader, session: SessionDep) -> ChannelsPublic:
-    """The tenant's notification channels (secrets are never returned)."""
+    """The tenant's notification channels (secret URLs and signing secrets only as hints)."""
     return ChannelsPublic.model_validate(
         {"channels": await repository.list_channels(session, principal.tenant_id)}
     )
@@ -194,9 +196,19 @@ async def get_channels(principal: AlertsReader, session: SessionDep) -> Channels
     responses={422: {"description": "a channel is incomplete; detail says which"}},
 )
 async def put_channels(
-    body: ChannelsIn, principal: AlertsWriter, session: SessionDep
+    body: ChannelsIn, request: Request, principal: AlertsWriter, session: SessionDep
 ) -> ChannelsPublic:
-    """Replace the tenant's notification channels (webhook, slack, email)."""
+    """Replace the tenant's notification channels (webhook, slack, email). A destination that
+    is not public (loopback, private, link-local, metadata …) is refused unless the operator
+    allowed it (``WAYPOINT_EGRESS_ALLOW``); deliveries check again after DNS resolution."""
+    policy = policy_from(request.app.state.settings.egress_allow)
+    urls = [(c.name, str(c.url)) for c in body.channels if c.url is not None]
+    reasons = await asyncio.gather(*(check_url(url, policy) for _, url in urls))
+    problems = [
+        f"channel {name!r}: {why}" for (name, _), why in zip(urls, reasons, strict=True) if why
+    ]
+    if problems:
+        raise Unprocessable("; ".join(problems))
     problems = await repository.replace_channels(session, principal.tenant_id, body.channels)
     if problems:
         raise Unprocessable("; ".join(problems))

@@ -7,7 +7,9 @@ mid-delivery drops its connection, PostgreSQL releases the row, and another (or 
 notifier delivers it. ``LISTEN`` wakes notifiers the moment an alert commits; polling is the
 fallback. A delivery accepted by a channel is never sent again to that channel; the
 ``Idempotency-Key`` header covers the one remaining window (accepted, then the notifier died
-before its commit).
+before its commit). Every connection goes through the egress guard (``shared/egress.py``): a
+destination that resolves to a non-public address is refused, not retried, and a receiver's
+answer is never read — only its status is kept.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from services.alerts.state import loads
 from services.alerts.tables import OUTBOX_CHANNEL
 from services.alerts.worker import until_stopped
 from shared.db import Database, asyncpg_dsn, raw_connection
+from shared.egress import guarded_client, policy_from
 from shared.logging import configure_logging, get_logger
 from shared.worker import install_signal_handlers
 
@@ -202,7 +205,8 @@ async def run(settings: AlertsSettings, *, stop: asyncio.Event | None = None) ->
         pool_size=settings.notifier_concurrency + 1,
         application_name="alerts-notifier",
     )
-    async with httpx.AsyncClient(timeout=settings.delivery_timeout_seconds) as client:
+    policy = policy_from(settings.egress_allow)
+    async with guarded_client(policy, timeout=settings.delivery_timeout_seconds) as client:
         notifier = Notifier(settings, db, client)
         task = asyncio.create_task(notifier.run(own_stop))
         try:

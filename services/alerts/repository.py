@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.alerts.channels import public_channel
 from services.alerts.model import EngagementModel
 from services.alerts.schemas import ChannelIn
 from shared.errors import Conflict, NotFound
@@ -251,15 +252,16 @@ async def put_model(
 
 
 async def list_channels(session: AsyncSession, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's channels as ``ChannelPublic``: secrets only as hints."""
     rows = await session.execute(
         text(
-            "SELECT id, name, type, url, recipients, enabled, secret IS NOT NULL AS has_secret, "
-            "created_at FROM alerts.notification_channel "
+            "SELECT id, name, type, url, secret, recipients, enabled, created_at "
+            "FROM alerts.notification_channel "
             "WHERE tenant_id = :t AND deleted_at IS NULL ORDER BY name"
         ),
         {"t": tenant_id},
     )
-    return [_decoded(r, "recipients") for r in rows]
+    return [public_channel(_decoded(r, "recipients")) for r in rows]
 
 
 async def replace_channels(
@@ -281,6 +283,8 @@ async def replace_channels(
         old = existing.get(c.name)
         if c.type.value == "webhook" and c.secret is None and (old is None or not old.secret):
             problems.append(f"channel {c.name!r}: a webhook needs a secret (16+ characters)")
+        if c.type.value != "email" and c.url is None and _stored_url(old, c) is None:
+            problems.append(f"channel {c.name!r}: a {c.type.value} channel needs a url")
     if problems:
         return problems
     wanted = {c.name for c in channels}
@@ -297,7 +301,7 @@ async def replace_channels(
             "t": tenant_id,
             "name": c.name,
             "type": c.type.value,
-            "url": str(c.url) if c.url else None,
+            "url": str(c.url) if c.url else _stored_url(old, c),
             "secret": c.secret if c.secret is not None else (old.secret if old else None),
             "recipients": orjson.dumps(c.recipients).decode(),
             "enabled": c.enabled,
@@ -326,6 +330,14 @@ async def replace_channels(
             {**values, "id": uuid.uuid4()},
         )
     return []
+
+
+def _stored_url(old: Any, channel: ChannelIn) -> str | None:
+    """The URL kept when a channel is sent back without one (GET hides secret URLs)."""
+    if old is None or old.type != channel.type.value:
+        return None
+    url: str | None = old.url
+    return url
 
 
 async def churn_reasons(

@@ -106,7 +106,11 @@ class ChannelIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     type: ChannelType
-    url: HttpUrl | None = None
+    url: HttpUrl | None = Field(
+        None,
+        description="Public http(s) destination (private, loopback and metadata addresses are "
+        "refused); omit to keep the stored one of a same-named channel of the same type.",
+    )
     secret: str | None = Field(
         None,
         min_length=16,
@@ -118,15 +122,30 @@ class ChannelIn(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> ChannelIn:
-        if self.type in {ChannelType.webhook, ChannelType.slack} and self.url is None:
-            raise ValueError(f"a {self.type.value} channel needs a url")
         if self.type is ChannelType.email:
             if not self.recipients:
                 raise ValueError("an email channel needs recipients")
-            bad = [r for r in self.recipients if "@" not in r or len(r) > 320]
+            bad = [r for r in self.recipients if not deliverable(r)]
             if bad:
-                raise ValueError(f"invalid e-mail recipients: {bad}")
+                raise ValueError(
+                    f"invalid e-mail recipients: {bad} (a user@domain.example address; "
+                    "address literals and local names are refused)"
+                )
         return self
+
+
+def deliverable(address: str) -> bool:
+    """user@domain with a public-looking domain: no [address literal], IP or local name that
+    would make the mail relay deliver inside the network."""
+    local, at, domain = address.rpartition("@")
+    domain = domain.rstrip(".").lower()
+    if not at or not local or len(address) > 320 or "." not in domain or "[" in domain:
+        return False
+    labels = domain.split(".")
+    return not (
+        all(label.isdigit() for label in labels)
+        or labels[-1] in {"localhost", "local", "internal", "lan", "home", "arpa"}
+    )
 
 
 class ChannelsIn(BaseModel):
@@ -146,10 +165,15 @@ class ChannelPublic(BaseModel):
     id: uuid.UUID
     name: str
     type: ChannelType
-    url: str | None
+    url: str | None = Field(
+        description="The destination, unless it is a secret (every Slack URL; a URL with user "
+        "info or a query): then null, and only url_hint is shown."
+    )
+    url_hint: str | None = Field(description="Scheme, host and the URL's last 4 characters.")
     recipients: list[str]
     enabled: bool
     has_secret: bool
+    secret_hint: str | None = Field(description="The signing secret's last 4 characters.")
     created_at: datetime
 
 

@@ -1,15 +1,23 @@
-"""FastAPI dependencies: who is calling, checked for scope. Use the aliases in endpoints."""
+"""FastAPI dependencies: who is calling, checked for scope and rate limits. Use the aliases in
+endpoints."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from shared.auth.models import Scope
-from shared.auth.service import KeyVerifier, Principal
+from shared.auth.principal import Principal
+from shared.auth.verifier import KeyVerifier
+from shared.ratelimit.limiter import RateLimiter
+from shared.ratelimit.streams import StreamSlots
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The scope a write needs on a route whose dependency names the read scope (see ContextReader).
+WRITE_SCOPES = {Scope.context_read: Scope.context_write}
 
 
 def extract_key(request: Request) -> str | None:
@@ -29,26 +37,57 @@ def extract_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def client_ip(request: Request) -> str | None:
+    """The peer's address (behind a proxy, uvicorn's --forwarded-allow-ips makes it the
+    client's)."""
+    return request.client.host if request.client else None
+
+
 async def get_principal(request: Request) -> Principal:
+    """The key's principal (401 / 429 for failed authentications), counted against its key's and
+    its tenant's read or write limit (429)."""
     verifier: KeyVerifier = request.app.state.key_verifier
-    return await verifier.verify(extract_key(request))
+    principal = await verifier.verify(extract_key(request), client=client_ip(request))
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check_request(
+            principal.key_id, principal.tenant_id, write=request.method not in SAFE_METHODS
+        )
+    return principal
 
 
 def requires(*scopes: Scope) -> Callable[[Request], Awaitable[Principal]]:
-    """Dependency: the caller's key must hold one of ``scopes`` (``admin`` holds all)."""
+    """Dependency: the caller's key must hold one of ``scopes`` (``admin`` holds all). On an
+    unsafe method, a read scope with a write counterpart (``WRITE_SCOPES``) needs that one."""
+    writes = tuple(WRITE_SCOPES.get(s, s) for s in scopes)
 
     async def dependency(request: Request) -> Principal:
         principal = await get_principal(request)
-        principal.require(*scopes)
+        principal.require(*(scopes if request.method in SAFE_METHODS else writes))
         return principal
 
     return dependency
 
 
+_context_reader = requires(Scope.context_read)
+
+
+async def open_stream(request: Request) -> AsyncIterator[Principal]:
+    """Like ``ContextReader``, for a live stream: holds one of the key's stream slots
+    (``WAYPOINT_SSE_STREAMS_PER_KEY`` per process; 429 past it) until the stream ends."""
+    principal = await _context_reader(request)
+    slots: StreamSlots = request.app.state.stream_slots
+    with slots.hold(principal.key_id):
+        yield principal
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 EventsWriter = Annotated[Principal, Depends(requires(Scope.events_write))]
 EventsReader = Annotated[Principal, Depends(requires(Scope.events_read))]
+# Reads need context:read; a write through this alias (journey's facts route) needs context:write.
 ContextReader = Annotated[Principal, Depends(requires(Scope.context_read))]
+ContextWriter = Annotated[Principal, Depends(requires(Scope.context_write))]
+ContextStreamReader = Annotated[Principal, Depends(open_stream)]
 AlertsReader = Annotated[Principal, Depends(requires(Scope.alerts_read))]
 AlertsWriter = Annotated[Principal, Depends(requires(Scope.alerts_write))]
 Admin = Annotated[Principal, Depends(requires(Scope.admin))]

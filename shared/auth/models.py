@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, String, func, text
+from sqlalchemy import Column, DateTime, ForeignKey, Index, String, Uuid, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -21,6 +21,7 @@ class Scope(StrEnum):
     events_write = "events:write"
     events_read = "events:read"
     context_read = "context:read"
+    context_write = "context:write"  # facts; merge and split by hand
     alerts_read = "alerts:read"
     alerts_write = "alerts:write"
     admin = "admin"
@@ -63,6 +64,14 @@ class ApiKey(AuthBase, table=True):
     created_at: datetime | None = Field(
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    # Refused from this moment on (NULL: never); rotation sets it on the old key (grace period).
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    rotated_from: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(Uuid, ForeignKey("auth.api_key.id"), nullable=True),
     )
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)

@@ -1,49 +1,21 @@
-"""API keys: create, verify (with a short in-process cache), bootstrap; tenants; audit log."""
+"""API keys: create, bootstrap, revoke; tenants; audit log. Verifying a key: ``verifier``."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth.models import ALL_SCOPES, ApiKey, AuditLog, Scope, Tenant
-from shared.errors import Forbidden, Unauthorized, Unprocessable
+from shared.auth.principal import Principal, hash_key
+from shared.auth.verifier import KeyVerifier
+from shared.errors import Unprocessable
 
 KEY_PREFIX = "wp_"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the tenant the key is bound to and what it may do."""
-
-    tenant_id: str
-    key_id: str
-    scopes: frozenset[str] = field(default_factory=frozenset)
-    phone_region: str | None = None  # the tenant's own; None: the shared WAYPOINT_PHONE_REGION
-
-    def allows(self, scope: Scope | str) -> bool:
-        return Scope.admin.value in self.scopes or str(scope) in self.scopes
-
-    def region(self, default: str) -> str:
-        """Country of this tenant's phone numbers written without a +country code."""
-        return self.phone_region or default
-
-    def require(self, *scopes: Scope | str) -> None:
-        """Pass if the key holds any of ``scopes`` (``admin`` holds them all)."""
-        if not any(self.allows(s) for s in scopes):
-            wanted = " or ".join(str(s) for s in scopes)
-            raise Forbidden(f"this API key lacks the {wanted} scope")
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def generate_key() -> str:
@@ -84,6 +56,8 @@ async def create_key(
     name: str,
     scopes: list[str],
     key: str | None = None,
+    expires_at: datetime | None = None,
+    rotated_from: uuid.UUID | None = None,
 ) -> tuple[str, ApiKey]:
     """Store a new key (hashed) and return the plaintext once, with its row."""
     plaintext = key or generate_key()
@@ -94,6 +68,8 @@ async def create_key(
         key_hash=hash_key(plaintext),
         display_prefix=plaintext[:10],
         scopes=validate_scopes(scopes),
+        expires_at=expires_at,
+        rotated_from=rotated_from,
     )
     session.add(row)
     await session.flush()
@@ -138,71 +114,6 @@ async def audit(
     await session.flush()
 
 
-class KeyVerifier:
-    """Looks keys up by hash; remembers answers for ``ttl`` seconds (revocation takes ≤ ttl)."""
-
-    def __init__(self, sessionmaker: Any, ttl: float = 30.0, max_entries: int = 10_000):
-        self._sessionmaker = sessionmaker
-        self._ttl = ttl
-        self._max = max_entries
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
-
-    async def verify(self, key: str | None) -> Principal:
-        if not key:
-            raise Unauthorized()
-        digest = hash_key(key)
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            principal = hit[1]
-        else:
-            principal = await self._lookup(digest)
-            if len(self._cache) >= self._max:
-                self._cache.clear()
-            self._cache[digest] = (now + self._ttl, principal)
-        if principal is None:
-            raise Unauthorized("invalid or revoked API key")
-        return principal
-
-    async def _lookup(self, digest: str) -> Principal | None:
-        async with self._sessionmaker() as session:
-            row = (
-                await session.execute(
-                    text(
-                        "SELECT k.id, k.tenant_id, k.scopes, k.last_used_at, t.phone_region "
-                        "FROM auth.api_key k JOIN auth.tenant t ON t.id = k.tenant_id "
-                        "WHERE k.key_hash = :h AND k.revoked_at IS NULL"
-                    ),
-                    {"h": digest},
-                )
-            ).first()
-            if row is not None and _stale(row.last_used_at):
-                # Only when a minute old: a conditional UPDATE, never a lock on a hot row.
-                await session.execute(
-                    text(
-                        "UPDATE auth.api_key SET last_used_at = now() WHERE id = :id AND "
-                        "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"
-                    ),
-                    {"id": row.id},
-                )
-                await session.commit()
-        if row is None:
-            return None
-        return Principal(
-            tenant_id=row.tenant_id,
-            key_id=str(row.id),
-            scopes=frozenset(row.scopes),
-            phone_region=row.phone_region,
-        )
-
-    def forget(self) -> None:
-        self._cache.clear()
-
-
-def _stale(last_used_at: datetime | None) -> bool:
-    return last_used_at is None or datetime.now(UTC) - last_used_at > timedelta(minutes=1)
-
-
 async def revoke_key(
     session: AsyncSession, *, key_id: uuid.UUID, tenant_id: str | None = None
 ) -> bool:
@@ -235,6 +146,7 @@ __all__ = [
     "Principal",
     "Scope",
     "Tenant",
+    "hash_key",
     "create_key",
     "ensure_bootstrap_key",
     "ensure_tenant",

@@ -9,9 +9,11 @@ from urllib.parse import quote
 
 from fastapi import Depends, Request
 
+from shared.auth.dependencies import SAFE_METHODS, WRITE_SCOPES
 from shared.auth.models import Scope
 from shared.config import CommonSettings
 from shared.errors import WaypointError
+from shared.ratelimit.limiter import RateLimiter
 from shared.web.security import check_csrf, session_cookie_name
 from shared.web.sessions import WebSession, load_session
 
@@ -61,6 +63,13 @@ async def current_session(request: Request) -> WebSession:
         )
     if web is None:
         raise SignInRequired(_here(request))
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:  # pages count against their key's limits, as the API does
+        limiter.check_request(
+            web.principal.key_id,
+            web.principal.tenant_id,
+            write=request.method not in SAFE_METHODS,
+        )
     request.state.web = web
     return web
 
@@ -77,12 +86,15 @@ def page_requires(*scopes: Scope | str) -> Callable[[Request], Awaitable[WebSess
 
 
 def page_writes(*scopes: Scope | str) -> Callable[[Request], Awaitable[WebSession]]:
-    """Like ``page_requires``, for unsafe requests: also checks the CSRF token."""
+    """Like ``page_requires``, for unsafe requests: also checks the CSRF token; a read scope
+    with a write counterpart needs that one (``context:read`` → ``context:write``), as the API."""
+
+    needed = tuple(WRITE_SCOPES.get(Scope(s), s) if s in WRITE_SCOPES else s for s in scopes)
 
     async def dependency(request: Request) -> WebSession:
         web = await current_session(request)
         await check_csrf(request, web)
-        web.principal.require(*scopes)
+        web.principal.require(*needed)
         return web
 
     return dependency

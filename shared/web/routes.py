@@ -8,9 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from shared.auth.service import KeyVerifier, audit
+from shared.auth.dependencies import client_ip
+from shared.auth.service import audit
+from shared.auth.verifier import KeyVerifier
 from shared.config import CommonSettings
-from shared.errors import Unauthorized
+from shared.errors import TooManyRequests, Unauthorized
 from shared.web.auth import SignedIn, safe_next
 from shared.web.security import (
     SIGNIN_COOKIE,
@@ -79,12 +81,25 @@ async def sign_in(
     await check_csrf(request, None, expected=request.cookies.get(SIGNIN_COOKIE))
     verifier: KeyVerifier = request.app.state.key_verifier
     try:
-        principal = await verifier.verify(key.strip() or None)
-    except Unauthorized:
+        principal = await verifier.verify(key.strip() or None, client=client_ip(request))
+    except TooManyRequests as refused:
+        page = _sign_in_form(
+            request,
+            next_url=target,
+            error=f"Too many failed sign-ins from this address; try again in "
+            f"{refused.retry_after} s.",
+            status_code=429,
+        )
+        page.headers.update(refused.headers or {})
+        return page
+    except Unauthorized as refused:
+        expired = "expired" in refused.message
         return _sign_in_form(
             request,
             next_url=target,
-            error="That key is not valid, or it was revoked.",
+            error="That key has expired."
+            if expired
+            else "That key is not valid, or it was revoked.",
             status_code=401,
         )
     lifetime = timedelta(hours=settings.web_session_hours)

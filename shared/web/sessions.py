@@ -79,7 +79,7 @@ async def load_session(
     session: AsyncSession, token: str | None, *, idle: timedelta, now: datetime | None = None
 ) -> WebSession | None:
     """The live session behind a cookie token, with its key's current scopes; None if the token
-    is unknown, expired, idle too long, or its key was revoked."""
+    is unknown, expired, idle too long, or its key was revoked or has expired."""
     if not token or len(token) > 128:
         return None
     now = now or datetime.now(UTC)
@@ -89,9 +89,10 @@ async def load_session(
                 "SELECT s.tenant_id, s.key_id, s.csrf_token, s.last_seen_at, s.expires_at, "
                 "k.scopes FROM auth.web_session s "
                 "JOIN auth.api_key k ON k.id = s.key_id AND k.tenant_id = s.tenant_id "
-                "WHERE s.token_hash = :h AND k.revoked_at IS NULL"
+                "WHERE s.token_hash = :h AND k.revoked_at IS NULL "
+                "AND (k.expires_at IS NULL OR k.expires_at > :now)"
             ),
-            {"h": token_hash(token)},
+            {"h": token_hash(token), "now": now},
         )
     ).first()
     if row is None or row.expires_at <= now or row.last_seen_at + idle <= now:

@@ -43,6 +43,7 @@ def alerts_settings(settings_overrides: dict[str, Any]) -> AlertsSettings:
         retry_max_seconds=1.0,
         delivery_timeout_seconds=5.0,
         default_owner="cs-team",
+        egress_allow="127.0.0.1",  # the local receivers (pytest-httpserver, aiosmtpd)
     )
 
 

@@ -206,6 +206,7 @@ async def test_a_notifier_killed_mid_delivery_is_replaced_and_the_alert_delivere
         "KAFKA_BOOTSTRAP_SERVERS": alerts_settings.bootstrap_servers,
         "WAYPOINT_LOG_JSON": "false",
         "WAYPOINT_ALERTS_NOTIFIER_POLL_SECONDS": "0.5",
+        "WAYPOINT_EGRESS_ALLOW": "127.0.0.1",
     }
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", "worker", "alerts", "notifier", env=env,

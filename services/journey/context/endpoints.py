@@ -25,7 +25,7 @@ from services.journey.context.schemas import (
 )
 from services.journey.context.stream import ContextHub
 from services.journey.deps import PoolDep, SettingsDep, json_response
-from shared.auth.dependencies import ContextReader
+from shared.auth.dependencies import ContextReader, ContextStreamReader
 from shared.auth.models import Scope
 from shared.auth.service import Principal, audit
 from shared.deps import DatabaseDep, unit_of_work
@@ -163,7 +163,7 @@ async def route_hint(
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def customer_stream(
-    customer_id: uuid.UUID, request: Request, principal: ContextReader, pool: PoolDep
+    customer_id: uuid.UUID, request: Request, principal: ContextStreamReader, pool: PoolDep
 ) -> EventSourceResponse:
     """Server-sent events: the context now, then ``context.changed`` after every change."""
     tenant = principal.tenant_id

@@ -52,7 +52,7 @@ async def _stored(db: Database, client: httpx.AsyncClient, tenant: Tenant, cid: 
 async def test_facts_outside_the_bounds_are_422_and_nothing_is_stored(
     journey, journey_worker, producer, journey_settings, db: Database, make_tenant
 ):
-    tenant = await make_tenant(scopes=["context:read"])
+    tenant = await make_tenant(scopes=["context:read", "context:write"])
     cid = await _customer(journey, producer, journey_settings, tenant)
     url = f"/v1/customers/{cid}/facts"
     async with served(create_app(journey_settings)) as client:
@@ -86,7 +86,7 @@ async def test_facts_outside_the_bounds_are_422_and_nothing_is_stored(
 async def test_a_fact_the_broker_cannot_take_is_503_and_nothing_is_stored(
     journey, journey_worker, producer, journey_settings, settings_overrides, db, make_tenant
 ):
-    tenant = await make_tenant(scopes=["context:read"])
+    tenant = await make_tenant(scopes=["context:read", "context:write"])
     cid = await _customer(journey, producer, journey_settings, tenant)
     logs = Path(tempfile.mkdtemp(prefix="waypoint-facts-broker-"))
     broker = start_broker(log_path=logs / "broker.log")  # this test's own, to stop

@@ -208,7 +208,7 @@ async def test_merge_then_split_restores_both_sides_with_later_events(
 async def test_agent_records_a_fact(
     journey, journey_worker, producer, journey_settings, make_tenant
 ):
-    tenant = await make_tenant(scopes=["context:read"])
+    tenant = await make_tenant(scopes=["context:read", "context:write"])
     email = f"f-{uuid.uuid4().hex[:6]}@x.test"
     await send(
         producer,
