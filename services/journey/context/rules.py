@@ -88,8 +88,10 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     if len(flat) <= limit:
         return flat
     cut = flat[: limit - 1]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip() + "…"
+    if flat[limit - 1] != " ":  # the cut splits a word: drop its start, unless it is long
+        space = cut.rfind(" ")
+        cut = cut[:space] if space > limit // 2 else cut
+    return cut.rstrip() + "…"
 
 
 def _details(env: Envelope) -> dict[str, Any]:
