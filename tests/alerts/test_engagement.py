@@ -105,10 +105,14 @@ async def test_a_change_is_published_after_its_commit_never_before_never_if_roll
 ):
     tenant = (await make_tenant()).id
     relay = EngagementRelay(own, db, producer)
-    with pytest.raises(RuntimeError):
+
+    async def failing_transaction() -> None:
         async with db.session() as session:
             await mark_changed(await raw_connection(session), [(tenant, "rolled-back")])
             raise RuntimeError("the change's transaction fails")
+
+    with pytest.raises(RuntimeError):
+        await failing_transaction()
     await apply(db, [usage(tenant=tenant, customer="scored", at=T0, active=5)], now=T0)
 
     async with db.session() as session:  # a change still in flight …
@@ -122,12 +126,14 @@ async def test_a_change_is_published_after_its_commit_never_before_never_if_roll
     assert await pending_version(db, tenant, "rolled-back") is None
 
     scored = next(c for c in after if c.customer_id == "scored")
-    assert scored.score is not None and scored.scored_at == T0
+    assert scored.score is not None
+    assert scored.scored_at == T0
     assert scored.threshold == 40.0  # the default model's
     assert scored.alert is None
     assert sum(scored.contributions.values()) == pytest.approx(scored.score, abs=0.05)
     version = await pending_version(db, tenant, "scored")
-    assert version is not None and version[0] == version[1] == scored.version
+    assert version is not None
+    assert version[0] == version[1] == scored.version
 
 
 async def test_a_change_the_broker_does_not_acknowledge_stays_pending_until_published(
@@ -154,13 +160,15 @@ async def test_a_change_the_broker_does_not_acknowledge_stays_pending_until_publ
         stop.set()
         await asyncio.wait_for(relaying, 30)
     version = await pending_version(db, tenant, "c1")
-    assert version is not None and version[0] > version[1]  # still to publish
+    assert version is not None
+    assert version[0] > version[1]
 
     relay = EngagementRelay(own, db, producer)
     assert await relay.drain() >= 1
     await published(own, tenant, lambda seen: "c1" in customers(seen))
     version = await pending_version(db, tenant, "c1")
-    assert version is not None and version[0] == version[1]
+    assert version is not None
+    assert version[0] == version[1]
 
 
 async def test_the_decay_scheduler_publishes_a_score_that_moved(
@@ -184,7 +192,8 @@ async def test_the_decay_scheduler_publishes_a_score_that_moved(
     latest = max(seen, key=lambda c: c.version)
     assert latest.version > first.version
     assert latest.scored_at == T0 + timedelta(days=7)
-    assert latest.score is not None and first.score is not None
+    assert latest.score is not None
+    assert first.score is not None
     assert latest.score <= first.score - 1.0  # silence lowered it, and journey hears of it
 
 
@@ -217,9 +226,13 @@ async def test_an_alert_opened_acknowledged_and_resolved_by_hand_is_published_ea
 
         opened = last(await published(own, tenant.id, alert_status("open")))
         assert opened.alert is not None
-        assert opened.score is not None and opened.score < 50 and opened.threshold == 50
-        assert opened.alert.rules and "below_threshold" in opened.alert.rules
-        assert opened.alert.summary and "threshold 50" in opened.alert.summary
+        assert opened.score is not None
+        assert opened.score < 50
+        assert opened.threshold == 50
+        assert opened.alert.rules
+        assert "below_threshold" in opened.alert.rules
+        assert opened.alert.summary
+        assert "threshold 50" in opened.alert.summary
 
         alert_id = opened.alert.alert_id
         ack = await api.post(f"/v1/alerts/{alert_id}/ack", headers=tenant.headers)
@@ -227,7 +240,8 @@ async def test_an_alert_opened_acknowledged_and_resolved_by_hand_is_published_ea
         await relay.drain()
         acked = last(await published(own, tenant.id, alert_status("acknowledged")))
         assert acked.version > opened.version
-        assert acked.alert is not None and acked.alert.acknowledged_at is not None
+        assert acked.alert is not None
+        assert acked.alert.acknowledged_at is not None
 
         done = await api.post(f"/v1/alerts/{alert_id}/resolve", headers=tenant.headers)
         assert done.status_code == 200, done.text

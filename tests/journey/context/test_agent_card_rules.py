@@ -58,7 +58,8 @@ def test_purchases_keep_the_latest_five_newest_first_whatever_the_arrival_order(
     doc = ctx.rebuild(events)
     shown = views.purchases(doc)
     assert [p["order_id"] for p in shown] == ["O-1", "O-2", "O-3", "O-4", "O-5"]
-    assert shown[0]["amount"] == 10.0 and shown[0]["currency"] == "EUR"
+    assert shown[0]["amount"] == 10.0
+    assert shown[0]["currency"] == "EUR"
     assert shown[0]["event_id"] == next(e.id for e in events if e.data.order_id == "O-1")
 
 
@@ -74,7 +75,9 @@ def test_who_is_the_name_fact_else_the_name_traits_else_an_identifier(now: datet
     ctx.apply_event(doc, make(now, "identity.linked", 7, traits={"name": "Ada King"}))
     assert views.handoff_summary(doc, identities=ids, now=now)["who"] == "Ada King"
 
-    ctx.apply_event(doc, make(now, "fact.collected", 6, name="name", value="Secret", sensitive=True))
+    ctx.apply_event(
+        doc, make(now, "fact.collected", 6, name="name", value="Secret", sensitive=True)
+    )
     assert views.handoff_summary(doc, identities=ids, now=now)["who"] == "Ada King"
     ctx.apply_event(doc, make(now, "fact.collected", 5, name="name", value="Countess Ada"))
     summary = views.handoff_summary(doc, identities=ids, now=now)
@@ -99,13 +102,16 @@ def test_timeline_items_carry_bounded_excerpts_fact_values_and_orders_masked_whe
              views.timeline_items(doc["recent"], reveal=False)}  # fmt: skip
     chat = items["message.received"]
     assert chat["excerpt"].startswith("My order never arrived")
-    assert len(chat["excerpt"]) <= ctx.EXCERPT_CHARS and chat["excerpt"].endswith("…")
+    assert len(chat["excerpt"]) <= ctx.EXCERPT_CHARS
+    assert chat["excerpt"].endswith("…")
     assert "masked" not in chat
     secret_message = items["message.receivedTrue"]
-    assert secret_message["excerpt"] == views.MASK and secret_message["masked"] is True
+    assert secret_message["excerpt"] == views.MASK
+    assert secret_message["masked"] is True
     assert items["fact.collecteddelivery_address"]["value"] == "221B Baker Street"
     pin = items["fact.collectedpinTrue"]
-    assert pin["value"] == views.MASK and pin["masked"] is True
+    assert pin["value"] == views.MASK
+    assert pin["masked"] is True
     order = items["purchase.completed"]
     assert (order["order_id"], order["amount"], order["currency"]) == ("O-9", 99.5, "GBP")
 
@@ -132,7 +138,8 @@ def test_a_stale_or_replayed_engagement_never_overwrites_a_newer_one(now: dateti
     assert not ctx.fold_engagement(doc, engagement(200, 90.0, alert=False, now=now))  # replay
     assert doc["engagement"]["score"] == 34.5
     assert ctx.fold_engagement(doc, engagement(201, 80.0, alert=False, now=now))
-    assert doc["engagement"]["score"] == 80.0 and doc["engagement"]["alert"] is None
+    assert doc["engagement"]["score"] == 80.0
+    assert doc["engagement"]["alert"] is None
 
 
 def test_a_rebuilt_document_keeps_its_engagement(now: datetime):
@@ -150,7 +157,8 @@ def test_an_open_churn_alert_shows_as_risk_in_the_summary_and_next_steps(now: da
     ctx.fold_engagement(doc, engagement(1, 34.5, alert=True, now=now))
     shown = views.engagement(doc)
     assert shown is not None
-    assert shown["score"] == 34.5 and shown["at_risk"] is True
+    assert shown["score"] == 34.5
+    assert shown["at_risk"] is True
     assert shown["alert"]["rules"] == ["below_threshold"]
     summary = views.handoff_summary(doc, identities=ids, now=now)
     assert summary["churn_risk"] == (
@@ -158,7 +166,8 @@ def test_an_open_churn_alert_shows_as_risk_in_the_summary_and_next_steps(now: da
     )
     assert summary["churn_risk"] in summary["text"]
     step = summary["next_steps"][0]
-    assert step["action"].startswith("treat as a retention risk") and "olga" in step["action"]
+    assert step["action"].startswith("treat as a retention risk")
+    assert "olga" in step["action"]
     assert "34.5 vs threshold 40.0" in step["why"]
 
     ctx.fold_engagement(doc, engagement(2, 72.0, alert=False, now=now))

@@ -18,8 +18,8 @@ from services.journey.config import JourneySettings
 from services.journey.context.engagement import run
 from shared.events.engagement import ChurnAlert, CustomerEngagementChanged
 from shared.kafka import ensure_topics, header, make_consumer
-from tests.journey.conftest import cloud_event, context_when, journey_settings_for, send
 from tests.ingest.conftest import sample
+from tests.journey.conftest import cloud_event, context_when, journey_settings_for, send
 from tests.support import TenantFactory, eventually
 from tests.topics import committed
 
@@ -130,7 +130,8 @@ async def test_the_newest_engagement_wins_whatever_the_order_and_the_cache_follo
 
     body = await eventually(lambda: shows(200))
     assert body["version"] == before["version"] + 1  # a new version, announced: not the cache's
-    assert body["engagement"]["score"] == 34.5 and body["engagement"]["at_risk"] is True
+    assert body["engagement"]["score"] == 34.5
+    assert body["engagement"]["at_risk"] is True
     assert body["engagement"]["alert"]["owner"] == "olga"
     assert "At risk of churning: engagement 34.5" in body["summary"]["text"]
 
@@ -140,7 +141,8 @@ async def test_the_newest_engagement_wins_whatever_the_order_and_the_cache_follo
     await consumed(producer, folding, 3)
     same = (await journey.get(url, headers=tenant.headers)).json()
     assert same["version"] == body["version"]
-    assert same["engagement"]["score"] == 34.5 and same["engagement"]["alert"] is not None
+    assert same["engagement"]["score"] == 34.5
+    assert same["engagement"]["alert"] is not None
 
     await produce(producer, folding, tenant.id, cid, change(tenant.id, cid, 201, 72.0))
     recovered = await eventually(lambda: shows(201))
@@ -190,7 +192,9 @@ async def test_bad_records_are_dead_lettered_and_unknown_customers_do_not_stall(
                 for r in records:
                     if marker.encode() in r.value:
                         reasons[r.value.decode()[:20]] = header(r.headers, "waypoint-error") or ""
-                        assert header(r.headers, "waypoint-reason") == "journey_engagement_unparsable"
+                        assert (
+                            header(r.headers, "waypoint-reason") == "journey_engagement_unparsable"
+                        )
             if len(reasons) == 2:
                 break
     finally:
@@ -225,5 +229,7 @@ async def test_a_merge_keeps_the_survivors_engagement(
     )
     assert r.status_code == 200, r.text
     after = (await journey.get(f"/v1/customers/{merged}/context", headers=tenant.headers)).json()
-    assert after["customer_id"] == survivor and after["merged_from"] == merged
-    assert after["engagement"]["version"] == 9 and after["engagement"]["alert"] is not None
+    assert after["customer_id"] == survivor
+    assert after["merged_from"] == merged
+    assert after["engagement"]["version"] == 9
+    assert after["engagement"]["alert"] is not None
