@@ -54,8 +54,8 @@ class JourneySettings(CommonSettings):
     engagement_unknown_retries: int = Field(
         5,
         ge=0,
-        description="Times a change for a customer journey has not stored yet is retried "
-        "(0.2 s apart) before it is dropped and counted.",
+        description="Retries (0.2 s apart) of an engagement change whose customer journey has "
+        "not stored yet, before it is counted and dropped.",
     )
     notify_channel: str = Field("waypoint_journey_context", description="LISTEN/NOTIFY channel.")
     session_timeout_ms: int = Field(10_000, ge=1_000)
