@@ -228,7 +228,12 @@ async def test_a_merge_keeps_the_survivors_engagement(
         headers=tenant.headers,
     )
     assert r.status_code == 200, r.text
-    after = (await journey.get(f"/v1/customers/{merged}/context", headers=tenant.headers)).json()
+
+    async def merged_view() -> dict[str, Any] | None:  # once the API has heard of the merge
+        r = await journey.get(f"/v1/customers/{merged}/context", headers=tenant.headers)
+        return r.json() if r.json()["customer_id"] == survivor else None
+
+    after = await eventually(merged_view)
     assert after["customer_id"] == survivor
     assert after["merged_from"] == merged
     assert after["engagement"]["version"] == 9
