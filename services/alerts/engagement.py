@@ -5,15 +5,18 @@ Whatever changes a customer's engagement — the worker scoring an activity, the
 an alert opened, extended, acknowledged or resolved — bumps the customer's row in
 ``alerts.engagement_change`` in that same transaction (``mark_changed``): a transactional outbox
 with one row per customer. The relay (a task of the alerts worker process; any number may run)
-claims rows whose version is ahead of the published one with ``FOR UPDATE SKIP LOCKED``, reads
-the customers' current engagement in the same statement, publishes one message per customer,
-awaits the broker's acknowledgement, and only then records the version as published and commits.
+claims rows whose version is ahead of the published one — a short transaction that takes a
+lease on them (``FOR UPDATE SKIP LOCKED``, so relays share the work) and reads the customers'
+current engagement — publishes one message per customer, awaits the broker's acknowledgement,
+then records the version it published. Writers never wait for the broker: a change committed
+while its row is being published stays pending and goes out in the next round.
 
 - Nothing is published before the change commits: the relay only sees committed rows.
 - Nothing is lost: until the broker acknowledges, the row stays pending and is retried (counted
   in ``waypoint_alerts_engagement_publish_failures_total``, visible in
-  ``waypoint_alerts_engagement_backlog``). A relay that dies after the broker took a message but
-  before its commit publishes it again: consumers keep the highest version.
+  ``waypoint_alerts_engagement_backlog``). A relay that dies mid-round leaves its lease to
+  expire, and another (or the restarted one) publishes the rows again: at least once; consumers
+  keep the highest version.
 - Changes coalesce: a customer changed ten times before the relay runs is published once, with
   the latest state (each message is a whole snapshot, never a delta).
 
@@ -45,6 +48,7 @@ from shared.events.engagement import ChurnAlert, CustomerEngagementChanged
 from shared.logging import get_logger
 
 log = get_logger("alerts.engagement")
+BACKLOG_EVERY_SECONDS = 5.0
 
 
 def change_upsert(source: str) -> str:
@@ -63,16 +67,24 @@ ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
 
 _MARK = change_upsert("unnest($1::text[], $2::text[])")
 
+# Lease the oldest pending rows (skipping those another relay holds or leased), and read the
+# customers' engagement in the same statement.
 _CLAIM = """
-WITH claimed AS (
-    SELECT tenant_id, customer_id, version, changed_at
-    FROM alerts.engagement_change
+WITH due AS (
+    SELECT tenant_id, customer_id FROM alerts.engagement_change
     WHERE version > published_version
+      AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
     ORDER BY changed_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE alerts.engagement_change e
+    SET claimed_until = clock_timestamp() + make_interval(secs => $2)
+    FROM due WHERE e.tenant_id = due.tenant_id AND e.customer_id = due.customer_id
+    RETURNING e.tenant_id, e.customer_id, e.version, e.changed_at, e.claimed_until
 )
-SELECT c.tenant_id, c.customer_id, c.version, c.changed_at,
+SELECT c.tenant_id, c.customer_id, c.version, c.changed_at, c.claimed_until,
        extract(epoch FROM clock_timestamp() - c.changed_at)::float8 AS age_s,
        s.score, s.scored_at, s.segment, s.merged_into, s.contributions::text AS contributions,
        a.id AS alert_id, a.status AS alert_status, a.rules::text AS alert_rules,
@@ -85,9 +97,15 @@ LEFT JOIN alerts.alert a ON a.id = s.open_alert_id AND a.status <> 'resolved'
 ORDER BY c.tenant_id, c.customer_id
 """
 
-_PUBLISHED = """
-UPDATE alerts.engagement_change e SET published_version = u.v, published_at = now()
-FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(t, c, v)
+# The version published (a writer may have bumped it meanwhile: then the row stays pending), and
+# the lease given back, unless it expired and another relay holds the row now.
+_SETTLE = """
+UPDATE alerts.engagement_change e SET
+    published_version = CASE WHEN $4 THEN GREATEST(e.published_version, u.v)
+                             ELSE e.published_version END,
+    published_at = CASE WHEN $4 THEN now() ELSE e.published_at END,
+    claimed_until = CASE WHEN e.claimed_until = u.lease THEN NULL ELSE e.claimed_until END
+FROM unnest($1::text[], $2::text[], $3::int8[], $5::timestamptz[]) AS u(t, c, v, lease)
 WHERE e.tenant_id = u.t AND e.customer_id = u.c
 """
 
@@ -141,41 +159,54 @@ class EngagementRelay:
         self.producer = producer
         self.wake = asyncio.Event()
         self.listener: asyncpg.Connection | None = None
+        self.backlog_due = 0.0
 
     async def publish_pending(self) -> int:
-        """Claim up to ``engagement_batch_size`` pending changes, publish them, mark them
-        published, commit. Raises (and leaves them pending) if the broker does not acknowledge
-        within ``engagement_publish_timeout_seconds``."""
+        """Claim up to ``engagement_batch_size`` pending changes, publish them, record them as
+        published. Raises (and leaves them pending) if the broker does not acknowledge within
+        ``engagement_publish_timeout_seconds``."""
+        lease = self.settings.engagement_publish_timeout_seconds * 3
         async with self.db.session() as session:
             conn = await raw_connection(session)
-            rows = await conn.fetch(_CLAIM, self.settings.engagement_batch_size)
+            rows = await conn.fetch(_CLAIM, self.settings.engagement_batch_size, lease)
             if not rows:
                 return 0
-            claimed_at = time.perf_counter()
             models = await load_models(conn, sorted({r["tenant_id"] for r in rows}))
-            messages = [
-                message(
-                    r,
-                    models[r["tenant_id"]]
-                    .for_segment(r["segment"] or "default")
-                    .thresholds.alert_below,
-                )
-                for r in rows
-            ]
+        claimed_at = time.perf_counter()
+        messages = [
+            message(
+                r,
+                models[r["tenant_id"]]
+                .for_segment(r["segment"] or "default")
+                .thresholds.alert_below,
+            )
+            for r in rows
+        ]
+        try:
             await asyncio.wait_for(
                 self._send(messages), self.settings.engagement_publish_timeout_seconds
             )
-            await conn.execute(
-                _PUBLISHED,
-                [r["tenant_id"] for r in rows],
-                [r["customer_id"] for r in rows],
-                [r["version"] for r in rows],
-            )
+        except BaseException:
+            await asyncio.shield(self._settle(rows, published=False))  # retry soon, not at expiry
+            raise
+        await self._settle(rows, published=True)
         waited = time.perf_counter() - claimed_at
         ENGAGEMENT_PUBLISHED.inc(len(rows))
         for r in rows:
             ENGAGEMENT_DELAY.observe(float(r["age_s"]) + waited)
         return len(rows)
+
+    async def _settle(self, rows: list[asyncpg.Record], *, published: bool) -> None:
+        async with self.db.session() as session:
+            conn = await raw_connection(session)
+            await conn.execute(
+                _SETTLE,
+                [r["tenant_id"] for r in rows],
+                [r["customer_id"] for r in rows],
+                [r["version"] for r in rows],
+                published,
+                [r["claimed_until"] for r in rows],
+            )
 
     async def _send(self, messages: list[CustomerEngagementChanged]) -> None:
         topic = self.settings.topic_engagement
@@ -185,11 +216,13 @@ class EngagementRelay:
         await asyncio.gather(*futures)
 
     async def drain(self) -> int:
-        """Publish until nothing is pending."""
+        """Publish until nothing is pending (a round that claims less than a batch is the last)."""
         total = 0
-        while (count := await self.publish_pending()) > 0:
+        while True:
+            count = await self.publish_pending()
             total += count
-        return total
+            if count < self.settings.engagement_batch_size:
+                return total
 
     async def backlog(self) -> int:
         async with self.db.session() as session:
@@ -219,7 +252,9 @@ class EngagementRelay:
             wait = self.settings.engagement_poll_seconds
             try:
                 await self.drain()
-                await self.backlog()
+                if time.monotonic() >= self.backlog_due:  # a count, not on every round
+                    self.backlog_due = time.monotonic() + BACKLOG_EVERY_SECONDS
+                    await self.backlog()
                 failures = 0
             except Exception:  # noqa: BLE001 - counted, logged and retried: never dropped
                 failures += 1

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from services.alerts.app import create_app
 from services.alerts.config import AlertsSettings
-from services.alerts.engagement import EngagementRelay, mark_changed
+from services.alerts.engagement import _CLAIM, EngagementRelay, mark_changed
 from services.alerts.scheduler import rescore_due
 from shared.db import Database, raw_connection
 from shared.events.engagement import CustomerEngagementChanged
@@ -249,3 +249,35 @@ async def test_an_alert_opened_acknowledged_and_resolved_by_hand_is_published_ea
         resolved = last(await published(own, tenant.id, alert_status(None)))
         assert resolved.version > acked.version
         assert resolved.score == acked.score  # the score stays; the alert is gone
+
+
+async def test_a_change_made_while_its_row_is_being_published_is_published_next(
+    own: AlertsSettings,
+    db: Database,
+    producer: AIOKafkaProducer,
+    make_tenant: TenantFactory,
+):
+    tenant = (await make_tenant()).id
+    await apply(db, [usage(tenant=tenant, customer="busy", at=T0, active=5)], now=T0)
+    relay = EngagementRelay(own, db, producer)
+    async with db.session() as session:  # a relay claims the row (and is publishing it) …
+        rows = [
+            r
+            for r in await (await raw_connection(session)).fetch(_CLAIM, 10_000, 30.0)
+            if r["tenant_id"] == tenant
+        ]
+    assert [r["customer_id"] for r in rows] == ["busy"]
+
+    async def writer() -> None:  # … while the worker changes the customer again
+        async with db.session() as session:
+            await mark_changed(await raw_connection(session), [(tenant, "busy")])
+
+    await asyncio.wait_for(writer(), 5)  # the writer does not wait for the broker
+    await relay._settle(rows, published=True)  # the relay's round ends with the older version
+    version = await pending_version(db, tenant, "busy")
+    assert version is not None
+    assert version[1] == rows[0]["version"]
+    assert version[0] > version[1]  # the newer change is still to publish …
+    await relay.drain()
+    seen = await published(own, tenant, lambda seen: bool(seen))
+    assert max(c.version for c in seen) == version[0]  # … and is published next

@@ -20,6 +20,7 @@ CREATE TABLE alerts.engagement_change (
     published_version bigint NOT NULL DEFAULT 0,
     changed_at timestamptz NOT NULL DEFAULT now(),
     published_at timestamptz,
+    claimed_until timestamptz,
     CONSTRAINT pk_engagement_change PRIMARY KEY (tenant_id, customer_id)
 );
 -- Only the rows still to publish: the relay's claim reads this index, never the whole table.
