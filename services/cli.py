@@ -144,7 +144,7 @@ def worker(
     service: Annotated[str, typer.Argument(help="ingest, journey or alerts")],
     process: Annotated[
         str,
-        typer.Argument(help="worker (and, for alerts, the others listed by `waypoint processes`)"),
+        typer.Argument(help="worker (and the others listed by `waypoint processes`)"),
     ] = "worker",
     metrics_port: Annotated[
         int, typer.Option(help="Serve this process's Prometheus metrics on this port (0: off).")

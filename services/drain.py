@@ -19,10 +19,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 # Which of a service's topic settings its worker's group consumes, in pipeline order. Other
 # Waypoint topics count too for a group once it has committed offsets on them.
-CONSUMED = {
-    "ingest": ("topic_raw",),
-    "journey": ("topic_normalized",),
-    "alerts": ("topic_activity",),
+# Per service: each consumer-group setting and the topics that group consumes.
+CONSUMED: dict[str, dict[str, tuple[str, ...]]] = {
+    "ingest": {"consumer_group": ("topic_raw",)},
+    "journey": {
+        "consumer_group": ("topic_normalized",),
+        "engagement_consumer_group": ("topic_engagement",),
+    },
+    "alerts": {"consumer_group": ("topic_activity",)},
 }
 
 
@@ -46,12 +50,14 @@ def groups_of(settings_by_service: dict[str, Any]) -> list[Group]:
     )
     found = []
     for service, settings in settings_by_service.items():
-        group_id = getattr(settings, "consumer_group", None)
-        if not isinstance(group_id, str):
-            continue
-        known = tuple(getattr(settings, name) for name in CONSUMED.get(service, ()))
-        others = tuple(t for t in every_topic if t not in known)
-        found.append(Group(service, group_id, known, others))
+        for group_setting, topic_settings in CONSUMED.get(service, {"consumer_group": ()}).items():
+            group_id = getattr(settings, group_setting, None)
+            if not isinstance(group_id, str):
+                continue
+            known = tuple(getattr(settings, name) for name in topic_settings)
+            others = tuple(t for t in every_topic if t not in known)
+            label = service if group_setting == "consumer_group" else f"{service}/{group_setting}"
+            found.append(Group(label, group_id, known, others))
     return found
 
 

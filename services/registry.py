@@ -32,7 +32,10 @@ SERVICES: dict[str, ServiceSpec] = {
         port=8002,
         app_factory="services.journey.app:create_app",
         settings="services.journey.config:JourneySettings",
-        processes={"worker": "services.journey.worker:run"},
+        processes={
+            "worker": "services.journey.worker:run",
+            "engagement": "services.journey.context.engagement:run",
+        },
     ),
     "alerts": ServiceSpec(
         name="alerts",

@@ -112,6 +112,11 @@ class CommonSettings(BaseSettings):
         validation_alias=_alias("WAYPOINT_TOPIC_ACTIVITY"),
         description="Resolved customer activity (journey → alerts).",
     )
+    topic_engagement: str = Field(
+        "waypoint.customer.engagement",
+        validation_alias=_alias("WAYPOINT_TOPIC_ENGAGEMENT"),
+        description="Engagement score and churn-alert changes (alerts → journey).",
+    )
     topic_partitions: int = Field(
         8,
         validation_alias=_alias("WAYPOINT_TOPIC_PARTITIONS"),

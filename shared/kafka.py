@@ -55,6 +55,7 @@ def all_topics(settings: CommonSettings) -> list[str]:
         settings.topic_normalized,
         settings.topic_dead_letter,
         settings.topic_activity,
+        settings.topic_engagement,
     ]
 
 

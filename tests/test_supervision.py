@@ -40,6 +40,11 @@ def test_groups_come_from_each_service_settings_in_pipeline_order(settings: Any)
     assert [(g.service, g.group_id, g.topics) for g in groups] == [
         ("ingest", "waypoint-ingest", ("waypoint.events.raw",)),
         ("journey", "waypoint-journey", ("waypoint.events.normalized",)),
+        (
+            "journey/engagement_consumer_group",
+            "waypoint-journey-engagement",
+            ("waypoint.customer.engagement",),
+        ),
         ("alerts", "waypoint-alerts", ("waypoint.customer.activity",)),
     ]
     assert "waypoint.events.normalized" in groups[0].candidates

@@ -40,3 +40,12 @@ class AlertsSettings(CommonSettings):
     rescore_batch_size: int = 5000
     rescore_concurrency: int = Field(2, ge=1, le=16, description="Batches in flight per pass.")
     processed_retention_days: int = 30
+
+    # Engagement relay (a task of the worker process): engagement changes → journey
+    engagement_poll_seconds: float = Field(
+        2.0, gt=0, description="Fallback when NOTIFY is missed (changes publish at commit)."
+    )
+    engagement_batch_size: int = Field(500, ge=1, description="Changes published per round.")
+    engagement_publish_timeout_seconds: float = Field(
+        10.0, gt=0, description="Wait for the broker's acknowledgement before retrying a round."
+    )

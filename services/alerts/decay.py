@@ -1,6 +1,7 @@
 """Set-based decay rescoring: one SQL statement per batch scores every customer in PostgreSQL
 with the same formula as ``scoring.score`` (a parity test holds them together) and writes the
-score, contributions and history of every customer the rules cannot touch. It returns the
+score, contributions and history of every customer the rules cannot touch (and, when its score
+moved a point or more, the engagement change journey is told of). It returns the
 *candidates* — customers with an open alert, a disarmed or pending rule, a score under their
 threshold or a possible drop — which go through the Python rule engine (``engine.rescore``).
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from services.alerts.engagement import change_upsert
 from services.alerts.model import EngagementModel, Factor, ResolvedModel, Rule
 from services.alerts.state import loads
 
@@ -128,9 +130,17 @@ hist AS (
     SELECT tenant_id, customer_id, $24::timestamptz, new_score, recorded_score,
            new_score - recorded_score, segment, 'decay', contributions, '[]'::jsonb
     FROM r WHERE NOT candidate AND record
+),
+changed AS ({changed}
 )
-SELECT tenant_id, customer_id, candidate FROM r ORDER BY tenant_id, customer_id
-"""
+SELECT tenant_id, customer_id, candidate, (NOT candidate AND record) AS changed
+FROM r ORDER BY tenant_id, customer_id
+""".replace(
+    "{changed}",
+    change_upsert(
+        "(SELECT tenant_id, customer_id FROM r WHERE NOT candidate AND record ORDER BY 1, 2)"
+    ),
+)
 
 
 def _row(tenant: str, resolved: ResolvedModel) -> tuple[Any, ...]:
@@ -171,7 +181,8 @@ async def decay_batch(
     limit: int,
     tenant_id: str | None,
 ) -> list[asyncpg.Record]:
-    """Score a batch in SQL; returns every (tenant_id, customer_id, candidate) of the batch."""
+    """Score a batch in SQL; returns every (tenant_id, customer_id, candidate, changed) of the
+    batch (``changed``: its score moved a point or more, recorded for journey here)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         DECAY_SQL, after[0], after[1], due_before, limit, *params, tenant_id, now
     )

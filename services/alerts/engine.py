@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from services.alerts.engagement import mark_changed
 from services.alerts.model import EngagementModel, Rule
 from services.alerts.rules import evaluate, peak_within
 from services.alerts.scoring import apply_event, merge, parse_time, score
@@ -49,6 +50,8 @@ class Effects:
     extended: list[tuple[uuid.UUID, list[str]]] = field(default_factory=list)
     resolved: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)  # id, why, rule
     churn: list[tuple[Any, ...]] = field(default_factory=list)
+    # customers whose engagement (score or open alert) changed: published to journey
+    changed: set[tuple[str, str]] = field(default_factory=set)
     applied: int = 0
     duplicates: int = 0
 
@@ -119,6 +122,7 @@ def rescore(
              state.segment, cause, dumps(state.contributions), dumps(event_ids or []))
         )  # fmt: skip
         state.recorded_score = result.value
+        effects.changed.add((state.tenant_id, state.customer_id))
     if state.traits.get(CHURNED_TRAIT):
         return
     th = resolved.thresholds
@@ -131,6 +135,8 @@ def rescore(
         open_rules=state.open_alert_rules if state.open_alert_id else None,
     )
     state.rule_state, state.peaks = ev.states, ev.peaks
+    if ev.fired or (ev.resolve and state.open_alert_id is not None):
+        effects.changed.add((state.tenant_id, state.customer_id))
     if ev.fired and state.open_alert_id is not None:
         effects.extended.append((state.open_alert_id, [r.value for r in ev.fired]))
         state.open_alert_rules = [*(state.open_alert_rules or []), *(r.value for r in ev.fired)]
@@ -260,6 +266,7 @@ async def process_activities(
                         rule = (other.open_alert_rules or ["?"])[0]
                         effects.resolved.append((other.open_alert_id, "merged", rule))
                         other.open_alert_id, other.open_alert_rules = None, None
+                    effects.changed.add((other.tenant_id, other.customer_id))
                 causes[activity.customer_id] = "merge"
             else:  # split: the parts build their own state from their next events
                 causes.setdefault(activity.customer_id, "split")
@@ -295,12 +302,13 @@ def _record_outcome(state: CustomerState, activity: CustomerActivity, effects: E
         rule = (state.open_alert_rules or ["?"])[0]
         effects.resolved.append((state.open_alert_id, "churned", rule))
         state.open_alert_id, state.open_alert_rules = None, None
+        effects.changed.add((state.tenant_id, state.customer_id))
 
 
 async def write_effects(conn: asyncpg.Connection, effects: Effects) -> int:
     """History, alerts (+ their outbox rows, same transaction), resolutions (+ a notice to the
-    channels told of the opening), churn outcomes. Returns the number of outbox rows written (a
-    NOTIFY wakes the notifiers at commit)."""
+    channels told of the opening), churn outcomes, and the engagement changes to publish. Returns
+    the number of outbox rows written (a NOTIFY wakes the notifiers at commit)."""
     if effects.history:
         await conn.copy_records_to_table(
             "score_history",
@@ -363,6 +371,7 @@ async def write_effects(conn: asyncpg.Connection, effects: Effects) -> int:
             *row,
             LEAD_TIME_HORIZON,
         )
+    await mark_changed(conn, effects.changed)
     return int(outbox or 0)
 
 

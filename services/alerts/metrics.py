@@ -35,3 +35,19 @@ RESCORE_DURATION = Histogram(
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 RESCORED = Counter("waypoint_alerts_rescored_total", "Customers rescored by the decay scheduler.")
+ENGAGEMENT_PUBLISHED = Counter(
+    "waypoint_alerts_engagement_published_total",
+    "Engagement changes published to the engagement topic (a retry may publish one again).",
+)
+ENGAGEMENT_PUBLISH_FAILURES = Counter(
+    "waypoint_alerts_engagement_publish_failures_total",
+    "Relay rounds that failed (broker or database down, or a bug); the changes stay pending.",
+)
+ENGAGEMENT_BACKLOG = Gauge(
+    "waypoint_alerts_engagement_backlog", "Engagement changes committed but not yet published."
+)
+ENGAGEMENT_DELAY = Histogram(
+    "waypoint_alerts_engagement_publish_delay_seconds",
+    "From an engagement change being committed to the broker acknowledging it.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)

@@ -11,8 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alerts.channels import public_channel
+from services.alerts.engagement import mark_changed
 from services.alerts.model import EngagementModel
 from services.alerts.schemas import ChannelIn
+from shared.db import raw_connection
 from shared.errors import Conflict, NotFound
 
 _ALERT_COLUMNS = (
@@ -126,6 +128,8 @@ async def transition(
         {"now": now, "actor": actor, "notes": orjson.dumps(notes).decode(), "t": tenant_id,
          "id": alert_id},
     )  # fmt: skip
+    # the agent's context shows the customer's open alert: journey hears of this change
+    await mark_changed(await raw_connection(session), [(tenant_id, alert["customer_id"])])
     return await get_alert(session, tenant_id, alert_id)
 
 

@@ -29,6 +29,7 @@ from services.alerts.state import (
     from_row,
     load_models,
 )
+from services.alerts.tables import ENGAGEMENT_CHANNEL
 from services.alerts.worker import Clock, count_effects, until_stopped, utcnow
 from shared.db import Database, raw_connection
 from shared.logging import configure_logging, get_logger
@@ -91,6 +92,8 @@ async def rescore_batch(
     )
     if not rows:
         return 0, after, effects
+    if any(r["changed"] for r in rows):  # wake the engagement relay at commit
+        await conn.execute("SELECT pg_notify($1, '')", ENGAGEMENT_CHANNEL)
     candidates = [(r["tenant_id"], r["customer_id"]) for r in rows if r["candidate"]]
     if candidates:
         found = await conn.fetch(

@@ -10,3 +10,4 @@ from shared.db import schema_metadata
 SCHEMA = "alerts"
 metadata = schema_metadata(SCHEMA)
 OUTBOX_CHANNEL = "waypoint_alerts_outbox"  # LISTEN/NOTIFY channel that wakes notifiers
+ENGAGEMENT_CHANNEL = "waypoint_alerts_engagement"  # wakes the engagement relay

@@ -17,11 +17,12 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
 from services.alerts.config import AlertsSettings
+from services.alerts.engagement import EngagementRelay
 from services.alerts.engine import Effects, process_activities
 from services.alerts.metrics import ACTIVITIES, ALERTS_OPENED, ALERTS_RESOLVED
 from shared.db import Database, raw_connection
 from shared.events.activity import CustomerActivity
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.worker import BatchWorker, is_data_fault, run_until_stopped
 
@@ -148,10 +149,12 @@ class ActivityHandler:
 async def run(
     settings: AlertsSettings, *, stop: asyncio.Event | None = None, clock: Clock = utcnow
 ) -> None:
-    """Consume ``topic_activity`` until ``stop`` is set (or SIGTERM / SIGINT)."""
+    """Consume ``topic_activity`` until ``stop`` is set (or SIGTERM / SIGINT), and relay the
+    engagement changes it (and the scheduler and API) commits to ``topic_engagement``."""
     if stop is None:
         configure_logging("alerts-worker", level=settings.log_level, json=settings.log_json)
-    db = Database(settings.dsn, pool_size=2, application_name="alerts-worker")
+    await ensure_topics(settings, [settings.topic_engagement])
+    db = Database(settings.dsn, pool_size=3, application_name="alerts-worker")
     producer = make_producer(settings)
     consumer = make_consumer(
         settings,
@@ -168,11 +171,17 @@ async def run(
         max_records=2000,
         poll_timeout_ms=50,
     )
+    relay = EngagementRelay(settings, db, producer)  # engagement changes → journey
+    relay_stop = asyncio.Event()
     await producer.start()
     await consumer.start()
+    relaying = asyncio.create_task(relay.run(relay_stop))
     try:
         await run_until_stopped(worker, stop)
     finally:
+        relay_stop.set()
+        await asyncio.wait_for(relaying, 30)
+        await relay.close()
         await consumer.stop()
         await producer.stop()
         await db.dispose()

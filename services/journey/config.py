@@ -47,6 +47,16 @@ class JourneySettings(CommonSettings):
         description="How long the API waits for the broker to take a recorded fact, merge or "
         "split before it answers 503 and saves nothing.",
     )
+    engagement_consumer_group: str = Field(
+        "waypoint-journey-engagement",
+        description="Kafka consumer group of the engagement consumer (alerts → the context).",
+    )
+    engagement_unknown_retries: int = Field(
+        5,
+        ge=0,
+        description="Retries (0.2 s apart) of an engagement change whose customer journey has "
+        "not stored yet, before it is counted and dropped.",
+    )
     notify_channel: str = Field("waypoint_journey_context", description="LISTEN/NOTIFY channel.")
     session_timeout_ms: int = Field(10_000, ge=1_000)
     fetch_max_wait_ms: int = Field(

@@ -44,3 +44,9 @@ LOOKUP_LATENCY = Histogram(
     ["kind"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
+ENGAGEMENT = Counter(
+    "waypoint_journey_engagement_total",
+    "Engagement changes consumed from alerts, by result (applied; stale: an equal or newer "
+    "version was already folded; unknown_customer; dead_lettered).",
+    ["result"],
+)

@@ -167,6 +167,9 @@ class ContactTransferred(EventData):
 class Message(EventData):
     text: str | None = Field(None, max_length=20_000)
     sentiment: float | None = Field(None, ge=-1, le=1)
+    # The text holds something only an admin may read (a card number, a password…): agents see
+    # its timeline excerpt masked, as they see a sensitive fact's value.
+    sensitive: bool = False
 
 
 class CallbackRequested(EventData):

@@ -1,8 +1,9 @@
 """Browser tests: Debian's Chromium driven by Playwright, against the real stack.
 
-One session starts the ingest, journey and alerts workers (real Kafka-protocol broker, real
-PostgreSQL) and serves the journey and alerts apps under uvicorn on free ports (real HTTP, real
-SSE), seeds the simulator's demo for one tenant through the raw topic, and launches one browser.
+One session starts the ingest, journey (and its engagement consumer) and alerts workers (real
+Kafka-protocol broker, real PostgreSQL) and serves the journey and alerts apps under uvicorn on
+free ports (real HTTP, real SSE), seeds the simulator's demo for one tenant through the raw
+topic, and launches one browser.
 Each test gets a fresh browser context (its own cookies) whose console errors, page errors and
 CSP violations fail the test.
 """
@@ -31,6 +32,7 @@ from services.alerts.worker import run as run_alerts
 from services.ingest.config import IngestSettings
 from services.ingest.worker import run as run_ingest
 from services.journey.app import create_app as create_journey_app
+from services.journey.context.engagement import run as run_engagement
 from services.journey.worker import run as run_journey
 from services.simulator.generator import generate_keyed
 from services.simulator.producer import send as send_records
@@ -144,6 +146,7 @@ async def stack(
     workers = [
         asyncio.create_task(run_ingest(ingest_settings, stop=stop)),
         asyncio.create_task(run_journey(journey_settings, stop=stop)),
+        asyncio.create_task(run_engagement(journey_settings, stop=stop)),
         asyncio.create_task(run_alerts(alerts_settings, stop=stop)),
     ]
     journey = await serve(create_journey_app(journey_settings))

@@ -3,6 +3,7 @@ recording a fact, masking and an audited reveal, a 400 px side panel, tenant iso
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,38 @@ async def test_handoff_a_phone_screen_pop_shows_what_was_said_on_chat(stack: Sta
     await expect(page.locator("[data-fact=card_last4]")).to_contain_text("••••")
     await expect(page.locator("[data-fact=card_last4]")).not_to_contain_text("4242")
     await screenshot(page, "agent-card.png")
+
+
+async def test_the_card_shows_the_name_a_purchase_an_excerpt_and_the_engagement_score(
+    stack: Stack, page: Page
+):
+    n = uuid.uuid4().hex[:6]
+    email = f"grace.{n}@navy.test"
+    who = [{"type": "email", "value": email, "verified_by": "login"}]
+    await stack.send(
+        cloud_event(tenant=stack.a.id, type="identity.linked", identifiers=who, channel="web",
+                    traits={"firstName": "Grace", "lastName": "Hopper"}),
+        cloud_event(tenant=stack.a.id, type="purchase.completed", identifiers=who, channel="web",
+                    order_id=f"ORD-{n}", amount=42.5, currency="USD"),
+        cloud_event(tenant=stack.a.id, type="message.received", identifiers=who,
+                    channel="web_chat", text="The invoice shows the wrong VAT number."),
+        cloud_event(tenant=stack.a.id, type="product.used", identifiers=who, channel="app",
+                    active_seats=3, purchased_seats=4),
+    )  # fmt: skip
+    await sign_in(page, stack.journey.url, stack.a_agent)
+    url = f"{stack.journey.url}/app/agent?identifier_type=email&value={quote(email)}"
+    deadline = time.monotonic() + 60
+    while not await page.locator("[data-order]").count():
+        assert time.monotonic() < deadline, "the customer never reached the agent desktop"
+        await page.goto(url)
+        await page.wait_for_timeout(300)
+    await expect(page.locator("#who-title")).to_have_text("Grace Hopper")
+    await expect(page.locator(f"[data-order=ORD-{n}]")).to_contain_text("42.50 USD")
+    await expect(page.locator("[data-section=timeline]")).to_contain_text("wrong VAT number")
+    # the score comes from the alerts service, through the engagement topic, live
+    await expect(page.locator("[data-section=engagement] [data-score]")).to_have_text(
+        re.compile(r"^\d+\.\d$"), timeout=30_000
+    )
 
 
 async def test_a_live_update_arrives_without_reload(stack: Stack, page: Page, record_property):

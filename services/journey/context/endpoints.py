@@ -36,7 +36,11 @@ router = APIRouter(prefix="/v1", tags=["context"])
 IdentifierType = Annotated[str, Query(description="phone, email, crm_id, chat_session, …")]
 IdentifierValue = Annotated[str, Query(min_length=1, max_length=320)]
 Reveal = Annotated[
-    bool, Query(description="Show sensitive fact values (needs the admin scope; audited).")
+    bool,
+    Query(
+        description="Show sensitive fact values and message excerpts (needs the admin scope; "
+        "audited)."
+    ),
 ]
 
 
@@ -100,20 +104,27 @@ async def customer_context(
 @router.get("/customers/{customer_id}/timeline", response_model=TimelinePage)
 async def customer_timeline(
     customer_id: uuid.UUID,
+    request: Request,
     principal: ContextReader,
     pool: PoolDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    reveal_sensitive: Reveal = False,
 ) -> Response:
-    """Cross-channel timeline, newest first; pass ``next_cursor`` back to page."""
+    """Cross-channel timeline, newest first, with message excerpts, facts and orders; pass
+    ``next_cursor`` back to page."""
+    if reveal_sensitive:
+        principal.require(Scope.admin)  # refused before anything is read
     page = await service.timeline(
         pool,
         principal.tenant_id,
         customer_id,
         limit=min(limit, settings.timeline_page_max),
         cursor=cursor,
+        reveal=reveal_sensitive,
     )
+    await _reveal(request, principal, reveal_sensitive, page["customer_id"])
     return json_response(page)
 
 

@@ -19,9 +19,11 @@ async def rebuild_context(
     conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID, version: int
 ) -> ctx.Doc:
     """Re-fold a customer's document from its own and its merged customers' events and
-    identifiers, and save it as ``version``."""
+    identifiers, and save it as ``version``. Its engagement, which alerts publishes and no event
+    holds, is kept."""
     members = await identity_repo.member_ids(conn, tenant, customer_id)
-    doc = ctx.rebuild(await repo.events_of(conn, tenant, members))
+    engagement = await repo.engagement_of(conn, tenant, customer_id)
+    doc = ctx.rebuild(await repo.events_of(conn, tenant, members), engagement=engagement)
     for link in await identity_repo.identities(conn, tenant, members):
         key = f"{link['type']}:{link['value']}"
         ctx.merge_identity(doc, key, {k: v for k, v in link.items() if k != "linked_customer_id"})

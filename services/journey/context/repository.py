@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -57,6 +58,20 @@ async def notify(conn: asyncpg.Connection, channel: str, payloads: Sequence[str]
         await conn.execute(
             "SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p", channel, list(payloads)
         )
+
+
+async def engagement_of(
+    conn: asyncpg.Connection, tenant: str, customer_id: uuid.UUID
+) -> dict[str, Any] | None:
+    """The engagement folded into a customer's document (alerts publishes it; no event does)."""
+    text: str | None = await conn.fetchval(
+        "SELECT (doc -> 'engagement')::text FROM journey.context "
+        "WHERE tenant_id = $1 AND customer_id = $2",
+        tenant,
+        customer_id,
+    )
+    found: dict[str, Any] | None = orjson.loads(text) if text and text != "null" else None
+    return found
 
 
 async def events_of(
@@ -124,24 +139,6 @@ async def timeline_rows(
         customer_id,
         before[0] if before else None,
         before[1] if before else "",
-        limit,
-    )
-    return rows
-
-
-async def purchase_rows(
-    pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, limit: int
-) -> list[asyncpg.Record]:
-    """A customer's latest ``purchase.completed`` events (merged customers' included)."""
-    rows: list[asyncpg.Record] = await pool.fetch(
-        """SELECT e.envelope::text FROM journey.event e
-           WHERE e.tenant_id = $1 AND e.customer_id IN (
-               SELECT m.id FROM journey.customer m
-               WHERE m.tenant_id = $1 AND (m.id = $2 OR m.merged_into = $2))
-             AND e.type = 'purchase.completed'
-           ORDER BY e.time DESC, e.event_id DESC LIMIT $3""",
-        tenant,
-        customer_id,
         limit,
     )
     return rows

@@ -19,6 +19,10 @@ RECENT_ITEMS = 10
 MAX_FACTS = 200
 MAX_INTERACTIONS = 30
 MAX_SENTIMENT = 20
+MAX_PURCHASES = 5
+# A timeline item carries at most this much of a message's text or a fact's value (the facts
+# ledger has the whole value; the event, the whole text).
+EXCERPT_CHARS = 160
 
 INTERACTION_TYPES = {
     EventType.contact_started,
@@ -54,6 +58,7 @@ def empty() -> Doc:
         "channels": {},
         "recent": [],
         "identities": {},
+        "purchases": [],
     }
 
 
@@ -77,8 +82,38 @@ def event_verification(env: Envelope) -> str | None:
     return best.verified_by.value if best.verified_by else None
 
 
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` on one line, cut at a word boundary to at most ``limit`` characters (``…``)."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1]
+    if flat[limit - 1] != " ":  # the cut splits a word: drop its start, unless it is long
+        space = cut.rfind(" ")
+        cut = cut[:space] if space > limit // 2 else cut
+    return cut.rstrip() + "…"
+
+
+def _details(env: Envelope) -> dict[str, Any]:
+    """What an agent reads in a timeline item beyond its type: a message's excerpt, a fact's
+    name and value, a purchase's order. Sensitive ones are stored as they are and masked by the
+    read side (``views.masked``), unless an admin reveals them."""
+    d = env.data
+    if isinstance(d, p.Message):
+        if not d.text:
+            return {}
+        return {"excerpt": excerpt(d.text), "sensitive": d.sensitive or None}
+    if isinstance(d, p.FactCollected):
+        value = excerpt(d.value) if isinstance(d.value, str) else d.value
+        return {"fact": d.name, "value": value, "sensitive": d.sensitive or None}
+    if isinstance(d, p.PurchaseCompleted):
+        return {"order_id": d.order_id, "amount": d.amount, "currency": d.currency}
+    return {}
+
+
 def timeline_item(env: Envelope) -> dict[str, Any]:
-    """The timeline view of one event: channel, touchpoint, department, agent, team, outcome."""
+    """The timeline view of one event: channel, touchpoint, department, agent, team, outcome,
+    and its details (message excerpt, fact, order)."""
     d = env.data
     outcome = (
         _field(d, "disposition")
@@ -98,6 +133,7 @@ def timeline_item(env: Envelope) -> dict[str, Any]:
         "interaction_id": d.interaction_id,
         "outcome": outcome,
         "reason": _field(d, "contact_reason") or _field(d, "reason"),
+        **_details(env),
     }
     return {k: v for k, v in item.items() if v is not None}
 
@@ -262,6 +298,22 @@ def _message(doc: Doc, env: Envelope, at: str | None, _channel: str | None) -> N
         doc["sentiment"] = points[-MAX_SENTIMENT:]
 
 
+def _purchase(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
+    d = env.data
+    assert isinstance(d, p.PurchaseCompleted)
+    entry = {
+        "event_id": env.id,
+        "at": at,
+        "order_id": d.order_id,
+        "amount": d.amount,
+        "currency": d.currency,
+        "channel": channel,
+    }
+    purchases = [x for x in doc.get("purchases", []) if x["event_id"] != env.id] + [entry]
+    purchases.sort(key=lambda x: (x["at"] or "", x["event_id"]), reverse=True)
+    doc["purchases"] = purchases[:MAX_PURCHASES]
+
+
 def _traits(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
     d = env.data
     assert isinstance(d, p.IdentityLinked)
@@ -302,15 +354,30 @@ _HANDLERS = {
     EventType.identity_linked: _traits,
     EventType.customer_churned: _outcome,
     EventType.customer_renewed: _outcome,
+    EventType.purchase_completed: _purchase,
 }
 
 
-def rebuild(events: list[Envelope]) -> Doc:
-    """The document from scratch (after a merge or split)."""
+def rebuild(events: list[Envelope], *, engagement: dict[str, Any] | None = None) -> Doc:
+    """The document from scratch (after a merge or split). ``engagement`` is not derived from
+    events (alerts publishes it): the current one is kept."""
     doc = empty()
     for env in sorted(events, key=lambda e: (e.time, e.id)):
         apply_event(doc, env)
+    if engagement is not None:
+        doc["engagement"] = engagement
     return doc
+
+
+def fold_engagement(doc: Doc, engagement: dict[str, Any]) -> bool:
+    """Keep the customer's engagement (a whole snapshot from alerts) unless the document already
+    holds this version or a newer one: replays and late messages change nothing. True when the
+    document changed."""
+    current = doc.get("engagement")
+    if current is not None and int(current.get("version", 0)) >= int(engagement["version"]):
+        return False
+    doc["engagement"] = engagement
+    return True
 
 
 def merge_identity(doc: Doc, key: str, link: dict[str, Any]) -> None:

@@ -11,12 +11,74 @@ from shared.events import Channel, Verification
 from shared.events.payloads import FACT_NAME_MAX_CHARS, FactValue, UtcDateTime
 
 
+class TimelineItem(BaseModel):
+    """One event as the timeline shows it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event_id: str
+    type: str
+    time: str
+    channel: str | None = None
+    touchpoint: str | None = None
+    agent_id: str | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    excerpt: str | None = Field(
+        None, description="A message's text, on one line, cut to 160 characters."
+    )
+    fact: str | None = Field(None, description="A collected fact's name.")
+    value: FactValue = Field(None, description="A collected fact's value (cut to 160 characters).")
+    sensitive: bool | None = Field(None, description="The excerpt or value is sensitive.")
+    masked: bool | None = Field(
+        None, description="Shown as ••••; reveal_sensitive (admin, audited) shows it."
+    )
+    order_id: str | None = None
+    amount: float | None = None
+    currency: str | None = None
+
+
+class PurchasePublic(BaseModel):
+    event_id: str
+    at: str | None
+    order_id: str | None
+    amount: float | None
+    currency: str | None
+    channel: str | None
+
+
+class ChurnAlertPublic(BaseModel):
+    alert_id: str
+    status: str = Field(description="open or acknowledged (a resolved alert is not shown).")
+    rules: list[str]
+    score: float = Field(description="The score when the alert opened.")
+    threshold: float
+    opened_at: str
+    acknowledged_at: str | None = None
+    owner: str | None = None
+    summary: str | None = None
+
+
+class EngagementPublic(BaseModel):
+    """The engagement score and churn alert the alerts service last published."""
+
+    score: float | None
+    threshold: float | None
+    scored_at: str | None
+    segment: str | None
+    contributions: dict[str, float] = Field(description="Points per factor.")
+    alert: ChurnAlertPublic | None
+    at_risk: bool = Field(description="An alert is open, or the score is under the threshold.")
+    version: int | None
+
+
 class HandoffSummary(BaseModel):
-    who: str
+    who: str = Field(description="Name (fact, else traits), else the strongest identifier.")
     likely_reason: str | None
     likely_reason_source: str | None
     open: list[str]
     do_not_ask: list[str]
+    churn_risk: str | None = None
     next_step: dict[str, str]
     next_steps: list[dict[str, str]]
     text: str
@@ -42,7 +104,11 @@ class ContextPublic(BaseModel):
     surveys: dict[str, Any]
     sentiment: dict[str, Any] | None
     channels: dict[str, int]
-    recent: list[dict[str, Any]]
+    recent: list[TimelineItem] = Field(description="The last ten timeline items.")
+    purchases: list[PurchasePublic] = Field(description="The latest five, newest first.")
+    engagement: EngagementPublic | None = Field(
+        description="Score and open churn alert from the alerts service; null until scored."
+    )
     event_count: int
     first_seen_at: str | None
     last_seen_at: str | None
@@ -51,7 +117,7 @@ class ContextPublic(BaseModel):
 
 class TimelinePage(BaseModel):
     customer_id: str
-    items: list[dict[str, Any]]
+    items: list[TimelineItem]
     next_cursor: str | None
 
 

@@ -174,7 +174,9 @@ def context_view(found: Found, *, now: datetime, reveal: bool) -> dict[str, Any]
         "surveys": doc["surveys"],
         "sentiment": views.sentiment_trend(doc),
         "channels": doc["channels"],
-        "recent": doc["recent"],
+        "recent": views.timeline_items(doc["recent"], reveal=reveal),
+        "purchases": views.purchases(doc),
+        "engagement": views.engagement(doc),
         "event_count": doc["event_count"],
         "first_seen_at": doc["first_seen_at"],
         "last_seen_at": doc["last_seen_at"],
@@ -204,39 +206,27 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 async def timeline(
-    pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, limit: int, cursor: str | None
+    pool: asyncpg.Pool,
+    tenant: str,
+    customer_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+    reveal: bool = False,
 ) -> dict[str, Any]:
-    """Cross-channel timeline, newest first, keyset-paged on (time, event id)."""
+    """Cross-channel timeline, newest first, keyset-paged on (time, event id); sensitive fact
+    values and message excerpts masked unless ``reveal``."""
     before = decode_cursor(cursor) if cursor else None  # a bad request is a 422 before a 404
     found = await find_by_id(pool, tenant, customer_id, kind="timeline")
     rows = await repo.timeline_rows(pool, tenant, found.customer_id, before=before, limit=limit + 1)
-    items = [timeline_item(parse_normalized(r[0].encode())) for r in rows[:limit]]
+    items = views.timeline_items(
+        [timeline_item(parse_normalized(r[0].encode())) for r in rows[:limit]], reveal=reveal
+    )
     next_cursor = None
     if len(rows) > limit:
         last = parse_normalized(rows[limit - 1][0].encode())
         next_cursor = encode_cursor(last.time.isoformat(), last.id)
     return {"customer_id": str(found.customer_id), "items": items, "next_cursor": next_cursor}
-
-
-async def recent_purchases(
-    pool: asyncpg.Pool, tenant: str, customer_id: uuid.UUID, *, limit: int = 5
-) -> list[dict[str, Any]]:
-    """The customer's latest ``purchase.completed`` events (the agent card's recent purchases)."""
-    rows = await repo.purchase_rows(pool, tenant, customer_id, limit=limit)
-    purchases = []
-    for row in rows:
-        env = parse_normalized(row[0].encode())
-        data = env.data.__dict__
-        purchases.append(
-            {
-                "time": env.time.isoformat(),
-                "order_id": data.get("order_id"),
-                "amount": data.get("amount"),
-                "currency": data.get("currency"),
-                "channel": env.data.channel.value if env.data.channel else None,
-            }
-        )
-    return purchases
 
 
 async def record_fact(

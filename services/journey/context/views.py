@@ -1,5 +1,6 @@
-"""Read-side rules over a context document: masking, facts ledger, handoff summary, next step,
-route hint. Pure functions; every suggestion and hint carries the reasons that produced it."""
+"""Read-side rules over a context document: masking, facts ledger, timeline items, purchases,
+engagement, handoff summary, next step, route hint. Pure functions; every suggestion and hint
+carries the reasons that produced it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ def _age(now: datetime, at: str | None) -> timedelta | None:
     return now - datetime.fromisoformat(at) if at else None
 
 
+def _points(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f}"
+
+
 def _ago(delta: timedelta | None) -> str:
     if delta is None:
         return "at an unknown time"
@@ -26,18 +31,80 @@ def _ago(delta: timedelta | None) -> str:
     return f"{minutes // 1440} days ago"
 
 
+def masked(entry: dict[str, Any], *, reveal: bool, field: str = "value") -> dict[str, Any]:
+    """``entry`` (a copy) with its ``field`` shown as ``MASK`` when it is sensitive, unless
+    ``reveal`` (an admin asked, audited). The one masking rule of the facts ledger, the timeline
+    (fact values, message excerpts) and the pages."""
+    if not entry.get("sensitive") or reveal or entry.get(field) is None:
+        return dict(entry)
+    return {**entry, field: MASK, "masked": True}
+
+
 def facts_ledger(doc: Doc, *, now: datetime, reveal: bool) -> list[dict[str, Any]]:
     """Every fact collected, newest first; sensitive values masked unless ``reveal``."""
     ledger = []
     for fact in reversed(doc["facts"]):
-        entry = dict(fact)
+        entry = masked(fact, reveal=reveal)
         expires = fact.get("expires_at")
         entry["expired"] = bool(expires and datetime.fromisoformat(expires) <= now)
-        if fact.get("sensitive") and not reveal:
-            entry["value"] = MASK
-            entry["masked"] = True
         ledger.append(entry)
     return ledger
+
+
+def timeline_items(items: list[dict[str, Any]], *, reveal: bool) -> list[dict[str, Any]]:
+    """Timeline items as an agent sees them: a sensitive fact's value and a sensitive message's
+    excerpt masked unless ``reveal``."""
+    return [
+        masked(item, reveal=reveal, field="excerpt" if "excerpt" in item else "value")
+        for item in items
+    ]
+
+
+def purchases(doc: Doc) -> list[dict[str, Any]]:
+    """The latest purchases, newest first (order id, amount, currency, channel, time, event)."""
+    return [dict(x) for x in doc.get("purchases", [])]
+
+
+def engagement(doc: Doc) -> dict[str, Any] | None:
+    """The engagement score alerts last published, its threshold and any open churn alert,
+    with ``at_risk`` when an alert is open or the score is under the threshold."""
+    current = doc.get("engagement")
+    if current is None:
+        return None
+    score, threshold = current.get("score"), current.get("threshold")
+    below = score is not None and threshold is not None and score < threshold
+    return {
+        "score": score,
+        "threshold": threshold,
+        "scored_at": current.get("scored_at"),
+        "segment": current.get("segment"),
+        "contributions": current.get("contributions") or {},
+        "alert": current.get("alert"),
+        "at_risk": bool(current.get("alert")) or below,
+        "version": current.get("version"),
+    }
+
+
+def customer_name(doc: Doc, known: dict[str, dict[str, Any]]) -> str | None:
+    """The name an agent greets: a (non-sensitive) name fact, else the ``name`` /
+    ``full_name`` trait, else first and last name traits (snake or camel case)."""
+    fact = known.get("name") or known.get("full_name")
+    if fact and not fact.get("sensitive") and fact.get("value") not in (None, ""):
+        return str(fact["value"])
+    traits = doc["traits"]
+
+    def trait(*names: str) -> str | None:
+        for name in names:
+            value = (traits.get(name) or {}).get("value")
+            if value not in (None, ""):
+                return str(value).strip() or None
+        return None
+
+    full = trait("name", "full_name", "fullName")
+    if full:
+        return full
+    parts = [trait("first_name", "firstName"), trait("last_name", "lastName")]
+    return " ".join(x for x in parts if x) or None
 
 
 def known_facts(doc: Doc, *, now: datetime) -> dict[str, dict[str, Any]]:
@@ -102,6 +169,19 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
                 f"{_ago(_age(now, case.get('updated_at')))}",
             }
         )
+    risk = engagement(doc)
+    if risk and risk["alert"]:
+        alert = risk["alert"]
+        owner = f" ({alert['owner']})" if alert.get("owner") else ""
+        steps.append(
+            {
+                "action": f"treat as a retention risk; keep the account owner{owner} informed",
+                "why": f"churn alert {alert.get('status', 'open')} since "
+                f"{_ago(_age(now, alert.get('opened_at')))}: engagement "
+                f"{_points(risk['score'])} vs threshold {_points(risk['threshold'])} "
+                f"({', '.join(alert.get('rules') or ['no rule'])})",
+            }
+        )
     last = doc["last_interaction"] or {}
     if last.get("type") == "contact.abandoned":
         steps.append(
@@ -138,16 +218,33 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
     return steps
 
 
+def churn_risk(doc: Doc, *, now: datetime) -> str | None:
+    """One line on the customer's churn risk, when there is one (an open alert, or a score under
+    the threshold)."""
+    risk = engagement(doc)
+    if not risk or not risk["at_risk"]:
+        return None
+    line = (
+        f"At risk of churning: engagement {_points(risk['score'])} "
+        f"vs threshold {_points(risk['threshold'])}"
+    )
+    alert = risk["alert"]
+    if alert:
+        line += (
+            f", churn alert {alert.get('status', 'open')} since "
+            f"{_ago(_age(now, alert.get('opened_at')))}"
+        )
+    return line
+
+
 def handoff_summary(doc: Doc, *, identities: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
     """Who this is, why they likely call, what is open, what we know, and a next step."""
     known = known_facts(doc, now=now)
-    name = known.get("name") or known.get("full_name")
     strongest = identities[0] if identities else None
-    who = (
-        str(name["value"])
-        if name and not name.get("sensitive")
-        else (f"{strongest['type']} {strongest['value']}" if strongest else "unknown customer")
+    who = customer_name(doc, known) or (
+        f"{strongest['type']} {strongest['value']}" if strongest else "unknown customer"
     )
+    risk = churn_risk(doc, now=now)
     cases = open_cases(doc)
     reason_src = (
         ("open case", cases[0].get("reason"))
@@ -164,6 +261,8 @@ def handoff_summary(doc: Doc, *, identities: list[dict[str, Any]], now: datetime
         parts.append(f"Likely contacting about: {likely} ({reason_src[0]}).")
     if open_items:
         parts.append("Open: " + "; ".join(open_items) + ".")
+    if risk:
+        parts.append(f"{risk}.")
     if known:
         parts.append("Already known, do not ask again: " + ", ".join(sorted(known)) + ".")
     parts.append(f"Suggested: {steps[0]['action']} — {steps[0]['why']}.")
@@ -173,6 +272,7 @@ def handoff_summary(doc: Doc, *, identities: list[dict[str, Any]], now: datetime
         "likely_reason_source": reason_src[0] if likely else None,
         "open": open_items,
         "do_not_ask": sorted(known),
+        "churn_risk": risk,
         "next_step": steps[0],
         "next_steps": steps,
         "text": " ".join(parts),

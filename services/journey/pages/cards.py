@@ -1,5 +1,6 @@
-"""The agent's context card as the pages show it: the API's context view, the route hint, the
-timeline and recent purchases, shaped for the templates. Pure: values in, a dict out."""
+"""The agent's context card as the pages show it: the API's context view (name, engagement and
+churn alert, recent purchases …), the route hint and the timeline, shaped for the templates.
+Pure: values in, a dict out."""
 
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ def card(
     reveal: bool,
     settings: JourneySettings,
     timeline: dict[str, Any],
-    purchases: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Everything the card shows, in the order an agent reads it."""
     view = service.context_view(found, now=now, reveal=reveal)
@@ -62,7 +62,8 @@ def card(
         "has_sensitive": any(f.get("sensitive") for f in view["facts"]),
         "last_agent": view["last_agent"],
         "summary": view["summary"],
-        "purchases": purchases,
+        "purchases": view["purchases"],
+        "engagement": view["engagement"],
         "timeline": timeline["items"],
         "timeline_next": timeline["next_cursor"],
         "csat": surveys.get("csat"),

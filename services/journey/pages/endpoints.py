@@ -44,16 +44,10 @@ async def _card(
     pool: asyncpg.Pool = request.app.state.pg_pool
     settings: JourneySettings = request.app.state.settings
     timeline = await service.timeline(
-        pool, tenant, found.customer_id, limit=TIMELINE_ITEMS, cursor=None
+        pool, tenant, found.customer_id, limit=TIMELINE_ITEMS, cursor=None, reveal=reveal
     )
-    purchases = await service.recent_purchases(pool, tenant, found.customer_id)
     return cards.card(
-        found,
-        now=datetime.now(UTC),
-        reveal=reveal,
-        settings=settings,
-        timeline=timeline,
-        purchases=purchases,
+        found, now=datetime.now(UTC), reveal=reveal, settings=settings, timeline=timeline
     )
 
 
