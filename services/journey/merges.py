@@ -18,6 +18,7 @@ import orjson
 from services.journey import context as ctx
 from services.journey import repository as repo
 from services.journey.identity import EventSide, split_attribution
+from services.journey.maps import repository as maps_repo
 from services.journey.metrics import MERGES, SPLITS
 from shared.errors import Conflict, NotFound
 
@@ -140,6 +141,7 @@ async def merge(
     )
     version = max((v for _, v in locked.values()), default=0) + 1
     doc = await rebuild_context(conn, tenant, survivor_id, version)
+    await maps_repo.enqueue_customers(conn, tenant, [survivor_id, merged_id])
     await repo.notify(
         conn, channel, [f"{tenant}|{survivor_id}|{version}", f"{tenant}|{merged_id}|{version}"]
     )
@@ -256,6 +258,7 @@ async def split(
     )
     version = max((v for _, v in locked.values()), default=0) + 1
     result = SplitResult(record["id"], customer_id, restored, moved, len(moved_links))
+    await maps_repo.enqueue_customers(conn, tenant, [customer_id, restored])
     for cid in (customer_id, restored):
         result.docs[cid] = (await rebuild_context(conn, tenant, cid, version), version)
     await repo.notify(

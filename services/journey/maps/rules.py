@@ -431,17 +431,37 @@ def journey_part(journey: Journey, part: Part | None = None) -> Part:
     return part
 
 
+JourneyRow = tuple[int, int, tuple[str, ...], tuple[int, ...], SegValues]
+# (start day, steps, touchpoint activities, step times in µs, segment) of one journey
+
+
+def derive(
+    steps: Iterable[Step], profile: Profile, *, window_us: int, bands: Sequence[int]
+) -> tuple[dict[Group, Part], dict[tuple[int, str], JourneyRow]]:
+    """A customer's contribution to the map, by (journey kind, start day, segment), and its
+    journeys as rows (kind, key) → ``JourneyRow``."""
+    groups: dict[Group, Part] = {}
+    rows: dict[tuple[int, str], JourneyRow] = {}
+    for journey in journeys(ordered(steps), window_us=window_us):
+        start = journey.start_us
+        values = seg_values(profile, start, bands)
+        group = (journey.kind, day_of(start), values)
+        groups[group] = journey_part(journey, groups.get(group))
+        rows[(journey.kind, journey.key)] = (
+            day_of(start),
+            len(journey.steps),
+            tuple(s.activity for s in journey.steps),
+            tuple(s.time_us for s in journey.steps),
+            values,
+        )
+    return groups, rows
+
+
 def contribution(
     steps: Iterable[Step], profile: Profile, *, window_us: int, bands: Sequence[int]
 ) -> dict[Group, Part]:
     """A customer's whole contribution to the map, by (journey kind, start day, segment)."""
-    out: dict[Group, Part] = {}
-    for journey in journeys(ordered(steps), window_us=window_us):
-        start = journey.start_us
-        group = (journey.kind, day_of(start), seg_values(profile, start, bands))
-        part = out.get(group)
-        out[group] = journey_part(journey, part)
-    return out
+    return derive(steps, profile, window_us=window_us, bands=bands)[0]
 
 
 def difference(old: dict[Group, Part], new: dict[Group, Part]) -> dict[Group, Part]:

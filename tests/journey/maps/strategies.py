@@ -60,7 +60,12 @@ def event_data(draw: Any, kind: str) -> dict[str, Any]:
             "age_group": draw(st.sampled_from(["18-24", "65+"])),
             "tier": draw(st.sampled_from(["gold", "silver", None])),
         }
+    if kind == "survey.responded":
+        data["survey"], data["score"] = "csat", draw(st.sampled_from([1, 5]))
+    if kind == "fact.collected":
+        data["name"], data["value"] = "order_number", "A-1"
     if kind == "agent.joined":
+        data["agent_id"] = "agent-1"
         data["team"] = draw(st.sampled_from(["care", "billing-tier2"]))
         data["department"] = draw(st.sampled_from(["care", "billing"]))
     return data
@@ -78,3 +83,12 @@ def event_logs(draw: Any, customers: int = 1, max_size: int = 24) -> list[Ev]:
         customer = f"c{draw(st.integers(0, customers - 1))}"
         events.append(Ev(ids[i], kind, t, draw(event_data(kind)), customer))
     return events
+
+
+@st.composite
+def bridges(draw: Any, customers: int) -> list[tuple[int, int, int]]:
+    """(time in seconds, customer a, customer b): identity.linked events that merge a and b."""
+    pairs = st.tuples(
+        st.sampled_from(TIMES), st.integers(0, customers - 1), st.integers(0, customers - 1)
+    )
+    return [p for p in draw(st.lists(pairs, max_size=3)) if p[1] != p[2]]

@@ -1,0 +1,469 @@
+"""SQL of the journey map (asyncpg, inside the caller's transaction; never commits).
+
+Every statement filters on the tenant. Batched statements take parallel arrays and ``unnest``
+them, so a compaction of hundreds of customers costs a fixed handful of round trips.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.journey.maps import rules
+from services.journey.maps.settings import MapConfig
+
+Key = tuple[str, uuid.UUID]  # (tenant, customer)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _date(day: int) -> date:
+    return date.fromordinal(day + _EPOCH_ORDINAL)
+
+
+def _split(keys: Sequence[Key]) -> tuple[list[str], list[uuid.UUID]]:
+    return [k[0] for k in keys], [k[1] for k in keys]
+
+
+# --- the pending queue --------------------------------------------------------------------------
+
+
+async def enqueue_events(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, str]]
+) -> None:
+    """(tenant, customer, event id) of newly applied events (the worker's chunk)."""
+    if rows:
+        await conn.execute(
+            """INSERT INTO journey.map_pending (tenant_id, customer_id, event_id)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+        )
+
+
+async def enqueue_customers(
+    conn: asyncpg.Connection, tenant: str, customer_ids: Iterable[uuid.UUID]
+) -> None:
+    """Re-derive these customers from all their events (after a merge or a split)."""
+    ids = list(customer_ids)
+    await conn.execute(
+        """INSERT INTO journey.map_pending (tenant_id, customer_id)
+           SELECT $1, id FROM unnest($2::uuid[]) AS id""",
+        tenant,
+        ids,
+    )
+
+
+async def claim(conn: asyncpg.Connection, limit: int) -> list[Key]:
+    """The customers waiting longest, locked for this transaction (others' locks are skipped;
+    a tenant being recomputed holds its lock exclusively and is skipped whole)."""
+    rows = await conn.fetch(
+        """SELECT tenant_id, customer_id FROM (
+               SELECT tenant_id, customer_id, seq FROM journey.map_pending
+               ORDER BY seq LIMIT $1) p
+           GROUP BY tenant_id, customer_id ORDER BY min(seq) LIMIT $2""",
+        limit * 4,
+        limit,
+    )
+    if not rows:
+        return []
+    locked = await conn.fetch(
+        """SELECT u.t, u.c FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS u(t, c, o)
+           WHERE pg_try_advisory_xact_lock_shared(hashtextextended('waypoint-map|' || u.t, 0))
+             AND pg_try_advisory_xact_lock(
+                 hashtextextended('waypoint-map|' || u.t || '|' || u.c::text, 0))
+           ORDER BY u.o""",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+    )
+    return [(r[0], r[1]) for r in locked]
+
+
+async def lock_tenant(conn: asyncpg.Connection, tenant: str) -> None:
+    """Exclusive: no compaction of this tenant runs until the transaction ends."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('waypoint-map|' || $1, 0))", tenant
+    )
+
+
+async def pending_of(conn: asyncpg.Connection, keys: Sequence[Key]) -> list[asyncpg.Record]:
+    tenants, customers = _split(keys)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT p.seq, p.tenant_id, p.customer_id, p.event_id, p.enqueued_at
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.map_pending p ON p.tenant_id = u.t AND p.customer_id = u.c""",
+        tenants,
+        customers,
+    )
+    return rows
+
+
+async def done(
+    conn: asyncpg.Connection, seqs: Sequence[int], folded: Sequence[tuple[str, uuid.UUID, str]]
+) -> None:
+    """Remove processed entries: by sequence number, and those of events a re-derivation read."""
+    await conn.execute(
+        """DELETE FROM journey.map_pending p
+           WHERE p.seq = ANY($1::bigint[])""",
+        list(seqs),
+    )
+    if folded:
+        await conn.execute(
+            """DELETE FROM journey.map_pending p
+               USING unnest($1::text[], $2::uuid[], $3::text[]) AS u(t, c, e)
+               WHERE p.tenant_id = u.t AND p.customer_id = u.c AND p.event_id = u.e""",
+            [f[0] for f in folded],
+            [f[1] for f in folded],
+            [f[2] for f in folded],
+        )
+
+
+async def done_events(conn: asyncpg.Connection, tenant: str, event_ids: Sequence[str]) -> None:
+    """Remove the queue entries of events a rebuild has read (whichever customer they name)."""
+    if event_ids:
+        await conn.execute(
+            """DELETE FROM journey.map_pending
+               WHERE tenant_id = $1 AND event_id = ANY($2::text[])""",
+            tenant,
+            list(event_ids),
+        )
+
+
+async def mapped_after(
+    conn: asyncpg.Connection, tenant: str, after: uuid.UUID, limit: int
+) -> list[uuid.UUID]:
+    """Customers with a stored map profile, in id order after ``after``."""
+    rows = await conn.fetch(
+        """SELECT customer_id FROM journey.map_customer WHERE tenant_id = $1 AND customer_id > $2
+           ORDER BY customer_id LIMIT $3""",
+        tenant,
+        after,
+        limit,
+    )
+    return [r[0] for r in rows]
+
+
+async def table_sizes(conn: asyncpg.Connection) -> list[tuple[str, float]]:
+    rows = await conn.fetch(
+        """SELECT c.relname, greatest(c.reltuples, 0) FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'journey' AND c.relname IN ('map_node', 'map_edge', 'map_step')"""
+    )
+    return [(r[0], float(r[1])) for r in rows]
+
+
+async def oldest_pending_at(conn: asyncpg.Connection) -> Any:
+    return await conn.fetchval("SELECT enqueued_at FROM journey.map_pending ORDER BY seq LIMIT 1")
+
+
+# --- customers and events ---------------------------------------------------------------------
+
+
+async def roots(conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key, uuid.UUID]:
+    """Each customer's surviving customer (itself when active); missing ones are left out."""
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """SELECT c.tenant_id, c.id, coalesce(c.merged_into, c.id)
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.customer c ON c.tenant_id = u.t AND c.id = u.c""",
+        tenants,
+        customers,
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+def _fact(row: asyncpg.Record) -> rules.Fact:
+    return rules.Fact(row[0], row[1], rules.to_us(row[2]), orjson.loads(row[3]))
+
+
+async def facts_by_id(
+    conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[rules.Fact, uuid.UUID | None]]:
+    """Events by (tenant, id), with the customer that owns each now (through merges)."""
+    rows = await conn.fetch(
+        """SELECT e.event_id, e.type, e.time, (e.envelope -> 'data')::text, e.tenant_id,
+                  coalesce(c.merged_into, c.id)
+           FROM unnest($1::text[], $2::text[]) AS u(t, id)
+           JOIN journey.event e ON e.tenant_id = u.t AND e.event_id = u.id
+           LEFT JOIN journey.customer c ON c.tenant_id = e.tenant_id AND c.id = e.customer_id""",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    return {(r[4], r[0]): (_fact(r), r[5]) for r in rows}
+
+
+async def member_facts(
+    conn: asyncpg.Connection, keys: Sequence[Key]
+) -> dict[Key, list[rules.Fact]]:
+    """All events of each customer and of every customer merged into it."""
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """SELECT e.event_id, e.type, e.time, (e.envelope -> 'data')::text, u.t, u.c
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.customer m ON m.tenant_id = u.t AND (m.id = u.c OR m.merged_into = u.c)
+           JOIN journey.event e ON e.tenant_id = m.tenant_id AND e.customer_id = m.id""",
+        tenants,
+        customers,
+    )
+    out: dict[Key, list[rules.Fact]] = {k: [] for k in keys}
+    for r in rows:
+        out[(r[4], r[5])].append(_fact(r))
+    return out
+
+
+# --- the step log and profiles ------------------------------------------------------------------
+
+
+async def steps_of(
+    conn: asyncpg.Connection, keys: Sequence[Key]
+) -> dict[Key, dict[str, rules.Step]]:
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """SELECT s.tenant_id, s.customer_id, s.step_key, s.summary::text
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.map_step s ON s.tenant_id = u.t AND s.customer_id = u.c""",
+        tenants,
+        customers,
+    )
+    out: dict[Key, dict[str, rules.Step]] = {k: {} for k in keys}
+    for r in rows:
+        out[(r[0], r[1])][r[2]] = orjson.loads(r[3])
+    return out
+
+
+async def profiles_of(conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key, rules.Profile]:
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """SELECT x.tenant_id, x.customer_id, x.profile::text
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.map_customer x ON x.tenant_id = u.t AND x.customer_id = u.c""",
+        tenants,
+        customers,
+    )
+    return {(r[0], r[1]): orjson.loads(r[2]) for r in rows}
+
+
+StepRow = tuple[str, uuid.UUID, rules.Step]
+
+
+async def save_steps(conn: asyncpg.Connection, rows: Sequence[StepRow]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO journey.map_step AS s (tenant_id, customer_id, step_key, at, event_id,
+               activity, department, events, summary)
+           SELECT u.t, u.c, u.k, timestamptz 'epoch' + u.us * interval '1 microsecond', u.e,
+                  u.a, u.d, u.n, u.j::jsonb
+           FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                       $7::text[], $8::int[], $9::text[]) AS u(t, c, k, us, e, a, d, n, j)
+           ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
+               at = excluded.at, event_id = excluded.event_id, activity = excluded.activity,
+               department = excluded.department, events = excluded.events,
+               summary = excluded.summary""",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2]["k"] for r in rows],
+        [r[2]["t"] for r in rows],
+        [r[2]["e"] for r in rows],
+        [rules.activity_of(r[2]) for r in rows],
+        [rules.department_of(r[2]) for r in rows],
+        [r[2]["n"] for r in rows],
+        [orjson.dumps(r[2]).decode() for r in rows],
+    )
+
+
+async def delete_steps(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, str]]
+) -> None:
+    if rows:
+        await conn.execute(
+            """DELETE FROM journey.map_step s
+               USING unnest($1::text[], $2::uuid[], $3::text[]) AS u(t, c, k)
+               WHERE s.tenant_id = u.t AND s.customer_id = u.c AND s.step_key = u.k""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+        )
+
+
+async def save_profiles(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, rules.Profile, int]]
+) -> None:
+    """(tenant, customer, profile, number of steps)."""
+    if rows:
+        await conn.execute(
+            """INSERT INTO journey.map_customer AS x (tenant_id, customer_id, profile,
+                   first_seen_at, steps)
+               SELECT u.t, u.c, u.p::jsonb,
+                      timestamptz 'epoch' + u.f * interval '1 microsecond', u.n
+               FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::int[])
+                   AS u(t, c, p, f, n)
+               ON CONFLICT (tenant_id, customer_id) DO UPDATE SET profile = excluded.profile,
+                   first_seen_at = excluded.first_seen_at, steps = excluded.steps,
+                   updated_at = now()""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [orjson.dumps(r[2]).decode() for r in rows],
+            [r[2]["first"] for r in rows],
+            [r[3] for r in rows],
+        )
+
+
+async def forget(conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
+    """Drop merged-away customers' steps, journeys and profile (their contribution is removed)."""
+    if not keys:
+        return
+    tenants, customers = _split(keys)
+    for table in ("map_step", "map_journey", "map_customer"):
+        await conn.execute(
+            f"""DELETE FROM journey.{table} x USING unnest($1::text[], $2::uuid[]) AS u(t, c)
+                WHERE x.tenant_id = u.t AND x.customer_id = u.c""",  # noqa: S608 - fixed names
+            tenants,
+            customers,
+        )
+
+
+JourneyKey = tuple[str, uuid.UUID, int, str]  # tenant, customer, kind, journey key
+
+
+async def save_journeys(
+    conn: asyncpg.Connection, rows: Sequence[tuple[JourneyKey, rules.JourneyRow]]
+) -> None:
+    if rows:
+        await conn.executemany(
+            """INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key,
+                   day, start_at, steps, activities, times_us, age_group, region, tier,
+                   lifecycle_stage, tenure)
+               VALUES ($1, $2, $3, $4, $5, timestamptz 'epoch' + $6 * interval '1 microsecond',
+                       $7, $8, $9, $10, $11, $12, $13, $14)
+               ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
+                   day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
+                   activities = excluded.activities, times_us = excluded.times_us,
+                   age_group = excluded.age_group, region = excluded.region,
+                   tier = excluded.tier, lifecycle_stage = excluded.lifecycle_stage,
+                   tenure = excluded.tenure""",
+            [(*key, _date(r[0]), r[3][0], r[1], list(r[2]), list(r[3]), *r[4]) for key, r in rows],
+        )
+
+
+async def delete_journeys(conn: asyncpg.Connection, keys: Sequence[JourneyKey]) -> None:
+    if keys:
+        await conn.execute(
+            """DELETE FROM journey.map_journey j
+               USING unnest($1::text[], $2::uuid[], $3::int2[], $4::text[]) AS u(t, c, kind, k)
+               WHERE j.tenant_id = u.t AND j.customer_id = u.c AND j.kind = u.kind
+                 AND j.journey_key = u.k""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
+        )
+
+
+async def configs(conn: asyncpg.Connection, tenants: Iterable[str]) -> dict[str, MapConfig]:
+    wanted = sorted(set(tenants))
+    rows = await conn.fetch(
+        "SELECT tenant_id, config::text FROM journey.map_config WHERE tenant_id = ANY($1::text[])",
+        wanted,
+    )
+    found = {r[0]: MapConfig.model_validate_json(r[1]) for r in rows}
+    return {t: found.get(t) or MapConfig() for t in wanted}
+
+
+async def save_config(conn: asyncpg.Connection, tenant: str, config: MapConfig) -> None:
+    await conn.execute(
+        """INSERT INTO journey.map_config (tenant_id, config) VALUES ($1, $2::jsonb)
+           ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, updated_at = now()""",
+        tenant,
+        config.model_dump_json(),
+    )
+
+
+# --- aggregates -------------------------------------------------------------------------------
+
+
+async def apply_deltas(
+    conn: asyncpg.Connection, tenant_deltas: Sequence[tuple[str, rules.Deltas]]
+) -> tuple[int, int]:
+    """Add the deltas to the aggregates in key order (lockers never cross), then delete rows
+    that reached zero. Returns (rows upserted, rows deleted)."""
+    nodes = sorted(
+        (t, k[0], k[1], k[3], k[2], k[4], k[5], v)
+        for t, d in tenant_deltas
+        for k, v in d.nodes.items()
+    )
+    edges = sorted(
+        (t, k[0], k[1], k[3], k[2], k[4], k[5], k[6], v[0], v[1])
+        for t, d in tenant_deltas
+        for k, v in d.edges.items()
+    )
+    deleted = 0
+    if nodes:
+        cols: list[Any] = list(zip(*nodes, strict=True))
+        await conn.execute(
+            """INSERT INTO journey.map_node AS n (tenant_id, kind, grain, segment, period,
+                   activity, stat, value)
+               SELECT * FROM unnest($1::text[], $2::int2[], $3::text[], $4::text[],
+                   $5::date[], $6::text[], $7::text[], $8::bigint[])
+               ON CONFLICT (tenant_id, kind, grain, segment, period, activity, stat)
+               DO UPDATE SET value = n.value + excluded.value""",
+            cols[0], cols[1], cols[2], cols[3], [_date(d) for d in cols[4]], cols[5], cols[6],
+            cols[7],
+        )  # fmt: skip
+        falling = [row for row in nodes if row[7] < 0]
+        if falling:
+            cols = list(zip(*falling, strict=True))
+            status = await conn.execute(
+                """DELETE FROM journey.map_node n
+                   USING unnest($1::text[], $2::int2[], $3::text[], $4::text[], $5::date[],
+                                $6::text[], $7::text[]) AS u(t, k, g, s, p, a, st)
+                   WHERE n.tenant_id = u.t AND n.kind = u.k AND n.grain = u.g
+                     AND n.segment = u.s AND n.period = u.p AND n.activity = u.a
+                     AND n.stat = u.st AND n.value = 0""",
+                cols[0], cols[1], cols[2], cols[3], [_date(d) for d in cols[4]], cols[5],
+                cols[6],
+            )  # fmt: skip
+            deleted += int(status.split()[-1])
+    if edges:
+        cols = list(zip(*edges, strict=True))
+        await conn.execute(
+            """INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, segment, period,
+                   source, target, bucket, count, duration_us)
+               SELECT * FROM unnest($1::text[], $2::int2[], $3::text[], $4::text[],
+                   $5::date[], $6::text[], $7::text[], $8::int2[], $9::bigint[], $10::bigint[])
+               ON CONFLICT (tenant_id, kind, grain, segment, period, source, target, bucket)
+               DO UPDATE SET count = e.count + excluded.count,
+                             duration_us = e.duration_us + excluded.duration_us""",
+            cols[0], cols[1], cols[2], cols[3], [_date(d) for d in cols[4]], cols[5], cols[6],
+            cols[7], cols[8], cols[9],
+        )  # fmt: skip
+        dropping = [row for row in edges if row[8] < 0]
+        if dropping:
+            cols = list(zip(*dropping, strict=True))
+            status = await conn.execute(
+                """DELETE FROM journey.map_edge e
+                   USING unnest($1::text[], $2::int2[], $3::text[], $4::text[], $5::date[],
+                                $6::text[], $7::text[], $8::int2[]) AS u(t, k, g, s, p, a, b, bk)
+                   WHERE e.tenant_id = u.t AND e.kind = u.k AND e.grain = u.g
+                     AND e.segment = u.s AND e.period = u.p AND e.source = u.a
+                     AND e.target = u.b AND e.bucket = u.bk AND e.count = 0""",
+                cols[0], cols[1], cols[2], cols[3], [_date(d) for d in cols[4]], cols[5],
+                cols[6], cols[7],
+            )  # fmt: skip
+            deleted += int(status.split()[-1])
+    return len(nodes) + len(edges), deleted
+
+
+async def clear_tenant(conn: asyncpg.Connection, tenant: str, *, steps: bool) -> None:
+    """Delete the tenant's aggregates and journeys (and, with ``steps``, its step log, profiles
+    and pending queue: a rebuild from events)."""
+    tables = ["map_node", "map_edge", "map_journey"]
+    if steps:
+        tables += ["map_step", "map_customer", "map_pending"]  # pending: all read below
+    for table in tables:
+        await conn.execute(f"DELETE FROM journey.{table} WHERE tenant_id = $1", tenant)  # noqa: S608

@@ -1,0 +1,133 @@
+"""journey: the journey map (step log, journeys, touchpoint-level aggregates, pending queue)
+
+Revision ID: journey_maps_0001
+Revises: journey_0001
+Create Date: 2026-12-01
+"""
+
+from alembic import op
+
+revision = "journey_maps_0001"
+down_revision = "journey_0001"
+branch_labels = None
+depends_on = None
+
+DDL = """
+-- Events (or whole customers, event_id NULL: merge, split) waiting to be folded into the map.
+-- Written in the worker's chunk transaction, drained by the map compactor.
+CREATE TABLE journey.map_pending (
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    tenant_id text NOT NULL,
+    customer_id uuid NOT NULL,
+    event_id text,
+    enqueued_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT pk_map_pending PRIMARY KEY (seq)
+);
+CREATE INDEX ix_map_pending_customer ON journey.map_pending (tenant_id, customer_id);
+
+-- The step log: one row per step of a resolved customer, summary is the mergeable fold.
+CREATE TABLE journey.map_step (
+    tenant_id text NOT NULL,
+    customer_id uuid NOT NULL,
+    step_key text NOT NULL,
+    at timestamptz NOT NULL,
+    event_id text NOT NULL,
+    activity text NOT NULL,
+    department text,
+    events integer NOT NULL,
+    summary jsonb NOT NULL,
+    CONSTRAINT pk_map_step PRIMARY KEY (tenant_id, customer_id, step_key)
+);
+
+-- What a customer's current contribution was computed with: segment traits and first seen.
+CREATE TABLE journey.map_customer (
+    tenant_id text NOT NULL,
+    customer_id uuid NOT NULL,
+    profile jsonb NOT NULL,
+    first_seen_at timestamptz,
+    steps integer NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT pk_map_customer PRIMARY KEY (tenant_id, customer_id)
+);
+
+-- One row per journey (kind 0 customer, 1 episode, 2 case): variants, drill-down, export.
+CREATE TABLE journey.map_journey (
+    tenant_id text NOT NULL,
+    customer_id uuid NOT NULL,
+    kind smallint NOT NULL,
+    journey_key text NOT NULL,
+    day date NOT NULL,
+    start_at timestamptz NOT NULL,
+    steps integer NOT NULL,
+    activities text[] NOT NULL,
+    times_us bigint[] NOT NULL,
+    age_group text,
+    region text,
+    tier text,
+    lifecycle_stage text,
+    tenure text,
+    CONSTRAINT pk_map_journey PRIMARY KEY (tenant_id, customer_id, kind, journey_key)
+);
+CREATE INDEX ix_map_journey_day ON journey.map_journey (tenant_id, kind, day, customer_id);
+
+-- Aggregates at touchpoint granularity, per journey kind, grain (d: UTC day of the journey's
+-- first step, m: its month), segment ('' all, 'trait=value') and period.
+CREATE TABLE journey.map_node (
+    tenant_id text NOT NULL,
+    kind smallint NOT NULL,
+    grain text NOT NULL,
+    segment text NOT NULL,
+    period date NOT NULL,
+    activity text NOT NULL,
+    stat text NOT NULL,
+    value bigint NOT NULL,
+    CONSTRAINT pk_map_node PRIMARY KEY (tenant_id, kind, grain, segment, period, activity, stat),
+    CONSTRAINT ck_map_node_grain CHECK (grain IN ('d', 'm'))
+);
+
+CREATE TABLE journey.map_edge (
+    tenant_id text NOT NULL,
+    kind smallint NOT NULL,
+    grain text NOT NULL,
+    segment text NOT NULL,
+    period date NOT NULL,
+    source text NOT NULL,
+    target text NOT NULL,
+    bucket smallint NOT NULL,
+    count bigint NOT NULL,
+    duration_us bigint NOT NULL,
+    CONSTRAINT pk_map_edge
+        PRIMARY KEY (tenant_id, kind, grain, segment, period, source, target, bucket),
+    CONSTRAINT ck_map_edge_grain CHECK (grain IN ('d', 'm'))
+);
+
+CREATE TABLE journey.map_config (
+    tenant_id text NOT NULL,
+    config jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT pk_map_config PRIMARY KEY (tenant_id)
+);
+"""
+
+
+def upgrade() -> None:
+    # One statement at a time: asyncpg prepares each statement and refuses several at once.
+    for statement in DDL.split(";"):
+        body = "\n".join(
+            line for line in statement.splitlines() if not line.strip().startswith("--")
+        ).strip()
+        if body:
+            op.execute(body)
+
+
+def downgrade() -> None:
+    for table in (
+        "map_config",
+        "map_edge",
+        "map_node",
+        "map_journey",
+        "map_customer",
+        "map_step",
+        "map_pending",
+    ):
+        op.execute(f"DROP TABLE journey.{table}")
