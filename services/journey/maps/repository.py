@@ -387,73 +387,120 @@ async def save_config(conn: asyncpg.Connection, tenant: str, config: MapConfig) 
 # --- aggregates -------------------------------------------------------------------------------
 
 
+async def segment_index(
+    conn: asyncpg.Connection, tenant: str, names: Iterable[str]
+) -> dict[str, int]:
+    """Vector positions (0-based; ``""`` all is 0) of segment rows, assigning new ones under
+    the tenant's dictionary lock (taken only when a value is new: rare after warm-up)."""
+    wanted = sorted(set(names) - {""})
+    query = """SELECT segment, idx FROM journey.map_segment
+               WHERE tenant_id = $1 AND segment = ANY($2::text[])"""
+    found = {r[0]: r[1] for r in await conn.fetch(query, tenant, wanted)}
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('waypoint-map-segment|' || $1, 0))",
+            tenant,
+        )
+        await conn.execute(
+            """INSERT INTO journey.map_segment (tenant_id, segment, idx)
+               SELECT $1, u.s, (SELECT coalesce(max(idx), 0) FROM journey.map_segment
+                                WHERE tenant_id = $1) + u.o
+               FROM unnest($2::text[]) WITH ORDINALITY AS u(s, o)
+               ON CONFLICT (tenant_id, segment) DO NOTHING""",
+            tenant,
+            missing,
+        )
+        found = {r[0]: r[1] for r in await conn.fetch(query, tenant, wanted)}
+    return {"": 0, **found}
+
+
+async def segments_of(conn: asyncpg.Connection, tenant: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT segment, idx FROM journey.map_segment WHERE tenant_id = $1", tenant
+    )
+    return {"": 0, **{r[0]: r[1] for r in rows}}
+
+
 async def apply_deltas(
     conn: asyncpg.Connection, tenant_deltas: Sequence[tuple[str, rules.Deltas]]
 ) -> tuple[int, int]:
     """Add the deltas to the aggregates in key order (lockers never cross), then delete rows
-    that reached zero. Returns (rows upserted, rows deleted)."""
-    nodes = sorted(
-        (t, k[0], k[1], k[3], k[2], k[4], k[5], v)
-        for t, d in tenant_deltas
-        for k, v in d.nodes.items()
-    )
-    edges = sorted(
-        (t, k[0], k[1], k[3], k[2], k[4], k[5], k[6], v[0], v[1])
-        for t, d in tenant_deltas
-        for k, v in d.edges.items()
-    )
+    whose total reached zero. Returns (rows upserted, rows deleted)."""
+    positions = {t: await segment_index(conn, t, d.segments()) for t, d in sorted(tenant_deltas)}
+    width = 1 + max((max(p.values()) for p in positions.values()), default=0)
+    nodes: list[tuple[Any, ...]] = []
+    for t, d in tenant_deltas:
+        pos = positions[t]
+        for k, vec in d.nodes.items():
+            dense = [0] * width
+            for seg, v in vec.items():
+                dense[pos[seg]] = v
+            nodes.append((t, k[0], k[1], k[2], k[3], k[4], dense))
+    edges: list[tuple[Any, ...]] = []
+    for t, d in tenant_deltas:
+        pos = positions[t]
+        for ek, evec in d.edges.items():
+            counts, sums = [0] * width, [0] * width
+            for seg, (count, us) in evec.items():
+                counts[pos[seg]], sums[pos[seg]] = count, us
+            edges.append((t, ek[0], ek[1], ek[2], ek[3], ek[4], ek[5], counts, sums))
+    nodes.sort(key=lambda r: r[:6])
+    edges.sort(key=lambda r: r[:7])
     deleted = 0
     if nodes:
         cols: list[Any] = list(zip(*nodes, strict=True))
         await conn.execute(
-            """INSERT INTO journey.map_node AS n (tenant_id, kind, grain, segment, period,
-                   activity, stat, value)
-               SELECT * FROM unnest($1::text[], $2::int2[], $3::text[], $4::text[],
-                   $5::date[], $6::text[], $7::text[], $8::bigint[])
-               ON CONFLICT (tenant_id, kind, grain, segment, period, activity, stat)
-               DO UPDATE SET value = n.value + excluded.value""",
-            cols[0], cols[1], cols[2], cols[3], [_date(d) for d in cols[4]], cols[5], cols[6],
-            cols[7],
+            """INSERT INTO journey.map_node AS n (tenant_id, kind, grain, period, activity,
+                   stat, v)
+               SELECT u.t, u.k, u.g, u.p, u.a, u.s, ($7::bigint[])[(u.o - 1) * $8 + 1 : u.o * $8]
+               FROM unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
+                           $6::text[]) WITH ORDINALITY AS u(t, k, g, p, a, s, o)
+               ON CONFLICT (tenant_id, kind, grain, period, activity, stat)
+               DO UPDATE SET v = journey.vec_add(n.v, excluded.v)""",
+            cols[0], cols[1], cols[2], [_date(d) for d in cols[3]], cols[4], cols[5],
+            [x for vec in cols[6] for x in vec], width,
         )  # fmt: skip
-        falling = [row for row in nodes if row[7] < 0]
+        falling = [row for row in nodes if row[6][0] < 0]
         if falling:
             cols = list(zip(*falling, strict=True))
             status = await conn.execute(
                 """DELETE FROM journey.map_node n
-                   USING unnest($1::text[], $2::int2[], $3::text[], $4::text[], $5::date[],
-                                $6::text[], $7::text[]) AS u(t, k, g, s, p, a, st)
+                   USING unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
+                                $6::text[]) AS u(t, k, g, p, a, s)
                    WHERE n.tenant_id = u.t AND n.kind = u.k AND n.grain = u.g
-                     AND n.segment = u.s AND n.period = u.p AND n.activity = u.a
-                     AND n.stat = u.st AND n.value = 0""",
-                cols[0], cols[1], cols[2], cols[3], [_date(d) for d in cols[4]], cols[5],
-                cols[6],
+                     AND n.period = u.p AND n.activity = u.a AND n.stat = u.s AND n.v[1] = 0""",
+                cols[0], cols[1], cols[2], [_date(d) for d in cols[3]], cols[4], cols[5],
             )  # fmt: skip
             deleted += int(status.split()[-1])
     if edges:
         cols = list(zip(*edges, strict=True))
         await conn.execute(
-            """INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, segment, period,
-                   source, target, bucket, count, duration_us)
-               SELECT * FROM unnest($1::text[], $2::int2[], $3::text[], $4::text[],
-                   $5::date[], $6::text[], $7::text[], $8::int2[], $9::bigint[], $10::bigint[])
-               ON CONFLICT (tenant_id, kind, grain, segment, period, source, target, bucket)
-               DO UPDATE SET count = e.count + excluded.count,
-                             duration_us = e.duration_us + excluded.duration_us""",
-            cols[0], cols[1], cols[2], cols[3], [_date(d) for d in cols[4]], cols[5], cols[6],
-            cols[7], cols[8], cols[9],
+            """INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, period, source,
+                   target, bucket, n, us)
+               SELECT u.t, u.k, u.g, u.p, u.a, u.b, u.bk,
+                      ($8::bigint[])[(u.o - 1) * $10 + 1 : u.o * $10],
+                      ($9::bigint[])[(u.o - 1) * $10 + 1 : u.o * $10]
+               FROM unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
+                           $6::text[], $7::int2[]) WITH ORDINALITY AS u(t, k, g, p, a, b, bk, o)
+               ON CONFLICT (tenant_id, kind, grain, period, source, target, bucket)
+               DO UPDATE SET n = journey.vec_add(e.n, excluded.n),
+                             us = journey.vec_add(e.us, excluded.us)""",
+            cols[0], cols[1], cols[2], [_date(d) for d in cols[3]], cols[4], cols[5], cols[6],
+            [x for vec in cols[7] for x in vec], [x for vec in cols[8] for x in vec], width,
         )  # fmt: skip
-        dropping = [row for row in edges if row[8] < 0]
+        dropping = [row for row in edges if row[7][0] < 0]
         if dropping:
             cols = list(zip(*dropping, strict=True))
             status = await conn.execute(
                 """DELETE FROM journey.map_edge e
-                   USING unnest($1::text[], $2::int2[], $3::text[], $4::text[], $5::date[],
-                                $6::text[], $7::text[], $8::int2[]) AS u(t, k, g, s, p, a, b, bk)
+                   USING unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
+                                $6::text[], $7::int2[]) AS u(t, k, g, p, a, b, bk)
                    WHERE e.tenant_id = u.t AND e.kind = u.k AND e.grain = u.g
-                     AND e.segment = u.s AND e.period = u.p AND e.source = u.a
-                     AND e.target = u.b AND e.bucket = u.bk AND e.count = 0""",
-                cols[0], cols[1], cols[2], cols[3], [_date(d) for d in cols[4]], cols[5],
-                cols[6], cols[7],
+                     AND e.period = u.p AND e.source = u.a AND e.target = u.b
+                     AND e.bucket = u.bk AND e.n[1] = 0""",
+                cols[0], cols[1], cols[2], [_date(d) for d in cols[3]], cols[4], cols[5],
+                cols[6],
             )  # fmt: skip
             deleted += int(status.split()[-1])
     return len(nodes) + len(edges), deleted

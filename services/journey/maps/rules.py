@@ -478,42 +478,61 @@ def difference(old: dict[Group, Part], new: dict[Group, Part]) -> dict[Group, Pa
     return out
 
 
-AggNode = tuple[int, str, int, str, str, str]  # kind, grain, period, segment, activity, stat
-AggEdge = tuple[
-    int, str, int, str, str, str, int
-]  # kind, grain, period, seg, source, target, bucket
+AggNode = tuple[int, str, int, str, str]  # kind, grain, period, activity, stat
+AggEdge = tuple[int, str, int, str, str, int]  # kind, grain, period, source, target, bucket
 
 
 @dataclass(slots=True)
 class Deltas:
-    """Changes to the stored aggregates, per day and per month, per segment row."""
+    """Changes to the stored aggregates, per day and per month; each a sparse vector over the
+    segment rows it counts in (``""`` all, ``trait=value``)."""
 
-    nodes: dict[AggNode, int] = field(default_factory=dict)
-    edges: dict[AggEdge, list[int]] = field(default_factory=dict)
+    nodes: dict[AggNode, dict[str, int]] = field(default_factory=dict)
+    edges: dict[AggEdge, dict[str, list[int]]] = field(default_factory=dict)
 
     def add(self, group: Group, part: Part) -> None:
         kind, day, values = group
+        segs = seg_keys(values)
         nodes, edges = self.nodes, self.edges
         for grain, period in (("d", day), ("m", month_of(day))):
-            for seg in seg_keys(values):
-                prefix = (kind, grain, period, seg)
-                for (activity, stat), v in part.nodes.items():
-                    nk = (*prefix, activity, stat)
-                    nodes[nk] = nodes.get(nk, 0) + v
-                for (a, b, bk), (count, us) in part.edges.items():
-                    ek = (*prefix, a, b, bk)
-                    cur = edges.get(ek)
+            for (activity, stat), v in part.nodes.items():
+                nk = (kind, grain, period, activity, stat)
+                vec = nodes.get(nk)
+                if vec is None:
+                    vec = nodes[nk] = {}
+                for seg in segs:
+                    vec[seg] = vec.get(seg, 0) + v
+            for (a, b, bk), (count, us) in part.edges.items():
+                ek = (kind, grain, period, a, b, bk)
+                evec = edges.get(ek)
+                if evec is None:
+                    evec = edges[ek] = {}
+                for seg in segs:
+                    cur = evec.get(seg)
                     if cur is None:
-                        edges[ek] = [count, us]
+                        evec[seg] = [count, us]
                     else:
                         cur[0] += count
                         cur[1] += us
 
     def pruned(self) -> Deltas:
-        return Deltas(
-            {k: v for k, v in self.nodes.items() if v},
-            {k: v for k, v in self.edges.items() if v[0] or v[1]},
-        )
+        nodes = {}
+        for k, vec in self.nodes.items():
+            kept = {s: v for s, v in vec.items() if v}
+            if kept:
+                nodes[k] = kept
+        edges = {}
+        for ek, evec in self.edges.items():
+            ekept = {s: v for s, v in evec.items() if v[0] or v[1]}
+            if ekept:
+                edges[ek] = ekept
+        return Deltas(nodes, edges)
+
+    def segments(self) -> set[str]:
+        found: set[str] = set()
+        for vec in self.nodes.values():
+            found.update(vec)
+        return found
 
 
 # --- durations: a mergeable log-bucket histogram ----------------------------------------------

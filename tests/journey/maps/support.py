@@ -16,7 +16,7 @@ from shared.db import Database, raw_connection
 from shared.events import validate_event
 from tests.journey.maps.reference import Ev
 
-MAP_TABLES = ("map_node", "map_edge", "map_journey", "map_step", "map_customer")
+MAP_TABLES = ("map_node", "map_edge", "map_journey", "map_step", "map_customer", "map_segment")
 
 
 def envelope(tenant: str, ev: Ev, base: datetime, identifiers: list[dict[str, Any]]) -> Incoming:
@@ -60,6 +60,13 @@ async def deliver(
     await maintain.drain(db)
 
 
+def _normal(value: Any) -> str:
+    if isinstance(value, list):  # segment vectors: trailing zeros mean nothing
+        while value and value[-1] == 0:
+            value = value[:-1]
+    return str(value)
+
+
 async def snapshot(conn: asyncpg.Connection, tenant: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every map row of the tenant, sorted (to compare two maps exactly)."""
     out = {}
@@ -68,8 +75,9 @@ async def snapshot(conn: asyncpg.Connection, tenant: str) -> dict[str, list[tupl
             f"SELECT * FROM journey.{table} WHERE tenant_id = $1",  # noqa: S608
             tenant,
         )
-        drop = {"updated_at"}
-        out[table] = sorted(tuple(str(v) for k, v in r.items() if k not in drop) for r in rows)
+        out[table] = sorted(
+            tuple(_normal(v) for k, v in r.items() if k != "updated_at") for r in rows
+        )
     return out
 
 
@@ -77,31 +85,42 @@ async def stored_totals(
     conn: asyncpg.Connection, tenant: str, *, kind: int, segment: str = "", grain: str = "d"
 ) -> dict[str, Counter]:
     """Node stats and edges summed over every period of one segment row."""
-    nodes = await conn.fetch(
-        """SELECT activity, stat, sum(value)::bigint FROM journey.map_node
-           WHERE tenant_id = $1 AND kind = $2 AND grain = $3 AND segment = $4
-           GROUP BY 1, 2""",
-        tenant,
-        kind,
-        grain,
-        segment,
-    )
-    edges = await conn.fetch(
-        """SELECT source, target, sum(count)::bigint, sum(duration_us)::bigint FROM journey.map_edge
-           WHERE tenant_id = $1 AND kind = $2 AND grain = $3 AND segment = $4
-           GROUP BY 1, 2""",
-        tenant,
-        kind,
-        grain,
-        segment,
-    )
     out: dict[str, Counter] = {s: Counter() for s in ("count", "starts", "ends")}
     out["edges"], out["durations"] = Counter(), Counter()
+    idx = 0
+    if segment:
+        idx = await conn.fetchval(
+            "SELECT idx FROM journey.map_segment WHERE tenant_id = $1 AND segment = $2",
+            tenant,
+            segment,
+        )
+        if idx is None:
+            return out
+    nodes = await conn.fetch(
+        """SELECT activity, stat, sum(v[$4])::bigint FROM journey.map_node
+           WHERE tenant_id = $1 AND kind = $2 AND grain = $3
+           GROUP BY 1, 2""",
+        tenant,
+        kind,
+        grain,
+        idx + 1,
+    )
+    edges = await conn.fetch(
+        """SELECT source, target, sum(n[$4])::bigint, sum(us[$4])::bigint FROM journey.map_edge
+           WHERE tenant_id = $1 AND kind = $2 AND grain = $3
+           GROUP BY 1, 2""",
+        tenant,
+        kind,
+        grain,
+        idx + 1,
+    )
     for activity, stat, value in nodes:
-        out.setdefault(stat, Counter())[activity] = value
+        if value:
+            out.setdefault(stat, Counter())[activity] = value
     for a, b, n, us in edges:
-        out["edges"][(a, b)] = n
-        out["durations"][(a, b)] = us
+        if n:
+            out["edges"][(a, b)] = n
+            out["durations"][(a, b)] = us
     return out
 
 

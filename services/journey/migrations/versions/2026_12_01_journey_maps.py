@@ -70,18 +70,27 @@ CREATE TABLE journey.map_journey (
 );
 CREATE INDEX ix_map_journey_day ON journey.map_journey (tenant_id, kind, day, customer_id);
 
--- Aggregates at touchpoint granularity, per journey kind, grain (d: UTC day of the journey's
--- first step, m: its month), segment ('' all, 'trait=value') and period.
+-- Segment rows of the aggregates: position idx + 1 of every vector ('' all is position 1).
+CREATE TABLE journey.map_segment (
+    tenant_id text NOT NULL,
+    segment text NOT NULL,
+    idx smallint NOT NULL,
+    CONSTRAINT pk_map_segment PRIMARY KEY (tenant_id, segment),
+    CONSTRAINT uq_map_segment_idx UNIQUE (tenant_id, idx),
+    CONSTRAINT ck_map_segment_idx CHECK (idx > 0)
+);
+
+-- Aggregates at touchpoint granularity, per journey kind and grain (d: the UTC day of the
+-- journey's first step, m: its month). Each value is a vector over the tenant's segments.
 CREATE TABLE journey.map_node (
     tenant_id text NOT NULL,
     kind smallint NOT NULL,
     grain text NOT NULL,
-    segment text NOT NULL,
     period date NOT NULL,
     activity text NOT NULL,
     stat text NOT NULL,
-    value bigint NOT NULL,
-    CONSTRAINT pk_map_node PRIMARY KEY (tenant_id, kind, grain, segment, period, activity, stat),
+    v bigint[] NOT NULL,
+    CONSTRAINT pk_map_node PRIMARY KEY (tenant_id, kind, grain, period, activity, stat),
     CONSTRAINT ck_map_node_grain CHECK (grain IN ('d', 'm'))
 );
 
@@ -89,17 +98,22 @@ CREATE TABLE journey.map_edge (
     tenant_id text NOT NULL,
     kind smallint NOT NULL,
     grain text NOT NULL,
-    segment text NOT NULL,
     period date NOT NULL,
     source text NOT NULL,
     target text NOT NULL,
     bucket smallint NOT NULL,
-    count bigint NOT NULL,
-    duration_us bigint NOT NULL,
-    CONSTRAINT pk_map_edge
-        PRIMARY KEY (tenant_id, kind, grain, segment, period, source, target, bucket),
+    n bigint[] NOT NULL,
+    us bigint[] NOT NULL,
+    CONSTRAINT pk_map_edge PRIMARY KEY (tenant_id, kind, grain, period, source, target, bucket),
     CONSTRAINT ck_map_edge_grain CHECK (grain IN ('d', 'm'))
 );
+
+-- Element-wise sum of two vectors (the shorter one padded with zeros).
+CREATE FUNCTION journey.vec_add(a bigint[], b bigint[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS '
+    SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY i)
+    FROM unnest(a, b) WITH ORDINALITY AS u(x, y, i)
+';
 
 CREATE TABLE journey.map_config (
     tenant_id text NOT NULL,
@@ -121,8 +135,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION journey.vec_add(bigint[], bigint[])")
     for table in (
         "map_config",
+        "map_segment",
         "map_edge",
         "map_node",
         "map_journey",
