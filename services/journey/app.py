@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from services.journey.cache import ContextCache
 from services.journey.config import JourneySettings
 from services.journey.endpoints import router
+from services.journey.maps.endpoints import router as maps_router
 from services.journey.stream import ContextHub
 from shared.app import create_app as create_service_app
 from shared.db import asyncpg_dsn
@@ -54,10 +55,10 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
     return create_service_app(
         service="journey",
         settings=settings,
-        routers=[router],
+        routers=[router, maps_router],
         description=(
             "Identity graph and the agent's cross-channel context: screen pop by any identifier, "
-            "timeline, facts ledger, route hints, live updates, merge and split."
+            "timeline, facts ledger, route hints, live updates, merge and split; the journey map."
         ),
         with_producer=True,
         extra_lifespan=lifespan,

@@ -23,6 +23,7 @@ class Scope(StrEnum):
     context_read = "context:read"
     alerts_read = "alerts:read"
     alerts_write = "alerts:write"
+    analytics_read = "analytics:read"
     admin = "admin"
 
 
