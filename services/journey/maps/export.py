@@ -20,7 +20,7 @@ from xml.sax.saxutils import quoteattr
 import asyncpg
 import orjson
 
-from services.journey.maps import rules
+from services.journey.maps import activities, rules
 from services.journey.maps.schemas import MapQuery, invalid
 from services.journey.maps.service import journey_filter
 from services.journey.maps.settings import MapConfig
@@ -44,7 +44,7 @@ def matcher(
     given = [(n, v) for n, v in (("edge", edge), ("node", node), ("variant", variant)) if v]
     if len(given) != 1:
         raise invalid("edge", "give exactly one of edge, node or variant")
-    f = rules.mapper(granularity, config.stages)
+    f = activities.mapper(granularity, config.stages)
     name, value = given[0]
     if name == "node":
         return f, lambda path: value in path
@@ -147,7 +147,7 @@ async def export_rows(
     pool: asyncpg.Pool, tenant: str, q: MapQuery, config: MapConfig
 ) -> AsyncIterator[list[list[Any]]]:
     """Pages of step rows in the order of ``COLUMNS``; journeys in key order, steps in order."""
-    f = rules.mapper(q.granularity, config.stages)
+    f = activities.mapper(q.granularity, config.stages)
     after = _after(None)
     while True:
         async with pool.acquire() as conn:

@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from services.journey.maps.histogram import bucket
 
 STEP_TYPES = frozenset(
     {
@@ -533,95 +534,3 @@ class Deltas:
         for vec in self.nodes.values():
             found.update(vec)
         return found
-
-
-# --- durations: a mergeable log-bucket histogram ----------------------------------------------
-
-BUCKETS_PER_OCTAVE = 8
-GAMMA = 2 ** (1 / BUCKETS_PER_OCTAVE)
-RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)  # 4.33 %
-
-
-def bucket(us: int) -> int:
-    """0 for under 1 ms; else 1 + floor(8·log2(ms)): bucket b holds [2^((b-1)/8), 2^(b/8)) ms."""
-    if us < 1000:
-        return 0
-    return 1 + math.floor(BUCKETS_PER_OCTAVE * math.log2(us / 1000))
-
-
-def bucket_value_s(b: int) -> float:
-    """The estimate for bucket ``b`` in seconds, within RELATIVE_ERROR of anything in it."""
-    if b == 0:
-        return 0.0
-    low, high = GAMMA ** (b - 1), GAMMA**b
-    return 2 * low * high / (low + high) / 1000
-
-
-def quantile_s(histogram: dict[int, int], q: float) -> float | None:
-    """Nearest-rank quantile (the ⌈q·n⌉-th smallest duration), estimated from buckets."""
-    n = sum(histogram.values())
-    if n <= 0:
-        return None
-    rank = max(1, math.ceil(q * n))
-    seen = 0
-    for b in sorted(histogram):
-        seen += histogram[b]
-        if seen >= rank:
-            return bucket_value_s(b)
-    return bucket_value_s(max(histogram))
-
-
-# --- activities at a granularity, stages --------------------------------------------------------
-
-STAGES = ("awareness", "purchase", "onboarding", "usage", "support", "renewal", "exit")
-GRANULARITIES = ("touchpoint", "channel", "stage")
-_STAGE_WORDS = (
-    (("cancel", "churn", "exit", "winback", "offboard"), "exit"),
-    (("renew",), "renewal"),
-    (("campaign", "promo", "newsletter", "advert", "ads", "landing", "webinar"), "awareness"),
-    (("checkout", "purchase", "order", "cart", "pricing", "quote"), "purchase"),
-    (("signup", "onboard", "welcome", "activation", "setup", "tutorial"), "onboarding"),
-)
-_CHANNEL_STAGES = {
-    "marketing.touched": "awareness",
-    "purchase.completed": "purchase",
-    "customer.churned": "exit",
-    "customer.renewed": "renewal",
-    "app": "usage",
-    "web": "usage",
-}
-
-
-def default_stage(activity: str) -> str:
-    """The documented default: touchpoint words first, then the channel, else ``support``."""
-    channel, _, touchpoint = activity.partition(":")
-    words = touchpoint.lower()
-    for keys, stage in _STAGE_WORDS:
-        if any(k in words for k in keys):
-            return stage
-    return _CHANNEL_STAGES.get(channel, "support")
-
-
-def stage_of(activity: str, mapping: dict[str, str]) -> str:
-    """Tenant mapping by exact activity, then by channel, then ``default_stage``."""
-    found = mapping.get(activity)
-    if found is None:
-        found = mapping.get(activity.partition(":")[0])
-    return found if found is not None else default_stage(activity)
-
-
-def mapper(granularity: str, mapping: dict[str, str]) -> Any:
-    """A function from touchpoint-level activity to the activity at ``granularity``."""
-    if granularity == "touchpoint":
-        return lambda a: a
-    if granularity == "channel":
-        return lambda a: a.partition(":")[0]
-    cache: dict[str, str] = {}
-
-    def stage(a: str) -> str:
-        found = cache.get(a)
-        if found is None:
-            found = cache[a] = stage_of(a, mapping)
-        return found
-
-    return stage

@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from services.journey.maps import activities, histogram, rules
 from services.journey.maps import repository as repo
-from services.journey.maps import rules
 from services.journey.maps.schemas import MapQuery, invalid
 from services.journey.maps.settings import MapConfig
 
@@ -45,8 +45,8 @@ class Edge:
     def durations(self) -> dict[str, float | None]:
         return {
             "mean": round(self.us / self.count / 1e6, 3) if self.count else None,
-            "p50": _round(rules.quantile_s(self.hist, 0.5)),
-            "p90": _round(rules.quantile_s(self.hist, 0.9)),
+            "p50": _round(histogram.quantile_s(self.hist, 0.5)),
+            "p90": _round(histogram.quantile_s(self.hist, 0.9)),
         }
 
 
@@ -147,14 +147,14 @@ async def load_from_journeys(conn: asyncpg.Connection, tenant: str, q: MapQuery)
         q.kind,
         *args,
     )
-    for activities, times in rows:
-        for a in activities:
+    for path, times in rows:
+        for a in path:
             out.nodes[a]["count"] = out.nodes[a].get("count", 0) + 1
-        for name, a in (("starts", activities[0]), ("ends", activities[-1])):
+        for name, a in (("starts", path[0]), ("ends", path[-1])):
             out.nodes[a][name] = out.nodes[a].get(name, 0) + 1
-        for i in range(len(activities) - 1):
+        for i in range(len(path) - 1):
             us = times[i + 1] - times[i]
-            out.edges[(activities[i], activities[i + 1])].add(rules.bucket(us), 1, us)
+            out.edges[(path[i], path[i + 1])].add(histogram.bucket(us), 1, us)
     return out
 
 
@@ -176,7 +176,7 @@ class Mapped:
 
 
 def at_granularity(loaded: Loaded, granularity: str, config: MapConfig) -> Mapped:
-    f = rules.mapper(granularity, config.stages)
+    f = activities.mapper(granularity, config.stages)
     nodes: dict[str, dict[str, int]] = defaultdict(dict)
     for activity, stats in loaded.nodes.items():
         target = nodes[f(activity)]
@@ -370,10 +370,10 @@ async def variants(
         q.kind,
         *args,
     )
-    f = rules.mapper(q.granularity, config.stages)
+    f = activities.mapper(q.granularity, config.stages)
     counts: dict[tuple[str, ...], int] = defaultdict(int)
-    for activities, n in rows:
-        counts[tuple(f(a) for a in activities)] += n
+    for path, n in rows:
+        counts[tuple(f(a) for a in path)] += n
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return sum(counts.values()), ordered
 

@@ -11,7 +11,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from services.journey.maps.rules import DAY_US, STAGES
+from services.journey.maps.activities import STAGES
+from services.journey.maps.rules import DAY_US
 
 StageName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 HOUR_US = DAY_US // 24

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.journey.maps import rules
+from services.journey.maps import activities, histogram
 from tests.journey.maps import dataset
 from tests.journey.maps.reference import Ev, nearest_rank, ref_map
 from tests.journey.maps.support import deliver, email, envelope
@@ -44,7 +44,7 @@ async def get(client, mapped: Mapped, path: str, **params):
 
 
 def mapped_ref(events: list[Ev], granularity: str, journey: str = "episode"):
-    f = rules.mapper(granularity, {})
+    f = activities.mapper(granularity, {})
     evs = []
     for e in events:
         evs.append(e)
@@ -74,7 +74,7 @@ def check_map(body, events, granularity="touchpoint", journey="episode"):
         values = durations[(e["source"], e["target"])]
         assert e["duration_s"]["mean"] == pytest.approx(sum(values) / len(values) / 1e6, abs=1e-3)
         exact = nearest_rank(values, 0.5) / 1e6
-        assert abs(e["duration_s"]["p50"] - exact) <= rules.RELATIVE_ERROR * exact + 1e-3
+        assert abs(e["duration_s"]["p50"] - exact) <= histogram.RELATIVE_ERROR * exact + 1e-3
 
 
 @pytest.mark.parametrize("granularity", ["touchpoint", "channel", "stage"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.journey.maps import rules
+from services.journey.maps import activities
 from services.journey.maps.rebuild import rebuild_from_events
 from shared.db import raw_connection
 from tests.journey.maps import dataset
@@ -29,7 +29,7 @@ async def test_defaults_and_validation(journey, configured, make_tenant):
     assert r.status_code == 200
     assert r.json()["config"] == {
         "stages": {},
-        "stage_order": list(rules.STAGES),
+        "stage_order": list(activities.STAGES),
         "episode_window_hours": 168.0,
         "tenure_bands_days": [30, 90, 365],
     }

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.journey.maps import rules
+from services.journey.maps import activities, histogram, rules
 from tests.journey.maps.reference import Ev, nearest_rank, ref_map
 from tests.journey.maps.strategies import event_logs
 
@@ -108,14 +108,14 @@ def test_any_arrival_order_and_chunking_gives_the_same_map(events: list[Ev], dat
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 10**12), min_size=1, max_size=60), st.sampled_from([0.5, 0.9]))
 def test_histogram_quantiles_are_within_the_documented_error(values: list[int], q: float) -> None:
-    histogram: Counter = Counter(rules.bucket(v) for v in values)
-    estimate = rules.quantile_s(dict(histogram), q)
+    counts: Counter = Counter(histogram.bucket(v) for v in values)
+    estimate = histogram.quantile_s(dict(counts), q)
     exact = nearest_rank(values, q) / 1e6
     assert estimate is not None
     if exact < 0.001:
         assert estimate == 0.0
     else:
-        assert abs(estimate - exact) <= rules.RELATIVE_ERROR * exact * (1 + 1e-9)
+        assert abs(estimate - exact) <= histogram.RELATIVE_ERROR * exact * (1 + 1e-9)
 
 
 def test_a_call_is_one_step_with_its_ivr_queue_transfer_and_abandon_facts() -> None:
@@ -162,7 +162,7 @@ def test_standalone_steps_and_the_channel_fallback() -> None:
         "customer.churned",
     ]
     assert profile["traits"]["lifecycle_stage"][2] == "churned"
-    stages = [rules.stage_of(v.activity, {}) for v in rules.ordered(steps.values())]
+    stages = [activities.stage_of(v.activity, {}) for v in rules.ordered(steps.values())]
     assert stages == ["awareness", "purchase", "exit"]
 
 
@@ -206,7 +206,7 @@ def test_later_trait_wins_and_ties_break_by_event_id_in_any_order() -> None:
 
 def test_stage_mapping_prefers_the_tenant_then_the_channel_then_defaults() -> None:
     mapping = {"phone:inbound_call": "onboarding", "sms": "renewal"}
-    assert rules.stage_of("phone:inbound_call", mapping) == "onboarding"
-    assert rules.stage_of("sms:reminder", mapping) == "renewal"
-    assert rules.stage_of("phone:agent_call", mapping) == "support"
-    assert rules.stage_of("web:checkout", mapping) == "purchase"
+    assert activities.stage_of("phone:inbound_call", mapping) == "onboarding"
+    assert activities.stage_of("sms:reminder", mapping) == "renewal"
+    assert activities.stage_of("phone:agent_call", mapping) == "support"
+    assert activities.stage_of("web:checkout", mapping) == "purchase"
