@@ -293,7 +293,7 @@ class ChunkApplier:
             await repo.save_contexts(conn, saves)
             if self.settings.map_maintenance:  # folded into the journey map by its compactor
                 await maps_repo.enqueue_events(
-                    conn, [(*key, i.env.id) for key in touched for i in self._touched[key]]
+                    conn, [(*key, i.env, i.raw) for key in touched for i in self._touched[key]]
                 )
             notices = self.result.notified[-len(saves) :]
             notices += [f"{t}|{c}|0" for t, c in self._also_notify - set(touched)]

@@ -258,6 +258,7 @@ async def split(
     )
     version = max((v for _, v in locked.values()), default=0) + 1
     result = SplitResult(record["id"], customer_id, restored, moved, len(moved_links))
+    await maps_repo.forget_events(conn, tenant, moved)  # re-derived on the restored side
     await maps_repo.enqueue_customers(conn, tenant, [customer_id, restored])
     for cid in (customer_id, restored):
         result.docs[cid] = (await rebuild_context(conn, tenant, cid, version), version)

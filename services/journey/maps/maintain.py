@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 
 from services.journey.config import JourneySettings
 from services.journey.maps import repository as repo
@@ -164,7 +165,7 @@ class Writes:
         await repo.save_profiles(conn, self.profiles)
         await repo.delete_journeys(conn, self.drop_journeys)
         await repo.save_journeys(conn, self.journeys)
-        return await repo.apply_deltas(conn, [(t, d.pruned()) for t, d in self.deltas.items()])
+        return await repo.apply_deltas(conn, list(self.deltas.items()))
 
 
 async def drain_once(conn: asyncpg.Connection, *, limit: int) -> Outcome:
@@ -181,8 +182,6 @@ async def drain_once(conn: asyncpg.Connection, *, limit: int) -> Outcome:
         waiting[(row["tenant_id"], row["customer_id"])].append(row)
     gone = {k for k in keys if roots.get(k) != k[1]}
     fresh = [k for k in keys if k not in gone and any(r["event_id"] is None for r in waiting[k])]
-    fold = [k for k in keys if k not in gone and k not in fresh]
-    found = await repo.facts_by_id(conn, [(k[0], r["event_id"]) for k in fold for r in waiting[k]])
     everything = await repo.member_facts(conn, fresh)
     stored = await repo.steps_of(conn, keys)
     profiles = await repo.profiles_of(conn, keys)
@@ -200,14 +199,12 @@ async def drain_once(conn: asyncpg.Connection, *, limit: int) -> Outcome:
             folded += [(key[0], key[1], f.event_id) for f in facts]
             MAP_CUSTOMERS.labels("rederived").inc()
         else:
-            facts = []
-            for r in waiting[key]:
-                hit = found.get((key[0], r["event_id"]))
-                # An event moved to another customer by a split is that customer's re-derivation's.
-                if hit is not None and hit[1] == key[1]:
-                    facts.append(hit[0])
+            # (A split drops the entries of events it moves: the other side re-derives them.)
+            facts = [
+                rules.Fact(r["event_id"], r["type"], r["time_us"], orjson.loads(r["body"])["data"])
+                for r in waiting[key]
+            ]
             MAP_EVENTS.labels("folded").inc(len(facts))
-            MAP_EVENTS.labels("superseded").inc(len(waiting[key]) - len(facts))
             change = recompute(stored[key], profiles.get(key), facts, config=config, mode="fold")
             MAP_CUSTOMERS.labels("incremental").inc()
         writes.add(key, change)

@@ -16,6 +16,7 @@ import orjson
 
 from services.journey.maps import rules
 from services.journey.maps.settings import MapConfig
+from shared.events import Envelope
 
 Key = tuple[str, uuid.UUID]  # (tenant, customer)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -23,6 +24,10 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 def _date(day: int) -> date:
     return date.fromordinal(day + _EPOCH_ORDINAL)
+
+
+def _literal(vector: list[int]) -> str:
+    return "{" + ",".join(map(str, vector)) + "}"
 
 
 def _split(keys: Sequence[Key]) -> tuple[list[str], list[uuid.UUID]]:
@@ -33,16 +38,32 @@ def _split(keys: Sequence[Key]) -> tuple[list[str], list[uuid.UUID]]:
 
 
 async def enqueue_events(
-    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, str]]
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, Envelope, bytes]]
 ) -> None:
-    """(tenant, customer, event id) of newly applied events (the worker's chunk)."""
+    """(tenant, customer, event, its JSON) of newly applied events (the worker's chunk)."""
     if rows:
         await conn.execute(
-            """INSERT INTO journey.map_pending (tenant_id, customer_id, event_id)
-               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])""",
+            """INSERT INTO journey.map_pending
+                   (tenant_id, customer_id, event_id, type, time_us, body)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[],
+                                    $5::bigint[], $6::text[])""",
             [r[0] for r in rows],
             [r[1] for r in rows],
-            [r[2] for r in rows],
+            [r[2].id for r in rows],
+            [str(r[2].type) for r in rows],
+            [rules.to_us(r[2].time) for r in rows],
+            [r[3].decode() for r in rows],
+        )
+
+
+async def forget_events(conn: asyncpg.Connection, tenant: str, event_ids: Sequence[str]) -> None:
+    """Drop queued entries of events a split moved to another customer (whose re-derivation,
+    queued by the same split, reads them)."""
+    if event_ids:
+        await conn.execute(
+            "DELETE FROM journey.map_pending WHERE tenant_id = $1 AND event_id = ANY($2::text[])",
+            tenant,
+            list(event_ids),
         )
 
 
@@ -94,7 +115,8 @@ async def lock_tenant(conn: asyncpg.Connection, tenant: str) -> None:
 async def pending_of(conn: asyncpg.Connection, keys: Sequence[Key]) -> list[asyncpg.Record]:
     tenants, customers = _split(keys)
     rows: list[asyncpg.Record] = await conn.fetch(
-        """SELECT p.seq, p.tenant_id, p.customer_id, p.event_id, p.enqueued_at
+        """SELECT p.seq, p.tenant_id, p.customer_id, p.event_id, p.type, p.time_us, p.body,
+                  p.enqueued_at
            FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
            JOIN journey.map_pending p ON p.tenant_id = u.t AND p.customer_id = u.c""",
         tenants,
@@ -181,32 +203,21 @@ def _fact(row: asyncpg.Record) -> rules.Fact:
     return rules.Fact(row[0], row[1], rules.to_us(row[2]), orjson.loads(row[3]))
 
 
-async def facts_by_id(
-    conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[rules.Fact, uuid.UUID | None]]:
-    """Events by (tenant, id), with the customer that owns each now (through merges)."""
-    rows = await conn.fetch(
-        """SELECT e.event_id, e.type, e.time, (e.envelope -> 'data')::text, e.tenant_id,
-                  coalesce(c.merged_into, c.id)
-           FROM unnest($1::text[], $2::text[]) AS u(t, id)
-           JOIN journey.event e ON e.tenant_id = u.t AND e.event_id = u.id
-           LEFT JOIN journey.customer c ON c.tenant_id = e.tenant_id AND c.id = e.customer_id""",
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
-    return {(r[4], r[0]): (_fact(r), r[5]) for r in rows}
-
-
 async def member_facts(
     conn: asyncpg.Connection, keys: Sequence[Key]
 ) -> dict[Key, list[rules.Fact]]:
     """All events of each customer and of every customer merged into it."""
     tenants, customers = _split(keys)
     rows = await conn.fetch(
-        """SELECT e.event_id, e.type, e.time, (e.envelope -> 'data')::text, u.t, u.c
-           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
-           JOIN journey.customer m ON m.tenant_id = u.t AND (m.id = u.c OR m.merged_into = u.c)
-           JOIN journey.event e ON e.tenant_id = m.tenant_id AND e.customer_id = m.id""",
+        """WITH wanted AS (SELECT * FROM unnest($1::text[], $2::uuid[]) AS u(t, c)),
+           members AS (
+               SELECT t, c, c AS m FROM wanted
+               UNION ALL
+               SELECT w.t, w.c, x.id FROM wanted w
+               JOIN journey.customer x ON x.tenant_id = w.t AND x.merged_into = w.c)
+           SELECT e.event_id, e.type, e.time, (e.envelope -> 'data')::text, m.t, m.c
+           FROM members m
+           JOIN journey.event e ON e.tenant_id = m.t AND e.customer_id = m.m""",
         tenants,
         customers,
     )
@@ -422,46 +433,62 @@ async def segments_of(conn: asyncpg.Connection, tenant: str) -> dict[str, int]:
     return {"": 0, **{r[0]: r[1] for r in rows}}
 
 
+def _add_into(target: list[int], vector: list[int]) -> None:
+    if len(target) < len(vector):
+        target.extend([0] * (len(vector) - len(target)))
+    for i, v in enumerate(vector):
+        target[i] += v
+
+
+def _month(day: int) -> date:
+    return _date(day).replace(day=1)
+
+
 async def apply_deltas(
     conn: asyncpg.Connection, tenant_deltas: Sequence[tuple[str, rules.Deltas]]
 ) -> tuple[int, int]:
-    """Add the deltas to the aggregates in key order (lockers never cross), then delete rows
-    whose total reached zero. Returns (rows upserted, rows deleted)."""
-    positions = {t: await segment_index(conn, t, d.segments()) for t, d in sorted(tenant_deltas)}
-    width = 1 + max((max(p.values()) for p in positions.values()), default=0)
-    nodes: list[tuple[Any, ...]] = []
-    for t, d in tenant_deltas:
-        pos = positions[t]
-        for k, vec in d.nodes.items():
-            dense = [0] * width
+    """Add the changes to the day rows and, summed per month, to the month rows, in key order
+    (so two compactions never wait on each other in a cycle); then delete rows whose total
+    reached zero. Returns (rows upserted, rows deleted)."""
+    nodes: dict[tuple[Any, ...], list[int]] = {}
+    edges: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+    for t, d in sorted(tenant_deltas, key=lambda td: td[0]):
+        pos = await segment_index(conn, t, d.segments())
+        node_vectors, edge_vectors = d.vectors()
+        for k, vec in node_vectors.items():
+            dense = [0] * (1 + max(pos[s] for s in vec))
             for seg, v in vec.items():
                 dense[pos[seg]] = v
-            nodes.append((t, k[0], k[1], k[2], k[3], k[4], dense))
-    edges: list[tuple[Any, ...]] = []
-    for t, d in tenant_deltas:
-        pos = positions[t]
-        for ek, evec in d.edges.items():
+            nodes[(t, k[0], "d", _date(k[1]), k[2], k[3])] = dense
+            month = nodes.setdefault((t, k[0], "m", _month(k[1]), k[2], k[3]), [])
+            _add_into(month, dense)
+        for ek, evec in edge_vectors.items():
+            width = 1 + max(pos[s] for s in evec)
             counts, sums = [0] * width, [0] * width
             for seg, (count, us) in evec.items():
                 counts[pos[seg]], sums[pos[seg]] = count, us
-            edges.append((t, ek[0], ek[1], ek[2], ek[3], ek[4], ek[5], counts, sums))
-    nodes.sort(key=lambda r: r[:6])
-    edges.sort(key=lambda r: r[:7])
+            edges[(t, ek[0], "d", _date(ek[1]), ek[2], ek[3], ek[4])] = (counts, sums)
+            mc, ms = edges.setdefault((t, ek[0], "m", _month(ek[1]), *ek[2:]), ([], []))
+            _add_into(mc, counts)
+            _add_into(ms, sums)
+    node_rows = sorted((*k, _literal(v), v[0]) for k, v in nodes.items() if any(v))
+    edge_rows = sorted(
+        (*k, _literal(c), _literal(u), c[0]) for k, (c, u) in edges.items() if any(c) or any(u)
+    )
     deleted = 0
-    if nodes:
-        cols: list[Any] = list(zip(*nodes, strict=True))
+    if node_rows:
+        cols: list[Any] = list(zip(*node_rows, strict=True))
         await conn.execute(
             """INSERT INTO journey.map_node AS n (tenant_id, kind, grain, period, activity,
                    stat, v)
-               SELECT u.t, u.k, u.g, u.p, u.a, u.s, ($7::bigint[])[(u.o - 1) * $8 + 1 : u.o * $8]
+               SELECT u.t, u.k, u.g, u.p, u.a, u.s, u.v::bigint[]
                FROM unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
-                           $6::text[]) WITH ORDINALITY AS u(t, k, g, p, a, s, o)
+                           $6::text[], $7::text[]) AS u(t, k, g, p, a, s, v)
                ON CONFLICT (tenant_id, kind, grain, period, activity, stat)
                DO UPDATE SET v = journey.vec_add(n.v, excluded.v)""",
-            cols[0], cols[1], cols[2], [_date(d) for d in cols[3]], cols[4], cols[5],
-            [x for vec in cols[6] for x in vec], width,
-        )  # fmt: skip
-        falling = [row for row in nodes if row[6][0] < 0]
+            *cols[:7],
+        )
+        falling = [row for row in node_rows if row[7] < 0]
         if falling:
             cols = list(zip(*falling, strict=True))
             status = await conn.execute(
@@ -470,26 +497,24 @@ async def apply_deltas(
                                 $6::text[]) AS u(t, k, g, p, a, s)
                    WHERE n.tenant_id = u.t AND n.kind = u.k AND n.grain = u.g
                      AND n.period = u.p AND n.activity = u.a AND n.stat = u.s AND n.v[1] = 0""",
-                cols[0], cols[1], cols[2], [_date(d) for d in cols[3]], cols[4], cols[5],
-            )  # fmt: skip
+                *cols[:6],
+            )
             deleted += int(status.split()[-1])
-    if edges:
-        cols = list(zip(*edges, strict=True))
+    if edge_rows:
+        cols = list(zip(*edge_rows, strict=True))
         await conn.execute(
             """INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, period, source,
                    target, bucket, n, us)
-               SELECT u.t, u.k, u.g, u.p, u.a, u.b, u.bk,
-                      ($8::bigint[])[(u.o - 1) * $10 + 1 : u.o * $10],
-                      ($9::bigint[])[(u.o - 1) * $10 + 1 : u.o * $10]
+               SELECT u.t, u.k, u.g, u.p, u.a, u.b, u.bk, u.n::bigint[], u.us::bigint[]
                FROM unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
-                           $6::text[], $7::int2[]) WITH ORDINALITY AS u(t, k, g, p, a, b, bk, o)
+                           $6::text[], $7::int2[], $8::text[], $9::text[])
+                   AS u(t, k, g, p, a, b, bk, n, us)
                ON CONFLICT (tenant_id, kind, grain, period, source, target, bucket)
                DO UPDATE SET n = journey.vec_add(e.n, excluded.n),
                              us = journey.vec_add(e.us, excluded.us)""",
-            cols[0], cols[1], cols[2], [_date(d) for d in cols[3]], cols[4], cols[5], cols[6],
-            [x for vec in cols[7] for x in vec], [x for vec in cols[8] for x in vec], width,
-        )  # fmt: skip
-        dropping = [row for row in edges if row[7][0] < 0]
+            *cols[:9],
+        )
+        dropping = [row for row in edge_rows if row[9] < 0]
         if dropping:
             cols = list(zip(*dropping, strict=True))
             status = await conn.execute(
@@ -499,11 +524,10 @@ async def apply_deltas(
                    WHERE e.tenant_id = u.t AND e.kind = u.k AND e.grain = u.g
                      AND e.period = u.p AND e.source = u.a AND e.target = u.b
                      AND e.bucket = u.bk AND e.n[1] = 0""",
-                cols[0], cols[1], cols[2], [_date(d) for d in cols[3]], cols[4], cols[5],
-                cols[6],
-            )  # fmt: skip
+                *cols[:7],
+            )
             deleted += int(status.split()[-1])
-    return len(nodes) + len(edges), deleted
+    return len(node_rows) + len(edge_rows), deleted
 
 
 async def clear_tenant(conn: asyncpg.Connection, tenant: str, *, steps: bool) -> None:

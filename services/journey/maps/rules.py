@@ -161,6 +161,8 @@ def fold_step(step: Step, fact: Fact) -> Step:
 
 
 def _text(value: Any) -> str | None:
+    if type(value) is str:  # the common case, first
+        return value.strip()[:MAX_TEXT] or None
     if value is None or isinstance(value, dict | list):
         return None
     text = (str(value).lower() if isinstance(value, bool) else str(value)).strip()
@@ -479,35 +481,53 @@ def difference(old: dict[Group, Part], new: dict[Group, Part]) -> dict[Group, Pa
     return out
 
 
-AggNode = tuple[int, str, int, str, str]  # kind, grain, period, activity, stat
-AggEdge = tuple[int, str, int, str, str, int]  # kind, grain, period, source, target, bucket
+AggNode = tuple[int, int, str, str]  # kind, day, activity, stat
+AggEdge = tuple[int, int, str, str, int]  # kind, day, source, target, bucket
+
+
+Vector = tuple[str, ...]  # the segment rows a contribution counts in
 
 
 @dataclass(slots=True)
 class Deltas:
-    """Changes to the stored aggregates, per day and per month; each a sparse vector over the
-    segment rows it counts in (``""`` all, ``trait=value``)."""
+    """Changes to the stored aggregates by the UTC day of the journeys' start (the month rows
+    are summed from them when written), each counted in the segment rows of its journeys
+    (``""`` all, ``trait=value``). Kept by (key, segment rows) so a batch's customers coalesce
+    before being spread into per-segment vectors once."""
 
-    nodes: dict[AggNode, dict[str, int]] = field(default_factory=dict)
-    edges: dict[AggEdge, dict[str, list[int]]] = field(default_factory=dict)
+    nodes: dict[tuple[AggNode, Vector], int] = field(default_factory=dict)
+    edges: dict[tuple[AggEdge, Vector], list[int]] = field(default_factory=dict)
 
     def add(self, group: Group, part: Part) -> None:
         kind, day, values = group
-        segs = seg_keys(values)
+        segs = tuple(seg_keys(values))
         nodes, edges = self.nodes, self.edges
-        for grain, period in (("d", day), ("m", month_of(day))):
-            for (activity, stat), v in part.nodes.items():
-                nk = (kind, grain, period, activity, stat)
-                vec = nodes.get(nk)
-                if vec is None:
-                    vec = nodes[nk] = {}
+        for (activity, stat), v in part.nodes.items():
+            nk = ((kind, day, activity, stat), segs)
+            nodes[nk] = nodes.get(nk, 0) + v
+        for (a, b, bk), (count, us) in part.edges.items():
+            ek = ((kind, day, a, b, bk), segs)
+            cur = edges.get(ek)
+            if cur is None:
+                edges[ek] = [count, us]
+            else:
+                cur[0] += count
+                cur[1] += us
+
+    def vectors(
+        self,
+    ) -> tuple[dict[AggNode, dict[str, int]], dict[AggEdge, dict[str, list[int]]]]:
+        """Per key, the change of each segment row (zeros left out)."""
+        nodes: dict[AggNode, dict[str, int]] = {}
+        for (nk, segs), v in self.nodes.items():
+            if v:
+                vec = nodes.setdefault(nk, {})
                 for seg in segs:
                     vec[seg] = vec.get(seg, 0) + v
-            for (a, b, bk), (count, us) in part.edges.items():
-                ek = (kind, grain, period, a, b, bk)
-                evec = edges.get(ek)
-                if evec is None:
-                    evec = edges[ek] = {}
+        edges: dict[AggEdge, dict[str, list[int]]] = {}
+        for (ek, segs), (count, us) in self.edges.items():
+            if count or us:
+                evec = edges.setdefault(ek, {})
                 for seg in segs:
                     cur = evec.get(seg)
                     if cur is None:
@@ -515,22 +535,20 @@ class Deltas:
                     else:
                         cur[0] += count
                         cur[1] += us
-
-    def pruned(self) -> Deltas:
-        nodes = {}
-        for k, vec in self.nodes.items():
+        kept_nodes = {}
+        for k, vec in nodes.items():
             kept = {s: v for s, v in vec.items() if v}
             if kept:
-                nodes[k] = kept
-        edges = {}
-        for ek, evec in self.edges.items():
+                kept_nodes[k] = kept
+        kept_edges = {}
+        for ek, evec in edges.items():
             ekept = {s: v for s, v in evec.items() if v[0] or v[1]}
             if ekept:
-                edges[ek] = ekept
-        return Deltas(nodes, edges)
+                kept_edges[ek] = ekept
+        return kept_nodes, kept_edges
 
     def segments(self) -> set[str]:
         found: set[str] = set()
-        for vec in self.nodes.values():
-            found.update(vec)
+        for _, segs in self.nodes:
+            found.update(segs)
         return found

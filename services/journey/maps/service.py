@@ -77,9 +77,24 @@ def period_bounds(start: date | None, end: date | None) -> tuple[date, ...]:
     return date.max, date.max, lo, hi, hi, hi
 
 
-_RANGE = """tenant_id = $1 AND kind = $2 AND (
-    (grain = 'm' AND period >= $3 AND period < $4)
-    OR (grain = 'd' AND ((period >= $5 AND period < $6) OR (period >= $7 AND period < $8))))"""
+def _ranged(table: str, columns: str) -> str:
+    """Rows of ``table`` for the query's periods: month rows for whole months, day rows for
+    the rest; each branch is one range of the primary key. Params: $1 tenant, $2 kind,
+    $3..$8 ``period_bounds``."""
+    branches = [
+        f"""SELECT {columns} FROM journey.{table}
+            WHERE tenant_id = $1 AND kind = $2 AND grain = '{grain}'
+              AND period >= ${lo} AND period < ${lo + 1}"""
+        for grain, lo in (("m", 3), ("d", 5), ("d", 7))
+    ]
+    return "\n UNION ALL \n".join(branches)
+
+
+_NODES = f"""SELECT activity, stat, sum(x)::bigint FROM (
+    {_ranged("map_node", "activity, stat, v[$9] AS x")}) r GROUP BY activity, stat"""
+_EDGES = f"""SELECT source, target, bucket, sum(x)::bigint, sum(y)::bigint FROM (
+    {_ranged("map_edge", "source, target, bucket, n[$9] AS x, us[$9] AS y")}) r
+    GROUP BY source, target, bucket"""
 
 
 async def load(conn: asyncpg.Connection, tenant: str, q: MapQuery) -> Loaded:
@@ -98,19 +113,11 @@ async def load(conn: asyncpg.Connection, tenant: str, q: MapQuery) -> Loaded:
             return out
         position = idx + 1
     bounds = period_bounds(q.start, q.end)
-    nodes = await conn.fetch(
-        f"""SELECT activity, stat, sum(v[$9])::bigint FROM journey.map_node WHERE {_RANGE}
-            GROUP BY activity, stat""",  # noqa: S608 - a constant
-        tenant, q.kind, *bounds, position,
-    )  # fmt: skip
+    nodes = await conn.fetch(_NODES, tenant, q.kind, *bounds, position)
     for activity, stat, value in nodes:
         if value:
             out.nodes[activity][stat] = value
-    edges = await conn.fetch(
-        f"""SELECT source, target, bucket, sum(n[$9])::bigint, sum(us[$9])::bigint
-            FROM journey.map_edge WHERE {_RANGE} GROUP BY source, target, bucket""",  # noqa: S608
-        tenant, q.kind, *bounds, position,
-    )  # fmt: skip
+    edges = await conn.fetch(_EDGES, tenant, q.kind, *bounds, position)
     for a, b, bucket, count, us in edges:
         if count:
             out.edges[(a, b)].add(bucket, count, us)
@@ -330,10 +337,10 @@ async def channel_mix(
     bounds = period_bounds(q.start, q.end)
     rows = await conn.fetch(
         f"""SELECT s.segment, n.activity, sum(n.v[s.idx + 1])::bigint
-            FROM journey.map_node n
+            FROM ({_ranged("map_node", "tenant_id, activity, stat, v")}) n
             JOIN journey.map_segment s ON s.tenant_id = n.tenant_id
                  AND s.segment LIKE $9 || '=%'
-            WHERE n.stat = 'count' AND n.{_RANGE}
+            WHERE n.stat = 'count'
             GROUP BY 1, 2""",  # noqa: S608 - constants
         tenant, q.kind, *bounds, by,
     )  # fmt: skip

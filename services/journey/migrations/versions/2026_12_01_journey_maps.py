@@ -14,12 +14,16 @@ depends_on = None
 
 DDL = """
 -- Events (or whole customers, event_id NULL: merge, split) waiting to be folded into the map.
--- Written in the worker's chunk transaction, drained by the map compactor.
+-- Written in the worker's chunk transaction with the event's JSON (so the compactor need not
+-- read the event table back), drained by the map compactor.
 CREATE TABLE journey.map_pending (
     seq bigint GENERATED ALWAYS AS IDENTITY,
     tenant_id text NOT NULL,
     customer_id uuid NOT NULL,
     event_id text,
+    type text,
+    time_us bigint,
+    body text,
     enqueued_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT pk_map_pending PRIMARY KEY (seq)
 );
@@ -108,19 +112,30 @@ CREATE TABLE journey.map_edge (
     CONSTRAINT ck_map_edge_grain CHECK (grain IN ('d', 'm'))
 );
 
--- Element-wise sum of two vectors (the shorter one padded with zeros).
-CREATE FUNCTION journey.vec_add(a bigint[], b bigint[]) RETURNS bigint[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS '
-    SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY i)
-    FROM unnest(a, b) WITH ORDINALITY AS u(x, y, i)
-';
-
 CREATE TABLE journey.map_config (
     tenant_id text NOT NULL,
     config jsonb NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT pk_map_config PRIMARY KEY (tenant_id)
 );
+"""
+
+
+# Element-wise sum of two vectors (the shorter one padded with zeros). PL/pgSQL: measured
+# 2.9 us a call against 5.9 us for unnest + array_agg in SQL (100,000 pairs of 14).
+VEC_ADD = """
+CREATE FUNCTION journey.vec_add(a bigint[], b bigint[]) RETURNS bigint[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    n integer := greatest(cardinality(a), cardinality(b));
+    r bigint[] := array_fill(0::bigint, ARRAY[n]);
+BEGIN
+    FOR i IN 1..n LOOP
+        r[i] := coalesce(a[i], 0) + coalesce(b[i], 0);
+    END LOOP;
+    RETURN r;
+END
+$$
 """
 
 
@@ -132,6 +147,7 @@ def upgrade() -> None:
         ).strip()
         if body:
             op.execute(body)
+    op.execute(VEC_ADD)
 
 
 def downgrade() -> None:
