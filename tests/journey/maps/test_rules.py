@@ -210,3 +210,20 @@ def test_stage_mapping_prefers_the_tenant_then_the_channel_then_defaults() -> No
     assert activities.stage_of("sms:reminder", mapping) == "renewal"
     assert activities.stage_of("phone:agent_call", mapping) == "support"
     assert activities.stage_of("web:checkout", mapping) == "purchase"
+
+
+def test_pm4py_is_never_imported_by_the_product_or_its_tests() -> None:
+    """PM4Py is AGPL: only the benchmark (its own `bench` extra) may use it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    pattern = re.compile(r"^\s*(import|from)\s+" + "pm4" + r"py\b", re.M)
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("services", "shared", "tests")
+        for path in (root / folder).rglob("*.py")
+        if pattern.search(path.read_text())
+    ]
+    assert offenders == []
+    assert pattern.search((root / "bench" / "journey_map.py").read_text())
