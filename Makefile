@@ -50,7 +50,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format shared services tests bench
 	$(VENV)/bin/ruff check --fix shared services tests bench
 
+# The benchmarks also compare with PM4Py (AGPL): only they install the `bench` extra.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[embedded,dev,bench]"
 	@for script in bench/*.py; do \
 		[ -e "$$script" ] || continue; \
 		case $$script in */_*) continue;; esac; \

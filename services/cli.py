@@ -225,6 +225,7 @@ for _module in (
     "services.simulator.cli",
     "services.ingest.cli",
     "services.journey.cli",
+    "services.journey.maps.cli",
     "services.alerts.cli",
 ):
     _register_optional(_module)

@@ -41,8 +41,8 @@ def keys_create(
     scopes: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: events:write,events:read,context:read,alerts:read,"
-            "alerts:write,admin"
+            help="Comma-separated: events:write,events:read,context:read,context:write,"
+            "alerts:read,alerts:write,analytics:read,admin"
         ),
     ],
     name: Annotated[str, typer.Option(help="What the key is for.")] = "cli",

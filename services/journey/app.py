@@ -14,6 +14,7 @@ from services.journey.context.cache import ContextCache
 from services.journey.context.endpoints import router as context_router
 from services.journey.context.stream import ContextHub
 from services.journey.identity.endpoints import router as identity_router
+from services.journey.maps.endpoints import router as maps_router
 from services.journey.pages import install as install_pages
 from shared.app import create_app as create_service_app
 from shared.db import asyncpg_dsn
@@ -56,10 +57,10 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
     app = create_service_app(
         service="journey",
         settings=settings,
-        routers=[context_router, identity_router],
+        routers=[context_router, identity_router, maps_router],
         description=(
             "Identity graph and the agent's cross-channel context: screen pop by any identifier, "
-            "timeline, facts ledger, route hints, live updates, merge and split."
+            "timeline, facts ledger, route hints, live updates, merge and split; the journey map."
         ),
         with_producer=True,
         producer_options={"request_timeout_ms": int(settings.api_publish_timeout_seconds * 1000)},

@@ -32,6 +32,7 @@ from services.journey.identity.rules import (
     new_customer_id,
     resolve,
 )
+from services.journey.maps import repository as maps_repo
 from services.journey.metrics import RESOLUTIONS
 from shared.errors import Conflict, NotFound
 from shared.events import Envelope, IdentifierType
@@ -291,6 +292,10 @@ class ChunkApplier:
                     self.result.applied.append(item)
                 self.result.notified.append(f"{key[0]}|{key[1]}|{version + 1}")
             await context_repo.save_contexts(conn, saves)
+            if self.settings.map_maintenance:  # folded into the journey map by its compactor
+                await maps_repo.enqueue_events(
+                    conn, [(*key, i.env, i.raw) for key in touched for i in self._touched[key]]
+                )
             notices = self.result.notified[-len(saves) :]
             notices += [f"{t}|{c}|0" for t, c in self._also_notify - set(touched)]
             await context_repo.notify(conn, self.settings.notify_channel, notices)

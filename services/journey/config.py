@@ -65,5 +65,19 @@ class JourneySettings(CommonSettings):
         description="Longest a fetch waits for new records (bounds freshness on a quiet topic).",
     )
 
+    map_maintenance: bool = Field(
+        True,
+        description=(
+            "Keep the journey map current: the worker queues each applied event and folds it "
+            "into the map in the background (off: run `waypoint rebuild-maps` after turning on)."
+        ),
+    )
+    map_batch_customers: int = Field(
+        500, ge=1, le=20_000, description="Customers folded into the map per transaction."
+    )
+    map_poll_seconds: float = Field(
+        0.2, gt=0, le=60, description="How often an idle map compactor looks for new work."
+    )
+
     def share_limit(self, id_type: str) -> int:
         return self.share_limits.get(id_type, self.share_limit_default)

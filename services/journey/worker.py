@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from services.journey.applier import ChunkApplier, ChunkResult, Incoming, StaleChunk
 from services.journey.config import JourneySettings
+from services.journey.maps.maintain import start_compactor, stop_compactor
 from services.journey.metrics import CHUNK_RETRIES, EVENTS, FRESHNESS, PROCESSING
 from shared.db import Database, raw_connection
 from shared.events import parse_normalized
@@ -165,9 +166,11 @@ async def run(
     await producer.start()
     await consumer.start()
     log.info("worker.started", topic=settings.topic_normalized, group=settings.consumer_group)
+    compactor = start_compactor(db, settings)  # the journey map, folded in the background
     try:
         await run_until_stopped(worker, stop)
     finally:
+        await stop_compactor(compactor)
         await consumer.stop()
         await producer.stop()
         await db.dispose()

@@ -13,10 +13,12 @@ class DigitalEpisodes(VoiceEpisodes):
         r, p, t = self.rng, self.p, self.t
         department, text, fact = REASONS[reason]
         social = [ident("social", p.social)]
+        thread = f"social-{t.key}-{self.interactions}"  # the platform's conversation id
         t.emit(
             "message.received",
             social,
             "social",
+            interaction_id=thread,
             touchpoint="social_mention",
             text=f"@brand {text}!",
             sentiment=round(r.uniform(-0.9, -0.4), 2),
@@ -26,6 +28,7 @@ class DigitalEpisodes(VoiceEpisodes):
             "message.sent",
             social,
             "social",
+            interaction_id=thread,
             touchpoint="social_mention",
             agent_id="social-bot",
             text="Sorry to hear that, please open a chat on our site so we can help.",

@@ -37,7 +37,7 @@ def account_usage(account: Account, rng: random.Random, t: Timeline, days: float
             "customer.churned",
             ids,
             "other",
-            touchpoint="contract",
+            touchpoint="contract_cancelled",
             reason=rng.choice(("low_adoption", "price", "switched_competitor", "support")),
         )
         t.emit(
@@ -50,7 +50,9 @@ def account_usage(account: Account, rng: random.Random, t: Timeline, days: float
             comment="We did not get enough value for the seats we paid.",
         )
     elif account.outcome == "renewed":
-        t.emit("customer.renewed", ids, "other", touchpoint="contract", reason="annual_renewal")
+        t.emit(
+            "customer.renewed", ids, "other", touchpoint="contract_renewal", reason="annual_renewal"
+        )
 
 
 def user_usage(person: Person, rng: random.Random, t: Timeline, days: float) -> None:

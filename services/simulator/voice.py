@@ -290,6 +290,7 @@ class VoiceEpisodes(JourneyState):
             "callback.requested",
             ids,
             "web",
+            interaction_id=f"cbform-{t.key}-{self.interactions}",
             touchpoint="callback_form",
             number=p.phone,
             requested_for=iso(t.now + r.uniform(HOUR, DAY)),

@@ -24,6 +24,7 @@ class Scope(StrEnum):
     context_write = "context:write"  # facts; merge and split by hand
     alerts_read = "alerts:read"
     alerts_write = "alerts:write"
+    analytics_read = "analytics:read"
     admin = "admin"
 
 

@@ -19,6 +19,7 @@ from services.journey.context import rules as ctx
 from services.journey.context.rebuild import rebuild_context
 from services.journey.identity import repository as repo
 from services.journey.identity.rules import EventSide, split_attribution
+from services.journey.maps import repository as maps_repo
 from services.journey.metrics import MERGES, SPLITS
 from shared.errors import Conflict, NotFound
 
@@ -136,6 +137,7 @@ async def merge(
     )
     version = max((v for _, v in locked.values()), default=0) + 1
     doc = await rebuild_context(conn, tenant, survivor_id, version)
+    await maps_repo.enqueue_customers(conn, tenant, [survivor_id, merged_id])
     await context_repo.notify(
         conn, channel, [f"{tenant}|{survivor_id}|{version}", f"{tenant}|{merged_id}|{version}"]
     )
@@ -252,6 +254,8 @@ async def split(
     )
     version = max((v for _, v in locked.values()), default=0) + 1
     result = SplitResult(record["id"], customer_id, restored, moved, len(moved_links))
+    await maps_repo.forget_events(conn, tenant, moved)  # re-derived on the restored side
+    await maps_repo.enqueue_customers(conn, tenant, [customer_id, restored])
     for cid in (customer_id, restored):
         result.docs[cid] = (await rebuild_context(conn, tenant, cid, version), version)
     await context_repo.notify(

@@ -1,0 +1,370 @@
+"""Journey map benchmark (issue 8): one step log of >= 2,000,000 steps, built through the
+journey worker's applier and the map compactor, then, ROUNDS times each:
+
+(a) PM4Py ``discover_dfg`` + ``discover_performance_dfg`` on that log (pm4py is in the optional
+    ``bench`` extra only: AGPL, never a runtime or test dependency);
+(b) ``GET /v1/journey-map`` p50/p99, whole log and with a segment filter (a real uvicorn
+    process, keep-alive load from another process) — target p99 <= 200 ms and >= 100x (a);
+(c) the journey worker's throughput (Kafka -> worker process -> PostgreSQL) with map maintenance
+    on vs off — target <= 15 % slower; for a "live" shape (events of the last hours) and a
+    "replay" shape (months of history arriving at once);
+(d) ``waypoint rebuild-maps`` steps/s (and the map it gives is the same; first round only);
+(e) Waypoint's counts equal PM4Py's (edges, starts, ends, activities; mean durations).
+
+Environment: BENCH_MAP_CUSTOMERS (200,000: 10 steps each), BENCH_MAP_ROUNDS (3),
+BENCH_MAP_WORKER_CUSTOMERS (10,000 per throughput run). Prints figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _journey_stack import ROOT, Stack, machine, new_producer, run_load  # noqa: E402
+from _map_log import customer_events  # noqa: E402
+
+from shared.auth.service import create_key, ensure_tenant  # noqa: E402
+from shared.db import Database, raw_connection  # noqa: E402
+from shared.kafka import ensure_topics  # noqa: E402
+
+CUSTOMERS = int(os.environ.get("BENCH_MAP_CUSTOMERS", "200000"))
+ROUNDS = int(os.environ.get("BENCH_MAP_ROUNDS", "3"))
+WORKER_CUSTOMERS = int(os.environ.get("BENCH_MAP_WORKER_CUSTOMERS", "10000"))
+TENANT = "bench-map"
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
+
+
+async def build(stack: Stack, base: datetime) -> dict[str, Any]:
+    """Two build processes (one customer range each) on the real applier and compactor."""
+    started = time.perf_counter()
+    half = CUSTOMERS // 2
+    children = []
+    for first, last in ((0, half), (half, CUSTOMERS)):
+        spec = {
+            "settings": {"database_url": stack.settings.dsn, "env": "test", "log_json": False},
+            "base": base.isoformat(),
+            "tenant": TENANT,
+            "first": first,
+            "last": last,
+        }
+        child = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "_map_log.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        children.append((child, json.dumps(spec).encode()))
+    outputs = await asyncio.gather(
+        *(asyncio.to_thread(child.communicate, spec) for child, spec in children)
+    )
+    results = []
+    for (child, _), (out, _err) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, "build process failed"
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    seconds = time.perf_counter() - started
+    return {"events": sum(r["events"] for r in results), "seconds": seconds}
+
+
+async def step_log(db: Database) -> tuple[list[str], list[str], list[int]]:
+    """The episode step log, journey by journey (the rows the export streams)."""
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        rows = await conn.fetch(
+            """SELECT customer_id::text || '/' || journey_key, activities, times_us
+               FROM journey.map_journey WHERE tenant_id = $1 AND kind = 1
+               ORDER BY day, customer_id, journey_key""",
+            TENANT,
+        )
+    cases: list[str] = []
+    activities: list[str] = []
+    times: list[int] = []
+    for case, acts, ts in rows:
+        cases.extend([case] * len(acts))
+        activities.extend(acts)
+        times.extend(ts)
+    return cases, activities, times
+
+
+def pm4py_dfg(cases: list[str], activities: list[str], times: list[int]) -> dict[str, Any]:
+    import pandas as pd
+    import pm4py
+
+    frame = pd.DataFrame(
+        {
+            "case": cases,
+            "activity": activities,
+            "timestamp": pd.to_datetime(pd.Series(times, dtype="int64"), unit="us", utc=True),
+        }
+    )
+    started = time.perf_counter()
+    frame = pm4py.format_dataframe(
+        frame, case_id="case", activity_key="activity", timestamp_key="timestamp"
+    )
+    formatted = time.perf_counter()
+    dfg, starts, ends = pm4py.discover_dfg(frame)
+    found = time.perf_counter()
+    performance, _, _ = pm4py.discover_performance_dfg(frame)
+    done = time.perf_counter()
+    return {
+        "format_s": formatted - started,
+        "dfg_s": found - formatted,
+        "performance_s": done - found,
+        "seconds": done - formatted,
+        "dfg": {f"{a}>{b}": n for (a, b), n in dfg.items()},
+        "starts": dict(starts),
+        "ends": dict(ends),
+        "activities": dict(frame["concept:name"].value_counts()),
+        "means": {f"{a}>{b}": v["mean"] for (a, b), v in performance.items()},
+    }
+
+
+def compare(body: dict[str, Any], pm: dict[str, Any]) -> dict[str, Any]:
+    ours_edges = {f"{e['source']}>{e['target']}": e["count"] for e in body["edges"]}
+    ours_means = {f"{e['source']}>{e['target']}": e["duration_s"]["mean"] for e in body["edges"]}
+    checks = {
+        "edges": ours_edges == pm["dfg"],
+        "starts": {n["id"]: n["starts"] for n in body["nodes"] if n["starts"]} == pm["starts"],
+        "ends": {n["id"]: n["ends"] for n in body["nodes"] if n["ends"]} == pm["ends"],
+        "activities": {n["id"]: n["count"] for n in body["nodes"]}
+        == {k: int(v) for k, v in pm["activities"].items()},
+        "means": all(abs(ours_means[k] - v) <= 0.001 for k, v in pm["means"].items()),
+    }
+    assert all(checks.values()), f"Waypoint and PM4Py disagree: {checks}"
+    return checks
+
+
+async def latency(port: int, key: str, path: str) -> dict[str, Any]:
+    spec = {
+        "host": "127.0.0.1",
+        "port": port,
+        "paths": [path],
+        "headers": {"Authorization": f"Bearer {key}"},
+        "concurrency": 2,
+        "duration": 15,
+        "rate": None,
+    }
+    return await asyncio.to_thread(run_load, spec)
+
+
+async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> dict[str, Any]:
+    """Events applied per second by one worker process from a pre-filled topic (and, with
+    maintenance on, folded into the map: the run ends when the map has caught up)."""
+    run = uuid.uuid4().hex[:6]
+    tenant = f"bench-w{run}"
+    topic = f"bench-map-{run}"
+    await ensure_topics(stack.settings, [topic], partitions=4)
+    now = datetime.now(UTC)
+    base = now - (timedelta(days=4) if shape == "live" else timedelta(days=130))
+    producer = new_producer(stack.settings)
+    await producer.start()
+    total = 0
+    try:
+        futures = []
+        for i in range(WORKER_CUSTOMERS):
+            for event in customer_events(i, tenant, base):
+                if shape == "live":  # squeeze the customer's steps into the last days
+                    t = datetime.fromisoformat(event["time"])
+                    event["time"] = (base + (t - base) / 40).isoformat()
+                futures.append(
+                    await producer.send(topic, orjson.dumps(event), key=f"{tenant}|m{i}".encode())
+                )
+                total += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    db = Database(stack.settings.dsn, pool_size=1, application_name="bench-watch")
+    child = stack.spawn(
+        "worker",
+        "journey",
+        "worker",
+        env={
+            "WAYPOINT_TOPIC_NORMALIZED": topic,
+            "WAYPOINT_JOURNEY_CONSUMER_GROUP": f"bench-map-{run}",
+            "WAYPOINT_JOURNEY_MAP_MAINTENANCE": "true" if maintenance else "false",
+        },
+    )
+    first = None
+    try:
+        while True:
+            async with db.session() as session:
+                conn = await raw_connection(session)
+                applied = await conn.fetchval(
+                    "SELECT count(*) FROM journey.event WHERE tenant_id = $1", tenant
+                )
+                waiting = await conn.fetchval(
+                    "SELECT count(*) FROM journey.map_pending WHERE tenant_id = $1", tenant
+                )
+            if applied and first is None:
+                first = (time.perf_counter(), applied)
+            if applied >= total and not waiting:
+                break
+            await asyncio.sleep(0.25)
+        assert first is not None
+        seconds = time.perf_counter() - first[0]
+    finally:
+        stack.stop(child)
+        await db.dispose()
+    return {"events": total, "seconds": seconds, "events_per_s": (total - first[1]) / seconds}
+
+
+def rebuild() -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "rebuild-maps", "--tenant", TENANT],
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ},
+    )
+    line = out.stdout.decode().strip().splitlines()[-1]
+    # "bench-map: N customer(s), S step(s) from E event(s) in T s (R steps/s)"
+    steps = int(line.split(", ")[1].split()[0])
+    seconds = float(line.split(" in ")[1].split()[0])
+    return {"steps": steps, "seconds": seconds, "steps_per_s": steps / seconds}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+async def main() -> None:
+    stack = Stack()
+    figures: dict[str, Any] = {"machine": machine(), "customers": CUSTOMERS, "rounds": []}
+    try:
+        await stack.prepare()
+        db = Database(stack.settings.dsn, pool_size=2, application_name="bench")
+        async with db.session() as session:
+            await ensure_tenant(session, TENANT)
+            key, _ = await create_key(
+                session, tenant_id=TENANT, name="bench", scopes=["analytics:read"]
+            )
+        os.environ.update({k: v for k, v in stack.env().items() if k.isupper()})
+        base = datetime.now(UTC) - timedelta(days=130)
+        log(f"building the step log: {CUSTOMERS:,} customers x 10 steps …")
+        built = await build(stack, base)
+        async with db.session() as session:
+            conn = await raw_connection(session)
+            steps = await conn.fetchval(
+                "SELECT count(*) FROM journey.map_step WHERE tenant_id = $1", TENANT
+            )
+            sizes = {
+                t: await conn.fetchval(
+                    f"SELECT count(*) FROM journey.{t} WHERE tenant_id = $1",  # noqa: S608
+                    TENANT,
+                )
+                for t in ("map_node", "map_edge", "map_journey")
+            }
+        built.update(steps=steps, rows=sizes)
+        log(
+            f"built: {built['events']:,} events, {steps:,} steps in {built['seconds']:.0f} s "
+            f"({built['events'] / built['seconds']:,.0f} events/s incl. map); rows {sizes}"
+        )
+        assert steps >= 2_000_000 or CUSTOMERS < 200_000
+        figures["build"] = built
+        port = stack.serve()
+        cases, activities, times = await step_log(db)
+        segment = "/v1/journey-map?segment.age_group=25-34"
+        for round_no in range(1, ROUNDS + 1):
+            log(f"round {round_no}: PM4Py on {len(activities):,} steps …")
+            pm = await asyncio.to_thread(pm4py_dfg, cases, activities, times)
+            import httpx
+
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+            ) as client:
+                body = (await client.get("/v1/journey-map", timeout=60)).json()
+            checks = compare(body, pm)
+            log(
+                f"  (a) PM4Py discover_dfg {pm['dfg_s']:.2f} s + discover_performance_dfg "
+                f"{pm['performance_s']:.2f} s = {pm['seconds']:.2f} s (format_dataframe "
+                f"{pm['format_s']:.2f} s more); (e) counts equal: {checks}"
+            )
+            whole = await latency(port, key, "/v1/journey-map")
+            seg = await latency(port, key, segment)
+            log(
+                f"  (b) GET /v1/journey-map: p50 {whole['p50_ms']:.1f} ms, p99 "
+                f"{whole['p99_ms']:.1f} ms ({whole['rps']:.0f} req/s); with a segment "
+                f"filter: p50 {seg['p50_ms']:.1f} ms, p99 {seg['p99_ms']:.1f} ms; "
+                f"PM4Py / p99 = {pm['seconds'] * 1000 / whole['p99_ms']:.0f}x"
+            )
+            if round_no == 1:  # minutes on 2M steps: once
+                rebuilt = await asyncio.to_thread(rebuild)
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}",
+                    headers={"Authorization": f"Bearer {key}"},
+                ) as client:
+                    again = (await client.get("/v1/journey-map", timeout=60)).json()
+                assert again == body, "rebuild-maps changed the map"
+                log(f"  (d) rebuild-maps: {rebuilt['steps_per_s']:,.0f} steps/s (same map)")
+                figures["rebuild"] = rebuilt
+            throughput = {}
+            for shape in ("live", "replay"):
+                off = await worker_throughput(stack, maintenance=False, shape=shape)
+                on = await worker_throughput(stack, maintenance=True, shape=shape)
+                throughput[shape] = {
+                    "off": off,
+                    "on": on,
+                    "slower": 1 - on["events_per_s"] / off["events_per_s"],
+                }
+                log(
+                    f"  (c) worker, {shape}: off {off['events_per_s']:,.0f} events/s, on "
+                    f"{on['events_per_s']:,.0f} events/s (map current at the end): "
+                    f"{throughput[shape]['slower']:.0%} slower"
+                )
+            figures["rounds"].append(
+                {
+                    "pm4py_s": pm["seconds"],
+                    "pm4py_dfg_s": pm["dfg_s"],
+                    "pm4py_performance_s": pm["performance_s"],
+                    "api_p50_ms": whole["p50_ms"],
+                    "api_p99_ms": whole["p99_ms"],
+                    "api_segment_p50_ms": seg["p50_ms"],
+                    "api_segment_p99_ms": seg["p99_ms"],
+                    "speedup_vs_pm4py": pm["seconds"] * 1000 / whole["p99_ms"],
+                    "worker": throughput,
+                    "counts_equal": all(checks.values()),
+                }
+            )
+        rounds = figures["rounds"]
+        figures["summary"] = {
+            name: spread([r[name] for r in rounds])
+            for name in (
+                "pm4py_s",
+                "api_p50_ms",
+                "api_p99_ms",
+                "api_segment_p99_ms",
+                "speedup_vs_pm4py",
+            )
+        }
+        for shape in ("live", "replay"):
+            figures["summary"][f"worker_{shape}_slower"] = spread(
+                [r["worker"][shape]["slower"] for r in rounds]
+            )
+        await db.dispose()
+    finally:
+        stack.close()
+    print(json.dumps(figures, default=str))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

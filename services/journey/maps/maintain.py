@@ -1,0 +1,295 @@
+"""Keep the stored map exact as events arrive: fold, re-derive, apply the difference.
+
+The worker's chunk transaction only enqueues (tenant, customer, event id) in
+``journey.map_pending`` (merges and splits enqueue the customers to re-derive). A compactor
+drains the queue in batches, one transaction each, customers locked (advisory, skip-locked):
+
+1. load the batch's customers' stored steps and profile — exactly what their current
+   contribution to the aggregates was computed from;
+2. fold the pending events into those steps (or, for a merge or split, rebuild the steps from
+   all the customer's events; a customer merged away contributes nothing any more);
+3. apply ``new − old`` contribution to the aggregates, one sorted upsert per table, and save
+   the changed steps, journeys and profile.
+
+Folding is order-independent and an event is enqueued once (the event table's primary key), so
+late, out-of-order and replayed events end in the same map as in-order delivery; the rebuild
+(``rebuild.py``) computes the same from the stored events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+
+from services.journey.config import JourneySettings
+from services.journey.maps import repository as repo
+from services.journey.maps import rules
+from services.journey.maps.metrics import (
+    MAP_AGGREGATE_ROWS,
+    MAP_BATCH,
+    MAP_CUSTOMERS,
+    MAP_DELAY,
+    MAP_EVENTS,
+    MAP_FAILURES,
+    MAP_LAG,
+    MAP_ROWS,
+)
+from services.journey.maps.settings import MapConfig
+from shared.db import Database, raw_connection
+from shared.logging import get_logger
+
+log = get_logger("journey.maps")
+Key = repo.Key
+
+
+@dataclass
+class Change:
+    """What re-deriving one customer changes (pure result)."""
+
+    save_steps: list[rules.Step] = field(default_factory=list)
+    delete_steps: list[str] = field(default_factory=list)
+    profile: rules.Profile | None = None  # None: forget the customer
+    steps: int = 0
+    save_journeys: list[tuple[tuple[int, str], rules.JourneyRow]] = field(default_factory=list)
+    delete_journeys: list[tuple[int, str]] = field(default_factory=list)
+    parts: dict[rules.Group, rules.Part] = field(default_factory=dict)
+
+
+def recompute(
+    steps: dict[str, rules.Step],
+    profile: rules.Profile | None,
+    facts: list[rules.Fact],
+    *,
+    config: MapConfig,
+    mode: str,
+    counted: bool = True,
+) -> Change:
+    """``mode``: ``fold`` the facts into the stored steps; ``fresh``: the facts are all of the
+    customer's events; ``gone``: the customer was merged away. ``steps`` and ``profile`` are
+    what the stored contribution was computed from (they may be mutated); ``counted=False``
+    when that contribution is not in the aggregates (a recomputation after clearing them)."""
+    window, bands = config.window_us, config.bands
+    old_profile = profile or rules.new_profile()
+    old_parts: dict[rules.Group, rules.Part] = {}
+    old_rows: dict[tuple[int, str], rules.JourneyRow] = {}
+    if counted:
+        old_parts, old_rows = rules.derive(
+            steps.values(), old_profile, window_us=window, bands=bands
+        )
+    change = Change()
+    if mode == "gone":
+        new_steps: dict[str, rules.Step] = {}
+        new_profile = None
+        change.delete_steps = list(steps)
+    elif mode == "fresh":
+        new_steps = rules.build_steps(facts)
+        new_profile = rules.new_profile()
+        for fact in facts:
+            rules.fold_profile(new_profile, fact)
+        change.save_steps = [s for k, s in new_steps.items() if steps.get(k) != s]
+        change.delete_steps = [k for k in steps if k not in new_steps]
+    else:
+        new_steps = steps
+        new_profile = old_profile
+        touched: set[str] = set()
+        for fact in facts:
+            key = rules.step_key(fact)
+            if key is not None:
+                step = new_steps.get(key)
+                if step is None:
+                    step = new_steps[key] = rules.new_step(key, fact)
+                rules.fold_step(step, fact)
+                touched.add(key)
+            rules.fold_profile(new_profile, fact)
+        change.save_steps = [new_steps[k] for k in sorted(touched)]
+    change.profile = new_profile
+    change.steps = len(new_steps)
+    if new_profile is not None:
+        new_parts, new_rows = rules.derive(
+            new_steps.values(), new_profile, window_us=window, bands=bands
+        )
+    else:
+        new_parts, new_rows = {}, {}
+    change.parts = rules.difference(old_parts, new_parts)
+    change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
+    change.delete_journeys = [k for k in old_rows if k not in new_rows]
+    return change
+
+
+@dataclass
+class Outcome:
+    customers: int = 0
+    events: int = 0
+    rows: int = 0
+    deleted: int = 0
+    oldest_enqueued_at: datetime | None = None
+
+
+class Writes:
+    """One batch's writes, collected across customers and issued once per table."""
+
+    def __init__(self) -> None:
+        self.deltas: dict[str, rules.Deltas] = defaultdict(rules.Deltas)
+        self.steps: list[repo.StepRow] = []
+        self.drop_steps: list[tuple[str, uuid.UUID, str]] = []
+        self.profiles: list[tuple[str, uuid.UUID, rules.Profile, int]] = []
+        self.forget: list[Key] = []
+        self.journeys: list[tuple[repo.JourneyKey, rules.JourneyRow]] = []
+        self.drop_journeys: list[repo.JourneyKey] = []
+
+    def add(self, key: Key, change: Change) -> None:
+        tenant, customer = key
+        deltas = self.deltas[tenant]
+        for group, part in change.parts.items():
+            deltas.add(group, part)
+        if change.profile is None:
+            self.forget.append(key)
+            return
+        self.steps += [(tenant, customer, s) for s in change.save_steps]
+        self.drop_steps += [(tenant, customer, k) for k in change.delete_steps]
+        self.profiles.append((tenant, customer, change.profile, change.steps))
+        self.journeys += [((tenant, customer, *k), r) for k, r in change.save_journeys]
+        self.drop_journeys += [(tenant, customer, *k) for k in change.delete_journeys]
+
+    async def flush(self, conn: asyncpg.Connection) -> tuple[int, int]:
+        await repo.forget(conn, self.forget)
+        await repo.delete_steps(conn, self.drop_steps)
+        await repo.save_steps(conn, self.steps)
+        await repo.save_profiles(conn, self.profiles)
+        await repo.delete_journeys(conn, self.drop_journeys)
+        await repo.save_journeys(conn, self.journeys)
+        return await repo.apply_deltas(conn, list(self.deltas.items()))
+
+
+async def drain_once(conn: asyncpg.Connection, *, limit: int) -> Outcome:
+    """Fold up to ``limit`` waiting customers into the map, in the caller's transaction."""
+    keys = await repo.claim(conn, limit)
+    outcome = Outcome()
+    if not keys:
+        return outcome
+    pending = await repo.pending_of(conn, keys)
+    roots = await repo.roots(conn, keys)
+    configs = await repo.configs(conn, (t for t, _ in keys))
+    waiting: dict[Key, list[asyncpg.Record]] = defaultdict(list)
+    for row in pending:
+        waiting[(row["tenant_id"], row["customer_id"])].append(row)
+    gone = {k for k in keys if roots.get(k) != k[1]}
+    fresh = [k for k in keys if k not in gone and any(r["event_id"] is None for r in waiting[k])]
+    everything = await repo.member_facts(conn, fresh)
+    stored = await repo.steps_of(conn, keys)
+    profiles = await repo.profiles_of(conn, keys)
+    writes = Writes()
+    folded: list[tuple[str, uuid.UUID, str]] = []
+    for key in keys:
+        config = configs[key[0]]
+        if key in gone:
+            change = recompute(stored[key], profiles.get(key), [], config=config, mode="gone")
+            MAP_CUSTOMERS.labels("removed").inc()
+            MAP_EVENTS.labels("superseded").inc(sum(1 for r in waiting[key] if r["event_id"]))
+        elif key in everything:
+            facts = everything[key]
+            change = recompute(stored[key], profiles.get(key), facts, config=config, mode="fresh")
+            folded += [(key[0], key[1], f.event_id) for f in facts]
+            MAP_CUSTOMERS.labels("rederived").inc()
+        else:
+            # (A split drops the entries of events it moves: the other side re-derives them.)
+            facts = [
+                rules.Fact(r["event_id"], r["type"], r["time_us"], orjson.loads(r["body"])["data"])
+                for r in waiting[key]
+            ]
+            MAP_EVENTS.labels("folded").inc(len(facts))
+            change = recompute(stored[key], profiles.get(key), facts, config=config, mode="fold")
+            MAP_CUSTOMERS.labels("incremental").inc()
+        writes.add(key, change)
+        outcome.events += len(waiting[key])
+    outcome.rows, outcome.deleted = await writes.flush(conn)
+    await repo.done(conn, [r["seq"] for r in pending], folded)
+    outcome.customers = len(keys)
+    outcome.oldest_enqueued_at = min((r["enqueued_at"] for r in pending), default=None)
+    return outcome
+
+
+async def drain(db: Database, *, limit: int = 500) -> int:
+    """Fold everything waiting (tests, the rebuild's tail, start-up); returns customers done."""
+    total = 0
+    while True:
+        async with db.session() as session:
+            outcome = await drain_once(await raw_connection(session), limit=limit)
+        if not outcome.customers:
+            return total
+        total += outcome.customers
+
+
+class Compactor:
+    """Drains the map's queue in the worker process: batch after batch while there is work,
+    then a poll every ``map_poll_seconds``. A failed batch rolls back and is retried."""
+
+    def __init__(self, db: Database, settings: JourneySettings):
+        self.db = db
+        self.settings = settings
+        self._stats_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                outcome = await self.step()
+                failures = 0
+            except Exception as exc:  # retried, counted: a stuck map shows as map lag
+                failures += 1
+                MAP_FAILURES.labels(type(exc).__name__).inc()
+                log.warning("map.compaction_failed", error=f"{type(exc).__name__}: {exc}")
+                await _wait(stop, min(30.0, 0.1 * 2**failures))
+                continue
+            if not outcome.customers:
+                await _wait(stop, self.settings.map_poll_seconds)
+
+    async def step(self) -> Outcome:
+        started = time.perf_counter()
+        async with self.db.session() as session:
+            conn = await raw_connection(session)
+            outcome = await drain_once(conn, limit=self.settings.map_batch_customers)
+            oldest = await repo.oldest_pending_at(conn)
+            if time.monotonic() - self._stats_at > 30:
+                self._stats_at = time.monotonic()
+                for table, rows in await repo.table_sizes(conn):
+                    MAP_AGGREGATE_ROWS.labels(table).set(rows)
+        now = datetime.now(UTC)
+        if outcome.customers:
+            MAP_BATCH.observe(time.perf_counter() - started)
+            MAP_ROWS.labels("upserted").inc(outcome.rows)
+            MAP_ROWS.labels("deleted").inc(outcome.deleted)
+            if outcome.oldest_enqueued_at is not None:
+                MAP_DELAY.observe((now - outcome.oldest_enqueued_at).total_seconds())
+        MAP_LAG.set((now - oldest).total_seconds() if oldest is not None else 0.0)
+        return outcome
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+def start_compactor(
+    db: Database, settings: JourneySettings
+) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
+    """The worker's background compactor (None when map maintenance is off)."""
+    if not settings.map_maintenance:
+        return None
+    stop = asyncio.Event()
+    return stop, asyncio.create_task(Compactor(db, settings).run(stop))
+
+
+async def stop_compactor(handle: tuple[asyncio.Event, asyncio.Task[None]] | None) -> None:
+    if handle is not None:
+        handle[0].set()
+        await asyncio.gather(handle[1], return_exceptions=True)

@@ -1,0 +1,540 @@
+"""SQL of the journey map (asyncpg, inside the caller's transaction; never commits).
+
+Every statement filters on the tenant. Batched statements take parallel arrays and ``unnest``
+them, so a compaction of hundreds of customers costs a fixed handful of round trips.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.journey.maps import rules
+from services.journey.maps.settings import MapConfig
+from shared.events import Envelope
+
+Key = tuple[str, uuid.UUID]  # (tenant, customer)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _date(day: int) -> date:
+    return date.fromordinal(day + _EPOCH_ORDINAL)
+
+
+def _literal(vector: list[int]) -> str:
+    return "{" + ",".join(map(str, vector)) + "}"
+
+
+def _split(keys: Sequence[Key]) -> tuple[list[str], list[uuid.UUID]]:
+    return [k[0] for k in keys], [k[1] for k in keys]
+
+
+# --- the pending queue --------------------------------------------------------------------------
+
+
+async def enqueue_events(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, Envelope, bytes]]
+) -> None:
+    """(tenant, customer, event, its JSON) of newly applied events (the worker's chunk)."""
+    if rows:
+        await conn.execute(
+            """INSERT INTO journey.map_pending
+                   (tenant_id, customer_id, event_id, type, time_us, body)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[],
+                                    $5::bigint[], $6::text[])""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2].id for r in rows],
+            [str(r[2].type) for r in rows],
+            [rules.to_us(r[2].time) for r in rows],
+            [r[3].decode() for r in rows],
+        )
+
+
+async def forget_events(conn: asyncpg.Connection, tenant: str, event_ids: Sequence[str]) -> None:
+    """Drop queued entries of events a split moved to another customer (whose re-derivation,
+    queued by the same split, reads them)."""
+    if event_ids:
+        await conn.execute(
+            "DELETE FROM journey.map_pending WHERE tenant_id = $1 AND event_id = ANY($2::text[])",
+            tenant,
+            list(event_ids),
+        )
+
+
+async def enqueue_customers(
+    conn: asyncpg.Connection, tenant: str, customer_ids: Iterable[uuid.UUID]
+) -> None:
+    """Re-derive these customers from all their events (after a merge or a split)."""
+    ids = list(customer_ids)
+    await conn.execute(
+        """INSERT INTO journey.map_pending (tenant_id, customer_id)
+           SELECT $1, id FROM unnest($2::uuid[]) AS id""",
+        tenant,
+        ids,
+    )
+
+
+async def claim(conn: asyncpg.Connection, limit: int) -> list[Key]:
+    """The customers waiting longest, locked for this transaction (others' locks are skipped;
+    a tenant being recomputed holds its lock exclusively and is skipped whole)."""
+    rows = await conn.fetch(
+        """SELECT tenant_id, customer_id FROM (
+               SELECT tenant_id, customer_id, seq FROM journey.map_pending
+               ORDER BY seq LIMIT $1) p
+           GROUP BY tenant_id, customer_id ORDER BY min(seq) LIMIT $2""",
+        limit * 4,
+        limit,
+    )
+    if not rows:
+        return []
+    locked = await conn.fetch(
+        """SELECT u.t, u.c FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS u(t, c, o)
+           WHERE pg_try_advisory_xact_lock_shared(hashtextextended('waypoint-map|' || u.t, 0))
+             AND pg_try_advisory_xact_lock(
+                 hashtextextended('waypoint-map|' || u.t || '|' || u.c::text, 0))
+           ORDER BY u.o""",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+    )
+    return [(r[0], r[1]) for r in locked]
+
+
+async def lock_tenant(conn: asyncpg.Connection, tenant: str) -> None:
+    """Exclusive: no compaction of this tenant runs until the transaction ends."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('waypoint-map|' || $1, 0))", tenant
+    )
+
+
+async def pending_of(conn: asyncpg.Connection, keys: Sequence[Key]) -> list[asyncpg.Record]:
+    tenants, customers = _split(keys)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT p.seq, p.tenant_id, p.customer_id, p.event_id, p.type, p.time_us, p.body,
+                  p.enqueued_at
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.map_pending p ON p.tenant_id = u.t AND p.customer_id = u.c""",
+        tenants,
+        customers,
+    )
+    return rows
+
+
+async def done(
+    conn: asyncpg.Connection, seqs: Sequence[int], folded: Sequence[tuple[str, uuid.UUID, str]]
+) -> None:
+    """Remove processed entries: by sequence number, and those of events a re-derivation read."""
+    await conn.execute(
+        """DELETE FROM journey.map_pending p
+           WHERE p.seq = ANY($1::bigint[])""",
+        list(seqs),
+    )
+    if folded:
+        await conn.execute(
+            """DELETE FROM journey.map_pending p
+               USING unnest($1::text[], $2::uuid[], $3::text[]) AS u(t, c, e)
+               WHERE p.tenant_id = u.t AND p.customer_id = u.c AND p.event_id = u.e""",
+            [f[0] for f in folded],
+            [f[1] for f in folded],
+            [f[2] for f in folded],
+        )
+
+
+async def done_events(conn: asyncpg.Connection, tenant: str, event_ids: Sequence[str]) -> None:
+    """Remove the queue entries of events a rebuild has read (whichever customer they name)."""
+    if event_ids:
+        await conn.execute(
+            """DELETE FROM journey.map_pending
+               WHERE tenant_id = $1 AND event_id = ANY($2::text[])""",
+            tenant,
+            list(event_ids),
+        )
+
+
+async def mapped_after(
+    conn: asyncpg.Connection, tenant: str, after: uuid.UUID, limit: int
+) -> list[uuid.UUID]:
+    """Customers with a stored map profile, in id order after ``after``."""
+    rows = await conn.fetch(
+        """SELECT customer_id FROM journey.map_customer WHERE tenant_id = $1 AND customer_id > $2
+           ORDER BY customer_id LIMIT $3""",
+        tenant,
+        after,
+        limit,
+    )
+    return [r[0] for r in rows]
+
+
+async def table_sizes(conn: asyncpg.Connection) -> list[tuple[str, float]]:
+    rows = await conn.fetch(
+        """SELECT c.relname, greatest(c.reltuples, 0) FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'journey' AND c.relname IN ('map_node', 'map_edge', 'map_step')"""
+    )
+    return [(r[0], float(r[1])) for r in rows]
+
+
+async def oldest_pending_at(conn: asyncpg.Connection) -> Any:
+    return await conn.fetchval("SELECT enqueued_at FROM journey.map_pending ORDER BY seq LIMIT 1")
+
+
+# --- customers and events ---------------------------------------------------------------------
+
+
+async def roots(conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key, uuid.UUID]:
+    """Each customer's surviving customer (itself when active); missing ones are left out."""
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """SELECT c.tenant_id, c.id, coalesce(c.merged_into, c.id)
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.customer c ON c.tenant_id = u.t AND c.id = u.c""",
+        tenants,
+        customers,
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+def _fact(row: asyncpg.Record) -> rules.Fact:
+    return rules.Fact(row[0], row[1], rules.to_us(row[2]), orjson.loads(row[3]))
+
+
+async def member_facts(
+    conn: asyncpg.Connection, keys: Sequence[Key]
+) -> dict[Key, list[rules.Fact]]:
+    """All events of each customer and of every customer merged into it."""
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """WITH wanted AS (SELECT * FROM unnest($1::text[], $2::uuid[]) AS u(t, c)),
+           members AS (
+               SELECT t, c, c AS m FROM wanted
+               UNION ALL
+               SELECT w.t, w.c, x.id FROM wanted w
+               JOIN journey.customer x ON x.tenant_id = w.t AND x.merged_into = w.c)
+           SELECT e.event_id, e.type, e.time, (e.envelope -> 'data')::text, m.t, m.c
+           FROM members m
+           JOIN journey.event e ON e.tenant_id = m.t AND e.customer_id = m.m""",
+        tenants,
+        customers,
+    )
+    out: dict[Key, list[rules.Fact]] = {k: [] for k in keys}
+    for r in rows:
+        out[(r[4], r[5])].append(_fact(r))
+    return out
+
+
+# --- the step log and profiles ------------------------------------------------------------------
+
+
+async def steps_of(
+    conn: asyncpg.Connection, keys: Sequence[Key]
+) -> dict[Key, dict[str, rules.Step]]:
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """SELECT s.tenant_id, s.customer_id, s.step_key, s.summary::text
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.map_step s ON s.tenant_id = u.t AND s.customer_id = u.c""",
+        tenants,
+        customers,
+    )
+    out: dict[Key, dict[str, rules.Step]] = {k: {} for k in keys}
+    for r in rows:
+        out[(r[0], r[1])][r[2]] = orjson.loads(r[3])
+    return out
+
+
+async def profiles_of(conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key, rules.Profile]:
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """SELECT x.tenant_id, x.customer_id, x.profile::text
+           FROM unnest($1::text[], $2::uuid[]) AS u(t, c)
+           JOIN journey.map_customer x ON x.tenant_id = u.t AND x.customer_id = u.c""",
+        tenants,
+        customers,
+    )
+    return {(r[0], r[1]): orjson.loads(r[2]) for r in rows}
+
+
+StepRow = tuple[str, uuid.UUID, rules.Step]
+
+
+async def save_steps(conn: asyncpg.Connection, rows: Sequence[StepRow]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO journey.map_step AS s (tenant_id, customer_id, step_key, at, event_id,
+               activity, department, events, summary)
+           SELECT u.t, u.c, u.k, timestamptz 'epoch' + u.us * interval '1 microsecond', u.e,
+                  u.a, u.d, u.n, u.j::jsonb
+           FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                       $7::text[], $8::int[], $9::text[]) AS u(t, c, k, us, e, a, d, n, j)
+           ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
+               at = excluded.at, event_id = excluded.event_id, activity = excluded.activity,
+               department = excluded.department, events = excluded.events,
+               summary = excluded.summary""",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2]["k"] for r in rows],
+        [r[2]["t"] for r in rows],
+        [r[2]["e"] for r in rows],
+        [rules.activity_of(r[2]) for r in rows],
+        [rules.department_of(r[2]) for r in rows],
+        [r[2]["n"] for r in rows],
+        [orjson.dumps(r[2]).decode() for r in rows],
+    )
+
+
+async def delete_steps(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, str]]
+) -> None:
+    if rows:
+        await conn.execute(
+            """DELETE FROM journey.map_step s
+               USING unnest($1::text[], $2::uuid[], $3::text[]) AS u(t, c, k)
+               WHERE s.tenant_id = u.t AND s.customer_id = u.c AND s.step_key = u.k""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+        )
+
+
+async def save_profiles(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, rules.Profile, int]]
+) -> None:
+    """(tenant, customer, profile, number of steps)."""
+    if rows:
+        await conn.execute(
+            """INSERT INTO journey.map_customer AS x (tenant_id, customer_id, profile,
+                   first_seen_at, steps)
+               SELECT u.t, u.c, u.p::jsonb,
+                      timestamptz 'epoch' + u.f * interval '1 microsecond', u.n
+               FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::int[])
+                   AS u(t, c, p, f, n)
+               ON CONFLICT (tenant_id, customer_id) DO UPDATE SET profile = excluded.profile,
+                   first_seen_at = excluded.first_seen_at, steps = excluded.steps,
+                   updated_at = now()""",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [orjson.dumps(r[2]).decode() for r in rows],
+            [r[2]["first"] for r in rows],
+            [r[3] for r in rows],
+        )
+
+
+async def forget(conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
+    """Drop merged-away customers' steps, journeys and profile (their contribution is removed)."""
+    if not keys:
+        return
+    tenants, customers = _split(keys)
+    for table in ("map_step", "map_journey", "map_customer"):
+        await conn.execute(
+            f"""DELETE FROM journey.{table} x USING unnest($1::text[], $2::uuid[]) AS u(t, c)
+                WHERE x.tenant_id = u.t AND x.customer_id = u.c""",  # noqa: S608 - fixed names
+            tenants,
+            customers,
+        )
+
+
+JourneyKey = tuple[str, uuid.UUID, int, str]  # tenant, customer, kind, journey key
+
+
+async def save_journeys(
+    conn: asyncpg.Connection, rows: Sequence[tuple[JourneyKey, rules.JourneyRow]]
+) -> None:
+    if rows:
+        await conn.executemany(
+            """INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key,
+                   day, start_at, steps, activities, times_us, age_group, region, tier,
+                   lifecycle_stage, tenure)
+               VALUES ($1, $2, $3, $4, $5, timestamptz 'epoch' + $6 * interval '1 microsecond',
+                       $7, $8, $9, $10, $11, $12, $13, $14)
+               ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
+                   day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
+                   activities = excluded.activities, times_us = excluded.times_us,
+                   age_group = excluded.age_group, region = excluded.region,
+                   tier = excluded.tier, lifecycle_stage = excluded.lifecycle_stage,
+                   tenure = excluded.tenure""",
+            [(*key, _date(r[0]), r[3][0], r[1], list(r[2]), list(r[3]), *r[4]) for key, r in rows],
+        )
+
+
+async def delete_journeys(conn: asyncpg.Connection, keys: Sequence[JourneyKey]) -> None:
+    if keys:
+        await conn.execute(
+            """DELETE FROM journey.map_journey j
+               USING unnest($1::text[], $2::uuid[], $3::int2[], $4::text[]) AS u(t, c, kind, k)
+               WHERE j.tenant_id = u.t AND j.customer_id = u.c AND j.kind = u.kind
+                 AND j.journey_key = u.k""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
+        )
+
+
+async def configs(conn: asyncpg.Connection, tenants: Iterable[str]) -> dict[str, MapConfig]:
+    wanted = sorted(set(tenants))
+    rows = await conn.fetch(
+        "SELECT tenant_id, config::text FROM journey.map_config WHERE tenant_id = ANY($1::text[])",
+        wanted,
+    )
+    found = {r[0]: MapConfig.model_validate_json(r[1]) for r in rows}
+    return {t: found.get(t) or MapConfig() for t in wanted}
+
+
+async def save_config(conn: asyncpg.Connection, tenant: str, config: MapConfig) -> None:
+    await conn.execute(
+        """INSERT INTO journey.map_config (tenant_id, config) VALUES ($1, $2::jsonb)
+           ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, updated_at = now()""",
+        tenant,
+        config.model_dump_json(),
+    )
+
+
+# --- aggregates -------------------------------------------------------------------------------
+
+
+async def segment_index(
+    conn: asyncpg.Connection, tenant: str, names: Iterable[str]
+) -> dict[str, int]:
+    """Vector positions (0-based; ``""`` all is 0) of segment rows, assigning new ones under
+    the tenant's dictionary lock (taken only when a value is new: rare after warm-up)."""
+    wanted = sorted(set(names) - {""})
+    query = """SELECT segment, idx FROM journey.map_segment
+               WHERE tenant_id = $1 AND segment = ANY($2::text[])"""
+    found = {r[0]: r[1] for r in await conn.fetch(query, tenant, wanted)}
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('waypoint-map-segment|' || $1, 0))",
+            tenant,
+        )
+        await conn.execute(
+            """INSERT INTO journey.map_segment (tenant_id, segment, idx)
+               SELECT $1, u.s, (SELECT coalesce(max(idx), 0) FROM journey.map_segment
+                                WHERE tenant_id = $1) + u.o
+               FROM unnest($2::text[]) WITH ORDINALITY AS u(s, o)
+               ON CONFLICT (tenant_id, segment) DO NOTHING""",
+            tenant,
+            missing,
+        )
+        found = {r[0]: r[1] for r in await conn.fetch(query, tenant, wanted)}
+    return {"": 0, **found}
+
+
+async def segments_of(conn: asyncpg.Connection, tenant: str) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT segment, idx FROM journey.map_segment WHERE tenant_id = $1", tenant
+    )
+    return {"": 0, **{r[0]: r[1] for r in rows}}
+
+
+def _add_into(target: list[int], vector: list[int]) -> None:
+    if len(target) < len(vector):
+        target.extend([0] * (len(vector) - len(target)))
+    for i, v in enumerate(vector):
+        target[i] += v
+
+
+def _month(day: int) -> date:
+    return _date(day).replace(day=1)
+
+
+async def apply_deltas(
+    conn: asyncpg.Connection, tenant_deltas: Sequence[tuple[str, rules.Deltas]]
+) -> tuple[int, int]:
+    """Add the changes to the day rows and, summed per month, to the month rows, in key order
+    (so two compactions never wait on each other in a cycle); then delete rows whose total
+    reached zero. Returns (rows upserted, rows deleted)."""
+    nodes: dict[tuple[Any, ...], list[int]] = {}
+    edges: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+    for t, d in sorted(tenant_deltas, key=lambda td: td[0]):
+        pos = await segment_index(conn, t, d.segments())
+        node_vectors, edge_vectors = d.vectors()
+        for k, vec in node_vectors.items():
+            dense = [0] * (1 + max(pos[s] for s in vec))
+            for seg, v in vec.items():
+                dense[pos[seg]] = v
+            nodes[(t, k[0], "d", _date(k[1]), k[2], k[3])] = dense
+            month = nodes.setdefault((t, k[0], "m", _month(k[1]), k[2], k[3]), [])
+            _add_into(month, dense)
+        for ek, evec in edge_vectors.items():
+            width = 1 + max(pos[s] for s in evec)
+            counts, sums = [0] * width, [0] * width
+            for seg, (count, us) in evec.items():
+                counts[pos[seg]], sums[pos[seg]] = count, us
+            edges[(t, ek[0], "d", _date(ek[1]), ek[2], ek[3], ek[4])] = (counts, sums)
+            mc, ms = edges.setdefault((t, ek[0], "m", _month(ek[1]), *ek[2:]), ([], []))
+            _add_into(mc, counts)
+            _add_into(ms, sums)
+    node_rows = sorted((*k, _literal(v), v[0]) for k, v in nodes.items() if any(v))
+    edge_rows = sorted(
+        (*k, _literal(c), _literal(u), c[0]) for k, (c, u) in edges.items() if any(c) or any(u)
+    )
+    deleted = 0
+    if node_rows:
+        cols: list[Any] = list(zip(*node_rows, strict=True))
+        await conn.execute(
+            """INSERT INTO journey.map_node AS n (tenant_id, kind, grain, period, activity,
+                   stat, v)
+               SELECT u.t, u.k, u.g, u.p, u.a, u.s, u.v::bigint[]
+               FROM unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
+                           $6::text[], $7::text[]) AS u(t, k, g, p, a, s, v)
+               ON CONFLICT (tenant_id, kind, grain, period, activity, stat)
+               DO UPDATE SET v = journey.vec_add(n.v, excluded.v)""",
+            *cols[:7],
+        )
+        falling = [row for row in node_rows if row[7] < 0]
+        if falling:
+            cols = list(zip(*falling, strict=True))
+            status = await conn.execute(
+                """DELETE FROM journey.map_node n
+                   USING unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
+                                $6::text[]) AS u(t, k, g, p, a, s)
+                   WHERE n.tenant_id = u.t AND n.kind = u.k AND n.grain = u.g
+                     AND n.period = u.p AND n.activity = u.a AND n.stat = u.s AND n.v[1] = 0""",
+                *cols[:6],
+            )
+            deleted += int(status.split()[-1])
+    if edge_rows:
+        cols = list(zip(*edge_rows, strict=True))
+        await conn.execute(
+            """INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, period, source,
+                   target, bucket, n, us)
+               SELECT u.t, u.k, u.g, u.p, u.a, u.b, u.bk, u.n::bigint[], u.us::bigint[]
+               FROM unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
+                           $6::text[], $7::int2[], $8::text[], $9::text[])
+                   AS u(t, k, g, p, a, b, bk, n, us)
+               ON CONFLICT (tenant_id, kind, grain, period, source, target, bucket)
+               DO UPDATE SET n = journey.vec_add(e.n, excluded.n),
+                             us = journey.vec_add(e.us, excluded.us)""",
+            *cols[:9],
+        )
+        dropping = [row for row in edge_rows if row[9] < 0]
+        if dropping:
+            cols = list(zip(*dropping, strict=True))
+            status = await conn.execute(
+                """DELETE FROM journey.map_edge e
+                   USING unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
+                                $6::text[], $7::int2[]) AS u(t, k, g, p, a, b, bk)
+                   WHERE e.tenant_id = u.t AND e.kind = u.k AND e.grain = u.g
+                     AND e.period = u.p AND e.source = u.a AND e.target = u.b
+                     AND e.bucket = u.bk AND e.n[1] = 0""",
+                *cols[:7],
+            )
+            deleted += int(status.split()[-1])
+    return len(node_rows) + len(edge_rows), deleted
+
+
+async def clear_tenant(conn: asyncpg.Connection, tenant: str, *, steps: bool) -> None:
+    """Delete the tenant's aggregates and journeys (and, with ``steps``, its step log, profiles
+    and pending queue: a rebuild from events)."""
+    tables = ["map_node", "map_edge", "map_journey"]
+    if steps:
+        tables += ["map_step", "map_customer", "map_pending"]  # pending: all read below
+    for table in tables:
+        await conn.execute(f"DELETE FROM journey.{table} WHERE tenant_id = $1", tenant)  # noqa: S608

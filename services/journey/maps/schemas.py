@@ -1,0 +1,227 @@
+"""Request and response shapes of the journey map API.
+
+Query parameters are validated in one place (``map_params``): unknown granularity, journey,
+view or segment trait, a bad date, ``to`` not after ``from``, or any parameter the endpoint does
+not take, give a 422 naming the parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.journey.maps import rules
+from services.journey.maps.settings import MapConfig
+from shared.errors import Unprocessable
+
+
+class Granularity(StrEnum):
+    touchpoint = "touchpoint"
+    channel = "channel"
+    stage = "stage"
+
+
+class JourneyKind(StrEnum):
+    customer = "customer"
+    episode = "episode"
+    case = "case"
+
+
+class View(StrEnum):
+    strategic = "strategic"
+    tactical = "tactical"
+    performance = "performance"
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    xes = "xes"
+
+
+@dataclass(frozen=True)
+class MapQuery:
+    granularity: str = "touchpoint"
+    journey: str = "episode"
+    start: date | None = None  # ``from``: journeys whose first step's UTC day is on or after
+    end: date | None = None  # ``to``: … and before
+    segment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> int:
+        return rules.JOURNEYS[self.journey]
+
+    def echo(self) -> dict[str, Any]:
+        return {
+            "granularity": self.granularity,
+            "journey": self.journey,
+            "from": self.start.isoformat() if self.start else None,
+            "to": self.end.isoformat() if self.end else None,
+            "segment": self.segment,
+        }
+
+
+def invalid(param: str, message: str) -> Unprocessable:
+    return Unprocessable(
+        f"{param}: {message}",
+        detail=[{"loc": f"query.{param}", "message": message, "type": "value_error"}],
+    )
+
+
+COMMON = {"granularity", "journey", "from", "to"}
+SEGMENT_HELP = (
+    "Filter by segment: `segment.<trait>=<value>` for age_group, region, tier, lifecycle_stage "
+    "or tenure (e.g. `segment.age_group=25-34`, `segment.tenure=0-30d`)."
+)
+
+
+def map_params(*extra: str) -> Callable[..., MapQuery]:
+    """Dependency: the common map parameters, refusing any the endpoint does not take."""
+    allowed = COMMON | set(extra)
+
+    def dependency(
+        request: Request,
+        granularity: Annotated[
+            Granularity, Query(description="Activities: touchpoint, channel or stage.")
+        ] = Granularity.touchpoint,
+        journey: Annotated[
+            JourneyKind, Query(description="What a journey is: customer, episode or case.")
+        ] = JourneyKind.episode,
+        start: Annotated[
+            date | None,
+            Query(
+                alias="from",
+                description="Journeys whose first step's UTC day is on or after this date.",
+            ),
+        ] = None,
+        end: Annotated[
+            date | None,
+            Query(alias="to", description="… and before this date (exclusive)."),
+        ] = None,
+    ) -> MapQuery:
+        segment: dict[str, str] = {}
+        for name, value in request.query_params.multi_items():
+            if name.startswith("segment."):
+                trait = name.removeprefix("segment.")
+                if trait not in rules.SEGMENTS:
+                    known = ", ".join(rules.SEGMENTS)
+                    raise invalid(name, f"unknown segment trait {trait!r}; known: {known}")
+                if not value or len(value) > rules.MAX_TEXT:
+                    raise invalid(name, "a segment value must have 1 to 128 characters")
+                if trait in segment and segment[trait] != value:
+                    raise invalid(name, "give each segment trait once")
+                segment[trait] = value
+            elif name not in allowed:
+                raise invalid(name, f"unknown parameter; this endpoint takes {sorted(allowed)}")
+        if start and end and end <= start:
+            raise invalid("to", "must be after 'from'")
+        return MapQuery(granularity.value, journey.value, start, end, segment)
+
+    return dependency
+
+
+# --- responses (documentation; endpoints render JSON once with orjson) --------------------------
+
+
+class Durations(BaseModel):
+    mean: float | None = Field(description="Exact mean, seconds.")
+    p50: float | None = Field(description="Median (nearest rank), seconds, within 4.4 %.")
+    p90: float | None = Field(description="90th percentile (nearest rank), within 4.4 %.")
+
+
+class MapNode(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    count: int = Field(description="Steps at this activity.")
+    starts: int = Field(description="Journeys that start here.")
+    ends: int = Field(description="Journeys that end here.")
+
+
+class MapEdge(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    source: str
+    target: str
+    count: int = Field(description="Directly-follows count (self-loops included).")
+    duration_s: Durations
+
+
+class JourneyMap(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    journeys: int
+    steps: int
+    nodes: list[MapNode]
+    edges: list[MapEdge]
+
+
+class Variant(BaseModel):
+    path: list[str]
+    count: int
+    share: float
+
+
+class VariantPage(BaseModel):
+    journeys: int
+    variants: list[Variant]
+    next_cursor: str | None
+
+
+class ChannelSwitch(BaseModel):
+    source: str
+    target: str
+    count: int
+    share: float = Field(description="Share of all switches.")
+    duration_s: Durations
+
+
+class ChannelSwitches(BaseModel):
+    channels: list[str]
+    switches: list[ChannelSwitch]
+    matrix: dict[str, dict[str, int]]
+
+
+class ChannelShare(BaseModel):
+    channel: str
+    steps: int
+    share: float
+
+
+class SegmentMix(BaseModel):
+    value: str
+    steps: int
+    channels: list[ChannelShare]
+
+
+class ChannelMix(BaseModel):
+    by: str
+    segments: list[SegmentMix]
+
+
+class JourneyItem(BaseModel):
+    customer_id: str
+    journey_key: str
+    start_at: str
+    steps: int
+    path: list[str]
+    segment: dict[str, str | None]
+    timeline: str = Field(description="The customer's cross-channel timeline.")
+
+
+class JourneyPage(BaseModel):
+    items: list[JourneyItem]
+    next_cursor: str | None
+    scanned: int = Field(description="Journeys examined for this page.")
+
+
+class MapConfigPublic(BaseModel):
+    config: MapConfig
+    recomputed: bool = False
+    customers: int | None = None
+    seconds: float | None = None

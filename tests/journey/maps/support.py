@@ -1,0 +1,128 @@
+"""Helpers for map tests: apply events through the worker's real applier, read the stored map."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.journey.applier import ChunkApplier, Incoming
+from services.journey.config import JourneySettings
+from services.journey.maps import maintain
+from shared.db import Database, raw_connection
+from shared.events import validate_event
+from tests.journey.maps.reference import Ev
+
+MAP_TABLES = ("map_node", "map_edge", "map_journey", "map_step", "map_customer", "map_segment")
+
+
+def envelope(tenant: str, ev: Ev, base: datetime, identifiers: list[dict[str, Any]]) -> Incoming:
+    raw = {
+        "specversion": "1.0",
+        "id": ev.id,
+        "source": "tests",
+        "type": ev.type,
+        "time": (base + timedelta(microseconds=ev.t)).isoformat(),
+        "tenant": tenant,
+        "data": {"identifiers": identifiers, **ev.data},
+    }
+    env = validate_event(raw, now=datetime.now(UTC))
+    return Incoming(env, env.to_json())
+
+
+def email(tenant: str, customer: str) -> dict[str, str]:
+    return {"type": "email", "value": f"{customer}-{tenant}@customer.test", "verified_by": "login"}
+
+
+async def apply_chunk(db: Database, settings: JourneySettings, items: list[Incoming]) -> None:
+    async with db.session() as session:
+        await ChunkApplier(await raw_connection(session), settings).run(items)
+
+
+async def deliver(
+    db: Database,
+    settings: JourneySettings,
+    items: list[Incoming],
+    *,
+    cuts: list[int] | None = None,
+    drain_after: set[int] | None = None,
+) -> None:
+    """Apply ``items`` in chunks cut at ``cuts``; drain the map after the chunks listed."""
+    bounds = sorted(set(cuts or []))
+    for n, (lo, hi) in enumerate(zip([0, *bounds], [*bounds, len(items)], strict=True)):
+        if hi > lo:
+            await apply_chunk(db, settings, items[lo:hi])
+        if drain_after and n in drain_after:
+            await maintain.drain(db, limit=3)
+    await maintain.drain(db)
+
+
+def _normal(value: Any) -> str:
+    if isinstance(value, list):  # segment vectors: trailing zeros mean nothing
+        while value and value[-1] == 0:
+            value = value[:-1]
+    return str(value)
+
+
+async def snapshot(conn: asyncpg.Connection, tenant: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every map row of the tenant, sorted (to compare two maps exactly)."""
+    out = {}
+    for table in MAP_TABLES:
+        rows = await conn.fetch(
+            f"SELECT * FROM journey.{table} WHERE tenant_id = $1",  # noqa: S608
+            tenant,
+        )
+        out[table] = sorted(
+            tuple(_normal(v) for k, v in r.items() if k != "updated_at") for r in rows
+        )
+    return out
+
+
+async def stored_totals(
+    conn: asyncpg.Connection, tenant: str, *, kind: int, segment: str = "", grain: str = "d"
+) -> dict[str, Counter]:
+    """Node stats and edges summed over every period of one segment row."""
+    out: dict[str, Counter] = {s: Counter() for s in ("count", "starts", "ends")}
+    out["edges"], out["durations"] = Counter(), Counter()
+    idx = 0
+    if segment:
+        idx = await conn.fetchval(
+            "SELECT idx FROM journey.map_segment WHERE tenant_id = $1 AND segment = $2",
+            tenant,
+            segment,
+        )
+        if idx is None:
+            return out
+    nodes = await conn.fetch(
+        """SELECT activity, stat, sum(v[$4])::bigint FROM journey.map_node
+           WHERE tenant_id = $1 AND kind = $2 AND grain = $3
+           GROUP BY 1, 2""",
+        tenant,
+        kind,
+        grain,
+        idx + 1,
+    )
+    edges = await conn.fetch(
+        """SELECT source, target, sum(n[$4])::bigint, sum(us[$4])::bigint FROM journey.map_edge
+           WHERE tenant_id = $1 AND kind = $2 AND grain = $3
+           GROUP BY 1, 2""",
+        tenant,
+        kind,
+        grain,
+        idx + 1,
+    )
+    for activity, stat, value in nodes:
+        if value:
+            out.setdefault(stat, Counter())[activity] = value
+    for a, b, n, us in edges:
+        if n:
+            out["edges"][(a, b)] = n
+            out["durations"][(a, b)] = us
+    return out
+
+
+def new_tenant() -> str:
+    return f"map-{uuid.uuid4().hex[:10]}"
