@@ -120,7 +120,11 @@ async def served(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     from shared.embedded import free_port
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    # A long keep-alive: on a loaded machine the 5 s default can close a pooled connection just
+    # as the client reuses it (ReadError), which says nothing about the app under test.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=120
+    )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
 
