@@ -209,6 +209,10 @@ NUL_BODIES: dict[tuple[str, str], tuple[Any, str | None]] = {
         {"segments": {f"tier:{NUL_VALUE}": {}}},
         "body.segments.tier:a?b",
     ),
+    ("put", "/v1/journey-map/config"): (
+        {"stages": {f"ivr:{NUL_VALUE}": "support"}},
+        "body.stages.ivr:a?b",
+    ),
     ("put", "/v1/notification-channels"): (
         {"channels": [{"name": NUL_VALUE, "type": "webhook", "url": "http://127.0.0.1:9/h"}]},
         "body.channels.0.name",

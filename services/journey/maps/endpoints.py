@@ -32,7 +32,7 @@ from shared.auth.dependencies import Admin, AnalyticsReader
 from shared.auth.service import audit
 from shared.db import raw_connection
 from shared.deps import DatabaseDep
-from shared.errors import BadRequest
+from shared.guards import invalid_cursor
 
 router = APIRouter(prefix="/v1", tags=["journey map"])
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -94,7 +94,9 @@ async def journey_variants(
     try:
         offset = int(cursor) if cursor else 0
     except ValueError:
-        raise BadRequest("invalid cursor") from None
+        raise invalid_cursor() from None
+    if offset < 0:
+        raise invalid_cursor()
     async with _pool(request).acquire() as conn:
         config = await service.config_of(conn, principal.tenant_id)
         total, ordered = await service.variants(conn, principal.tenant_id, q, config)
@@ -155,6 +157,7 @@ async def journeys_behind(
 ) -> Response:
     """The journeys behind a number: those through an edge, a node, or of a variant, with
     links to each customer's timeline (paged)."""
+    export.parse_cursor(cursor)  # a bad cursor is named before the other parameters
     async with _pool(request).acquire() as conn:
         config = await service.config_of(conn, principal.tenant_id)
         mapping, match = export.matcher(

@@ -24,7 +24,7 @@ from services.journey.maps import activities, rules
 from services.journey.maps.schemas import MapQuery, invalid
 from services.journey.maps.service import journey_filter
 from services.journey.maps.settings import MapConfig
-from shared.errors import BadRequest
+from shared.guards import cursor_key, invalid_cursor
 
 PAGE = 2000
 MAX_SCAN = 50_000
@@ -57,14 +57,15 @@ def matcher(
     return f, lambda path: path == parts
 
 
-def _after(cursor: str | None) -> tuple[date, uuid.UUID, str]:
+def parse_cursor(cursor: str | None) -> tuple[date, uuid.UUID, str]:
+    """Where a drill-down page starts: after (day, customer, journey key); 422 if not ours."""
     if not cursor:
         return date.min, uuid.UUID(int=0), ""
     try:
         day, customer, key = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return date.fromisoformat(day), uuid.UUID(customer), str(key)
+        return date.fromisoformat(day), uuid.UUID(customer), cursor_key(key)
     except (ValueError, TypeError) as exc:
-        raise BadRequest("invalid cursor") from exc
+        raise invalid_cursor() from exc
 
 
 async def _page(
@@ -101,7 +102,7 @@ async def journeys_page(
     limit: int,
     cursor: str | None,
 ) -> dict[str, Any]:
-    after = _after(cursor)
+    after = parse_cursor(cursor)
     items: list[dict[str, Any]] = []
     scanned = 0
     more = False
@@ -148,7 +149,7 @@ async def export_rows(
 ) -> AsyncIterator[list[list[Any]]]:
     """Pages of step rows in the order of ``COLUMNS``; journeys in key order, steps in order."""
     f = activities.mapper(q.granularity, config.stages)
-    after = _after(None)
+    after = parse_cursor(None)
     while True:
         async with pool.acquire() as conn:
             rows = await _page(conn, tenant, q, after, PAGE)
