@@ -7,6 +7,12 @@ on event id). Only failures shown to come from a record's own data may be dead-l
 ``is_data_fault``. A worker that keeps failing is visible: the failures counter, the
 consecutive-failures and stalled-seconds gauges, a ``batch.failed`` log line per attempt, and
 a lag measured from the committed offsets.
+
+Rebalances: when partitions are revoked, the in-flight batch is finished and committed first
+(the listener waits for it, up to ``revoke_timeout_seconds``); a batch that takes longer is
+abandoned for the revoked partitions: they are never committed by this worker, so their new
+owner handles those records again (handlers are idempotent). Offsets are committed, and after a
+failure sought back, only on partitions this worker still owns.
 """
 
 from __future__ import annotations
@@ -50,6 +56,12 @@ STALLED_SECONDS = Gauge(
     "waypoint_consumer_stalled_seconds",
     "Seconds since the first failed attempt at the current batch (0 while batches commit).",
     ["service"],
+)
+REBALANCES = Counter(
+    "waypoint_consumer_rebalances_total",
+    "Partition revocations seen by this worker, by what happened to the batch in flight "
+    "(idle, finished, abandoned).",
+    ["service", "batch"],
 )
 CONSUMER_LAG = Gauge(
     "waypoint_consumer_lag",
@@ -97,16 +109,15 @@ def is_data_fault(exc: BaseException) -> bool:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Offsets are committed right after each batch, so nothing is pending at a rebalance;
-    we log it and forget the positions of partitions we no longer own."""
+    """aiokafka awaits ``on_partitions_revoked`` before the group re-joins (the generation is
+    still valid, so a commit made meanwhile counts): let the batch in flight finish and commit,
+    then forget the positions of partitions we no longer own."""
 
     def __init__(self, worker: BatchWorker):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        log.info("partitions.revoked", count=len(revoked))
-        for tp in revoked:
-            self.worker.next_offsets.pop(tp, None)
+        await self.worker.revoking(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info(
@@ -125,6 +136,7 @@ class BatchWorker:
         handle: Handler,
         max_records: int = 5000,
         poll_timeout_ms: int = 100,
+        revoke_timeout_seconds: float = 30.0,
     ):
         self.service = service
         self.consumer = consumer
@@ -132,6 +144,9 @@ class BatchWorker:
         self.handle = handle
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
+        self.revoke_timeout_seconds = revoke_timeout_seconds
+        self.idle = asyncio.Event()  # no batch in flight
+        self.idle.set()
         self.stopping = asyncio.Event()
         self.batches = 0
         self.failures = 0  # consecutive failed attempts at the current batch
@@ -168,16 +183,35 @@ class BatchWorker:
         records: list[ConsumerRecord[bytes, bytes]],
     ) -> bool:
         """Handle and commit one batch; False when it failed (then the batch is handled again)."""
+        self.idle.clear()
+        try:
+            return await self._handle_batch(batches, records)
+        finally:
+            self.idle.set()
+
+    async def _handle_batch(
+        self,
+        batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> bool:
         start = time.perf_counter()
         try:
             await self.handle(records)
-            await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
+            # A partition revoked meanwhile (batch abandoned) is its new owner's to commit.
+            owned = self.consumer.assignment()
+            offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items() if tp in owned}
+            if len(offsets) < len(batches):
+                log.info("batch.partitions_lost", lost=len(batches) - len(offsets))
+            if offsets:
+                await self.consumer.commit(offsets)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            owned = self.consumer.assignment()  # seeking a partition we lost would raise
             for tp, recs in batches.items():
-                self.consumer.seek(tp, recs[0].offset)
-                self.next_offsets[tp] = recs[0].offset
+                if tp in owned:
+                    self.consumer.seek(tp, recs[0].offset)
+                    self.next_offsets[tp] = recs[0].offset
             self.failures += 1
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
@@ -193,8 +227,10 @@ class BatchWorker:
                 stalled_s=round(stalled, 1),
             )
             return False
+        owned = self.consumer.assignment()
         for tp, recs in batches.items():
-            self.next_offsets[tp] = recs[-1].offset + 1
+            if tp in owned:
+                self.next_offsets[tp] = recs[-1].offset + 1
         if self.failures:
             log.info("batch.recovered", after_failures=self.failures)
         self.failures, self.failing_since = 0, None
@@ -204,6 +240,24 @@ class BatchWorker:
         BATCH_SIZE.labels(self.service).observe(len(records))
         BATCH_LATENCY.labels(self.service).observe(time.perf_counter() - start)
         return True
+
+    async def revoking(self, revoked: set[TopicPartition]) -> None:
+        """Partitions are being taken away: finish the batch in flight (it commits while the
+        generation is still ours), or abandon it after ``revoke_timeout_seconds``."""
+        outcome = "idle"
+        if not self.idle.is_set():
+            try:
+                await asyncio.wait_for(self.idle.wait(), self.revoke_timeout_seconds)
+                outcome = "finished"
+            except TimeoutError:
+                outcome = "abandoned"
+                log.warning(
+                    "batch.abandoned", reason="rebalance", waited_s=self.revoke_timeout_seconds
+                )
+        REBALANCES.labels(self.service, outcome).inc()
+        log.info("partitions.revoked", count=len(revoked), batch=outcome)
+        for tp in revoked:
+            self.next_offsets.pop(tp, None)
 
     async def _update_lag(self) -> None:
         """Lag from the next offset to handle (the committed one), not the fetch position: while

@@ -62,8 +62,6 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
             "Identity graph and the agent's cross-channel context: screen pop by any identifier, "
             "timeline, facts ledger, route hints, live updates, merge and split; the journey map."
         ),
-        with_producer=True,
-        producer_options={"request_timeout_ms": int(settings.api_publish_timeout_seconds * 1000)},
         extra_lifespan=lifespan,
     )
     install_pages(app, settings)  # /app/agent, /app/map (services/journey/pages)

@@ -41,11 +41,35 @@ class JourneySettings(CommonSettings):
         description="Per API process cache of context documents, invalidated by NOTIFY (0: off).",
     )
     timeline_page_max: int = Field(200, ge=1)
-    api_publish_timeout_seconds: float = Field(
+    outbox_lanes: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Ordering lanes of the outbox (a hash of the message key); change it only "
+        "while the outbox is empty.",
+    )
+    outbox_batch_size: int = Field(
+        1000, ge=1, le=10_000, description="Messages the outbox relay publishes per round."
+    )
+    outbox_publish_timeout_seconds: float = Field(
         10.0,
         gt=0,
-        description="How long the API waits for the broker to take a recorded fact, merge or "
-        "split before it answers 503 and saves nothing.",
+        description="How long the outbox relay waits for the broker's acknowledgement of a "
+        "round before it leaves the messages pending and retries with backoff.",
+    )
+    outbox_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often an idle outbox relay looks for messages (NOTIFY wakes it sooner).",
+    )
+    outbox_channel: str = Field(
+        "waypoint_journey_outbox", description="LISTEN/NOTIFY channel that wakes the relays."
+    )
+    idempotency_key_hours: float = Field(
+        24.0,
+        gt=0,
+        description="How long a command's Idempotency-Key (and its response) is kept.",
     )
     engagement_consumer_group: str = Field(
         "waypoint-journey-engagement",

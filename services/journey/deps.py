@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
 import orjson
 from fastapi import Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.journey.config import JourneySettings
+from shared import idempotency
+from shared.auth.service import Principal
+from shared.db import Database
 
 
 async def _pool(request: Request) -> asyncpg.Pool:
@@ -29,3 +35,28 @@ SettingsDep = Annotated[JourneySettings, Depends(_settings)]
 def json_response(body: dict[str, Any]) -> Response:
     """Serialize once with orjson; the declared models document the shape (no re-validation)."""
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def command_once(
+    request: Request,
+    db: Database,
+    settings: JourneySettings,
+    principal: Principal,
+    key: str | None,
+    body: Any,
+    command: Callable[[AsyncSession], Awaitable[Any]],
+    *,
+    status_code: int = 200,
+) -> JSONResponse:
+    """Run a write command in one transaction, answered once committed, at most once per
+    ``Idempotency-Key`` of the tenant (``shared/idempotency.py``)."""
+    return await idempotency.run_once(
+        db,
+        schema="journey",
+        tenant_id=principal.tenant_id,
+        key=key,
+        request_hash=idempotency.fingerprint(request.method, request.url.path, body),
+        retention=timedelta(hours=settings.idempotency_key_hours),
+        status_code=status_code,
+        command=command,
+    )

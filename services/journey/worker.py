@@ -1,9 +1,11 @@
 """The journey worker: normalized events → identity + context → customer activity.
 
 Per Kafka batch: parse (unparsable records go to the dead-letter topic with a reason), then
-apply in chunks, one transaction each. A chunk's activity is published and acknowledged by the
-broker *before* its transaction commits, so a crash can only repeat an activity (consumers
-dedupe on event id; customer ids are deterministic), never lose one. Deadlocks, serialization
+apply in chunks, one transaction each. A chunk's activity is written to the outbox
+(``journey.outbox``, one COPY) in that same transaction, and the outbox relay running in this
+process publishes it once it has committed (``shared/outbox.py``): alerts never hears of an
+attribution journey did not store, and a crash can only repeat an activity (consumers dedupe on
+event id; customer ids are deterministic), never lose one. Deadlocks, serialization
 failures and concurrent merges retry the chunk; an event that fails on its own data (the
 database refuses its values) is isolated and dead-lettered instead of stalling the partition.
 Any other failure (an outage, a bug) propagates: ``BatchWorker`` retries the batch with backoff,
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -24,6 +27,8 @@ from services.journey.applier import ChunkApplier, ChunkResult, Incoming, StaleC
 from services.journey.config import JourneySettings
 from services.journey.maps.maintain import start_compactor, stop_compactor
 from services.journey.metrics import CHUNK_RETRIES, EVENTS, FRESHNESS, PROCESSING
+from services.journey.outbox import activity_messages, start_relay, stop_relay
+from shared import outbox
 from shared.db import Database, raw_connection
 from shared.events import parse_normalized
 from shared.kafka import ensure_topics, make_consumer, make_producer
@@ -49,10 +54,18 @@ def is_poison(exc: BaseException) -> bool:
 
 
 class JourneyProcessor:
-    def __init__(self, *, db: Database, producer: AIOKafkaProducer, settings: JourneySettings):
+    def __init__(
+        self,
+        *,
+        db: Database,
+        producer: AIOKafkaProducer,
+        settings: JourneySettings,
+        on_commit: Callable[[], None] | None = None,
+    ):
         self.db = db
         self.producer = producer
         self.settings = settings
+        self.on_commit = on_commit  # wakes this process's outbox relay
 
     async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         items: list[Incoming] = []
@@ -92,7 +105,12 @@ class JourneyProcessor:
                 async with self.db.session() as session:
                     conn = await raw_connection(session)
                     result = await ChunkApplier(conn, self.settings).run(items)
-                    await self.publish(result)
+                    await outbox.enqueue(
+                        conn,
+                        "journey",
+                        activity_messages(self.settings.topic_activity, result.activities),
+                        lanes=self.settings.outbox_lanes,
+                    )
                 break
             except Exception as exc:
                 cause = retry_cause(exc)
@@ -101,6 +119,8 @@ class JourneyProcessor:
                 CHUNK_RETRIES.labels(cause).inc()
                 attempt += 1
                 await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))  # noqa: S311
+        if result.activities and self.on_commit is not None:
+            self.on_commit()
         PROCESSING.observe(time.perf_counter() - started)
         now_ms = time.time() * 1000
         for item in result.applied:
@@ -109,14 +129,6 @@ class JourneyProcessor:
         EVENTS.labels("applied").inc(len(result.applied))
         EVENTS.labels("duplicate").inc(result.duplicates)
         return result
-
-    async def publish(self, result: ChunkResult) -> None:
-        futures = [
-            await self.producer.send(self.settings.topic_activity, value, key=key)
-            for key, value in result.activities
-        ]
-        if futures:
-            await asyncio.gather(*futures)
 
     async def dead_letter(self, value: bytes, key: bytes | None, reason: str, message: str) -> None:
         EVENTS.labels("dead_lettered").inc()
@@ -156,14 +168,15 @@ async def run(
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         **consumer_overrides,
     )
-    processor = JourneyProcessor(db=db, producer=producer, settings=settings)
+    await producer.start()
+    relay, relay_task, relay_stop = start_relay(db, producer, settings)
+    processor = JourneyProcessor(db=db, producer=producer, settings=settings, on_commit=relay.wake)
     worker = BatchWorker(
         service="journey",
         consumer=consumer,
         topics=[settings.topic_normalized],
         handle=processor.handle,
     )
-    await producer.start()
     await consumer.start()
     log.info("worker.started", topic=settings.topic_normalized, group=settings.consumer_group)
     compactor = start_compactor(db, settings)  # the journey map, folded in the background
@@ -172,6 +185,7 @@ async def run(
     finally:
         await stop_compactor(compactor)
         await consumer.stop()
+        await stop_relay(relay, relay_task, relay_stop)  # publishes what is committed first
         await producer.stop()
         await db.dispose()
         log.info("worker.stopped")

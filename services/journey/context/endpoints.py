@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
 from services.journey.config import JourneySettings
@@ -24,12 +25,13 @@ from services.journey.context.schemas import (
     TimelinePage,
 )
 from services.journey.context.stream import ContextHub
-from services.journey.deps import PoolDep, SettingsDep, json_response
+from services.journey.deps import PoolDep, SettingsDep, command_once, json_response
 from shared.auth.dependencies import ContextReader, ContextStreamReader
 from shared.auth.models import Scope
 from shared.auth.service import Principal, audit
 from shared.deps import DatabaseDep, unit_of_work
 from shared.errors import NotFound
+from shared.idempotency import IdempotencyKeyDep
 
 router = APIRouter(prefix="/v1", tags=["context"])
 
@@ -210,13 +212,17 @@ async def add_fact(
     principal: ContextReader,
     db: DatabaseDep,
     settings: SettingsDep,
-) -> dict[str, Any]:
-    """An agent records a fact the customer gave (kept in the facts ledger with provenance)."""
-    return await service.record_fact(
-        db=db,
-        producer=request.app.state.producer,
-        settings=settings,
-        principal=principal,
-        customer_id=customer_id,
-        fact=body.model_dump(mode="json", exclude_none=True),
+    idempotency_key: IdempotencyKeyDep = None,
+) -> Response:
+    """An agent records a fact the customer gave (kept in the facts ledger with provenance).
+    Answers once committed; with an ``Idempotency-Key``, a retry records the fact once."""
+    fact = body.model_dump(mode="json", exclude_none=True)
+
+    async def command(session: AsyncSession) -> dict[str, Any]:
+        return await service.record_fact(
+            session, settings=settings, principal=principal, customer_id=customer_id, fact=fact
+        )
+
+    return await command_once(
+        request, db, settings, principal, idempotency_key, fact, command, status_code=201
     )

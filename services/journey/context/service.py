@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.journey.config import JourneySettings
 from services.journey.context import repository as repo
@@ -27,10 +27,9 @@ from services.journey.context.rules import Doc, empty, identity_list, timeline_i
 from services.journey.identity import repository as identity_repo
 from services.journey.identity.rules import Rule
 from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
-from services.journey.publish import deliver
+from services.journey.outbox import enqueue_activity
 from shared.auth.service import Principal
-from shared.db import Database, raw_connection
-from shared.deps import unit_of_work
+from shared.db import raw_connection
 from shared.errors import BadRequest, Conflict, NotFound, Unprocessable
 from shared.events import (
     EventRejected,
@@ -230,63 +229,61 @@ async def timeline(
 
 
 async def record_fact(
+    session: AsyncSession,
     *,
-    db: Database,
-    producer: AIOKafkaProducer | None,
     settings: JourneySettings,
     principal: Principal,
     customer_id: uuid.UUID,
     fact: dict[str, Any],
 ) -> dict[str, Any]:
-    """An agent records a fact: stored as a ``fact.collected`` event of that customer, and
-    published as the customer's activity, or neither."""
+    """An agent records a fact: stored as a ``fact.collected`` event of that customer, with the
+    customer's activity in the outbox, in the caller's transaction."""
     tenant = principal.tenant_id
     now = datetime.now(UTC)
-    async with unit_of_work(db) as session:
-        conn = await raw_connection(session)
-        cid = await identity_repo.active_id(conn, tenant, customer_id)
-        if cid is None:
-            raise NotFound(f"customer {customer_id} not found")
-        ident = await identity_repo.strongest_identifier(conn, tenant, cid)
-        if ident is None:
-            raise Conflict(f"customer {cid} has no identifier to attach a fact to")
-        raw = {
-            "specversion": "1.0",
-            "id": f"agent-fact-{uuid.uuid4().hex}",
-            "source": f"waypoint-journey/agent/{principal.key_id}",
-            "type": "fact.collected",
-            "time": now.isoformat(),
-            "tenant": tenant,
-            "data": {"identifiers": [{"type": ident[0], "value": ident[1]}], **fact},
-        }
-        try:
-            env = validate_event(raw, now=now)
-        except EventRejected as exc:
-            raise Unprocessable(exc.message) from None
-        body = env.to_json()
-        await identity_repo.insert_events(
-            conn,
-            [
-                (tenant, env.id, cid, str(env.type), env.time, [f"{ident[0]}:{ident[1]}"],
-                 "matched", Rule.manual.value, body.decode())
-            ],
-        )  # fmt: skip
-        locked = await repo.lock_contexts(conn, [(tenant, cid)])
-        doc, version = locked.get((tenant, cid), (ctx.empty(), 0))
-        ctx.apply_event(doc, env)
-        await repo.save_contexts(conn, [(tenant, cid, orjson.dumps(doc), version + 1)])
-        await repo.notify(conn, settings.notify_channel, [f"{tenant}|{cid}|{version + 1}"])
-        await deliver(
-            producer,
-            settings.topic_activity,
-            CustomerActivity(
-                tenant=tenant,
-                customer_id=str(cid),
-                occurred_at=env.time,
-                event=orjson.loads(body),
-                traits=ctx.trait_snapshot(doc),
-            ),
-        )
+    conn = await raw_connection(session)
+    cid = await identity_repo.active_id(conn, tenant, customer_id)
+    if cid is None:
+        raise NotFound(f"customer {customer_id} not found")
+    ident = await identity_repo.strongest_identifier(conn, tenant, cid)
+    if ident is None:
+        raise Conflict(f"customer {cid} has no identifier to attach a fact to")
+    raw = {
+        "specversion": "1.0",
+        "id": f"agent-fact-{uuid.uuid4().hex}",
+        "source": f"waypoint-journey/agent/{principal.key_id}",
+        "type": "fact.collected",
+        "time": now.isoformat(),
+        "tenant": tenant,
+        "data": {"identifiers": [{"type": ident[0], "value": ident[1]}], **fact},
+    }
+    try:
+        env = validate_event(raw, now=now)
+    except EventRejected as exc:
+        raise Unprocessable(exc.message) from None
+    body = env.to_json()
+    await identity_repo.insert_events(
+        conn,
+        [
+            (tenant, env.id, cid, str(env.type), env.time, [f"{ident[0]}:{ident[1]}"],
+             "matched", Rule.manual.value, body.decode())
+        ],
+    )  # fmt: skip
+    locked = await repo.lock_contexts(conn, [(tenant, cid)])
+    doc, version = locked.get((tenant, cid), (ctx.empty(), 0))
+    ctx.apply_event(doc, env)
+    await repo.save_contexts(conn, [(tenant, cid, orjson.dumps(doc), version + 1)])
+    await repo.notify(conn, settings.notify_channel, [f"{tenant}|{cid}|{version + 1}"])
+    await enqueue_activity(
+        conn,
+        settings,
+        CustomerActivity(
+            tenant=tenant,
+            customer_id=str(cid),
+            occurred_at=env.time,
+            event=orjson.loads(body),
+            traits=ctx.trait_snapshot(doc),
+        ),
+    )
     return {
         "customer_id": str(cid),
         "event_id": env.id,

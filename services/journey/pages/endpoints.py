@@ -23,6 +23,7 @@ from services.journey.context.stream import ContextHub
 from services.journey.pages import cards
 from shared.auth.models import Scope
 from shared.auth.service import audit
+from shared.deps import unit_of_work
 from shared.errors import BadRequest, NotFound
 from shared.web.auth import page_requires, page_writes
 from shared.web.sessions import WebSession
@@ -218,14 +219,14 @@ async def record_fact(customer_id: uuid.UUID, request: Request, web: Writer) -> 
         errors["value"] = "a value is needed"
     if errors or fact is None:
         return _fact_form(request, web, customer_id, errors=errors, values=values, status=422)
-    recorded = await service.record_fact(
-        db=request.app.state.db,
-        producer=request.app.state.producer,
-        settings=request.app.state.settings,
-        principal=web.principal,
-        customer_id=customer_id,
-        fact=fact.model_dump(mode="json", exclude_none=True),
-    )
+    async with unit_of_work(request.app.state.db) as session:  # answered once committed
+        recorded = await service.record_fact(
+            session,
+            settings=request.app.state.settings,
+            principal=web.principal,
+            customer_id=customer_id,
+            fact=fact.model_dump(mode="json", exclude_none=True),
+        )
     if not request.headers.get("hx-request"):  # without JavaScript: back to the card
         return RedirectResponse(f"/app/agent/customers/{recorded['customer_id']}", 303)
     return _fact_form(
