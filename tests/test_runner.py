@@ -73,6 +73,9 @@ class Stack:
     async def start(self, **extra_env: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _INFRA_VARIABLES}
         env.update({"WAYPOINT_DATA_DIR": str(self.data_dir), "WAYPOINT_LOG_JSON": "false"})
+        # The tests check that a stop drains, not how fast: a loaded 2-core machine needed more
+        # than the default 60 s for 5,000 events (``stop`` waits as long).
+        env["WAYPOINT_RUN_DRAIN_TIMEOUT_SECONDS"] = "600"
         env.update(extra_env)
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -104,7 +107,7 @@ class Stack:
         assert self.process is not None
         assert self.reader is not None
         self.process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.process.wait(), 90)
+        code = await asyncio.wait_for(self.process.wait(), 600 + 90)
         await self.reader
         return code
 
