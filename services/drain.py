@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,11 +124,14 @@ async def wait_until_drained(
     timeout: float,
     report: Callable[[dict[str, int], float], None],
     report_every: float = 2.0,
+    outboxes: dict[str, Callable[[], Awaitable[int]]] | None = None,
 ) -> dict[str, int]:
     """Poll every group's lag until all are 0 twice in a row, or ``timeout``; the last lags.
 
     Groups are read in pipeline order, so a 0 downstream read after a 0 upstream includes what
-    the upstream worker published before committing."""
+    the upstream worker published. A service that publishes through an outbox (after its commit)
+    names it in ``outboxes`` (service → messages pending): read right after its group, an empty
+    outbox means everything it committed is on the broker before the next group is read."""
     started = time.monotonic()
     probes = [GroupProbe(bootstrap, g) for g in groups]
     lags: dict[str, int] = {}
@@ -138,7 +141,11 @@ async def wait_until_drained(
         zero_rounds = 0
         last_report = started
         while True:
-            lags = {p.group.service: await p.lag() for p in probes}
+            lags = {}
+            for p in probes:
+                lags[p.group.service] = await p.lag()
+                if p.group.service in (outboxes or {}):
+                    lags[f"{p.group.service} outbox"] = await (outboxes or {})[p.group.service]()
             zero_rounds = zero_rounds + 1 if not any(lags.values()) else 0
             now = time.monotonic()
             if zero_rounds >= 2 or now - started >= timeout:

@@ -23,6 +23,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import asyncpg
 import httpx
 
 from services.drain import groups_of, wait_until_drained
@@ -32,7 +33,7 @@ from services.supervisor import Child, Kind, RestartPolicy, Supervisor, say
 from shared.auth.models import ALL_SCOPES
 from shared.auth.service import create_key, ensure_bootstrap_key, ensure_tenant
 from shared.config import BrokerStorage, CommonSettings
-from shared.db import Database
+from shared.db import Database, asyncpg_dsn
 from shared.embedded import Broker, start_postgres
 from shared.kafka import broker_reachable, ensure_topics
 from shared.migrations import upgrade
@@ -289,9 +290,20 @@ class Stack:
             shown = ", ".join(f"{name} {lag:,}" for name, lag in lags.items())
             say(f"draining ({elapsed:.0f}s): records behind: {shown}")
 
+        async def journey_outbox() -> int:  # its activity leaves after the commit
+            conn = await asyncpg.connect(asyncpg_dsn(self.settings.dsn))
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM journey.outbox"))
+            finally:
+                await conn.close()
+
         try:
             lags = await wait_until_drained(
-                self.settings.bootstrap_servers, groups, timeout=timeout, report=progress
+                self.settings.bootstrap_servers,
+                groups,
+                timeout=timeout,
+                report=progress,
+                outboxes={"journey": journey_outbox} if "journey" in settings else None,
             )
         except Exception as exc:  # noqa: BLE001 - a failed probe must not block the stop
             say(f"could not measure consumer lag ({exc}); stopping the workers anyway")

@@ -158,7 +158,7 @@ async def run(
     await ensure_topics(
         settings, [settings.topic_normalized, settings.topic_activity, settings.topic_dead_letter]
     )
-    db = Database(settings.dsn, pool_size=4, application_name="journey-worker")
+    db = Database(settings.dsn, pool_size=5, application_name="journey-worker")
     producer = make_producer(settings)
     consumer = make_consumer(
         settings,
@@ -169,7 +169,9 @@ async def run(
         **consumer_overrides,
     )
     await producer.start()
-    relay, relay_task, relay_stop = start_relay(db, producer, settings)
+    await consumer.start()
+    # The outbox relay (the activity, after each commit) runs beside the consumer loop.
+    relay, relay_tasks, relay_stop = start_relay(db, producer, settings)
     processor = JourneyProcessor(db=db, producer=producer, settings=settings, on_commit=relay.wake)
     worker = BatchWorker(
         service="journey",
@@ -177,7 +179,6 @@ async def run(
         topics=[settings.topic_normalized],
         handle=processor.handle,
     )
-    await consumer.start()
     log.info("worker.started", topic=settings.topic_normalized, group=settings.consumer_group)
     compactor = start_compactor(db, settings)  # the journey map, folded in the background
     try:
@@ -185,7 +186,7 @@ async def run(
     finally:
         await stop_compactor(compactor)
         await consumer.stop()
-        await stop_relay(relay, relay_task, relay_stop)  # publishes what is committed first
+        await stop_relay(relay, relay_tasks, relay_stop)  # publishes what is committed first
         await producer.stop()
         await db.dispose()
         log.info("worker.stopped")
