@@ -132,7 +132,7 @@ async def test_map_draws_the_demo_and_filters_change_the_graph(stack: Stack, pag
         "No channel switches"
     )
     await page.wait_for_timeout(300)  # let the layout settle for the picture
-    await screenshot(page, "journey-map.png")
+    await screenshot(page, "journey-map.png", full_page=False)
 
     # a segment narrows the journeys (the demo's customers fall into several age groups)
     segments = [s for s in await page.locator("#f-segment option").all_inner_texts() if "=" in s]

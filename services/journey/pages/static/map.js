@@ -22,10 +22,10 @@
     var focus = data.focus ? data.focus.id : null;
     var nodes = data.nodes.map(function (n) {
       // PENDING(issue 9): the quality API's pain points and feedback summaries per node.
-      var pain = n.pain && n.pain.length ? n.pain.join(", ") : "";
+      var pain = n.pain && n.pain.length ? n.pain.join("\n") : "";
       return { data: {
         id: String(n.id), label: n.id + "\n" + n.count + (pain ? "\n" + pain : ""),
-        size: 26 + 54 * Math.sqrt((n.count || 0) / maxNode), count: n.count,
+        size: 34 + 60 * Math.sqrt((n.count || 0) / maxNode), count: n.count,
         pain: pain ? "yes" : "no", focus: n.id === focus ? "yes" : "no"
       } };
     });
@@ -42,7 +42,7 @@
 
   var STYLE = [
     { selector: "node", style: {
-      "label": "data(label)", "text-wrap": "wrap", "text-valign": "center", "font-size": 10,
+      "label": "data(label)", "text-wrap": "wrap", "text-valign": "center", "font-size": 12,
       "width": "data(size)", "height": "data(size)", "background-color": "#dbe5fb",
       "border-color": "#2457c5", "border-width": 1, "color": "#1c2330" } },
     { selector: "node[pain = 'yes']", style: { "background-color": "#fbe0de", "border-color": "#b3261e" } },
@@ -50,7 +50,7 @@
     { selector: "edge", style: {
       "width": "data(width)", "curve-style": "bezier", "target-arrow-shape": "triangle",
       "line-color": "#8a9ab8", "target-arrow-color": "#8a9ab8", "label": "data(label)",
-      "font-size": 9, "text-background-color": "#fff", "text-background-opacity": 0.8,
+      "font-size": 11, "text-background-color": "#fff", "text-background-opacity": 0.8,
       "text-background-padding": 1 } },
     { selector: "edge:loop", style: { "loop-direction": "0deg", "loop-sweep": "-40deg" } }
   ];
@@ -61,7 +61,7 @@
     state.data = data;
     state.cy = window.cytoscape({
       container: container, elements: elements(data), style: STYLE,
-      layout: { name: "dagre", rankDir: "LR", nodeSep: 30, rankSep: 90 }
+      layout: { name: "dagre", rankDir: "LR", nodeSep: 40, rankSep: 110 }
     });
     state.cy.on("tap", "node", function (event) {
       var form = document.getElementById("map-filters");
