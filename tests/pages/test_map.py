@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from playwright.async_api import Page, expect
 
@@ -47,7 +47,7 @@ async def map_settled(stack: Stack, tenant: str, *, events: Sequence[str] = ()) 
 
 async def open_map(page: Page, stack: Stack, key: str, query: str = "") -> None:
     await map_settled(stack, stack.a.id)
-    await sign_in(page, stack.journey.url, key, next_path="/app/map" + query)
+    await sign_in(page, stack.journey.url, key, next_path=quote("/app/map" + query, safe="/"))
     await expect(page.locator("h1")).to_have_text("Journey map")
     await until(page, "window.waypointMap && window.waypointMap.cy !== null")
 
@@ -229,7 +229,7 @@ async def clear_edge(page: Page) -> str:
 async def test_an_edge_drills_down_to_its_journeys_and_a_customer_timeline(
     stack: Stack, page: Page
 ):
-    await open_map(page, stack, stack.a.key, "?granularity=channel")
+    await open_map(page, stack, stack.a.key, "?granularity=channel&view=performance")
     edge = await clear_edge(page)
     count = (await graph(page))["edges"][edge]["count"]
     await click_element(page, "edge", edge)
