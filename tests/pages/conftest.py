@@ -189,17 +189,21 @@ async def seed_demo(stack: Stack) -> None:
         if i["type"] == "phone" and e["type"] == "ivr.step"
     ]
     stack.demo_phone = phones[0]
-    last_id = keyed[-1][1]["id"]
+    ids = list({e["id"] for _, e in keyed})
 
     async def applied() -> bool:
+        # every event, not only the last sent: partitions are consumed in parallel
         async with stack.db.session() as session:
             from sqlalchemy import text
 
             found = await session.execute(
-                text("SELECT 1 FROM journey.event WHERE tenant_id = :t AND event_id = :id"),
-                {"t": stack.a.id, "id": last_id},
+                text(
+                    "SELECT count(*) FROM journey.event"
+                    " WHERE tenant_id = :t AND event_id = ANY(:ids)"
+                ),
+                {"t": stack.a.id, "ids": ids},
             )
-            return found.first() is not None
+            return found.scalar_one() == len(ids)
 
     await eventually(applied, timeout=120, interval=0.5)
 

@@ -1,37 +1,32 @@
 // The journey map graph: cytoscape + dagre (journeys loop, so a graph layout, not a Sankey).
-// Data: GET #map-graph[data-src] → {"journeys","steps","nodes":[{"id","count","starts","ends",…}],
-// "edges":[{"source","target","count","duration_s":{"mean","p50","p90"}}]} (the map API's shape).
+// Data: the JSON in #map-live[data-graph] (the map API's shape: {"journeys","steps","view","focus",
+// "nodes":[{"id","count","starts","ends","pain":[…],…}],"edges":[{"source","target","count",
+// "duration_s":{"mean","p50","p90"}}]}), part of #map-live, which htmx re-reads while the page
+// is open; the graph is redrawn when its numbers change.
 (function () {
   "use strict";
-  var REFRESH_MS = 30000; // the map is living: re-read while the page is open
-  var state = { cy: null, key: null, timer: null, data: null, src: null };
+  var state = { cy: null, key: null, data: null, draws: 0 };
   window.waypointMap = state;
 
   function seconds(s) {
     if (s === null || s === undefined) { return ""; }
     if (s < 90) { return Math.round(s) + " s"; }
     if (s < 5400) { return Math.round(s / 60) + " min"; }
-    if (s < 172800) { return Math.round(s / 3600) + " h"; }
-    return Math.round(s / 86400) + " d";
-  }
-
-  // PENDING(issue 9): the journey-quality API decides the pain-point fields; any of these,
-  // as a share 0..1, colours a node.
-  function pain(node) {
-    var keys = ["pain_score", "abandon_rate", "repeat_rate", "transfer_rate"];
-    var worst = 0;
-    keys.forEach(function (k) { if (typeof node[k] === "number" && node[k] > worst) { worst = node[k]; } });
-    return worst;
+    if (s < 172800) { return (s / 3600).toFixed(1) + " h"; }
+    return (s / 86400).toFixed(1) + " d";
   }
 
   function elements(data) {
     var maxNode = Math.max.apply(null, [1].concat(data.nodes.map(function (n) { return n.count || 0; })));
     var maxEdge = Math.max.apply(null, [1].concat(data.edges.map(function (e) { return e.count || 0; })));
+    var focus = data.focus ? data.focus.id : null;
     var nodes = data.nodes.map(function (n) {
+      // PENDING(issue 9): the quality API's pain points and feedback summaries per node.
+      var pain = n.pain && n.pain.length ? n.pain.join("\n") : "";
       return { data: {
-        id: String(n.id), label: n.id + "\n" + n.count,
-        size: 26 + 54 * Math.sqrt((n.count || 0) / maxNode),
-        pain: pain(n) >= 0.2 ? "yes" : "no"
+        id: String(n.id), label: n.id + "\n" + n.count + (pain ? "\n" + pain : ""),
+        size: 34 + 60 * Math.sqrt((n.count || 0) / maxNode), count: n.count,
+        pain: pain ? "yes" : "no", focus: n.id === focus ? "yes" : "no"
       } };
     });
     var edges = data.edges.map(function (e, i) {
@@ -47,27 +42,26 @@
 
   var STYLE = [
     { selector: "node", style: {
-      "label": "data(label)", "text-wrap": "wrap", "text-valign": "center", "font-size": 10,
+      "label": "data(label)", "text-wrap": "wrap", "text-valign": "center", "font-size": 12,
       "width": "data(size)", "height": "data(size)", "background-color": "#dbe5fb",
       "border-color": "#2457c5", "border-width": 1, "color": "#1c2330" } },
     { selector: "node[pain = 'yes']", style: { "background-color": "#fbe0de", "border-color": "#b3261e" } },
+    { selector: "node[focus = 'yes']", style: { "border-width": 4 } },
     { selector: "edge", style: {
       "width": "data(width)", "curve-style": "bezier", "target-arrow-shape": "triangle",
       "line-color": "#8a9ab8", "target-arrow-color": "#8a9ab8", "label": "data(label)",
-      "font-size": 9, "text-background-color": "#fff", "text-background-opacity": 0.8 } },
+      "font-size": 11, "text-background-color": "#fff", "text-background-opacity": 0.8,
+      "text-background-padding": 1 } },
     { selector: "edge:loop", style: { "loop-direction": "0deg", "loop-sweep": "-40deg" } }
   ];
 
-  function draw(container, data) {
-    var key = JSON.stringify(data);
-    if (state.cy && key === state.key) { return; }
+  function draw(container, data, key) {
+    if (state.cy) { state.cy.destroy(); }
     state.key = key;
     state.data = data;
-    if (state.cy) { state.cy.destroy(); }
     state.cy = window.cytoscape({
       container: container, elements: elements(data), style: STYLE,
-      layout: { name: "dagre", rankDir: "LR", nodeSep: 30, rankSep: 80 },
-      wheelSensitivity: 0.3
+      layout: { name: "dagre", rankDir: "LR", nodeSep: 40, rankSep: 110 }
     });
     state.cy.on("tap", "node", function (event) {
       var form = document.getElementById("map-filters");
@@ -81,35 +75,23 @@
       window.location.assign(container.dataset.drill + "&edge=" +
         encodeURIComponent(edge.source + ">" + edge.target));
     });
+    state.draws += 1;
     container.dataset.nodes = String(data.nodes.length);
     container.dataset.edges = String(data.edges.length);
+    container.dataset.journeys = String(data.journeys);
   }
 
-  function load() {
+  function render() {
     var container = document.getElementById("map-graph");
-    if (!container) { return; }
-    fetch(container.dataset.src, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (response) {
-        container.dataset.status = String(response.status);
-        return response.ok ? response.json() : null;
-      })
-      .then(function (data) { if (data) { draw(container, data); } })
-      .catch(function () { container.dataset.status = "failed"; });
+    var source = document.getElementById("map-live");
+    if (!container || !source) { return; }
+    var key = source.dataset.graph;
+    // the same numbers in the same container: keep the drawing (and the reader's zoom)
+    if (state.cy && key === state.key && state.cy.container() === container) { return; }
+    draw(container, JSON.parse(key), key);
   }
 
-  function start() {
-    var container = document.getElementById("map-graph");
-    state.src = container ? container.dataset.src : null;
-    state.key = null;
-    load();
-    if (state.timer) { clearInterval(state.timer); }
-    state.timer = setInterval(load, REFRESH_MS);
-  }
-
-  document.addEventListener("DOMContentLoaded", start);
-  // The filters form swaps #map-body (a new data-src): draw the new map.
-  document.addEventListener("htmx:afterSettle", function () {
-    var container = document.getElementById("map-graph");
-    if (container && container.dataset.src !== state.src) { start(); }
-  });
+  document.addEventListener("DOMContentLoaded", render);
+  // the filters form swaps #map-body; polling swaps #map-live: draw what changed
+  document.addEventListener("htmx:afterSettle", render);
 })();

@@ -1,0 +1,148 @@
+"""What the journey map page shows, read through the maps package's service functions (the
+same ones behind ``/v1/journey-map``, its variants, channel switches, channel mix, journeys
+and export; the page calls them directly, not over HTTP).
+
+PENDING(issue 9, journey quality): pain points, FCR, experience, conformance, feedback and the
+health summary are not read here yet. Each has a partial ready in ``templates/_quality_*.html``
+that ``_map_body.html`` includes once ``MapView.quality`` carries its key (see ``read_map``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.journey.maps import export, service
+from services.journey.maps import repository as repo
+from services.journey.maps.schemas import Granularity, JourneyKind, MapQuery, View
+from shared.errors import Unprocessable
+
+VARIANTS_SHOWN = 10
+JOURNEYS_PER_PAGE = 50
+# A node is coloured when one of these per-step rates of the performance view reaches this.
+PAIN_RATE = 0.2
+PAIN_FIELDS = (
+    ("abandon_rate", "abandons"),
+    ("transfer_rate", "transfers"),
+    ("repeat_rate", "repeats"),
+)
+
+
+@dataclass(frozen=True)
+class MapFilters:
+    """The page's filters. ``to`` is inclusive here (a day picked in the form is shown); the
+    map API's ``to`` is exclusive, so the query reads up to the next day."""
+
+    granularity: Granularity = Granularity.touchpoint
+    journey: JourneyKind = JourneyKind.episode
+    view: View = View.performance
+    from_: date | None = None
+    to: date | None = None
+    segment: str = ""  # trait=value
+    focus: str = ""
+    mix: str = "age_group"  # the trait the channel-mix table splits by
+
+    def params(self, **extra: str) -> dict[str, str]:
+        params = {
+            "view": self.view.value,
+            "granularity": self.granularity.value,
+            "journey": self.journey.value,
+            "from": self.from_.isoformat() if self.from_ else "",
+            "to": self.to.isoformat() if self.to else "",
+            "segment": self.segment,
+            "focus": self.focus,
+            "mix": self.mix if self.mix != "age_group" else "",
+            **extra,
+        }
+        return {k: v for k, v in params.items() if v}
+
+    def map_query(self) -> MapQuery:
+        segment = dict([self.segment.split("=", 1)]) if self.segment else {}
+        end = self.to + timedelta(days=1) if self.to else None
+        return MapQuery(self.granularity.value, self.journey.value, self.from_, end, segment)
+
+
+@dataclass
+class MapView:
+    graph: dict[str, Any]
+    variants: list[dict[str, Any]]
+    variant_count: int
+    switches: list[dict[str, Any]]
+    mix: list[dict[str, Any]]
+    segments: list[str]
+    notice: str | None = None
+    # PENDING(issue 9): "pain_points", "fcr", "experience", "conformance", "health".
+    quality: dict[str, Any] = field(default_factory=dict)
+
+
+def _pain(node: dict[str, Any]) -> list[str]:
+    """Which of the node's performance rates reach ``PAIN_RATE`` (e.g. ``abandons 31 %``)."""
+    return [
+        f"{label} {round(node[name] * 100)} %"
+        for name, label in PAIN_FIELDS
+        if isinstance(node.get(name), int | float) and node[name] >= PAIN_RATE
+    ]
+
+
+async def read_map(pool: asyncpg.Pool, tenant: str, filters: MapFilters) -> MapView:
+    """The graph, its tables and the filter choices for one tenant (one connection)."""
+    q = filters.map_query()
+    view: str | None = filters.view.value
+    notice = None
+    if filters.view is View.tactical and not filters.focus:
+        view, notice = None, "Click a node (or name one in Focus) to centre the tactical view."
+    async with pool.acquire() as conn:
+        config = await service.config_of(conn, tenant)
+        loaded = await service.load(conn, tenant, q)
+        total, ordered = await service.variants(conn, tenant, q, config)
+        mix = await service.channel_mix(
+            conn, tenant, dataclasses.replace(q, segment={}), filters.mix
+        )
+        segments = sorted(s for s in await repo.segments_of(conn, tenant) if s)
+    mapped = service.at_granularity(loaded, q.granularity, config)
+    try:
+        graph = service.build_map(mapped, q, config, view=view, focus=filters.focus or None)
+    except Unprocessable as exc:  # a focus that is not on this map: show the whole map
+        notice = f"{exc.message}; showing the whole map."
+        graph = service.build_map(mapped, q, config, view=None, focus=None)
+    for node in graph["nodes"]:
+        node["pain"] = _pain(node)
+    channels = service.at_granularity(loaded, Granularity.channel.value, config)
+    return MapView(
+        graph=graph,
+        variants=[
+            {"path": list(path), "count": n, "share": n / total}
+            for path, n in ordered[:VARIANTS_SHOWN]
+        ],
+        variant_count=len(ordered),
+        switches=service.channel_switches(channels)["switches"],
+        mix=mix["segments"],
+        segments=segments,
+        notice=notice,
+    )
+
+
+async def read_journeys(
+    pool: asyncpg.Pool,
+    tenant: str,
+    filters: MapFilters,
+    *,
+    edge: str | None,
+    node: str | None,
+    variant: str | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """The journeys behind an edge, a node or a variant (a page of them, and the next cursor)."""
+    q = filters.map_query()
+    async with pool.acquire() as conn:
+        config = await service.config_of(conn, tenant)
+        mapping, match = export.matcher(
+            q.granularity, config, edge=edge, node=node, variant=variant
+        )
+        return await export.journeys_page(
+            conn, tenant, q, mapping, match, limit=JOURNEYS_PER_PAGE, cursor=cursor
+        )
