@@ -10,6 +10,7 @@ import asyncpg
 from fastapi import FastAPI
 
 from services.journey.config import JourneySettings
+from services.journey.conformance.endpoints import router as conformance_router
 from services.journey.context.cache import ContextCache
 from services.journey.context.endpoints import router as context_router
 from services.journey.context.stream import ContextHub
@@ -57,7 +58,7 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
     app = create_service_app(
         service="journey",
         settings=settings,
-        routers=[context_router, identity_router, maps_router],
+        routers=[context_router, identity_router, maps_router, conformance_router],
         description=(
             "Identity graph and the agent's cross-channel context: screen pop by any identifier, "
             "timeline, facts ledger, route hints, live updates, merge and split; the journey map."
