@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
@@ -42,3 +43,41 @@ async def events_of(
         list(customers),
     )
     return rows
+
+
+async def events_between(
+    conn: asyncpg.Connection,
+    tenant: str,
+    kind: str,
+    start: datetime | None,
+    end: datetime | None,
+) -> list[asyncpg.Record]:
+    """(customer, event id, time, data as JSON text) of one event type in [start, end)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT coalesce(c.merged_into, c.id) AS customer_id, e.event_id, e.time,
+                  (e.envelope -> 'data')::text AS data
+           FROM journey.event e
+           JOIN journey.customer c ON c.tenant_id = e.tenant_id AND c.id = e.customer_id
+           WHERE e.tenant_id = $1 AND e.type = $2
+             AND ($3::timestamptz IS NULL OR e.time >= $3)
+             AND ($4::timestamptz IS NULL OR e.time < $4)""",
+        tenant,
+        kind,
+        start,
+        end,
+    )
+    return rows
+
+
+async def known_activities(conn: asyncpg.Connection, tenant: str, names: Sequence[str]) -> set[str]:
+    """The tenant's map activities named exactly, or by their touchpoint, in ``names``."""
+    if not names:
+        return set()
+    rows = await conn.fetch(
+        """SELECT DISTINCT activity FROM journey.map_node
+           WHERE tenant_id = $1 AND grain = 'm' AND stat = 'count'
+             AND (activity = ANY($2::text[]) OR split_part(activity, ':', 2) = ANY($2::text[]))""",
+        tenant,
+        list(names),
+    )
+    return {r[0] for r in rows}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -51,3 +54,43 @@ class ExperienceReport(BaseModel):
     stages: list[ScoreRow]
     moments_of_truth: list[MomentOfTruth]
     moments_tested: dict[str, int]
+
+
+class Author(StrEnum):
+    customer = "customer"
+    agent = "agent"
+
+
+class FeedbackSummary(BaseModel):
+    count: int
+    customer: int
+    agent: int
+    rating_n: int
+    mean_rating: float | None
+    latest: list[dict[str, Any]] = Field(description="The newest comments, masked.")
+
+
+class FeedbackItem(BaseModel):
+    event_id: str
+    at: str
+    author: str
+    rating: float | None
+    comment: str = Field(description="Masked: e-mails, phone numbers, long digit runs.")
+    masked: bool
+    about: str | None
+    node: str | None
+    attached_by: str = Field(
+        description="about_node, about_step, about_touchpoint, interaction, last_step or "
+        "unattached."
+    )
+    customer_id: str
+    timeline: str
+
+
+class FeedbackPage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    node: str | None
+    summary: FeedbackSummary
+    items: list[FeedbackItem]
+    next_cursor: str | None
