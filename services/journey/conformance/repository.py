@@ -105,3 +105,61 @@ async def journeys_after(
         tenant, q.kind, *after, size, *args,
     )  # fmt: skip
     return rows
+
+
+SEPARATOR = "\x1f"  # joins a path into one text value (activities never hold control characters)
+
+
+async def variants(
+    conn: asyncpg.Connection, tenant: str, q: MapQuery, by: str | None
+) -> list[asyncpg.Record]:
+    """(activities, segment value of ``by`` or NULL, journeys) of the query's journeys: one row
+    per distinct stored path (and segment value), counted in PostgreSQL."""
+    where, args = journey_filter(q, 3)
+    column = by if by is not None else "NULL::text"
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""SELECT activities, {column} AS seg, count(*) AS n FROM journey.map_journey
+            WHERE tenant_id = $1 AND kind = $2{where}
+            GROUP BY 1, 2""",  # noqa: S608 - whitelisted columns
+        tenant,
+        q.kind,
+        *args,
+    )
+    return rows
+
+
+async def late_pairs(
+    conn: asyncpg.Connection,
+    tenant: str,
+    q: MapQuery,
+    by: str | None,
+    pairs: list[tuple[int, str, int, int, int, int]],
+) -> list[asyncpg.Record]:
+    """For timed variants: (variant, segment value, pairs too slow, journeys). ``pairs`` are
+    (variant, joined path, pair number, index before, index after, limit µs), indexes 0-based;
+    journeys of a variant with no pair too slow are not returned."""
+    where, args = journey_filter(q, 9)
+    column = f"j.{by}" if by is not None else "NULL::text"
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""WITH v AS (
+                SELECT u.idx, string_to_array(u.p, E'\\x1f') AS path, u.k, u.i0, u.i1, u.lim
+                FROM unnest($3::int[], $4::text[], $5::int[], $6::int[], $7::int[], $8::bigint[])
+                    AS u(idx, p, k, i0, i1, lim)),
+            hit AS (
+                SELECT v.idx, {column} AS seg, array_agg(v.k ORDER BY v.k) AS ks
+                FROM journey.map_journey j JOIN v ON j.activities = v.path
+                WHERE j.tenant_id = $1 AND j.kind = $2{where.replace(" AND ", " AND j.")}
+                  AND j.times_us[v.i1 + 1] - j.times_us[v.i0 + 1] > v.lim
+                GROUP BY j.customer_id, j.journey_key, v.idx, 2)
+            SELECT idx, seg, ks, count(*) AS n FROM hit GROUP BY 1, 2, 3""",  # noqa: S608
+        tenant,
+        q.kind,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        [p[2] for p in pairs],
+        [p[3] for p in pairs],
+        [p[4] for p in pairs],
+        [p[5] for p in pairs],
+        *args,
+    )
+    return rows

@@ -165,14 +165,27 @@ def _deviations(
     return tuple(out)
 
 
-def too_slow(alignment: Alignment, model: Model, times_us: Sequence[int]) -> list[Deviation]:
-    """Matched steps reached later than their ``max_wait`` after the previous matched one."""
-    out: list[Deviation] = []
+TimedPair = tuple[int, int, int, str]  # (path index before, path index after, limit µs, step)
+
+
+def timed_pairs(alignment: Alignment, model: Model) -> list[TimedPair]:
+    """The matched steps that carry a ``max_wait``, each with the path index of the step matched
+    to the closest earlier designed step the journey took."""
+    out: list[TimedPair] = []
     for (i0, _j0), (i1, j1) in zip(alignment.matched, alignment.matched[1:], strict=False):
         limit = model[j1].max_wait_us
-        if limit is not None and times_us[i1] - times_us[i0] > limit:
-            out.append((TOO_SLOW, model[j1].activity))
+        if limit is not None:
+            out.append((i0, i1, limit, model[j1].activity))
     return out
+
+
+def too_slow(alignment: Alignment, model: Model, times_us: Sequence[int]) -> list[Deviation]:
+    """Matched steps reached later than their ``max_wait`` after the previous matched one."""
+    return [
+        (TOO_SLOW, step)
+        for i0, i1, limit, step in timed_pairs(alignment, model)
+        if times_us[i1] - times_us[i0] > limit
+    ]
 
 
 @dataclass(frozen=True, slots=True)

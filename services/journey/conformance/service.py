@@ -28,6 +28,7 @@ from services.journey.maps.settings import MapConfig
 
 FORMULA = "fitness = 2·LCS(real, designed) / (|real| + |designed|)"
 EXAMPLES = 3
+EXAMPLE_SCAN = 2000  # journeys examined for examples
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -58,15 +59,18 @@ class Tally:
         default_factory=lambda: defaultdict(list)
     )
 
-    def add(self, row: Any, path: tuple[str, ...], verdict: rules.Verdict) -> None:
-        self.journeys += 1
-        self.fitness[verdict.fitness] += 1
+    def add(self, verdict: rules.Verdict, n: int = 1) -> None:
+        self.journeys += n
+        self.fitness[verdict.fitness] += n
         if verdict.conforms:
-            self.conforming += 1
+            self.conforming += n
             return
-        self.occurrences.update(verdict.deviations)
+        self.occurrences.update({d: c * n for d, c in Counter(verdict.deviations).items()})
         for deviation in dict.fromkeys(verdict.deviations):
-            self.with_deviation[deviation] += 1
+            self.with_deviation[deviation] += n
+
+    def example(self, row: Any, path: tuple[str, ...], verdict: rules.Verdict) -> None:
+        for deviation in dict.fromkeys(verdict.deviations):
             found = self.examples[deviation]
             if len(found) < EXAMPLES:
                 found.append(_example(row, path, verdict.fitness))
@@ -126,9 +130,8 @@ class Judge:
         self.timed = any(s.max_wait_us is not None for s in self.model)
         self._paths: dict[tuple[str, ...], tuple[tuple[str, ...], rules.Alignment | None]] = {}
 
-    def __call__(
-        self, stored: Iterable[str], times_us: list[int]
-    ) -> tuple[tuple[str, ...], rules.Verdict | None]:
+    def aligned(self, stored: Iterable[str]) -> tuple[tuple[str, ...], rules.Alignment | None]:
+        """The path at the design's granularity and its alignment (None: out of scope)."""
         key = tuple(stored)
         found = self._paths.get(key)
         if found is None:
@@ -139,7 +142,12 @@ class Judge:
                 else None
             )
             found = self._paths[key] = (path, alignment)
-        path, alignment = found
+        return found
+
+    def __call__(
+        self, stored: Iterable[str], times_us: list[int]
+    ) -> tuple[tuple[str, ...], rules.Verdict | None]:
+        path, alignment = self.aligned(stored)
         if alignment is None:
             return path, None
         deviations = alignment.deviations
@@ -158,18 +166,46 @@ async def conformance(
     by: str | None,
     limit: int,
 ) -> dict[str, Any]:
+    """Counted by distinct path in PostgreSQL, each path aligned once; for designs with waits,
+    the journeys whose matched steps came too late are counted in PostgreSQL too."""
     judge = Judge(design, config)
     whole = Tally()
     groups: dict[str, Tally] = defaultdict(Tally)
     out_of_scope = 0
-    for row in await repo.journeys(conn, tenant, q):
-        path, verdict = judge(row["activities"], row["times_us"])
-        if verdict is None:
-            out_of_scope += 1
+    timed: dict[int, tuple[rules.Alignment, list[rules.TimedPair]]] = {}
+    counts: dict[tuple[int, str | None], int] = {}
+    pairs: list[tuple[int, str, int, int, int, int]] = []
+    ids: dict[tuple[str, ...], int] = {}  # one id per distinct path (rows repeat it per segment)
+    for row in await repo.variants(conn, tenant, q, by):
+        _path, alignment = judge.aligned(row["activities"])
+        n, seg = row["n"], row["seg"]
+        if alignment is None:
+            out_of_scope += n
             continue
-        whole.add(row, path, verdict)
-        if by is not None and row[by] is not None:
-            groups[row[by]].add(row, path, verdict)
+        found = rules.timed_pairs(alignment, judge.model) if judge.timed else []
+        if not found:
+            _add(whole, groups, seg, rules.Verdict(alignment.fitness, alignment.deviations), n)
+            continue
+        key = tuple(row["activities"])
+        idx = ids.get(key)
+        if idx is None:
+            idx = ids[key] = len(ids)
+            timed[idx] = (alignment, found)
+            joined = repo.SEPARATOR.join(key)
+            pairs += [(idx, joined, k, i0, i1, lim) for k, (i0, i1, lim, _s) in enumerate(found)]
+        counts[(idx, seg)] = n
+    if pairs:
+        for row in await repo.late_pairs(conn, tenant, q, by, pairs):
+            alignment, found = timed[row["idx"]]
+            slow = tuple((rules.TOO_SLOW, found[k][3]) for k in row["ks"])
+            verdict = rules.Verdict(alignment.fitness, alignment.deviations + slow)
+            _add(whole, groups, row["seg"], verdict, row["n"])
+            counts[(row["idx"], row["seg"])] -= row["n"]
+        for (idx, seg), n in counts.items():
+            if n:
+                alignment = timed[idx][0]
+                _add(whole, groups, seg, rules.Verdict(alignment.fitness, alignment.deviations), n)
+    await _examples(conn, tenant, q, judge, whole, groups, by)
     body: dict[str, Any] = {
         **q.echo(),
         "granularity": design.definition.granularity.value,
@@ -186,6 +222,35 @@ async def conformance(
             {"value": value, **groups[value].body(limit)} for value in sorted(groups)
         ]
     return body
+
+
+def _add(
+    whole: Tally, groups: dict[str, Tally], seg: str | None, verdict: rules.Verdict, n: int
+) -> None:
+    whole.add(verdict, n)
+    if seg is not None:
+        groups[seg].add(verdict, n)
+
+
+async def _examples(
+    conn: asyncpg.Connection,
+    tenant: str,
+    q: MapQuery,
+    judge: Judge,
+    whole: Tally,
+    groups: dict[str, Tally],
+    by: str | None,
+) -> None:
+    """Examples for each deviation from the first journeys in key order (the drill-down lists
+    them all)."""
+    rows = await repo.journeys_after(conn, tenant, q, parse_cursor(None), EXAMPLE_SCAN)
+    for row in rows:
+        path, verdict = judge(row["activities"], row["times_us"])
+        if verdict is None or verdict.conforms:
+            continue
+        whole.example(row, path, verdict)
+        if by is not None and row[by] is not None:
+            groups[row[by]].example(row, path, verdict)
 
 
 def deviation_filter(value: str) -> Callable[[rules.Verdict], bool]:

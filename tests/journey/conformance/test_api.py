@@ -4,8 +4,14 @@ designs and parameters, scopes, tenant isolation."""
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import pytest
 
+from services.journey.conformance import rules
+from services.journey.conformance.rules import judge
+from services.journey.conformance.schemas import DesignedJourney
 from tests.journey.conformance.support import MIN, H, Log, load
 from tests.support import TenantFactory
 
@@ -269,3 +275,52 @@ async def test_tenant_isolation(journey, db, journey_settings, tenant):
     assert body["journeys"] == 1
     assert body["version"] == 1
     assert (await conformance(journey, tenant))["journeys"] == 4
+
+
+async def test_counted_in_postgresql_equals_judging_each_journey(journey, db, journey_settings):
+    """Random journeys with a timed, optional-step design: the endpoint's figures (counted by
+    path in PostgreSQL, late steps counted there too) equal judging each journey on its own."""
+    rng = random.Random(5)
+    names = ["phone:ivr", "phone:agent", "web_chat:chat", "email:followup", "web:checkout"]
+    design = {
+        "journey": "customer",
+        "steps": [
+            {"activity": "phone:ivr"},
+            {"activity": "web_chat:chat", "optional": True, "max_wait_s": 1800},
+            {"activity": "phone:agent", "max_wait_s": 3600},
+            {"activity": "email:followup"},
+        ],
+    }
+    model = DesignedJourney.model_validate(design).model()
+    log = Log()
+    expected: dict[str | None, Counter] = {None: Counter(), "emea": Counter(), "na": Counter()}
+    fitness: dict[str | None, list[float]] = {None: [], "emea": [], "na": []}
+    for n in range(60):
+        c, region = f"r{n}", rng.choice(["emea", "na"])
+        log.traits(c, region=region)
+        t, path, times = 0, [], []
+        for _ in range(rng.randint(1, 6)):
+            t += rng.choice([10 * MIN, 40 * MIN, 2 * H])
+            path.append(rng.choice(names))
+            times.append(t)
+            log.step(c, t, path[-1])
+        verdict = judge(path, times, model)
+        if not rules.in_scope(path, model, "touching"):
+            continue
+        for key in (None, region):
+            fitness[key].append(verdict.fitness)
+            expected[key]["conforming"] += verdict.conforms
+            expected[key].update(set(verdict.deviations))
+    tenant = await TenantFactory(db)()
+    await load(db, journey_settings, tenant.id, log.events)
+    await journey.put("/v1/designed-journeys/rand", json=design, headers=tenant.headers)
+    body = await conformance(journey, tenant, name="rand", by="region", limit=100)
+    groups = {g["value"]: g for g in body["by_segment"]}
+    for key, got in ((None, body), ("emea", groups["emea"]), ("na", groups["na"])):
+        assert got["journeys"] == len(fitness[key])
+        assert got["fitness"]["mean"] == pytest.approx(sum(fitness[key]) / len(fitness[key]),
+                                                       abs=1e-4)  # fmt: skip
+        assert got["conforming"] == expected[key]["conforming"]
+        deviations = {(d["kind"], d["step"]): d["journeys"] for d in got["deviations"]}
+        assert deviations == {k: v for k, v in expected[key].items() if k != "conforming"}
+    assert any(k[0] == "too_slow" for k in expected[None])
