@@ -10,9 +10,11 @@ import asyncpg
 from fastapi import FastAPI
 
 from services.journey.config import JourneySettings
+from services.journey.conformance.endpoints import router as conformance_router
 from services.journey.context.cache import ContextCache
 from services.journey.context.endpoints import router as context_router
 from services.journey.context.stream import ContextHub
+from services.journey.experience.endpoints import router as experience_router
 from services.journey.identity.endpoints import router as identity_router
 from services.journey.maps.endpoints import router as maps_router
 from services.journey.pages import install as install_pages
@@ -57,7 +59,13 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
     app = create_service_app(
         service="journey",
         settings=settings,
-        routers=[context_router, identity_router, maps_router],
+        routers=[
+            context_router,
+            identity_router,
+            maps_router,
+            conformance_router,
+            experience_router,
+        ],
         description=(
             "Identity graph and the agent's cross-channel context: screen pop by any identifier, "
             "timeline, facts ledger, route hints, live updates, merge and split; the journey map."

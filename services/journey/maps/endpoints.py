@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from services.journey.experience import feedback_service
 from services.journey.maps import export, service
 from services.journey.maps import repository as repo
 from services.journey.maps.rebuild import recompute_tenant
@@ -77,9 +78,11 @@ async def journey_map(
     if view is View.tactical and not focus:
         raise invalid("focus", "the tactical view needs a focus node")
     mapped, config = await _mapped(request, principal.tenant_id, q)
-    return _json(
-        service.build_map(mapped, q, config, view=view.value if view else None, focus=focus)
-    )
+    body = service.build_map(mapped, q, config, view=view.value if view else None, focus=focus)
+    async with _pool(request).acquire() as conn:  # feedback on steps (services/journey/experience)
+        nodes = body["nodes"] + ([body["focus"]] if "focus" in body else [])
+        await feedback_service.annotate(conn, principal.tenant_id, q, config, nodes)
+    return _json(body)
 
 
 @router.get("/journey-map/variants", response_model=VariantPage)
