@@ -1,14 +1,14 @@
 """journey: designed journeys; an index for surveys and feedback (experience, feedback on steps)
 
-Revision ID: journey_0004
-Revises: journey_0003
+Revision ID: journey_0005
+Revises: journey_0004
 Create Date: 2026-11-30
 """
 
 from alembic import op
 
-revision = "journey_0004"
-down_revision = "journey_0003"
+revision = "journey_0005"
+down_revision = "journey_0004"
 branch_labels = None
 depends_on = None
 
