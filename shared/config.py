@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.events.identifiers import DEFAULT_PHONE_REGION, normalize_region
+from shared.privacy.crypto import DEV_ENCRYPTION_KEYS, parse_keys
 
 
 class Environment(StrEnum):
@@ -116,6 +117,11 @@ class CommonSettings(BaseSettings):
         "waypoint.customer.engagement",
         validation_alias=_alias("WAYPOINT_TOPIC_ENGAGEMENT"),
         description="Engagement score and churn-alert changes (alerts → journey).",
+    )
+    topic_privacy: str = Field(
+        "waypoint.privacy.erasure",
+        validation_alias=_alias("WAYPOINT_TOPIC_PRIVACY"),
+        description="Erasure commands (journey's API → every service, applied idempotently).",
     )
     topic_partitions: int = Field(
         8,
@@ -276,6 +282,21 @@ class CommonSettings(BaseSettings):
         "comma-separated CIDRs or hosts, each optionally :port (10.0.0.0/8, "
         "hooks.internal:443, [fd00::1]:8080). Everything else non-public is refused.",
     )
+    encryption_keys: str | None = Field(
+        None,
+        validation_alias=_alias("WAYPOINT_ENCRYPTION_KEYS"),
+        description="Key-encryption keys of sensitive values at rest, `id:base64` (32 bytes) "
+        "comma-separated: new data keys use the first, any listed one opens "
+        "(`waypoint keys generate-encryption`, `waypoint keys rotate-encryption`); "
+        "unset: a development key, refused in prod.",
+    )
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _valid_encryption_keys(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_keys(value)
+        return value
 
     @field_validator("phone_region")
     @classmethod
@@ -296,7 +317,17 @@ class CommonSettings(BaseSettings):
                 raise ValueError(
                     "WAYPOINT_BOOTSTRAP_API_KEY is a placeholder; use `waypoint keys generate`"
                 )
+        if self.env is Environment.prod and DEV_ENCRYPTION_KEYS in self.sealing_keys:
+            raise ValueError(
+                "WAYPOINT_ENV=prod needs WAYPOINT_ENCRYPTION_KEYS without the development key; "
+                "make one with `waypoint keys generate-encryption`"
+            )
         return self
+
+    @property
+    def sealing_keys(self) -> str:
+        """WAYPOINT_ENCRYPTION_KEYS, or the development key when it is unset."""
+        return self.encryption_keys or DEV_ENCRYPTION_KEYS
 
     @property
     def bootstrap_servers(self) -> str:

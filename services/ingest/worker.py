@@ -38,10 +38,13 @@ from services.ingest.records import (
 )
 from services.ingest.repository import store_dead_letters, store_events
 from shared.auth.tenants import tenant_regions
-from shared.db import Database
+from shared.db import Database, raw_connection
 from shared.events import EventRejected, RejectReason
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
+from shared.privacy.crypto import Keyring
+from shared.privacy.masking import mask_payload
+from shared.privacy.sealing import seal, tenants_to_seal
 from shared.worker import BatchWorker, is_data_fault, run_until_stopped, tune_gc
 
 log = get_logger("ingest.worker")
@@ -94,6 +97,7 @@ class IngestHandler:
         self.tenants = TenantCache(
             self._load_tenants, settings.tenant_refresh_seconds, settings.tenant_cache_seconds
         )
+        self.keyring = Keyring.from_setting(settings.sealing_keys)
 
     async def _load_tenants(self) -> dict[str, str | None]:
         async with self.db.session() as session:
@@ -102,6 +106,7 @@ class IngestHandler:
     async def handle(self, records: Sequence[Any]) -> None:
         now = datetime.now(UTC)
         accepted, refused, known = await self.classify(records, now)
+        await self.seal(accepted, known)
         work = plan(
             accepted,
             refused,
@@ -137,6 +142,16 @@ class IngestHandler:
             if any(regions.get(t) for t in unseen):  # new tenants with their own region
                 accepted, refused = classify(records, now=now, limits=self._limits(regions))
         return accepted, refused, set(regions)
+
+    async def seal(self, accepted: Sequence[Accepted], known: set[str]) -> None:
+        """Sensitive values are stored and published sealed (docs/security.md)."""
+        ours = [a.envelope for a in accepted if a.envelope.tenant in known]
+        tenants = tenants_to_seal(ours)
+        if tenants:
+            async with self.db.session() as session:
+                await self.keyring.ensure(await raw_connection(session), tenants)
+        for envelope in ours:
+            seal(envelope, self.keyring)
 
     def _limits(self, regions: dict[str, str | None]) -> Limits:
         return dataclasses.replace(self.limits, tenant_regions=regions)
@@ -183,7 +198,7 @@ class IngestHandler:
                 record.topic,
                 record.partition,
                 record.offset,
-                bounded_text(record.value, limit),
+                bounded_text(_masked(record.value), limit),
                 len(record.value or b""),
                 payload_digest(record.value),
             )
@@ -259,6 +274,14 @@ class IngestHandler:
         for _record, rejection in work.rejects:
             metrics.EVENTS_DEAD_LETTERED.labels(rejection.reason.value).inc()
         metrics.EVENTS_PUBLISHED.inc(published)
+
+
+def _masked(value: bytes | None) -> bytes | None:
+    """A refused record as the operators' table keeps it: sensitive values masked (the
+    dead-letter topic keeps the bytes for a redrive)."""
+    if not value or b"sensitive" not in value:
+        return value
+    return mask_payload(value.decode("utf-8", errors="replace")).encode()
 
 
 async def run(settings: IngestSettings, *, stop: asyncio.Event | None = None) -> None:
