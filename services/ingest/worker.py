@@ -42,8 +42,10 @@ from shared.db import Database, raw_connection
 from shared.events import EventRejected, RejectReason
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
+from shared.privacy import tombstones
 from shared.privacy.crypto import Keyring
 from shared.privacy.masking import mask_payload
+from shared.privacy.metrics import ERASED_DROPPED
 from shared.privacy.sealing import seal, tenants_to_seal
 from shared.worker import BatchWorker, is_data_fault, run_until_stopped, tune_gc
 
@@ -106,6 +108,7 @@ class IngestHandler:
     async def handle(self, records: Sequence[Any]) -> None:
         now = datetime.now(UTC)
         accepted, refused, known = await self.classify(records, now)
+        accepted = await self.drop_erased(accepted, known)
         await self.seal(accepted, known)
         work = plan(
             accepted,
@@ -142,6 +145,21 @@ class IngestHandler:
             if any(regions.get(t) for t in unseen):  # new tenants with their own region
                 accepted, refused = classify(records, now=now, limits=self._limits(regions))
         return accepted, refused, set(regions)
+
+    async def drop_erased(self, accepted: list[Accepted], known: set[str]) -> list[Accepted]:
+        """Events carrying an erased identifier are dropped and counted, never stored, published
+        or dead-lettered (their values must not come back: a late event, a replay, a redrive)."""
+        ours = [a for a in accepted if a.envelope.tenant in known]
+        if not ours:
+            return accepted
+        async with self.db.session() as session:
+            conn = await raw_connection(session)
+            gone = await tombstones.erased(conn, self.keyring, "ingest", [a.envelope for a in ours])
+        if not gone:
+            return accepted
+        ERASED_DROPPED.labels("ingest").inc(len(gone))
+        dropped = {id(ours[i]) for i in gone}
+        return [a for a in accepted if id(a) not in dropped]
 
     async def seal(self, accepted: Sequence[Accepted], known: set[str]) -> None:
         """Sensitive values are stored and published sealed (docs/security.md)."""
