@@ -291,6 +291,47 @@ class CommonSettings(BaseSettings):
         "unset: a development key, refused in prod.",
     )
 
+    # Retention (docs/security.md#retention): days kept, per tenant overridable; 0 keeps forever.
+    retention_raw_events_days: int = Field(
+        365,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_RAW_EVENTS_DAYS"),
+        description="Days ingest keeps stored events (by event time); 0: forever. A tenant's "
+        "own setting (`waypoint tenants set-retention`) overrides it.",
+    )
+    retention_dead_letters_days: int = Field(
+        30,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_DEAD_LETTERS_DAYS"),
+        description="Days ingest keeps dead letters; 0: forever.",
+    )
+    retention_timelines_days: int = Field(
+        365,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_TIMELINES_DAYS"),
+        description="Days journey keeps a customer's events (the timeline) by event time; 0: "
+        "forever. Context summaries and the journey map outlive them.",
+    )
+    retention_delivery_logs_days: int = Field(
+        90,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_DELIVERY_LOGS_DAYS"),
+        description="Days alerts keeps notification delivery logs; 0: forever.",
+    )
+    retention_interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_INTERVAL_SECONDS"),
+        description="How often each service's privacy process purges what is past retention.",
+    )
+    retention_batch_rows: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        validation_alias=_alias("WAYPOINT_RETENTION_BATCH_ROWS"),
+        description="Rows deleted per purge transaction (short ones: no long lock).",
+    )
+
     @field_validator("encryption_keys")
     @classmethod
     def _valid_encryption_keys(cls, value: str | None) -> str | None:

@@ -20,6 +20,7 @@ from shared.events.erasure import CustomerErasureRequested
 from shared.kafka import ensure_topics, make_consumer
 from shared.logging import get_logger
 from shared.privacy.metrics import ERASURE_SECONDS, ERASURES_APPLIED
+from shared.privacy.retention import run_purges
 from shared.worker import BatchWorker, run_until_stopped
 
 log = get_logger("privacy.erasure")
@@ -73,7 +74,8 @@ async def run_consumer(
     apply: Apply,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Consume the privacy topic until stopped, applying each command with ``apply``."""
+    """Consume the privacy topic until stopped, applying each command with ``apply``; purge
+    what is past retention in the background (shared/privacy/retention.py)."""
     await ensure_topics(settings, [settings.topic_privacy])
     db = Database(settings.dsn, pool_size=2, application_name=f"{service}-privacy")
     consumer = make_consumer(settings, group_id=group_id, max_poll_records=50)
@@ -87,9 +89,13 @@ async def run_consumer(
     )
     await consumer.start()
     log.info("privacy.started", service=service, topic=settings.topic_privacy)
+    purging = asyncio.Event()
+    purges = asyncio.create_task(run_purges(db, service, settings, purging))
     try:
         await run_until_stopped(worker, stop)
     finally:
+        purging.set()
+        await purges
         await consumer.stop()
         await db.dispose()
 
