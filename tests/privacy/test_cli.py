@@ -99,8 +99,9 @@ async def test_waypoint_erase_stores_a_receipt_and_publishes_the_command(
             {"t": tenant.id, "c": customer},
         )
     code, out, err = await _cli(
-        settings, "erase", str(customer), "--tenant", tenant.id, "--wait", "0"
-    )
+        settings, "erase", str(customer), "--tenant", tenant.id, "--wait", "0",
+        "--reference", "GDPR-42",
+    )  # fmt: skip
     assert code == 0, err
     receipt = orjson.loads(out)
     assert receipt["customer_id"] == str(customer)
@@ -126,3 +127,4 @@ async def test_waypoint_erase_stores_a_receipt_and_publishes_the_command(
     )
     assert tuple(audit[:2]) == ("key:cli", str(customer))
     assert "cli@erase.test" not in audit[2]
+    assert "GDPR-42" in audit[2]

@@ -12,6 +12,9 @@ def register(app: typer.Typer) -> None:
     def erase_command(
         customer: Annotated[str, typer.Argument(help="The customer id to erase.")],
         tenant: Annotated[str, typer.Option(help="The customer's tenant.")],
+        reference: Annotated[
+            str | None, typer.Option(help="Your request's reference (no personal data).")
+        ] = None,
         wait: Annotated[
             float, typer.Option(help="Seconds to wait for every service to report (0: none).")
         ] = 30.0,
@@ -45,6 +48,7 @@ def register(app: typer.Typer) -> None:
                     keyring=Keyring.from_setting(settings.sealing_keys),
                     principal=Principal(tenant_id=tenant, key_id="cli"),
                     customer_id=uuid.UUID(customer),
+                    reference=reference,
                 )
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + wait

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from services.journey.deps import SettingsDep
 from services.journey.privacy import service
-from services.journey.privacy.schemas import ErasurePublic
+from services.journey.privacy.schemas import ErasureCreate, ErasurePublic
 from shared.auth.dependencies import requires
 from shared.auth.models import Scope
 from shared.auth.service import Principal
@@ -27,6 +27,7 @@ async def erase_customer(
     principal: Eraser,
     db: DatabaseDep,
     settings: SettingsDep,
+    body: ErasureCreate | None = None,
 ) -> dict[str, Any]:
     """Erase a customer (and every customer merged into it) in every service: events, dead
     letters, identities, context, map contributions, scores, alerts, deliveries. Returns the
@@ -38,6 +39,7 @@ async def erase_customer(
         keyring=reveal.keyring(request.app.state),
         principal=principal,
         customer_id=customer_id,
+        reference=body.reference if body else None,
     )
 
 

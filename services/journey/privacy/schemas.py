@@ -7,6 +7,17 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 
+class ErasureCreate(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    reference: str | None = Field(
+        None,
+        max_length=200,
+        description="Your request's reference (a ticket id), kept in the audit log: never put "
+        "personal data here.",
+    )
+
+
 class ErasureStep(BaseModel):
     service: str
     status: str = Field(description="pending or done")

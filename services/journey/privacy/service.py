@@ -62,6 +62,7 @@ async def request_erasure(
     keyring: Keyring,
     principal: Principal,
     customer_id: uuid.UUID,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Store the receipt and the audit row, then publish the command every service applies."""
     tenant = principal.tenant_id
@@ -104,6 +105,7 @@ async def request_erasure(
                 "erasure_id": str(erasure_id),
                 "customers": len(ids),
                 "identifiers": len(keys),
+                "reference": reference,
             },
         )
     if producer is None:
