@@ -106,8 +106,11 @@ class Keyring:
             rows = [
                 (t, self.primary, wrap(self.keks[self.primary], t, os.urandom(32))) for t in new
             ]
+            # A tenant that does not exist gets no key (and has nothing sealed or erased).
             await conn.executemany(
-                "INSERT INTO auth.data_key (tenant_id, kek_id, wrapped) VALUES ($1, $2, $3) "
+                "INSERT INTO auth.data_key (tenant_id, kek_id, wrapped) "
+                "SELECT $1::text, $2::text, $3::bytea "
+                "WHERE EXISTS (SELECT 1 FROM auth.tenant WHERE id = $1::text) "
                 "ON CONFLICT DO NOTHING",
                 rows,
             )
@@ -126,6 +129,9 @@ class Keyring:
                     f"{row['kek_id']!r}, which WAYPOINT_ENCRYPTION_KEYS does not list"
                 )
             self.deks[row["tenant_id"]] = unwrap(kek, row["tenant_id"], bytes(row["wrapped"]))
+
+    def has(self, tenant: str) -> bool:
+        return tenant in self.deks
 
     def _dek(self, tenant: str) -> bytes:
         try:

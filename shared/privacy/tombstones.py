@@ -21,8 +21,12 @@ async def erased(
     if not envelopes:
         return set()
     await keyring.ensure(conn, {e.tenant for e in envelopes})
+    # A tenant without a data key (not a tenant any more) cannot have tombstones.
     hashes: list[list[str]] = [
-        [keyring.identifier_hash(e.tenant, i.key) for i in e.identifiers] for e in envelopes
+        [keyring.identifier_hash(e.tenant, i.key) for i in e.identifiers]
+        if keyring.has(e.tenant)
+        else []
+        for e in envelopes
     ]
     tenants = [e.tenant for e, hs in zip(envelopes, hashes, strict=True) for _ in hs]
     flat = [h for hs in hashes for h in hs]

@@ -102,3 +102,10 @@ async def test_rotating_the_kek_rewraps_data_keys_and_values_still_open(db: Data
     back = Keyring.from_setting(f"{DEV_ENCRYPTION_KEYS},{new_entry}")
     async with db.session() as session:
         await rewrap_all(await raw_connection(session), back)
+
+
+async def test_no_data_key_for_a_tenant_that_does_not_exist(db: Database):
+    ring = Keyring.from_setting(DEV_ENCRYPTION_KEYS)
+    async with db.session() as session:
+        await ring.ensure(await raw_connection(session), {f"ghost-{uuid.uuid4().hex[:8]}"})
+    assert ring.deks == {}
