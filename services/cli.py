@@ -226,6 +226,7 @@ for _module in (
     "services.ingest.cli",
     "services.journey.cli",
     "services.journey.maps.cli",
+    "services.journey.privacy.cli",
     "services.alerts.cli",
 ):
     _register_optional(_module)

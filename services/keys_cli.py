@@ -156,3 +156,30 @@ def keys_generate() -> None:
     from shared.auth.service import generate_key
 
     typer.echo(generate_key())
+
+
+@keys.command("generate-encryption")
+def keys_generate_encryption(
+    key_id: Annotated[str, typer.Option("--id", help="The new key's id (e.g. a date).")] = "k1",
+) -> None:
+    """Print a fresh key-encryption key, `id:base64`: put it first in WAYPOINT_ENCRYPTION_KEYS."""
+    from shared.privacy.crypto import generate_key
+
+    typer.echo(generate_key(key_id))
+
+
+@keys.command("rotate-encryption")
+def keys_rotate_encryption() -> None:
+    """Re-wrap every tenant's data key with the first WAYPOINT_ENCRYPTION_KEYS entry; after
+    this the other entries can be removed. Stored values are not rewritten."""
+    from shared.config import CommonSettings
+    from shared.db import raw_connection
+    from shared.privacy.crypto import Keyring, rewrap_all
+
+    keyring = Keyring.from_setting(CommonSettings().sealing_keys)
+
+    async def work(session: Any) -> tuple[int, int]:
+        return await rewrap_all(await raw_connection(session), keyring)
+
+    done, current = _in_session(work)
+    typer.echo(f"re-wrapped {done} data key(s) with {keyring.primary!r}; {current} already were")

@@ -25,7 +25,10 @@ SERVICES: dict[str, ServiceSpec] = {
         port=8001,
         app_factory="services.ingest.app:create_app",
         settings="services.ingest.config:IngestSettings",
-        processes={"worker": "services.ingest.worker:run"},
+        processes={
+            "worker": "services.ingest.worker:run",
+            "privacy": "services.ingest.privacy:run",
+        },
     ),
     "journey": ServiceSpec(
         name="journey",
@@ -35,6 +38,7 @@ SERVICES: dict[str, ServiceSpec] = {
         processes={
             "worker": "services.journey.worker:run",
             "engagement": "services.journey.context.engagement:run",
+            "privacy": "services.journey.privacy.consumer:run",
         },
     ),
     "alerts": ServiceSpec(
@@ -46,6 +50,7 @@ SERVICES: dict[str, ServiceSpec] = {
             "worker": "services.alerts.worker:run",
             "notifier": "services.alerts.notifier:run",
             "scheduler": "services.alerts.scheduler:run",
+            "privacy": "services.alerts.privacy:run",
         },
     ),
 }

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.events.identifiers import DEFAULT_PHONE_REGION, normalize_region
+from shared.privacy.crypto import DEV_ENCRYPTION_KEYS, parse_keys
 
 
 class Environment(StrEnum):
@@ -116,6 +117,11 @@ class CommonSettings(BaseSettings):
         "waypoint.customer.engagement",
         validation_alias=_alias("WAYPOINT_TOPIC_ENGAGEMENT"),
         description="Engagement score and churn-alert changes (alerts → journey).",
+    )
+    topic_privacy: str = Field(
+        "waypoint.privacy.erasure",
+        validation_alias=_alias("WAYPOINT_TOPIC_PRIVACY"),
+        description="Erasure commands (journey's API → every service, applied idempotently).",
     )
     topic_partitions: int = Field(
         8,
@@ -276,6 +282,62 @@ class CommonSettings(BaseSettings):
         "comma-separated CIDRs or hosts, each optionally :port (10.0.0.0/8, "
         "hooks.internal:443, [fd00::1]:8080). Everything else non-public is refused.",
     )
+    encryption_keys: str | None = Field(
+        None,
+        validation_alias=_alias("WAYPOINT_ENCRYPTION_KEYS"),
+        description="Key-encryption keys of sensitive values at rest, `id:base64` (32 bytes) "
+        "comma-separated: new data keys use the first, any listed one opens "
+        "(`waypoint keys generate-encryption`, `waypoint keys rotate-encryption`); "
+        "unset: a development key, refused in prod.",
+    )
+
+    # Retention (docs/security.md#retention): days kept, per tenant overridable; 0 keeps forever.
+    retention_raw_events_days: int = Field(
+        365,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_RAW_EVENTS_DAYS"),
+        description="Days ingest keeps stored events (by event time); 0: forever. A tenant's "
+        "own setting (`waypoint tenants set-retention`) overrides it.",
+    )
+    retention_dead_letters_days: int = Field(
+        30,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_DEAD_LETTERS_DAYS"),
+        description="Days ingest keeps dead letters; 0: forever.",
+    )
+    retention_timelines_days: int = Field(
+        365,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_TIMELINES_DAYS"),
+        description="Days journey keeps a customer's events (the timeline) by event time; 0: "
+        "forever. Context summaries and the journey map outlive them.",
+    )
+    retention_delivery_logs_days: int = Field(
+        90,
+        ge=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_DELIVERY_LOGS_DAYS"),
+        description="Days alerts keeps notification delivery logs; 0: forever.",
+    )
+    retention_interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=_alias("WAYPOINT_RETENTION_INTERVAL_SECONDS"),
+        description="How often each service's privacy process purges what is past retention.",
+    )
+    retention_batch_rows: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        validation_alias=_alias("WAYPOINT_RETENTION_BATCH_ROWS"),
+        description="Rows deleted per purge transaction (short ones: no long lock).",
+    )
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _valid_encryption_keys(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_keys(value)
+        return value
 
     @field_validator("phone_region")
     @classmethod
@@ -296,7 +358,17 @@ class CommonSettings(BaseSettings):
                 raise ValueError(
                     "WAYPOINT_BOOTSTRAP_API_KEY is a placeholder; use `waypoint keys generate`"
                 )
+        if self.env is Environment.prod and DEV_ENCRYPTION_KEYS in self.sealing_keys:
+            raise ValueError(
+                "WAYPOINT_ENV=prod needs WAYPOINT_ENCRYPTION_KEYS without the development key; "
+                "make one with `waypoint keys generate-encryption`"
+            )
         return self
+
+    @property
+    def sealing_keys(self) -> str:
+        """WAYPOINT_ENCRYPTION_KEYS, or the development key when it is unset."""
+        return self.encryption_keys or DEV_ENCRYPTION_KEYS
 
     @property
     def bootstrap_servers(self) -> str:

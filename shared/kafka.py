@@ -56,6 +56,7 @@ def all_topics(settings: CommonSettings) -> list[str]:
         settings.topic_dead_letter,
         settings.topic_activity,
         settings.topic_engagement,
+        settings.topic_privacy,
     ]
 
 

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from shared.privacy.masking import mask_log_values
+
 
 def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -> None:
     processors: list[structlog.typing.Processor] = [
@@ -15,6 +17,7 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
+        mask_log_values,  # one masking rule for logs too (shared/privacy/masking.py)
     ]
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)

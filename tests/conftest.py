@@ -60,6 +60,7 @@ def settings_overrides(infra: dict[str, str]) -> dict[str, Any]:
         "topic_dead_letter": f"test-{run}.events.deadletter",
         "topic_activity": f"test-{run}.customer.activity",
         "topic_engagement": f"test-{run}.customer.engagement",
+        "topic_privacy": f"test-{run}.privacy.erasure",
         "topic_partitions": 4,
         "api_key_cache_seconds": 0.0,
         # Limits far above any test's traffic: every test process shares one counter store and

@@ -20,6 +20,7 @@ from services.alerts.config import AlertsSettings
 from services.alerts.engagement import EngagementRelay
 from services.alerts.engine import Effects, process_activities
 from services.alerts.metrics import ACTIVITIES, ALERTS_OPENED, ALERTS_RESOLVED
+from services.alerts.privacy import without_erased
 from shared.db import Database, raw_connection
 from shared.events.activity import CustomerActivity
 from shared.kafka import ensure_topics, make_consumer, make_producer
@@ -126,6 +127,7 @@ class ActivityHandler:
     async def apply(self, activities: list[CustomerActivity]) -> None:
         async with self.db.session() as session:
             conn = await raw_connection(session)
+            activities = await without_erased(conn, activities)
             effects = await process_activities(
                 conn, activities, now=self.clock(), default_owner=self.settings.default_owner
             )

@@ -25,6 +25,8 @@ from shared.errors import BadRequest, Forbidden, PayloadTooLarge, Unprocessable
 from shared.events import EventType, RejectReason
 from shared.events.schema import SCHEMA_PATH
 from shared.guards import UtcDateTime
+from shared.privacy import reveal
+from shared.privacy.masking import mask_event, mask_payload
 
 
 def get_settings(request: Request) -> IngestSettings:
@@ -124,6 +126,7 @@ async def post_events(
 
 @router.get("/events", response_model=EventPage)
 async def list_events(
+    request: Request,
     principal: EventsReader,
     session: SessionDep,
     settings: SettingsDep,
@@ -134,8 +137,22 @@ async def list_events(
     since: Annotated[UtcDateTime | None, Query(description="Only events at or after.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    reveal_sensitive: Annotated[
+        bool, Query(description="Show sensitive values (needs the admin scope; audited).")
+    ] = False,
 ) -> EventPage:
-    """Stored events of the caller's tenant, newest first, filtered and keyset-paged."""
+    """Stored events of the caller's tenant, newest first, filtered and keyset-paged; sensitive
+    values (a fact's value, a message's text) are masked unless an admin reveals them."""
+    opener = None
+    if reveal_sensitive:
+        opener = await reveal.opener(
+            session,
+            request.app.state,
+            principal,
+            action="events.sensitive_revealed",
+            target=customer,
+            detail={"type": type.value if type else None},
+        )
     region = principal.region(settings.phone_region)
     keys = identifier_keys(customer, phone_region=region) if customer else None
     if customer and not keys:
@@ -157,7 +174,7 @@ async def list_events(
             received_at=r["received_at"],
             channel=r["channel"],
             identifiers=r["identifiers"],
-            event=r["envelope"],
+            event=mask_event(r["envelope"], opener=opener),
         )
         for r in rows[:limit]
     ]
@@ -175,14 +192,20 @@ async def list_dead_letters(
     reason: Annotated[RejectReason | None, Query(description="Only this reason.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> DeadLetterList:
-    """The caller's most recently refused events, with the reason for each."""
+    """The caller's most recently refused events, with the reason for each; sensitive values
+    are masked (stored masked: the dead-letter topic keeps the bytes for a redrive)."""
     rows = await repository.recent_dead_letters(
         session,
         tenant_id=principal.tenant_id,
         reason=reason.value if reason else None,
         limit=limit,
     )
-    return DeadLetterList(items=[DeadLetterPublic.model_validate(dict(r)) for r in rows])
+    return DeadLetterList(
+        items=[
+            DeadLetterPublic.model_validate({**r, "payload": mask_payload(r["payload"])})
+            for r in rows
+        ]
+    )
 
 
 @router.get("/schema", tags=["schema"], response_class=Response)

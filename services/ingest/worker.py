@@ -38,10 +38,15 @@ from services.ingest.records import (
 )
 from services.ingest.repository import store_dead_letters, store_events
 from shared.auth.tenants import tenant_regions
-from shared.db import Database
+from shared.db import Database, raw_connection
 from shared.events import EventRejected, RejectReason
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
+from shared.privacy import tombstones
+from shared.privacy.crypto import Keyring
+from shared.privacy.masking import mask_payload
+from shared.privacy.metrics import ERASED_DROPPED
+from shared.privacy.sealing import seal, tenants_to_seal
 from shared.worker import BatchWorker, is_data_fault, run_until_stopped, tune_gc
 
 log = get_logger("ingest.worker")
@@ -94,6 +99,7 @@ class IngestHandler:
         self.tenants = TenantCache(
             self._load_tenants, settings.tenant_refresh_seconds, settings.tenant_cache_seconds
         )
+        self.keyring = Keyring.from_setting(settings.sealing_keys)
 
     async def _load_tenants(self) -> dict[str, str | None]:
         async with self.db.session() as session:
@@ -102,6 +108,8 @@ class IngestHandler:
     async def handle(self, records: Sequence[Any]) -> None:
         now = datetime.now(UTC)
         accepted, refused, known = await self.classify(records, now)
+        accepted = await self.drop_erased(accepted, known)
+        await self.seal(accepted, known)
         work = plan(
             accepted,
             refused,
@@ -137,6 +145,31 @@ class IngestHandler:
             if any(regions.get(t) for t in unseen):  # new tenants with their own region
                 accepted, refused = classify(records, now=now, limits=self._limits(regions))
         return accepted, refused, set(regions)
+
+    async def drop_erased(self, accepted: list[Accepted], known: set[str]) -> list[Accepted]:
+        """Events carrying an erased identifier are dropped and counted, never stored, published
+        or dead-lettered (their values must not come back: a late event, a replay, a redrive)."""
+        ours = [a for a in accepted if a.envelope.tenant in known]
+        if not ours:
+            return accepted
+        async with self.db.session() as session:
+            conn = await raw_connection(session)
+            gone = await tombstones.erased(conn, self.keyring, "ingest", [a.envelope for a in ours])
+        if not gone:
+            return accepted
+        ERASED_DROPPED.labels("ingest").inc(len(gone))
+        dropped = {id(ours[i]) for i in gone}
+        return [a for a in accepted if id(a) not in dropped]
+
+    async def seal(self, accepted: Sequence[Accepted], known: set[str]) -> None:
+        """Sensitive values are stored and published sealed (docs/security.md)."""
+        ours = [a.envelope for a in accepted if a.envelope.tenant in known]
+        tenants = tenants_to_seal(ours)
+        if tenants:
+            async with self.db.session() as session:
+                await self.keyring.ensure(await raw_connection(session), tenants)
+        for envelope in ours:
+            seal(envelope, self.keyring)
 
     def _limits(self, regions: dict[str, str | None]) -> Limits:
         return dataclasses.replace(self.limits, tenant_regions=regions)
@@ -183,7 +216,7 @@ class IngestHandler:
                 record.topic,
                 record.partition,
                 record.offset,
-                bounded_text(record.value, limit),
+                bounded_text(_masked(record.value), limit),
                 len(record.value or b""),
                 payload_digest(record.value),
             )
@@ -259,6 +292,14 @@ class IngestHandler:
         for _record, rejection in work.rejects:
             metrics.EVENTS_DEAD_LETTERED.labels(rejection.reason.value).inc()
         metrics.EVENTS_PUBLISHED.inc(published)
+
+
+def _masked(value: bytes | None) -> bytes | None:
+    """A refused record as the operators' table keeps it: sensitive values masked (the
+    dead-letter topic keeps the bytes for a redrive)."""
+    if not value or b"sensitive" not in value:
+        return value
+    return mask_payload(value.decode("utf-8", errors="replace")).encode()
 
 
 async def run(settings: IngestSettings, *, stop: asyncio.Event | None = None) -> None:

@@ -33,6 +33,9 @@ from shared.db import Database, raw_connection
 from shared.events import parse_normalized
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
+from shared.privacy import tombstones
+from shared.privacy.crypto import Keyring
+from shared.privacy.metrics import ERASED_DROPPED
 from shared.worker import BatchWorker, is_data_fault, run_until_stopped, sqlstate, tune_gc
 
 log = get_logger("journey.worker")
@@ -66,6 +69,7 @@ class JourneyProcessor:
         self.producer = producer
         self.settings = settings
         self.on_commit = on_commit  # wakes this process's outbox relay
+        self.keyring = Keyring.from_setting(settings.sealing_keys)
 
     async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         items: list[Incoming] = []
@@ -76,9 +80,25 @@ class JourneyProcessor:
                 )
             except ValidationError as exc:  # the record itself is not a normalized event
                 await self.dead_letter(record.value, record.key, "journey_unparsable", str(exc))
+        items = await self.drop_erased(items)
         size = self.settings.chunk_size
         for start in range(0, len(items), size):
             await self.apply(items[start : start + size])
+
+    async def drop_erased(self, items: list[Incoming]) -> list[Incoming]:
+        """Events of an erased customer's identifiers (a replay of the normalized topic) are
+        dropped and counted (shared/privacy/tombstones.py)."""
+        if not items:
+            return items
+        async with self.db.session() as session:
+            conn = await raw_connection(session)
+            gone = await tombstones.erased(
+                conn, self.keyring, "journey", [item.env for item in items]
+            )
+        if not gone:
+            return items
+        ERASED_DROPPED.labels("journey").inc(len(gone))
+        return [item for index, item in enumerate(items) if index not in gone]
 
     async def apply(self, items: list[Incoming]) -> ChunkResult | None:
         """Apply a chunk, retrying on conflicts; isolate and dead-letter a poisonous event."""

@@ -79,3 +79,46 @@ def register(app: typer.Typer) -> None:
 
         for info in _run(list_tenants):
             typer.echo(f"{info.id}\t{info.name}\t{_region(info.phone_region)}")
+
+    @tenants.command("set-retention")
+    def set_retention(
+        tenant: Annotated[str, typer.Argument(help="Tenant id.")],
+        raw_events: Annotated[int | None, typer.Option(help="Days of stored events.")] = None,
+        dead_letters: Annotated[int | None, typer.Option(help="Days of dead letters.")] = None,
+        timelines: Annotated[int | None, typer.Option(help="Days of journey events.")] = None,
+        delivery_logs: Annotated[
+            int | None, typer.Option(help="Days of notification delivery logs.")
+        ] = None,
+        default: Annotated[
+            bool, typer.Option("--default", help="Back to the WAYPOINT_RETENTION_* defaults.")
+        ] = False,
+    ) -> None:
+        """Set how long a tenant's data is kept (0: forever); the privacy processes purge in
+        batches (docs/security.md#retention). Audited."""
+        from typing import Any
+
+        from shared.auth.service import audit
+        from shared.db import raw_connection
+        from shared.privacy.retention import KINDS, set_policy
+
+        given = {
+            "raw_events": raw_events,
+            "dead_letters": dead_letters,
+            "timelines": timelines,
+            "delivery_logs": delivery_logs,
+        }
+        days: dict[str, int | None] = (
+            dict.fromkeys(KINDS) if default else {k: v for k, v in given.items() if v is not None}
+        )
+        if any(v is not None and v < 0 for v in days.values()):
+            typer.echo("days must be 0 (forever) or more", err=True)
+            raise typer.Exit(1)
+
+        async def work(session: Any) -> None:
+            await set_policy(await raw_connection(session), tenant, days)
+            await audit(
+                session, tenant_id=tenant, actor="cli", action="tenant.retention_set", detail=days
+            )
+
+        _run(work)
+        typer.echo(f"tenant {tenant!r}: retention {days or 'unchanged'}")

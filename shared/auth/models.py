@@ -25,6 +25,7 @@ class Scope(StrEnum):
     alerts_read = "alerts:read"
     alerts_write = "alerts:write"
     analytics_read = "analytics:read"
+    privacy_erase = "privacy:erase"  # erase a customer in every service (audited)
     admin = "admin"
 
 

@@ -203,6 +203,7 @@ NUL_BODIES: dict[tuple[str, str], tuple[Any, str | None]] = {
         "body.reason",
     ),
     ("post", "/v1/customers/{customer_id}/split"): ({"reason": NUL_VALUE}, "body.reason"),
+    ("post", "/v1/customers/{customer_id}/erase"): ({"reference": NUL_VALUE}, "body.reference"),
     ("post", "/v1/alerts/{alert_id}/ack"): ({"note": NUL_VALUE}, "body.note"),
     ("post", "/v1/alerts/{alert_id}/resolve"): ({"note": NUL_VALUE}, "body.note"),
     ("put", "/v1/engagement-model"): (

@@ -28,10 +28,12 @@ from services.journey.context.stream import ContextHub
 from services.journey.deps import PoolDep, SettingsDep, command_once, json_response
 from shared.auth.dependencies import ContextReader, ContextStreamReader
 from shared.auth.models import Scope
-from shared.auth.service import Principal, audit
+from shared.auth.service import Principal
 from shared.deps import DatabaseDep, unit_of_work
 from shared.errors import NotFound
 from shared.idempotency import IdempotencyKeyDep
+from shared.privacy import reveal as privacy
+from shared.privacy.masking import Opener
 
 router = APIRouter(prefix="/v1", tags=["context"])
 
@@ -46,19 +48,19 @@ Reveal = Annotated[
 ]
 
 
-async def _reveal(request: Request, principal: Principal, reveal: bool, customer_id: str) -> bool:
+async def _reveal(
+    request: Request, principal: Principal, reveal: bool, customer_id: str
+) -> Opener | None:
     if not reveal:
-        return False
-    principal.require(Scope.admin)
+        return None
     async with unit_of_work(request.app.state.db) as session:
-        await audit(
+        return await privacy.opener(
             session,
-            tenant_id=principal.tenant_id,
-            actor=f"key:{principal.key_id}",
+            request.app.state,
+            principal,
             action="context.sensitive_revealed",
             target=customer_id,
         )
-    return True
 
 
 @router.get("/context", responses={200: {"model": ContextPublic}})
@@ -80,8 +82,11 @@ async def context_by_identifier(
         kind="context",
         cache=request.app.state.cache,
     )
-    reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
-    return json_response(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
+    opener = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
+    if opener is not None:
+        found = service.opened(found, opener)
+    view = service.context_view(found, now=datetime.now(UTC), reveal=opener is not None)
+    return json_response(view)
 
 
 @router.get("/customers/{customer_id}/context", responses={200: {"model": ContextPublic}})
@@ -99,8 +104,11 @@ async def customer_context(
         kind="customer",
         cache=request.app.state.cache,
     )
-    reveal = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
-    return json_response(service.context_view(found, now=datetime.now(UTC), reveal=reveal))
+    opener = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
+    if opener is not None:
+        found = service.opened(found, opener)
+    view = service.context_view(found, now=datetime.now(UTC), reveal=opener is not None)
+    return json_response(view)
 
 
 @router.get("/customers/{customer_id}/timeline", response_model=TimelinePage)
@@ -116,8 +124,10 @@ async def customer_timeline(
 ) -> Response:
     """Cross-channel timeline, newest first, with message excerpts, facts and orders; pass
     ``next_cursor`` back to page."""
+    opener = None
     if reveal_sensitive:
         principal.require(Scope.admin)  # refused before anything is read
+        opener = await _reveal(request, principal, True, str(customer_id))
     page = await service.timeline(
         pool,
         principal.tenant_id,
@@ -125,8 +135,8 @@ async def customer_timeline(
         limit=min(limit, settings.timeline_page_max),
         cursor=cursor,
         reveal=reveal_sensitive,
+        opener=opener,
     )
-    await _reveal(request, principal, reveal_sensitive, page["customer_id"])
     return json_response(page)
 
 
@@ -214,13 +224,20 @@ async def add_fact(
     settings: SettingsDep,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> Response:
-    """An agent records a fact the customer gave (kept in the facts ledger with provenance).
-    Answers once committed; with an ``Idempotency-Key``, a retry records the fact once."""
+    """An agent records a fact the customer gave (kept in the facts ledger with provenance); a
+    sensitive value is stored encrypted and answered masked. Answers once committed; with an
+    ``Idempotency-Key``, a retry records the fact once."""
     fact = body.model_dump(mode="json", exclude_none=True)
+    keyring = privacy.keyring(request.app.state)
 
     async def command(session: AsyncSession) -> dict[str, Any]:
         return await service.record_fact(
-            session, settings=settings, principal=principal, customer_id=customer_id, fact=fact
+            session,
+            settings=settings,
+            principal=principal,
+            customer_id=customer_id,
+            fact=fact,
+            keyring=keyring,
         )
 
     return await command_once(

@@ -94,6 +94,13 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return cut.rstrip() + "…"
 
 
+def _sealed(data: p.EventData, field: str = "value") -> dict[str, Any]:
+    """``{"sealed": token}`` when ingest sealed the sensitive ``field`` (shared/privacy)."""
+    sealed = (data.model_extra or {}).get("sealed")
+    token = sealed.get(field) if isinstance(sealed, dict) else None
+    return {"sealed": token} if isinstance(token, str) else {}
+
+
 def _details(env: Envelope) -> dict[str, Any]:
     """What an agent reads in a timeline item beyond its type: a message's excerpt, a fact's
     name and value, a purchase's order. Sensitive ones are stored as they are and masked by the
@@ -102,10 +109,10 @@ def _details(env: Envelope) -> dict[str, Any]:
     if isinstance(d, p.Message):
         if not d.text:
             return {}
-        return {"excerpt": excerpt(d.text), "sensitive": d.sensitive or None}
+        return {"excerpt": excerpt(d.text), "sensitive": d.sensitive or None, **_sealed(d, "text")}
     if isinstance(d, p.FactCollected):
         value = excerpt(d.value) if isinstance(d.value, str) else d.value
-        return {"fact": d.name, "value": value, "sensitive": d.sensitive or None}
+        return {"fact": d.name, "value": value, "sensitive": d.sensitive or None, **_sealed(d)}
     if isinstance(d, p.PurchaseCompleted):
         return {"order_id": d.order_id, "amount": d.amount, "currency": d.currency}
     return {}
@@ -210,6 +217,7 @@ def _fact(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
         "name": d.name,
         "value": d.value,
         "sensitive": d.sensitive,
+        **_sealed(d),
         "channel": channel,
         "touchpoint": d.touchpoint,
         "agent_id": d.agent_id,

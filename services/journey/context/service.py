@@ -8,6 +8,7 @@ filters on the caller's tenant; a customer id of another tenant is simply not fo
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ from shared.events import (
 )
 from shared.events.activity import CustomerActivity
 from shared.guards import cursor_key, cursor_time, invalid_cursor
+from shared.privacy.crypto import Keyring
+from shared.privacy.masking import Opener, masked
+from shared.privacy.sealing import seal_raw
 
 KINDS = ("context", "route_hint", "customer", "timeline", "identities", "stream")
 # Children bound once: ``labels()`` takes a lock and a dict look-up on every call.
@@ -153,6 +157,16 @@ def _from_text(
     return Found(customer_id, doc, version, 1, identity_list(doc), requested)
 
 
+def opened(found: Found, opener: Opener) -> Found:
+    """``found`` with the sealed values of its facts and recent items opened (for a reveal)."""
+    doc = {
+        **found.doc,
+        "facts": views.opened(found.doc["facts"], opener),
+        "recent": views.opened(found.doc["recent"], opener),
+    }
+    return dataclasses.replace(found, doc=doc)
+
+
 def context_view(found: Found, *, now: datetime, reveal: bool) -> dict[str, Any]:
     """The agent's card: everything in one response."""
     doc = found.doc
@@ -212,15 +226,17 @@ async def timeline(
     limit: int,
     cursor: str | None,
     reveal: bool = False,
+    opener: Opener | None = None,
 ) -> dict[str, Any]:
     """Cross-channel timeline, newest first, keyset-paged on (time, event id); sensitive fact
-    values and message excerpts masked unless ``reveal``."""
+    values and message excerpts masked unless ``reveal`` (opened with ``opener``)."""
     before = decode_cursor(cursor) if cursor else None  # a bad request is a 422 before a 404
     found = await find_by_id(pool, tenant, customer_id, kind="timeline")
     rows = await repo.timeline_rows(pool, tenant, found.customer_id, before=before, limit=limit + 1)
-    items = views.timeline_items(
-        [timeline_item(parse_normalized(r[0].encode())) for r in rows[:limit]], reveal=reveal
-    )
+    items = [timeline_item(parse_normalized(r[0].encode())) for r in rows[:limit]]
+    if reveal and opener is not None:
+        items = views.opened(items, opener)
+    items = views.timeline_items(items, reveal=reveal)
     next_cursor = None
     if len(rows) > limit:
         last = parse_normalized(rows[limit - 1][0].encode())
@@ -235,9 +251,11 @@ async def record_fact(
     principal: Principal,
     customer_id: uuid.UUID,
     fact: dict[str, Any],
+    keyring: Keyring,
 ) -> dict[str, Any]:
     """An agent records a fact: stored as a ``fact.collected`` event of that customer, with the
-    customer's activity in the outbox, in the caller's transaction."""
+    customer's activity in the outbox, in the caller's transaction. A sensitive value is stored
+    sealed and answered masked."""
     tenant = principal.tenant_id
     now = datetime.now(UTC)
     conn = await raw_connection(session)
@@ -247,6 +265,10 @@ async def record_fact(
     ident = await identity_repo.strongest_identifier(conn, tenant, cid)
     if ident is None:
         raise Conflict(f"customer {cid} has no identifier to attach a fact to")
+    data = {"identifiers": [{"type": ident[0], "value": ident[1]}], **fact}
+    if fact.get("sensitive"):
+        await keyring.ensure(conn, {tenant})
+    seal_raw(tenant, "fact.collected", data, keyring)
     raw = {
         "specversion": "1.0",
         "id": f"agent-fact-{uuid.uuid4().hex}",
@@ -254,7 +276,7 @@ async def record_fact(
         "type": "fact.collected",
         "time": now.isoformat(),
         "tenant": tenant,
-        "data": {"identifiers": [{"type": ident[0], "value": ident[1]}], **fact},
+        "data": data,
     }
     try:
         env = validate_event(raw, now=now)
@@ -288,5 +310,5 @@ async def record_fact(
         "customer_id": str(cid),
         "event_id": env.id,
         "version": version + 1,
-        "fact": next(f for f in doc["facts"] if f["event_id"] == env.id),
+        "fact": masked(next(f for f in doc["facts"] if f["event_id"] == env.id), reveal=False),
     }

@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.journey.context.rules import Doc
+from services.journey.context.rules import Doc, excerpt
+from shared.privacy.masking import MASK, SEALED, Opener, masked, reveal_entry
 
-MASK = "••••"
+__all__ = ["MASK", "masked"]
 
 
 def _age(now: datetime, at: str | None) -> timedelta | None:
@@ -31,13 +32,20 @@ def _ago(delta: timedelta | None) -> str:
     return f"{minutes // 1440} days ago"
 
 
-def masked(entry: dict[str, Any], *, reveal: bool, field: str = "value") -> dict[str, Any]:
-    """``entry`` (a copy) with its ``field`` shown as ``MASK`` when it is sensitive, unless
-    ``reveal`` (an admin asked, audited). The one masking rule of the facts ledger, the timeline
-    (fact values, message excerpts) and the pages."""
-    if not entry.get("sensitive") or reveal or entry.get(field) is None:
-        return dict(entry)
-    return {**entry, field: MASK, "masked": True}
+def opened(entries: list[dict[str, Any]], opener: Opener) -> list[dict[str, Any]]:
+    """Facts or timeline items with their sealed values opened (an admin revealing, audited):
+    a message's text is cut to an excerpt as when it was stored in the clear."""
+    out = []
+    for entry in entries:
+        if SEALED not in entry:
+            out.append(entry)
+            continue
+        field = "excerpt" if "excerpt" in entry else "value"
+        shown = reveal_entry(entry, opener, field=field)
+        if field == "excerpt" and isinstance(shown.get(field), str) and not shown.get("masked"):
+            shown[field] = excerpt(shown[field])
+        out.append(shown)
+    return out
 
 
 def facts_ledger(doc: Doc, *, now: datetime, reveal: bool) -> list[dict[str, Any]]:

@@ -22,9 +22,10 @@ from services.journey.context.schemas import FactCreate
 from services.journey.context.stream import ContextHub
 from services.journey.pages import cards
 from shared.auth.models import Scope
-from shared.auth.service import audit
 from shared.deps import unit_of_work
 from shared.errors import BadRequest, NotFound
+from shared.privacy import reveal as privacy
+from shared.privacy.masking import Opener
 from shared.web.auth import page_requires, page_writes
 from shared.web.sessions import WebSession
 from shared.web.templating import render
@@ -40,13 +41,22 @@ STREAM_SECONDS = 300.0
 
 
 async def _card(
-    request: Request, found: service.Found, tenant: str, *, reveal: bool = False
+    request: Request, found: service.Found, tenant: str, *, opener: Opener | None = None
 ) -> dict[str, Any]:
     pool: asyncpg.Pool = request.app.state.pg_pool
     settings: JourneySettings = request.app.state.settings
+    reveal = opener is not None
     timeline = await service.timeline(
-        pool, tenant, found.customer_id, limit=TIMELINE_ITEMS, cursor=None, reveal=reveal
+        pool,
+        tenant,
+        found.customer_id,
+        limit=TIMELINE_ITEMS,
+        cursor=None,
+        reveal=reveal,
+        opener=opener,
     )
+    if opener is not None:
+        found = service.opened(found, opener)
     return cards.card(
         found, now=datetime.now(UTC), reveal=reveal, settings=settings, timeline=timeline
     )
@@ -226,6 +236,7 @@ async def record_fact(customer_id: uuid.UUID, request: Request, web: Writer) -> 
             principal=web.principal,
             customer_id=customer_id,
             fact=fact.model_dump(mode="json", exclude_none=True),
+            keyring=privacy.keyring(request.app.state),
         )
     if not request.headers.get("hx-request"):  # without JavaScript: back to the card
         return RedirectResponse(f"/app/agent/customers/{recorded['customer_id']}", 303)
@@ -262,15 +273,15 @@ async def reveal_facts(customer_id: uuid.UUID, request: Request, web: AdminWrite
     tenant = web.principal.tenant_id
     found = await service.find_by_id(request.app.state.pg_pool, tenant, customer_id, kind="context")
     async with request.app.state.db.session() as session:
-        await audit(
+        opener = await privacy.opener(
             session,
-            tenant_id=tenant,
-            actor=f"key:{web.principal.key_id}",
+            request.app.state,
+            web.principal,
             action="context.sensitive_revealed",
             target=str(found.customer_id),
             detail={"via": "pages"},
         )
-    card = await _card(request, found, tenant, reveal=True)
+    card = await _card(request, found, tenant, opener=opener)
     if not request.headers.get("hx-request"):
         return _page(request, web, card=card)
     return render(request, "_facts.html", {"card": card})

@@ -1,0 +1,2 @@
+"""Privacy: one masking rule, envelope encryption of sensitive values, erasure, retention
+(docs/security.md)."""
