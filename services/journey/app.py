@@ -16,6 +16,7 @@ from services.journey.context.stream import ContextHub
 from services.journey.identity.endpoints import router as identity_router
 from services.journey.maps.endpoints import router as maps_router
 from services.journey.pages import install as install_pages
+from services.journey.quality.endpoints import router as quality_router
 from shared.app import create_app as create_service_app
 from shared.db import asyncpg_dsn
 
@@ -57,7 +58,7 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
     app = create_service_app(
         service="journey",
         settings=settings,
-        routers=[context_router, identity_router, maps_router],
+        routers=[context_router, identity_router, maps_router, quality_router],
         description=(
             "Identity graph and the agent's cross-channel context: screen pop by any identifier, "
             "timeline, facts ledger, route hints, live updates, merge and split; the journey map."

@@ -28,6 +28,7 @@ from services.journey.maps.schemas import (
     map_params,
 )
 from services.journey.maps.settings import MapConfig
+from services.journey.quality import mapview as quality_map
 from shared.auth.dependencies import Admin, AnalyticsReader
 from shared.auth.service import audit
 from shared.db import raw_connection
@@ -77,9 +78,11 @@ async def journey_map(
     if view is View.tactical and not focus:
         raise invalid("focus", "the tactical view needs a focus node")
     mapped, config = await _mapped(request, principal.tenant_id, q)
-    return _json(
-        service.build_map(mapped, q, config, view=view.value if view else None, focus=focus)
-    )
+    body = service.build_map(mapped, q, config, view=view.value if view else None, focus=focus)
+    if view is View.performance:  # FCR and repeat contact per node (journey quality)
+        async with _pool(request).acquire() as conn:
+            await quality_map.annotate(conn, principal.tenant_id, q, body, config)
+    return _json(body)
 
 
 @router.get("/journey-map/variants", response_model=VariantPage)

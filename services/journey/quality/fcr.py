@@ -1,0 +1,174 @@
+"""First-contact resolution and repeat contact, computed when read from the maintained
+per-contact gaps (``journey.quality_step``; see ``rules.judge`` for the definition).
+
+Why at query time: a contact's outcome depends on the window (per reason, channel and segment
+in the policy, plus any windows asked for side by side) and on the moment it is judged; the
+gaps that decide it are maintained exactly, so the count is one indexed range scan with a
+handful of FILTER aggregates, whatever the windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from services.journey.quality.policy import FcrPolicy
+from services.journey.quality.sql import Params, further_gap, group_expr, policy_window
+from services.journey.quality.sql import range_filter as where
+
+
+@dataclass(frozen=True)
+class FcrQuery:
+    start: date
+    end: date
+    as_of_us: int
+    by: str | None  # None: totals only
+    windows: tuple[tuple[str, int], ...]  # (label, µs), shown after the policy's
+    segment: dict[str, str]
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _window_block(
+    label: str, contacts: int, judged: int, repeated: int, early: int
+) -> dict[str, Any]:
+    still_open = contacts - judged
+    return {
+        "window": label,
+        "judged": judged,
+        "resolved": judged - repeated,
+        "repeated": repeated,
+        "fcr_rate": _rate(judged - repeated, judged),
+        "repeat_rate": _rate(repeated, judged),
+        "still_open": still_open,
+        "still_open_share": _rate(still_open, contacts),
+        "already_repeated": early,
+    }
+
+
+async def report(
+    conn: asyncpg.Connection, tenant: str, q: FcrQuery, policy: FcrPolicy
+) -> dict[str, Any]:
+    p = Params([tenant])
+    cond = where(p, q.start, q.end, q.segment, contacts=True)
+    asof = p.add(q.as_of_us)
+    gap = further_gap(same_reason=policy.same_reason, reopen_counts=policy.reopen_counts)
+    pw = policy_window(p, policy)
+    group = group_expr(q.by) if q.by else "NULL::text"
+    windows = [("policy", "pw"), *((label, f"{p.add(us)}::bigint") for label, us in q.windows)]
+    aggregates = []
+    for _label, w in windows:
+        aggregates += [
+            f"count(*) FILTER (WHERE at_us + {w} <= {asof})",
+            f"count(*) FILTER (WHERE at_us + {w} <= {asof} AND gap <= {w})",
+            f"count(*) FILTER (WHERE at_us + {w} > {asof} AND gap <= {w} "
+            f"AND at_us + gap <= {asof})",
+        ]
+    judged_pw = f"at_us + pw <= {asof}"
+    aggregates += [
+        "count(*) FILTER (WHERE resolved IS NOT NULL)",
+        "count(*) FILTER (WHERE resolved)",
+        f"count(*) FILTER (WHERE {judged_pw} AND resolved AND gap <= pw)",
+        f"count(*) FILTER (WHERE {judged_pw} AND resolved AND (gap IS NULL OR gap > pw))",
+        f"count(*) FILTER (WHERE {judged_pw} AND NOT resolved AND gap <= pw)",
+        f"count(*) FILTER (WHERE {judged_pw} AND NOT resolved AND (gap IS NULL OR gap > pw))",
+    ]
+    statement = f"""
+        WITH c AS (
+            SELECT {group} AS g, at_us, {gap} AS gap, {pw} AS pw, resolved
+            FROM journey.quality_step WHERE {cond} AND at_us <= {asof})
+        SELECT g, GROUPING(g) AS total, count(*), {", ".join(aggregates)}
+        FROM c GROUP BY GROUPING SETS ((g), ())"""  # noqa: S608 - fixed expressions, values as parameters
+    rows = await conn.fetch(statement, *p.values)
+    total: dict[str, Any] = _group(None, 0, [], len(windows))
+    groups = []
+    for row in rows:
+        body = _group(row[0], row[2], list(row[3:]), len(windows), [w[0] for w in windows])
+        if row[1]:
+            total = body
+        else:
+            groups.append(body)
+    groups.sort(key=lambda g: (-g["contacts"], str(g["key"])))
+    return {"total": total, "groups": groups if q.by else []}
+
+
+def _group(
+    key: str | None,
+    contacts: int,
+    values: list[int],
+    n_windows: int,
+    labels: list[str] | None = None,
+) -> dict[str, Any]:
+    if not values:
+        values = [0] * (3 * n_windows + 6)
+    labels = labels or ["policy"] * n_windows
+    blocks = [
+        _window_block(labels[i], contacts, *values[3 * i : 3 * i + 3]) for i in range(n_windows)
+    ]
+    known, declared, yes_rep, yes_res, no_rep, no_res = values[3 * n_windows :]
+    judged = yes_rep + yes_res + no_rep + no_res
+    return {
+        "key": key,
+        "contacts": contacts,
+        "windows": blocks,
+        "declared": {
+            "known": known,
+            "resolved": declared,
+            "rate": _rate(declared, known),
+            "vs_observed": {
+                "window": "policy",
+                "judged": judged,
+                "declared_resolved_and_resolved": yes_res,
+                "declared_resolved_but_repeated": yes_rep,
+                "declared_unresolved_but_resolved": no_res,
+                "declared_unresolved_and_repeated": no_rep,
+                "declared_rate": _rate(yes_rep + yes_res, judged),
+                "observed_rate": _rate(yes_res + no_res, judged),
+                "agreement": _rate(yes_res + no_rep, judged),
+            },
+        },
+    }
+
+
+async def per_activity(
+    conn: asyncpg.Connection,
+    tenant: str,
+    *,
+    start: date,
+    end: date,
+    segment: dict[str, str],
+    as_of_us: int,
+    policy: FcrPolicy,
+) -> dict[str, tuple[int, int, int]]:
+    """Per touchpoint activity: (contacts, judged, repeated) under the policy (map nodes)."""
+    p = Params([tenant])
+    cond = where(p, start, end, segment, contacts=True)
+    asof = p.add(as_of_us)
+    gap = further_gap(same_reason=policy.same_reason, reopen_counts=policy.reopen_counts)
+    pw = policy_window(p, policy)
+    rows = await conn.fetch(
+        f"""WITH c AS (SELECT activity, at_us, {gap} AS gap, {pw} AS pw
+                       FROM journey.quality_step WHERE {cond} AND at_us <= {asof})
+            SELECT activity, count(*), count(*) FILTER (WHERE at_us + pw <= {asof}),
+                   count(*) FILTER (WHERE at_us + pw <= {asof} AND gap <= pw)
+            FROM c GROUP BY activity""",  # noqa: S608 - fixed expressions
+        *p.values,
+    )
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def node_fcr(contacts: int, judged: int, repeated: int) -> dict[str, Any]:
+    """The ``fcr`` object of a map node (performance view)."""
+    return {
+        "window": "policy",
+        "contacts": contacts,
+        "judged": judged,
+        "fcr_rate": _rate(judged - repeated, judged),
+        "repeat_contact_rate": _rate(repeated, judged),
+        "still_open_share": _rate(contacts - judged, contacts),
+    }

@@ -1,0 +1,51 @@
+"""FCR and repeat-contact rate per node on the journey map's performance view.
+
+A node's figures count the contacts at its activities (at the map's granularity) whose own UTC
+day is in the map's ``from``/``to``, in the map's segment, judged now under the tenant's policy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+
+from services.journey.maps import activities
+from services.journey.maps.schemas import MapQuery
+from services.journey.maps.settings import MapConfig
+from services.journey.quality import fcr
+from services.journey.quality import repository as repo
+from services.journey.quality.sql import to_us
+
+
+async def annotate(
+    conn: asyncpg.Connection,
+    tenant: str,
+    q: MapQuery,
+    body: dict[str, Any],
+    config: MapConfig,
+    *,
+    as_of: datetime | None = None,
+) -> None:
+    """Add ``fcr`` to every node of a performance view (in place)."""
+    policy = await repo.policy_of(conn, tenant)
+    per = await fcr.per_activity(
+        conn,
+        tenant,
+        start=q.start or date(1970, 1, 1),
+        end=q.end or date(9999, 12, 31),
+        segment=q.segment,
+        as_of_us=to_us(as_of or datetime.now(UTC)),
+        policy=policy,
+    )
+    f = activities.mapper(q.granularity, config.stages)
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for activity, values in per.items():
+        node = totals[f(activity)]
+        for i, v in enumerate(values):
+            node[i] += v
+    for node in body["nodes"]:
+        c, j, r = totals.get(node["id"], [0, 0, 0])
+        node["fcr"] = fcr.node_fcr(c, j, r)

@@ -1,0 +1,195 @@
+"""Journey quality's definitions, as pure functions (values in, values out; no I/O).
+
+Each step of a customer gets one **quality row** (``QRow``): what pain-point and FCR queries
+need of it, as narrow values. A row depends only on the customer's stored steps and profile
+(the map's, see ``services.journey.maps.rules``), so the map compactor derives the rows before
+and after a change and writes the difference: late events, replays, merges and splits end in
+the same rows as a rebuild from the stored events.
+
+Per-contact FCR facts are **gaps** (microseconds) to the customer's next contact (any reason),
+to the next contact about the same reason, and to the next reopening of one of the contact's
+cases. Whether a contact was resolved at first contact within a window ``W`` is decided when
+read (``judge``), so windows and the tenant's policy change without recomputing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from services.journey.maps import rules as maps
+
+# Assisted and conversational channels: a step on one is a contact (self-service web and app
+# usage, purchases, campaigns and case outcomes recorded outside a contact are not).
+CONTACT_CHANNELS = frozenset(
+    {"phone", "ivr", "web_chat", "email", "social", "messenger", "sms", "video", "in_person", "bot"}
+)
+NEGATIVE_SENTIMENT_MILLI = -300  # a step's mean message sentiment at or below -0.3
+CALLBACK_WITHIN_US = 48 * 3_600_000_000  # a requested callback must be completed within 48 h
+COMPLETED_OUTCOMES = frozenset({"reached", "completed", "connected", "answered"})
+# callback: 0 none requested, 1 requested and completed in time, 2 requested, not completed
+CALLBACK_NONE, CALLBACK_DONE, CALLBACK_MISSED = 0, 1, 2
+
+
+class QRow(NamedTuple):
+    """One step's quality facts (stored as ``journey.quality_step``)."""
+
+    at_us: int
+    activity: str
+    prev_activity: str | None  # the step before it in its episode (edge prev > activity)
+    channel: str
+    contact: bool
+    reason: str | None
+    team: str | None  # the team that had the contact at the end
+    segment: maps.SegValues  # the episode's segment (as the map's)
+    resolved: bool | None  # agent-declared (latest contact.ended.resolved)
+    transfers: int
+    abandon_at: str | None  # where:node-or-queue of the first abandon
+    abandon_wait_ms: int
+    queue_wait_ms: int | None  # queued and answered: wait until an agent joined
+    sentiment_milli: int | None  # mean sentiment of its received messages × 1000
+    callback: int
+    next_any_us: int | None  # contacts only: gap to the next contact
+    next_same_us: int | None  # … to the next contact about the same reason
+    reopen_us: int | None  # … to the first reopening of one of its cases
+    episode: str  # the episode's key (its first step's key)
+    episode_end: bool
+    cross_unresolved: bool  # last step of an episode over 2+ contact channels, none resolved
+
+
+def is_contact(step: maps.Step) -> bool:
+    return maps.channel_of(step) in CONTACT_CHANNELS
+
+
+def _value(step: maps.Step, kind: str, name: str) -> Any:
+    found = step[kind].get(name)
+    return found[2] if found else None
+
+
+def is_resolved(step: maps.Step) -> bool:
+    """Agent-declared resolved, or a case resolved as a step of its own."""
+    return _value(step, "l", "resolved") is True or step["f"]["type"][2] == "case.resolved"
+
+
+def same_reason(a: str | None, b: str | None) -> bool:
+    """A contact without a reason could be about anything: it matches every reason."""
+    return a is None or b is None or a == b
+
+
+def _callback(step: maps.Step, later: Sequence[maps.Step]) -> int:
+    if not step["c"].get("callbacks_requested"):
+        return CALLBACK_NONE
+    for other in later:
+        if other["t"] - step["t"] > CALLBACK_WITHIN_US:
+            break
+        if other["c"].get("callbacks_completed"):
+            outcome = _value(other, "l", "callback_outcome")
+            if outcome is None or str(outcome).lower() in COMPLETED_OUTCOMES:
+                return CALLBACK_DONE
+    return CALLBACK_MISSED
+
+
+def quality_rows(
+    steps: Iterable[maps.Step], profile: maps.Profile, *, window_us: int, bands: Sequence[int]
+) -> dict[str, QRow]:
+    """Every step's quality row, by step key."""
+    by_key = {s["k"]: s for s in steps}
+    views = maps.ordered(by_key.values())
+    if not views:
+        return {}
+    ordered = [by_key[v.key] for v in views]
+    episode_of: dict[str, tuple[str, str | None, maps.SegValues, bool, bool]] = {}
+    for journey in maps.journeys(views, window_us=window_us):
+        if journey.kind != maps.EPISODE:
+            continue
+        values = maps.seg_values(profile, journey.start_us, bands)
+        members = [by_key[v.key] for v in journey.steps]
+        channels = {maps.channel_of(s) for s in members if is_contact(s)}
+        cross = len(channels) >= 2 and not any(is_resolved(s) for s in members)
+        prev: str | None = None
+        last = len(journey.steps) - 1
+        for i, v in enumerate(journey.steps):
+            episode_of[v.key] = (journey.key, prev, values, i == last, cross and i == last)
+            prev = v.activity
+    contacts = [i for i, s in enumerate(ordered) if is_contact(s)]
+    reasons = {i: _value(ordered[i], "f", "contact_reason") for i in contacts}
+    gaps: dict[int, tuple[int | None, int | None]] = {}
+    for n, i in enumerate(contacts):
+        t = ordered[i]["t"]
+        later = contacts[n + 1 :]
+        next_any = ordered[later[0]]["t"] - t if later else None
+        next_same = next(
+            (ordered[j]["t"] - t for j in later if same_reason(reasons[i], reasons[j])), None
+        )
+        gaps[i] = (next_any, next_same)
+    reopens: list[list[Any]] = profile.get("reopens", [])
+    out: dict[str, QRow] = {}
+    for i, (step, v) in enumerate(zip(ordered, views, strict=True)):
+        episode, prev, values, end, cross = episode_of[v.key]
+        stats, counters = v.stats, step["c"]
+        contact = i in gaps
+        reopen = None
+        if contact and v.cases:
+            cases = set(v.cases)
+            reopen = next(
+                (t - v.time_us for t, case in reopens if t > v.time_us and case in cases), None
+            )
+        n_sentiment = counters.get("sentiment_n", 0)
+        out[v.key] = QRow(
+            at_us=v.time_us,
+            activity=v.activity,
+            prev_activity=prev,
+            channel=maps.channel_of(step),
+            contact=contact,
+            reason=reasons.get(i),
+            team=_value(step, "l", "team"),
+            segment=values,
+            resolved=_value(step, "l", "resolved") if contact else None,
+            transfers=counters.get("transfers", 0),
+            abandon_at=_value(step, "f", "abandon_at") if counters.get("abandons") else None,
+            abandon_wait_ms=counters.get("abandon_wait_ms", 0),
+            queue_wait_ms=stats.get("queue_wait_ms", 0) if stats.get("answered") else None,
+            sentiment_milli=(
+                round(counters.get("sentiment_milli", 0) / n_sentiment) if n_sentiment else None
+            ),
+            callback=_callback(step, ordered[i + 1 :]),
+            next_any_us=gaps[i][0] if contact else None,
+            next_same_us=gaps[i][1] if contact else None,
+            reopen_us=reopen,
+            episode=episode,
+            episode_end=end,
+            cross_unresolved=cross,
+        )
+    return out
+
+
+def rows_difference(
+    old: dict[str, QRow], new: dict[str, QRow]
+) -> tuple[list[tuple[str, QRow]], list[str]]:
+    """(rows to save, step keys to delete) turning ``old`` into ``new``."""
+    save = [(k, r) for k, r in sorted(new.items()) if old.get(k) != r]
+    drop = sorted(k for k in old if k not in new)
+    return save, drop
+
+
+# --- FCR ----------------------------------------------------------------------------------------
+
+RESOLVED, REPEATED, OPEN, OPEN_REPEATED = "resolved", "repeated", "open", "open_repeated"
+
+
+def further_gap(row: QRow, *, same: bool, reopen_counts: bool) -> int | None:
+    """Time to the further contact that makes this contact a repeat (None: none yet)."""
+    gap = row.next_same_us if same else row.next_any_us
+    if reopen_counts and row.reopen_us is not None:
+        gap = row.reopen_us if gap is None else min(gap, row.reopen_us)
+    return gap
+
+
+def judge(at_us: int, gap_us: int | None, window_us: int, as_of_us: int) -> str:
+    """A contact at ``at_us`` seen at ``as_of_us``: judged once its window has elapsed —
+    ``resolved`` (no further contact within the window) or ``repeated``; before that ``open``,
+    or ``open_repeated`` when a further contact has already come."""
+    repeat = gap_us is not None and gap_us <= window_us and at_us + gap_us <= as_of_us
+    if at_us + window_us <= as_of_us:
+        return REPEATED if repeat else RESOLVED
+    return OPEN_REPEATED if repeat else OPEN
