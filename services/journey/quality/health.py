@@ -12,10 +12,10 @@ from typing import Any
 
 import asyncpg
 
-from services.journey.quality import fcr, pain
+from services.journey.quality import pain
 from services.journey.quality.policy import FcrPolicy
 from services.journey.quality.schemas import Range
-from services.journey.quality.sql import Params
+from services.journey.quality.sql import Params, further_gap, policy_window
 from services.journey.quality.sql import range_filter as where
 
 # (connection, tenant, period, previous period) -> the slot's section of the summary
@@ -42,16 +42,43 @@ def _delta(now: float | None, before: float | None) -> float | None:
     return round(now - before, 4) if now is not None and before is not None else None
 
 
-async def _totals(conn: asyncpg.Connection, tenant: str, r: Range) -> dict[str, list[int]]:
+async def _totals(
+    conn: asyncpg.Connection, tenant: str, r: Range, before: Range, policy: FcrPolicy
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Per period and channel: [contacts, abandoned, judged, repeated] (FCR under the
+    policy, as ``fcr.report``), both periods in one range scan."""
     p = Params([tenant])
-    cond = where(p, r.start, r.end, r.segment, contacts=True)
+    cond = where(p, before.start, r.end, r.segment, contacts=True)
+    current = f"day >= {p.add(r.start)}"
+    asof = f"{p.add(r.as_of_us)}::bigint"
+    gap = further_gap(same_reason=policy.same_reason, reopen_counts=policy.reopen_counts)
+    pw = policy_window(p, policy)
     rows = await conn.fetch(
-        f"""SELECT channel, count(*), count(*) FILTER (WHERE abandon_at IS NOT NULL)
-            FROM journey.quality_step WHERE {cond} AND at_us <= {p.add(r.as_of_us)}
-            GROUP BY channel""",  # noqa: S608 - fixed
+        f"""WITH c AS (SELECT {current} AS cur, channel, abandon_at, at_us, {gap} AS gap,
+                              {pw} AS pw
+                       FROM journey.quality_step WHERE {cond} AND at_us <= {asof})
+            SELECT cur, channel, count(*), count(*) FILTER (WHERE abandon_at IS NOT NULL),
+                   count(*) FILTER (WHERE at_us + pw <= {asof}),
+                   count(*) FILTER (WHERE at_us + pw <= {asof} AND gap <= pw)
+            FROM c GROUP BY 1, 2""",  # noqa: S608 - fixed
         *p.values,
     )
-    return {row[0]: [row[1], row[2]] for row in rows}
+    out: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
+    for row in rows:
+        out[0 if row[0] else 1][row[1]] = list(row[2:])
+    return out
+
+
+def _fcr(totals: dict[str, list[int]]) -> dict[str, Any]:
+    judged = sum(v[2] for v in totals.values())
+    repeated = sum(v[3] for v in totals.values())
+    contacts = sum(v[0] for v in totals.values())
+    return {
+        "fcr_rate": _rate(judged - repeated, judged),
+        "repeat_rate": _rate(repeated, judged),
+        "judged": judged,
+        "still_open_share": _rate(contacts - judged, contacts),
+    }
 
 
 async def summary(
@@ -65,19 +92,8 @@ async def summary(
         policy,
         limit=5,
     )
-    fcr_now, fcr_before = [
-        (
-            await fcr.report(
-                conn,
-                tenant,
-                fcr.FcrQuery(x.start, x.end, x.as_of_us, None, (), x.segment),
-                policy,
-            )
-        )["total"]
-        for x in (r, before)
-    ]
-    now_w, before_w = fcr_now["windows"][0], fcr_before["windows"][0]
-    totals, totals_before = await _totals(conn, tenant, r), await _totals(conn, tenant, before)
+    totals, totals_before = await _totals(conn, tenant, r, before, policy)
+    now_w, before_w = _fcr(totals), _fcr(totals_before)
     contacts = sum(v[0] for v in totals.values())
     contacts_before = sum(v[0] for v in totals_before.values())
     abandons = sum(v[1] for v in totals.values())

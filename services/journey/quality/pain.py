@@ -12,7 +12,7 @@ when read from the maintained quality rows, for the period and the previous one 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
@@ -105,70 +105,50 @@ def _dimension(q: PainQuery) -> tuple[str, str]:
     return group_expr(q.by), extra
 
 
-async def _period(
-    conn: asyncpg.Connection,
-    tenant: str,
-    q: PainQuery,
-    policy: FcrPolicy,
-    start: date,
-    end: date,
-    *,
-    examples: bool,
-) -> dict[str, dict[str, Any]]:
+Figures = dict[str, dict[str, Any]]  # per key: per kind [affected, base, example], extras
+
+
+async def _scan(
+    conn: asyncpg.Connection, tenant: str, q: PainQuery, policy: FcrPolicy, prev_start: date
+) -> tuple[Figures, Figures]:
+    """The period and the previous one in one range scan, grouped by (is current, key)."""
     p = Params([tenant])
-    cond = where(p, start, end, q.segment)
+    cond = where(p, prev_start, q.end, q.segment)
+    current = f"day >= {p.add(q.start)}"
     ctx = Ctx(p, q, policy)
     dim, extra = _dimension(q)
     selected = [q.kind] if q.kind else list(KINDS)
     columns = []
     for kind in selected:
         affected, base = condition(ctx, kind)
-        columns += [f"count(*) FILTER (WHERE {affected})", f"count(*) FILTER (WHERE {base})"]
-        if examples:
-            columns.append(
-                f"max(CASE WHEN {affected} THEN lpad(at_us::text, 20, '0') || '{SEP}' || "
-                f"customer_id::text || '{SEP}' || episode || '{SEP}' || step_key END)"
-            )
+        columns += [
+            f"count(*) FILTER (WHERE {affected})",
+            f"count(*) FILTER (WHERE {base})",
+            f"max(CASE WHEN {affected} THEN lpad(at_us::text, 20, '0') || '{SEP}' || "
+            f"customer_id::text || '{SEP}' || episode || '{SEP}' || step_key END)",
+        ]
     columns += [
         "percentile_disc(0.5) WITHIN GROUP (ORDER BY queue_wait_ms)",
         "percentile_disc(0.9) WITHIN GROUP (ORDER BY queue_wait_ms)",
         "coalesce(sum(abandon_wait_ms) FILTER (WHERE abandon_at IS NOT NULL), 0)::bigint",
+        "array_agg(abandon_at) FILTER (WHERE abandon_at IS NOT NULL)",
     ]
     rows = await conn.fetch(
-        f"""SELECT {dim} AS g, {", ".join(columns)} FROM journey.quality_step
-            WHERE {cond}{extra} AND at_us <= {ctx.asof} GROUP BY 1""",  # noqa: S608 - fixed
+        f"""SELECT {current} AS cur, {dim} AS g, {", ".join(columns)}
+            FROM journey.quality_step
+            WHERE {cond}{extra} AND at_us <= {ctx.asof} GROUP BY 1, 2""",  # noqa: S608 - fixed
         *p.values,
     )
-    width = 3 if examples else 2
-    out: dict[str, dict[str, Any]] = {}
+    periods: tuple[Figures, Figures] = ({}, {})
     for row in rows:
-        values = list(row[1:])
-        p50, p90, abandon_wait = values[-3:]
+        values = list(row[2:])
+        p50, p90, abandon_wait, wheres = values[-4:]
         per: dict[str, Any] = {"_p50": p50, "_p90": p90, "_abandon_wait": abandon_wait}
+        per["_where"] = Counter(wheres or ())
         for i, kind in enumerate(selected):
-            chunk = values[width * i : width * i + width]
-            per[kind] = chunk
-        out[row[0]] = per
-    return out
-
-
-async def _where_breakdown(
-    conn: asyncpg.Connection, tenant: str, q: PainQuery, start: date, end: date
-) -> dict[str, dict[str, int]]:
-    p = Params([tenant])
-    cond = where(p, start, end, q.segment)
-    dim, extra = _dimension(q)
-    asof = p.add(q.as_of_us)
-    rows = await conn.fetch(
-        f"""SELECT {dim}, abandon_at, count(*) FROM journey.quality_step
-            WHERE {cond}{extra} AND at_us <= {asof} AND abandon_at IS NOT NULL
-            GROUP BY 1, 2""",  # noqa: S608 - fixed
-        *p.values,
-    )
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for g, at, n in rows:
-        out[g][at] = n
-    return out
+            per[kind] = values[3 * i : 3 * i + 3]
+        periods[0 if row[0] else 1][row[1]] = per
+    return periods
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -193,16 +173,14 @@ async def report(
 ) -> dict[str, Any]:
     length = q.end - q.start
     prev_start = q.start - length
-    current = await _period(conn, tenant, q, policy, q.start, q.end, examples=True)
-    previous = await _period(conn, tenant, q, policy, prev_start, q.start, examples=False)
-    wheres = await _where_breakdown(conn, tenant, q, q.start, q.end)
+    current, previous = await _scan(conn, tenant, q, policy, prev_start)
     rows = []
     for key, per in current.items():
         for kind in [k for k in KINDS if k in per]:
             affected, base, example = per[kind]
             if not affected:
                 continue
-            before = previous.get(key, {}).get(kind, [0, 0])
+            before = previous.get(key, {}).get(kind, [0, 0, None])
             rate, prev_rate = _rate(affected, base), _rate(before[0], before[1])
             row: dict[str, Any] = {
                 "kind": kind,
@@ -223,7 +201,7 @@ async def report(
                 "drill_down": _drill_link(q, kind, key),
             }
             if kind == "abandon":
-                row["where"] = dict(sorted(wheres.get(key, {}).items(), key=lambda kv: -kv[1]))
+                row["where"] = dict(sorted(per["_where"].items(), key=lambda kv: (-kv[1], kv[0])))
                 row["mean_wait_s"] = round(per["_abandon_wait"] / 1000 / affected, 3)
             if kind == "long_wait":
                 row["threshold_s"] = q.long_wait_ms / 1000

@@ -76,10 +76,11 @@ def same_reason(a: str | None, b: str | None) -> bool:
     return a is None or b is None or a == b
 
 
-def _callback(step: maps.Step, later: Sequence[maps.Step]) -> int:
+def _callback(ordered: Sequence[maps.Step], i: int) -> int:
+    step = ordered[i]
     if not step["c"].get("callbacks_requested"):
         return CALLBACK_NONE
-    for other in later:
+    for other in ordered[i:]:
         if other["t"] - step["t"] > CALLBACK_WITHIN_US:
             break
         if other["c"].get("callbacks_completed"):
@@ -89,34 +90,50 @@ def _callback(step: maps.Step, later: Sequence[maps.Step]) -> int:
     return CALLBACK_MISSED
 
 
+def _queue_wait_ms(step: maps.Step) -> int | None:
+    """As the map's ``step_stats``: queued, then answered no earlier; None otherwise."""
+    queued, answered = step["f"].get("queued"), step["f"].get("answered")
+    if queued is None or answered is None or answered[2] < queued[2]:
+        return None
+    return int((answered[2] - queued[2]) // 1000)
+
+
 def quality_rows(
     steps: Iterable[maps.Step], profile: maps.Profile, *, window_us: int, bands: Sequence[int]
 ) -> dict[str, QRow]:
-    """Every step's quality row, by step key."""
-    by_key = {s["k"]: s for s in steps}
-    views = maps.ordered(by_key.values())
-    if not views:
+    """Every step's quality row, by step key. Steps in journey order (time, then the step's
+    earliest event id); episodes split where the gap exceeds ``window_us``, as the map's."""
+    ordered = sorted(steps, key=lambda s: (s["t"], s["e"]))
+    if not ordered:
         return {}
-    ordered = [by_key[v.key] for v in views]
-    episode_of: dict[str, tuple[str, str | None, maps.SegValues, bool, bool]] = {}
-    for journey in maps.journeys(views, window_us=window_us):
-        if journey.kind != maps.EPISODE:
-            continue
-        values = maps.seg_values(profile, journey.start_us, bands)
-        members = [by_key[v.key] for v in journey.steps]
-        channels = {maps.channel_of(s) for s in members if is_contact(s)}
-        cross = len(channels) >= 2 and not any(is_resolved(s) for s in members)
-        prev: str | None = None
-        last = len(journey.steps) - 1
-        for i, v in enumerate(journey.steps):
-            episode_of[v.key] = (journey.key, prev, values, i == last, cross and i == last)
-            prev = v.activity
-    contacts = [i for i, s in enumerate(ordered) if is_contact(s)]
+    n = len(ordered)
+    channels = [maps.channel_of(s) for s in ordered]
+    activities = [maps.activity_of(s) for s in ordered]
+    contact = [c in CONTACT_CHANNELS for c in channels]
+    # episodes: [first, last] index ranges
+    bounds: list[tuple[int, int]] = []
+    first = 0
+    for i in range(1, n):
+        if ordered[i]["t"] - ordered[i - 1]["t"] > window_us:
+            bounds.append((first, i - 1))
+            first = i
+    bounds.append((first, n - 1))
+    episode_of: list[tuple[str, maps.SegValues, bool]] = [("", (), False)] * n
+    ends: set[int] = set()
+    for lo, hi in bounds:
+        values = maps.seg_values(profile, ordered[lo]["t"], bands)
+        members = range(lo, hi + 1)
+        crossed = len({channels[i] for i in members if contact[i]}) >= 2
+        cross = crossed and not any(is_resolved(ordered[i]) for i in members)
+        for i in members:
+            episode_of[i] = (ordered[lo]["k"], values, cross)
+        ends.add(hi)
+    contacts = [i for i in range(n) if contact[i]]
     reasons = {i: _value(ordered[i], "f", "contact_reason") for i in contacts}
     gaps: dict[int, tuple[int | None, int | None]] = {}
-    for n, i in enumerate(contacts):
+    for m, i in enumerate(contacts):
         t = ordered[i]["t"]
-        later = contacts[n + 1 :]
+        later = contacts[m + 1 :]
         next_any = ordered[later[0]]["t"] - t if later else None
         next_same = next(
             (ordered[j]["t"] - t for j in later if same_reason(reasons[i], reasons[j])), None
@@ -124,41 +141,39 @@ def quality_rows(
         gaps[i] = (next_any, next_same)
     reopens: list[list[Any]] = profile.get("reopens", [])
     out: dict[str, QRow] = {}
-    for i, (step, v) in enumerate(zip(ordered, views, strict=True)):
-        episode, prev, values, end, cross = episode_of[v.key]
-        stats, counters = v.stats, step["c"]
-        contact = i in gaps
+    for i, step in enumerate(ordered):
+        episode, values, cross = episode_of[i]
+        counters, t = step["c"], step["t"]
         reopen = None
-        if contact and v.cases:
-            cases = set(v.cases)
-            reopen = next(
-                (t - v.time_us for t, case in reopens if t > v.time_us and case in cases), None
-            )
+        cases = step.get("s", {}).get("cases") if contact[i] else None
+        if cases and reopens:
+            reopen = next((rt - t for rt, case in reopens if rt > t and case in cases), None)
         n_sentiment = counters.get("sentiment_n", 0)
-        out[v.key] = QRow(
-            at_us=v.time_us,
-            activity=v.activity,
-            prev_activity=prev,
-            channel=maps.channel_of(step),
-            contact=contact,
+        gap = gaps.get(i, (None, None))
+        out[step["k"]] = QRow(
+            at_us=t,
+            activity=activities[i],
+            prev_activity=None if i == 0 or episode_of[i - 1][0] != episode else activities[i - 1],
+            channel=channels[i],
+            contact=contact[i],
             reason=reasons.get(i),
             team=_value(step, "l", "team"),
             segment=values,
-            resolved=_value(step, "l", "resolved") if contact else None,
+            resolved=_value(step, "l", "resolved") if contact[i] else None,
             transfers=counters.get("transfers", 0),
             abandon_at=_value(step, "f", "abandon_at") if counters.get("abandons") else None,
             abandon_wait_ms=counters.get("abandon_wait_ms", 0),
-            queue_wait_ms=stats.get("queue_wait_ms", 0) if stats.get("answered") else None,
+            queue_wait_ms=_queue_wait_ms(step),
             sentiment_milli=(
                 round(counters.get("sentiment_milli", 0) / n_sentiment) if n_sentiment else None
             ),
-            callback=_callback(step, ordered[i + 1 :]),
-            next_any_us=gaps[i][0] if contact else None,
-            next_same_us=gaps[i][1] if contact else None,
+            callback=_callback(ordered, i),
+            next_any_us=gap[0],
+            next_same_us=gap[1],
             reopen_us=reopen,
             episode=episode,
-            episode_end=end,
-            cross_unresolved=cross,
+            episode_end=i in ends,
+            cross_unresolved=cross and i in ends,
         )
     return out
 

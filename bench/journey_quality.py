@@ -1,0 +1,236 @@
+"""Journey quality benchmark (issue 9): pain points, FCR for 3 windows and the health summary
+over the journey-map benchmark's log (``_map_log.customer_events``: >= 2,000,000 steps), each
+call also given queue waits, transfers, contact reasons and agent-declared resolution.
+
+The quality rows are derived with the compactor's own functions (``maps.rules.build_steps``,
+``quality.rules.quality_rows``) and loaded with COPY — the worker's path is measured by
+``bench/journey_map.py``; here (a) is the CPU the compactor spends per customer on quality rows
+next to what it spends on the map, (b) the API's latency on the full log (p99 target 500 ms):
+``GET /v1/pain-points``, ``GET /v1/fcr?by=reason&windows=1d,7d,30d`` and
+``GET /v1/journey-health``, on a 28-day range and on the whole log, with a policy of overrides.
+
+Environment: BENCH_QUALITY_CUSTOMERS (200,000: 10 steps each), BENCH_QUALITY_DURATION (15 s per
+endpoint). Prints figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _journey_stack import Stack, machine, run_load  # noqa: E402
+from _map_log import customer_events  # noqa: E402
+
+from services.journey.maps import rules as maps  # noqa: E402
+from services.journey.quality import repository as quality_repo  # noqa: E402
+from services.journey.quality.policy import FcrPolicy  # noqa: E402
+from services.journey.quality.rules import quality_rows  # noqa: E402
+from shared.auth.service import create_key, ensure_tenant  # noqa: E402
+from shared.db import Database, raw_connection  # noqa: E402
+
+CUSTOMERS = int(os.environ.get("BENCH_QUALITY_CUSTOMERS", "200000"))
+DURATION = float(os.environ.get("BENCH_QUALITY_DURATION", "15"))
+TENANT = "bench-quality"
+REASONS = ("billing", "delivery", "login", "plan_change", "outage")
+COLUMNS = (
+    "tenant_id", "customer_id", "step_key", "at_us", "day", "activity", "prev_activity",
+    "channel", "contact", "reason", "team", "age_group", "region", "tier", "lifecycle_stage",
+    "tenure", "resolved", "transfers", "abandon_at", "abandon_wait_ms", "queue_wait_ms",
+    "sentiment_milli", "callback", "next_any_us", "next_same_us", "reopen_us", "episode",
+    "episode_end", "cross_unresolved",
+)  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
+
+
+def _fact(raw: dict[str, Any], t: int, kind: str, dt_s: float, **data: Any) -> maps.Fact:
+    iid = raw["data"]["interaction_id"]
+    eid = f"{raw['id']}-{kind}-{dt_s:.3f}"
+    return maps.Fact(eid, kind, t + round(dt_s * 1e6), {"interaction_id": iid, **data})
+
+
+def facts_of(i: int, base: datetime) -> list[maps.Fact]:
+    """The map benchmark's customer, with a call centre's detail added to its contacts."""
+    rng = random.Random(-i - 1)
+    out: list[maps.Fact] = []
+    for raw in customer_events(i, TENANT, base):
+        data = raw["data"]
+        t = maps.to_us(datetime.fromisoformat(raw["time"]))
+        out.append(maps.Fact(raw["id"], raw["type"], t, data))
+        if raw["type"] not in ("contact.started", "message.received"):
+            continue
+        if not data.get("interaction_id"):
+            continue
+        data["contact_reason"] = rng.choice(REASONS)
+        if data.get("channel") == "phone":
+            wait = rng.expovariate(1 / 150)
+            out.append(_fact(raw, t, "contact.queued", 20, queue="care_queue"))
+            team = rng.choice(("tier1", "tier2"))
+            out.append(_fact(raw, t, "agent.joined", 20 + wait, agent_id="a1", team=team))
+            for k in range(rng.choice((0, 0, 0, 1, 1, 2))):
+                out.append(_fact(raw, t, "contact.transferred", 30 + wait + k, to_team="spec"))
+            out.append(_fact(raw, t, "contact.ended", 600 + wait, resolved=rng.random() < 0.7))
+        elif data.get("channel") == "web_chat":
+            out.append(_fact(raw, t, "contact.ended", 900, resolved=rng.random() < 0.6))
+    return out
+
+
+async def build(db: Database, base: datetime) -> dict[str, Any]:
+    started = time.perf_counter()
+    window, bands = maps.DEFAULT_WINDOW_US, maps.DEFAULT_TENURE_DAYS
+    spent = {"map": 0.0, "quality": 0.0}
+    batch: list[tuple[Any, ...]] = []
+    steps_total = 0
+
+    async def flush() -> None:
+        async with db.session() as session:
+            conn = await raw_connection(session)
+            await conn.copy_records_to_table(
+                "quality_step", schema_name="journey", records=batch, columns=COLUMNS
+            )
+        batch.clear()
+
+    for i in range(CUSTOMERS):
+        facts = facts_of(i, base)
+        steps = maps.build_steps(facts)
+        profile = maps.new_profile()
+        for f in facts:
+            maps.fold_profile(profile, f)
+        t0 = time.perf_counter()
+        maps.derive(steps.values(), profile, window_us=window, bands=bands)
+        t1 = time.perf_counter()
+        rows = quality_rows(steps.values(), profile, window_us=window, bands=bands)
+        t2 = time.perf_counter()
+        spent["map"] += t1 - t0
+        spent["quality"] += t2 - t1
+        customer = uuid.UUID(int=i + 1)
+        for key, r in rows.items():
+            batch.append(
+                (
+                    TENANT,
+                    customer,
+                    key,
+                    r.at_us,
+                    maps.as_date(maps.day_of(r.at_us)),
+                    r.activity,
+                    r.prev_activity,
+                    r.channel,
+                    r.contact,
+                    r.reason,
+                    r.team,
+                    *r.segment,
+                    r.resolved,
+                    r.transfers,
+                    r.abandon_at,
+                    r.abandon_wait_ms,
+                    r.queue_wait_ms,
+                    r.sentiment_milli,
+                    r.callback,
+                    r.next_any_us,
+                    r.next_same_us,
+                    r.reopen_us,
+                    r.episode,
+                    r.episode_end,
+                    r.cross_unresolved,
+                )  # fmt: skip
+            )
+        steps_total += len(rows)
+        if len(batch) >= 50_000:
+            await flush()
+        if i and i % 20_000 == 0:
+            log(f"  {i:,} customers, {steps_total:,} steps")
+    if batch:
+        await flush()
+    async with db.session() as session:
+        await (await raw_connection(session)).execute("ANALYZE journey.quality_step")
+    return {
+        "steps": steps_total,
+        "seconds": time.perf_counter() - started,
+        # what re-deriving one customer costs the compactor (it derives before and after)
+        "map_derive_us_per_customer": spent["map"] / CUSTOMERS * 1e6,
+        "quality_rows_us_per_customer": spent["quality"] / CUSTOMERS * 1e6,
+    }
+
+
+async def latency(port: int, key: str, path: str) -> dict[str, Any]:
+    spec = {
+        "host": "127.0.0.1",
+        "port": port,
+        "paths": [path],
+        "headers": {"Authorization": f"Bearer {key}"},
+        "concurrency": 2,
+        "duration": DURATION,
+        "rate": None,
+    }
+    return await asyncio.to_thread(run_load, spec)
+
+
+async def main() -> None:
+    stack = Stack()
+    figures: dict[str, Any] = {"machine": machine(), "customers": CUSTOMERS}
+    try:
+        await stack.prepare()
+        db = Database(stack.settings.dsn, pool_size=2, application_name="bench")
+        async with db.session() as session:
+            await ensure_tenant(session, TENANT)
+            key, _ = await create_key(
+                session, tenant_id=TENANT, name="bench", scopes=["analytics:read"]
+            )
+            policy = FcrPolicy.model_validate(
+                {
+                    "default_window": "7d",
+                    "overrides": [
+                        {"reason": "billing", "window": "35d"},
+                        {"channel": "email", "window": "3d"},
+                        {"segment": {"tier": "vip"}, "window": "14d"},
+                    ],
+                }
+            )
+            await quality_repo.save_policy(await raw_connection(session), TENANT, policy)
+        base = datetime(2026, 7, 1, tzinfo=UTC)  # fixed: the same log on every run
+        log(f"deriving quality rows: {CUSTOMERS:,} customers x 10 steps …")
+        built = await build(db, base)
+        figures["build"] = built
+        log(
+            f"built {built['steps']:,} steps in {built['seconds']:.0f} s; per customer the "
+            f"compactor's map derive {built['map_derive_us_per_customer']:.0f} us, quality rows "
+            f"{built['quality_rows_us_per_customer']:.0f} us"
+        )
+        await db.dispose()
+        port = stack.serve()
+        as_of = "2026-11-30T00:00:00%2B00:00"
+        month = f"from=2026-08-01&to=2026-08-29&as_of={as_of}"
+        whole = f"from=2026-07-01&to=2026-11-30&as_of={as_of}"
+        paths = {
+            "pain_points_28d": f"/v1/pain-points?{month}",
+            "fcr_3_windows_28d": f"/v1/fcr?by=reason&windows=1d,7d,30d&{month}",
+            "health_28d": f"/v1/journey-health?{month}",
+            "pain_points_whole": f"/v1/pain-points?{whole}",
+            "fcr_3_windows_whole": f"/v1/fcr?by=reason&windows=1d,7d,30d&{whole}",
+            "health_whole": f"/v1/journey-health?{whole}",
+        }
+        figures["api"] = {}
+        for name, path in paths.items():
+            got = await latency(port, key, path)
+            figures["api"][name] = got
+            log(f"  {name}: p50 {got['p50_ms']:.0f} ms, p99 {got['p99_ms']:.0f} ms")
+    finally:
+        stack.close()
+    print(json.dumps(figures, default=str))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
