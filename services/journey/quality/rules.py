@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 
 from services.journey.maps import rules as maps
 
-# Assisted and conversational channels: a step on one is a contact (self-service web and app
-# usage, purchases, campaigns and case outcomes recorded outside a contact are not).
+# Assisted and conversational channels: an interaction (a step of events sharing an
+# interaction_id) on one is a contact; self-service web and app steps, and steps of their own
+# (campaign touches, purchases, case outcomes recorded outside a contact) are not.
 CONTACT_CHANNELS = frozenset(
     {"phone", "ivr", "web_chat", "email", "social", "messenger", "sms", "video", "in_person", "bot"}
 )
@@ -58,7 +59,7 @@ class QRow(NamedTuple):
 
 
 def is_contact(step: maps.Step) -> bool:
-    return maps.channel_of(step) in CONTACT_CHANNELS
+    return step["k"].startswith("i:") and maps.channel_of(step) in CONTACT_CHANNELS
 
 
 def _value(step: maps.Step, kind: str, name: str) -> Any:
@@ -109,7 +110,10 @@ def quality_rows(
     n = len(ordered)
     channels = [maps.channel_of(s) for s in ordered]
     activities = [maps.activity_of(s) for s in ordered]
-    contact = [c in CONTACT_CHANNELS for c in channels]
+    contact = [
+        s["k"].startswith("i:") and c in CONTACT_CHANNELS
+        for s, c in zip(ordered, channels, strict=True)
+    ]
     # episodes: [first, last] index ranges
     bounds: list[tuple[int, int]] = []
     first = 0
