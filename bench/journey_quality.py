@@ -2,15 +2,18 @@
 over the journey-map benchmark's log (``_map_log.customer_events``: >= 2,000,000 steps), each
 call also given queue waits, transfers, contact reasons and agent-declared resolution.
 
-The quality rows are derived with the compactor's own functions (``maps.rules.build_steps``,
-``quality.rules.quality_rows``) and loaded with COPY — the worker's path is measured by
-``bench/journey_map.py``; here (a) is the CPU the compactor spends per customer on quality rows
-next to what it spends on the map, (b) the API's latency on the full log (p99 target 500 ms):
+(a) the worker's cost: the map benchmark's build (real applier, compactor alongside) of
+BENCH_QUALITY_WORKER_CUSTOMERS customers with journey quality's rows off and on (off, on, on,
+off); (b) the log: BENCH_QUALITY_DERIVED customers' quality rows derived with the compactor's own
+functions (``maps.rules.build_steps``, ``quality.rules.quality_rows``; CPU per customer next to
+the map's own derivation), loaded with COPY and copied under other customer ids up to
+BENCH_QUALITY_CUSTOMERS; (c) the API's latency on it (p99 target 500 ms):
 ``GET /v1/pain-points``, ``GET /v1/fcr?by=reason&windows=1d,7d,30d`` and
 ``GET /v1/journey-health``, on a 28-day range and on the whole log, with a policy of overrides.
 
-Environment: BENCH_QUALITY_CUSTOMERS (200,000: 10 steps each), BENCH_QUALITY_DURATION (15 s per
-endpoint). Prints figures, then one JSON line.
+Environment: BENCH_QUALITY_CUSTOMERS (200,000: 10 steps each), BENCH_QUALITY_DERIVED (10,000),
+BENCH_QUALITY_WORKER_CUSTOMERS (3,000), BENCH_QUALITY_DURATION (15 s per endpoint),
+BENCH_QUALITY_PHASES (build,api,worker). Prints figures, then one JSON line.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _journey_stack import Stack, machine, run_load  # noqa: E402
+from _map_log import build as build_map_log  # noqa: E402
 from _map_log import customer_events  # noqa: E402
 
+from services.journey.maps import maintain  # noqa: E402
 from services.journey.maps import rules as maps  # noqa: E402
 from services.journey.quality import repository as quality_repo  # noqa: E402
 from services.journey.quality.policy import FcrPolicy  # noqa: E402
@@ -44,6 +49,8 @@ CUSTOMERS = int(os.environ.get("BENCH_QUALITY_CUSTOMERS", "200000"))
 # derivation is pure CPU, ~1-2 ms a customer: minutes on a shared machine, hours under load).
 DERIVED = min(CUSTOMERS, int(os.environ.get("BENCH_QUALITY_DERIVED", "10000")))
 DURATION = float(os.environ.get("BENCH_QUALITY_DURATION", "15"))
+WORKER_CUSTOMERS = int(os.environ.get("BENCH_QUALITY_WORKER_CUSTOMERS", "3000"))
+PHASES = os.environ.get("BENCH_QUALITY_PHASES", "build,api,worker").split(",")
 TENANT = "bench-quality"
 REASONS = ("billing", "delivery", "login", "plan_change", "outage")
 COLUMNS = (
@@ -198,6 +205,27 @@ async def latency(port: int, key: str, path: str) -> dict[str, Any]:
     return await asyncio.to_thread(run_load, spec)
 
 
+async def worker_cost(stack: Stack, *, quality: bool) -> dict[str, Any]:
+    """The map benchmark's build (real applier, compactor alongside, in this process) of
+    WORKER_CUSTOMERS customers, with journey quality's rows on or off."""
+    original = maintain.quality.rows_of
+    if not quality:
+        maintain.quality.rows_of = lambda *_args: {}  # type: ignore[assignment]
+    try:
+        spec = {
+            "settings": {"database_url": stack.settings.dsn, "env": "test", "log_json": False},
+            "base": datetime(2026, 7, 1, tzinfo=UTC).isoformat(),
+            "tenant": f"bench-qw-{uuid.uuid4().hex[:6]}",
+            "first": 0,
+            "last": WORKER_CUSTOMERS,
+        }
+        got: dict[str, Any] = await build_map_log(spec)
+    finally:
+        maintain.quality.rows_of = original  # type: ignore[assignment]
+    got["events_per_s"] = got["events"] / got["total_s"]
+    return got
+
+
 async def main() -> None:
     stack = Stack()
     figures: dict[str, Any] = {"machine": machine(), "customers": CUSTOMERS}
@@ -221,6 +249,18 @@ async def main() -> None:
             )
             await quality_repo.save_policy(await raw_connection(session), TENANT, policy)
         base = datetime(2026, 7, 1, tzinfo=UTC)  # fixed: the same log on every run
+        if "worker" in PHASES:
+            runs = []
+            for on in (False, True, True, False):
+                got = await worker_cost(stack, quality=on)
+                runs.append({"quality": on, **got})
+                log(
+                    f"  worker (applier + compactor), quality {'on' if on else 'off'}: "
+                    f"{got['events_per_s']:,.0f} events/s ({got['events']:,} events)"
+                )
+            figures["worker"] = runs
+        if "build" not in PHASES:
+            return
         log(f"deriving quality rows: {DERIVED:,} customers x 10 steps, copied to {CUSTOMERS:,} …")
         built = await build(db, base)
         figures["build"] = built
@@ -230,6 +270,8 @@ async def main() -> None:
             f"{built['quality_rows_us_per_customer']:.0f} us"
         )
         await db.dispose()
+        if "api" not in PHASES:
+            return
         port = stack.serve()
         as_of = "2026-11-30T00:00:00%2B00:00"
         month = f"from=2026-08-01&to=2026-08-29&as_of={as_of}"
@@ -249,7 +291,7 @@ async def main() -> None:
             log(f"  {name}: p50 {got['p50_ms']:.0f} ms, p99 {got['p99_ms']:.0f} ms")
     finally:
         stack.close()
-    print(json.dumps(figures, default=str))
+        print(json.dumps(figures, default=str))
 
 
 if __name__ == "__main__":
