@@ -44,7 +44,7 @@ from services.journey.maps.metrics import (
 from services.journey.maps.settings import MapConfig
 from services.journey.quality import maintain as quality
 from services.journey.quality import repository as quality_repo
-from services.journey.quality.rules import QRow
+from services.journey.quality.rules import FcrCell, QRow
 from shared.db import Database, raw_connection
 from shared.logging import get_logger
 
@@ -65,6 +65,7 @@ class Change:
     parts: dict[rules.Group, rules.Part] = field(default_factory=dict)
     quality: list[tuple[str, QRow]] = field(default_factory=list)  # journey quality rows
     drop_quality: list[str] = field(default_factory=list)
+    fcr_cells: dict[FcrCell, int] = field(default_factory=dict)
 
 
 def recompute(
@@ -124,7 +125,7 @@ def recompute(
     else:
         new_parts, new_rows = {}, {}
     change.parts = rules.difference(old_parts, new_parts)
-    change.quality, change.drop_quality = quality.difference(
+    change.quality, change.drop_quality, change.fcr_cells = quality.difference(
         old_quality, quality.rows_of(new_steps, new_profile, config)
     )
     change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
@@ -154,12 +155,15 @@ class Writes:
         self.drop_journeys: list[repo.JourneyKey] = []
         self.quality: list[tuple[quality_repo.RowKey, QRow]] = []
         self.drop_quality: list[quality_repo.RowKey] = []
+        self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
 
     def add(self, key: Key, change: Change) -> None:
         tenant, customer = key
         deltas = self.deltas[tenant]
         for group, part in change.parts.items():
             deltas.add(group, part)
+        for cell, n in change.fcr_cells.items():  # a merged-away customer's too
+            self.fcr_cells[(tenant, cell)] += n
         if change.profile is None:
             self.forget.append(key)
             return
@@ -180,6 +184,9 @@ class Writes:
         await repo.save_journeys(conn, self.journeys)
         await quality_repo.delete_rows(conn, self.drop_quality)
         await quality_repo.save_rows(conn, self.quality)
+        await quality_repo.apply_fcr_deltas(
+            conn, [(t, cell, n) for (t, cell), n in self.fcr_cells.items() if n]
+        )
         return await repo.apply_deltas(conn, list(self.deltas.items()))
 
 

@@ -112,7 +112,10 @@ async def fcr_report(
     q = fcr.FcrQuery(r.start, r.end, r.as_of_us, group, _windows(windows), r.segment)
     async with _pool(request).acquire() as conn:
         policy = await repo.policy_of(conn, principal.tenant_id)
-        body = await fcr.report(conn, principal.tenant_id, q, policy)
+        if fcr.answerable(q, policy):  # the day counts: exact, and fast on big logs
+            body = await fcr.report_from_days(conn, principal.tenant_id, q, policy)
+        else:
+            body = await fcr.report(conn, principal.tenant_id, q, policy)
     return _json({**r.echo(), "by": group, "policy": policy.model_dump(), **body})
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from services.journey.maps import rules as maps
 from services.journey.maps.settings import MapConfig
-from services.journey.quality.rules import QRow, quality_rows, rows_difference
+from services.journey.quality.rules import (
+    FcrCell,
+    QRow,
+    cells_difference,
+    quality_rows,
+    rows_difference,
+)
 
 
 def rows_of(
@@ -18,5 +24,8 @@ def rows_of(
 
 def difference(
     old: dict[str, QRow], new: dict[str, QRow]
-) -> tuple[list[tuple[str, QRow]], list[str]]:
-    return rows_difference(old, new)
+) -> tuple[list[tuple[str, QRow]], list[str], dict[FcrCell, int]]:
+    """(rows to save, step keys to delete, changes of the FCR day counts)."""
+    save, drop = rows_difference(old, new)
+    cells = cells_difference(old.values(), new.values()) if save or drop else {}
+    return save, drop, cells

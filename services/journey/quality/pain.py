@@ -81,12 +81,12 @@ def condition(c: Ctx, kind: str) -> tuple[str, str]:
     if kind == "abandon":
         return "abandon_at IS NOT NULL", "true"
     if kind == "callback_not_completed":
-        callbacks = f"callback <> {CALLBACK_NONE} AND at_us + {CALLBACK_WITHIN_US} <= {c.asof}"
+        callbacks = f"callback <> {CALLBACK_NONE} AND at_us + {CALLBACK_WITHIN_US} < {c.asof}"
         return f"{callbacks} AND callback = {CALLBACK_MISSED}", callbacks
     if kind == "cross_channel_unresolved":
         return "cross_unresolved", "episode_end"
     if kind == "repeat_contact":
-        judged = f"contact AND at_us + {c.pw} <= {c.asof}"
+        judged = f"contact AND at_us + {c.pw} < {c.asof}"
         return f"{judged} AND {c.gap} <= {c.pw}", judged
     if kind == "transfer_chain":
         return "transfers >= 2", "true"
@@ -136,7 +136,7 @@ async def _scan(
     rows = await conn.fetch(
         f"""SELECT {current} AS cur, {dim} AS g, {", ".join(columns)}
             FROM journey.quality_step
-            WHERE {cond}{extra} AND at_us <= {ctx.asof} GROUP BY 1, 2""",  # noqa: S608 - fixed
+            WHERE {cond}{extra} AND at_us < {ctx.asof} GROUP BY 1, 2""",  # noqa: S608 - fixed
         *p.values,
     )
     periods: tuple[Figures, Figures] = ({}, {})
@@ -254,7 +254,7 @@ async def affected_steps(
     rows: list[asyncpg.Record] = await conn.fetch(
         f"""SELECT customer_id::text, step_key, episode, at_us, activity, channel, reason
             FROM journey.quality_step
-            WHERE {cond}{extra} AND at_us <= {ctx.asof} AND {keyed} AND {affected}{page}
+            WHERE {cond}{extra} AND at_us < {ctx.asof} AND {keyed} AND {affected}{page}
             ORDER BY at_us DESC, customer_id::text DESC, step_key DESC
             LIMIT {p.add(limit)}""",  # noqa: S608 - fixed
         *p.values,

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import asyncpg
 
 from services.journey.quality.policy import FcrPolicy
-from services.journey.quality.rules import QRow
+from services.journey.quality.rules import FcrCell, QRow
 
 RowKey = tuple[str, uuid.UUID, str]  # tenant, customer, step key
 _EPOCH = date(1970, 1, 1)
@@ -89,3 +89,38 @@ async def save_policy(conn: asyncpg.Connection, tenant: str, policy: FcrPolicy) 
         tenant,
         policy.model_dump_json(),
     )
+
+
+async def apply_fcr_deltas(
+    conn: asyncpg.Connection, deltas: Sequence[tuple[str, FcrCell, int]]
+) -> None:
+    """Add (tenant, cell, change) to the FCR day counts in key order (no deadlock cycles
+    between compactions); drop counts that reached zero."""
+    if not deltas:
+        return
+    rows = sorted(deltas, key=lambda d: (d[0], d[1][1], d[1][0], *d[1][2:]))
+    cols: list[list[object]] = [[] for _ in range(9)]
+    for tenant, (day, mode, reason, activity, team, declared, t), n in rows:
+        values = (tenant, _EPOCH + timedelta(days=day), mode, reason, activity, team, declared,
+                  t, n)  # fmt: skip
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    await conn.execute(
+        """INSERT INTO journey.quality_fcr_day AS f (tenant_id, day, mode, reason, activity,
+               team, declared, threshold, n)
+           SELECT * FROM unnest($1::text[], $2::date[], $3::int2[], $4::text[], $5::text[],
+                                $6::text[], $7::int2[], $8::int2[], $9::bigint[])
+           ON CONFLICT (tenant_id, mode, day, reason, activity, team, declared, threshold)
+           DO UPDATE SET n = f.n + excluded.n""",
+        *cols,
+    )
+    if any(n < 0 for n in cols[8]):  # type: ignore[operator]
+        await conn.execute(
+            """DELETE FROM journey.quality_fcr_day f
+               USING unnest($1::text[], $2::date[], $3::int2[], $4::text[], $5::text[],
+                            $6::text[], $7::int2[], $8::int2[]) AS u(t, d, m, r, a, tm, dc, th)
+               WHERE f.tenant_id = u.t AND f.mode = u.m AND f.day = u.d AND f.reason = u.r
+                 AND f.activity = u.a AND f.team = u.tm AND f.declared = u.dc
+                 AND f.threshold = u.th AND f.n = 0""",
+            *cols[:8],
+        )

@@ -14,6 +14,7 @@ read (``judge``), so windows and the tenant's policy change without recomputing 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -205,10 +206,55 @@ def further_gap(row: QRow, *, same: bool, reopen_counts: bool) -> int | None:
 
 
 def judge(at_us: int, gap_us: int | None, window_us: int, as_of_us: int) -> str:
-    """A contact at ``at_us`` seen at ``as_of_us``: judged once its window has elapsed —
-    ``resolved`` (no further contact within the window) or ``repeated``; before that ``open``,
-    or ``open_repeated`` when a further contact has already come."""
+    """A contact at ``at_us`` seen at ``as_of_us``: judged once its window has elapsed before
+    ``as_of`` (``at + W < as_of``) — ``resolved`` (no further contact within the window) or
+    ``repeated``; before that ``open``, or ``open_repeated`` when a further contact has already
+    come."""
     repeat = gap_us is not None and gap_us <= window_us and at_us + gap_us <= as_of_us
-    if at_us + window_us <= as_of_us:
+    if at_us + window_us < as_of_us:
         return REPEATED if repeat else RESOLVED
     return OPEN_REPEATED if repeat else OPEN
+
+
+# --- FCR counts by day (what the FCR report reads when it can; see ``fcr.py``) ---------------
+
+DAY_US = 86_400_000_000
+# Windows (days) counted exactly by the day counts; others are read from the quality rows.
+LADDER_DAYS = (1, 2, 3, 5, 7, 10, 14, 21, 28, 30, 35, 42, 45, 60, 90, 120, 180, 270, 365, 400)
+# (same reason, reopens count) of each stored mode
+MODES = ((False, False), (True, False), (False, True), (True, True))
+# day, mode, reason, activity, team ('' when none), declared (0 unknown, 1 yes, 2 no), threshold
+FcrCell = tuple[int, int, str, str, str, int, int]
+
+
+def mode_of(same: bool, reopen_counts: bool) -> int:
+    return MODES.index((same, reopen_counts))
+
+
+def threshold(gap_us: int | None) -> int:
+    """The index of the smallest ladder window holding the gap; ``len(LADDER_DAYS)``: none."""
+    if gap_us is not None:
+        for i, days in enumerate(LADDER_DAYS):
+            if gap_us <= days * DAY_US:
+                return i
+    return len(LADDER_DAYS)
+
+
+def fcr_cells(rows: Iterable[QRow]) -> Counter[FcrCell]:
+    """Contacts counted by (day, mode, reason, activity, team, declared, threshold)."""
+    out: Counter[FcrCell] = Counter()
+    for r in rows:
+        if not r.contact:
+            continue
+        declared = 0 if r.resolved is None else (1 if r.resolved else 2)
+        day = r.at_us // DAY_US
+        for mode, (same, reopen) in enumerate(MODES):
+            t = threshold(further_gap(r, same=same, reopen_counts=reopen))
+            out[(day, mode, r.reason or "", r.activity, r.team or "", declared, t)] += 1
+    return out
+
+
+def cells_difference(old: Iterable[QRow], new: Iterable[QRow]) -> dict[FcrCell, int]:
+    delta = fcr_cells(new)
+    delta.subtract(fcr_cells(old))
+    return {k: v for k, v in delta.items() if v}

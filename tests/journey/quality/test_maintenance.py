@@ -93,12 +93,15 @@ async def run_example(
         drains = {n for n in range(len(cuts) + 1) if rng.random() < 0.6}
         await deliver(db, journey_settings, items, cuts=cuts, drain_after=drains)
         stored = await quality_rows(db, tenant)
-        assert Counter(_from_row(r) for r in stored) == expected_rows(
-            events, links, maps.to_us(BASE)
-        )
+        expected = expected_rows(events, links, maps.to_us(BASE))
+        assert Counter(_from_row(r) for r in stored) == expected
+        counts = await fcr_counts(db, tenant)
+        assert counts == dict(rules.fcr_cells(row for (_key, row), n in expected.items()
+                                              for _ in range(n)))  # fmt: skip
         async with db.session() as session:
             await rebuild_from_events(await raw_connection(session), tenant)
         assert await quality_rows(db, tenant) == stored
+        assert await fcr_counts(db, tenant) == counts
     finally:
         await db.dispose()
 
@@ -115,14 +118,25 @@ def test_stored_quality_rows_equal_the_pure_derivation(db, journey_settings, eve
     asyncio.run(run_example(journey_settings, events, links, rng))
 
 
+async def fcr_counts(db: Database, tenant: str) -> dict[rules.FcrCell, int]:
+    async with db.session() as session:
+        rows = await (await raw_connection(session)).fetch(
+            """SELECT day - date '1970-01-01', mode, reason, activity, team, declared, threshold,
+                      n FROM journey.quality_fcr_day WHERE tenant_id = $1""",
+            tenant,
+        )
+    return {tuple(r.values())[:7]: r["n"] for r in rows}
+
+
 def random_row(rng: random.Random, start_us: int) -> rules.QRow:
     contact = rng.random() < 0.8
     gap = lambda: rng.choice([None, rng.randint(0, 40 * D)])  # noqa: E731
+    activity = rng.choice(["phone:inbound_call", "email:inbox", "phone:callback"])
     return rules.QRow(
         at_us=start_us + rng.randint(0, 13 * D),
-        activity=rng.choice(["phone:inbound_call", "email:inbox"]),
+        activity=activity,
         prev_activity=None,
-        channel=rng.choice(["phone", "email"]),
+        channel=activity.partition(":")[0],
         contact=contact,
         reason=rng.choice([None, "billing", "delivery"]),
         team=rng.choice([None, "t1"]),
@@ -187,3 +201,34 @@ async def test_fcr_in_sql_equals_the_pure_rules(db):
             assert block["still_open"] == outcomes[rules.OPEN] + outcomes[rules.OPEN_REPEATED]
             assert block["already_repeated"] == outcomes[rules.OPEN_REPEATED]
     assert sum(g["contacts"] for g in body["groups"]) == body["total"]["contacts"] == len(in_range)
+
+
+async def test_fcr_from_the_day_counts_equals_fcr_from_the_rows(db):
+    """The fast path (day counts by ladder window) gives the very same report as the rows."""
+    rng = random.Random(11)
+    tenant = new_tenant()
+    start = maps.to_us(BASE)
+    rows = [random_row(rng, start) for _ in range(500)]
+    keyed = [((tenant, uuid.uuid4(), f"s{i}"), r) for i, r in enumerate(rows)]
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        await repo.save_rows(conn, keyed)
+        cells = rules.fcr_cells(rows)
+        await repo.apply_fcr_deltas(conn, [(tenant, c, n) for c, n in cells.items()])
+        for policy_body in (
+            {},
+            {"further_contact": "same_reason", "reopen_counts": False,
+             "overrides": [{"reason": "billing", "window": "35d"},
+                           {"channel": "email", "window": "2d"},
+                           {"reason": "delivery", "channel": "phone", "window": "14d"}]},
+        ):  # fmt: skip
+            policy = FcrPolicy.model_validate(policy_body)
+            for by in (None, "reason", "channel", "agent_team"):
+                for as_of_day in (5, 12, 40):
+                    q = fcr.FcrQuery(
+                        date(2025, 3, 3), date(2025, 3, 13), start + as_of_day * D, by,
+                        (("1d", D), ("7d", 7 * D), ("30d", 30 * D)), {},
+                    )  # fmt: skip
+                    assert fcr.answerable(q, policy)
+                    fast = await fcr.report_from_days(conn, tenant, q, policy)
+                    assert fast == await fcr.report(conn, tenant, q, policy), (by, as_of_day)

@@ -117,7 +117,7 @@ def test_fcr_windows(at, gap, w1, w2, as_of):
     small, large = sorted((w1, w2))
     for w in (small, large):
         outcome = rules.judge(at, gap, w, as_of)
-        elapsed = at + w <= as_of
+        elapsed = at + w < as_of
         assert (outcome in (rules.RESOLVED, rules.REPEATED)) == elapsed
         if elapsed:
             assert (outcome == rules.RESOLVED) == (gap is None or gap > w)

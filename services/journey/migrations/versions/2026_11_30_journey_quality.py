@@ -1,4 +1,4 @@
-"""journey: journey quality (a quality row per map step; the tenant's FCR policy)
+"""journey: journey quality (a quality row per map step, FCR day counts, the FCR policy)
 
 Revision ID: journey_0004
 Revises: journey_0003
@@ -49,6 +49,23 @@ CREATE TABLE journey.quality_step (
 );
 CREATE INDEX ix_quality_step_day ON journey.quality_step (tenant_id, day);
 
+-- Contacts counted by UTC day, FCR mode (same reason?, reopens?), reason, activity, team,
+-- agent-declared resolution and the smallest ladder window holding the gap to the further
+-- contact (services/journey/quality/rules.py fcr_cells): the FCR report's fast path.
+CREATE TABLE journey.quality_fcr_day (
+    tenant_id text NOT NULL,
+    day date NOT NULL,
+    mode smallint NOT NULL,
+    reason text NOT NULL,
+    activity text NOT NULL,
+    team text NOT NULL,
+    declared smallint NOT NULL,
+    threshold smallint NOT NULL,
+    n bigint NOT NULL,
+    CONSTRAINT pk_quality_fcr_day PRIMARY KEY (tenant_id, mode, day, reason, activity, team,
+                                               declared, threshold)
+);
+
 CREATE TABLE journey.quality_fcr_policy (
     tenant_id text NOT NULL,
     policy jsonb NOT NULL,
@@ -69,4 +86,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TABLE journey.quality_fcr_policy")
+    op.execute("DROP TABLE journey.quality_fcr_day")
     op.execute("DROP TABLE journey.quality_step")
