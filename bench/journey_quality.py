@@ -25,6 +25,7 @@ import random
 import sys
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from services.journey.maps import maintain  # noqa: E402
 from services.journey.maps import rules as maps  # noqa: E402
 from services.journey.quality import repository as quality_repo  # noqa: E402
 from services.journey.quality.policy import FcrPolicy  # noqa: E402
-from services.journey.quality.rules import quality_rows  # noqa: E402
+from services.journey.quality.rules import fcr_cells, quality_rows  # noqa: E402
 from shared.auth.service import create_key, ensure_tenant  # noqa: E402
 from shared.db import Database, raw_connection  # noqa: E402
 
@@ -104,6 +105,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
     spent = {"map": 0.0, "quality": 0.0}
     batch: list[tuple[Any, ...]] = []
     steps_total = 0
+    cells: Counter[Any] = Counter()
 
     async def flush() -> None:
         async with db.session() as session:
@@ -158,6 +160,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
                 )  # fmt: skip
             )
         steps_total += len(rows)
+        cells.update(fcr_cells(rows.values()))
         if len(batch) >= 50_000:
             await flush()
         if i and i % 20_000 == 0:
@@ -167,6 +170,15 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
     copies = -(-CUSTOMERS // DERIVED)
     async with db.session() as session:
         conn = await raw_connection(session)
+        await conn.copy_records_to_table(
+            "quality_fcr_day",
+            schema_name="journey",
+            records=[
+                (TENANT, maps.as_date(c[0]), *c[1:], n * copies) for c, n in cells.items()
+            ],
+            columns=("tenant_id", "day", "mode", "reason", "activity", "team", "declared",
+                     "threshold", "n"),
+        )  # fmt: skip
         if copies > 1:
             columns = ", ".join(COLUMNS[2:])
             await conn.execute(
@@ -181,6 +193,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
             "SELECT count(*) FROM journey.quality_step WHERE tenant_id = $1", TENANT
         )
         await conn.execute("ANALYZE journey.quality_step")
+        await conn.execute("ANALYZE journey.quality_fcr_day")
     return {
         "steps": steps_total,
         "derived_customers": DERIVED,
@@ -243,7 +256,7 @@ async def main() -> None:
                     "overrides": [
                         {"reason": "billing", "window": "35d"},
                         {"channel": "email", "window": "3d"},
-                        {"segment": {"tier": "vip"}, "window": "14d"},
+                        {"reason": "outage", "channel": "phone", "window": "14d"},
                     ],
                 }
             )
@@ -285,7 +298,10 @@ async def main() -> None:
             "health_whole": f"/v1/journey-health?{whole}",
         }
         figures["api"] = {}
+        only = os.environ.get("BENCH_QUALITY_PATHS")
         for name, path in paths.items():
+            if only and name not in only.split(","):
+                continue
             got = await latency(port, key, path)
             figures["api"][name] = got
             log(f"  {name}: p50 {got['p50_ms']:.0f} ms, p99 {got['p99_ms']:.0f} ms")

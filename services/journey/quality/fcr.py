@@ -136,33 +136,6 @@ def _group(
     }
 
 
-async def per_activity(
-    conn: asyncpg.Connection,
-    tenant: str,
-    *,
-    start: date,
-    end: date,
-    segment: dict[str, str],
-    as_of_us: int,
-    policy: FcrPolicy,
-) -> dict[str, tuple[int, int, int]]:
-    """Per touchpoint activity: (contacts, judged, repeated) under the policy (map nodes)."""
-    p = Params([tenant])
-    cond = where(p, start, end, segment, contacts=True)
-    asof = p.add(as_of_us)
-    gap = further_gap(same_reason=policy.same_reason, reopen_counts=policy.reopen_counts)
-    pw = policy_window(p, policy)
-    rows = await conn.fetch(
-        f"""WITH c AS (SELECT activity, at_us, {gap} AS gap, {pw} AS pw
-                       FROM journey.quality_step WHERE {cond} AND at_us < {asof})
-            SELECT activity, count(*), count(*) FILTER (WHERE at_us + pw < {asof}),
-                   count(*) FILTER (WHERE at_us + pw < {asof} AND gap <= pw)
-            FROM c GROUP BY activity""",  # noqa: S608 - fixed expressions
-        *p.values,
-    )
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
-
 def node_fcr(contacts: int, judged: int, repeated: int) -> dict[str, Any]:
     """The ``fcr`` object of a map node (performance view)."""
     return {
@@ -233,11 +206,13 @@ async def report_from_days(
         wp = policy.window_for(reason or None, channel, {}) // rules.DAY_US
         keys: list[str | None] = [None]
         if q.by:
-            keys.append(
-                {"reason": reason or "(none)", "channel": channel, "agent_team": team or "(none)"}[
-                    q.by
-                ]  # fmt: skip
-            )
+            by_key = {
+                "reason": reason or "(none)",
+                "channel": channel,
+                "agent_team": team or "(none)",
+                "touchpoint": activity,
+            }
+            keys.append(by_key[q.by])
         for key in keys:
             acc = totals.setdefault(key, [0] * width)
             contacts[key] = contacts.get(key, 0) + n

@@ -1,7 +1,8 @@
 """FCR and repeat-contact rate per node on the journey map's performance view.
 
 A node's figures count the contacts at its activities (at the map's granularity) whose own UTC
-day is in the map's ``from``/``to``, in the map's segment, judged now under the tenant's policy.
+day is in the map's ``from``/``to``, in the map's segment, judged at the start of today (UTC)
+under the tenant's policy (from the FCR day counts when they answer exactly).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from services.journey.quality.sql import to_us
 async def annotate(
     conn: asyncpg.Connection,
     tenant: str,
-    q: MapQuery,
+    q_map: MapQuery,
     body: dict[str, Any],
     config: MapConfig,
     *,
@@ -31,16 +32,24 @@ async def annotate(
 ) -> None:
     """Add ``fcr`` to every node of a performance view (in place)."""
     policy = await repo.policy_of(conn, tenant)
-    per = await fcr.per_activity(
-        conn,
-        tenant,
-        start=q.start or date(1970, 1, 1),
-        end=q.end or date(9999, 12, 31),
-        segment=q.segment,
-        as_of_us=to_us(as_of or datetime.now(UTC)),
-        policy=policy,
+    moment = as_of or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    q = fcr.FcrQuery(
+        q_map.start or date(1970, 1, 1),
+        q_map.end or date(9999, 12, 31),
+        to_us(moment),
+        "touchpoint",
+        (),
+        q_map.segment,
     )
-    f = activities.mapper(q.granularity, config.stages)
+    if fcr.answerable(q, policy):
+        body_fcr = await fcr.report_from_days(conn, tenant, q, policy)
+    else:
+        body_fcr = await fcr.report(conn, tenant, q, policy)
+    per = {
+        g["key"]: (g["contacts"], g["windows"][0]["judged"], g["windows"][0]["repeated"])
+        for g in body_fcr["groups"]
+    }
+    f = activities.mapper(q_map.granularity, config.stages)
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for activity, values in per.items():
         node = totals[f(activity)]
