@@ -19,6 +19,7 @@ from services.journey.identity.endpoints import router as identity_router
 from services.journey.maps.endpoints import router as maps_router
 from services.journey.pages import install as install_pages
 from services.journey.privacy.endpoints import router as privacy_router
+from services.journey.quality.endpoints import router as quality_router
 from shared.app import create_app as create_service_app
 from shared.db import asyncpg_dsn
 
@@ -67,6 +68,7 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
             conformance_router,
             experience_router,
             privacy_router,
+            quality_router,
         ],
         description=(
             "Identity graph and the agent's cross-channel context: screen pop by any identifier, "

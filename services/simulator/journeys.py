@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from services.simulator.builder import ident
 from services.simulator.digital import DigitalEpisodes
 from services.simulator.state import CAMPAIGNS, DAY, HOUR, REASON_NAMES
@@ -55,5 +57,24 @@ class Journey(DigitalEpisodes):
             if t.over:
                 break
             r.choices(episodes, weights)[0](r.choice(REASON_NAMES))
+        self.reopen_some()
+
+    def reopen_some(self) -> None:
+        """Some cases resolved on a call come back: the CRM reopens them days later (FCR with
+        reopens counted). A random stream of its own, and ids after every other event's, so
+        the rest of the person's events are unchanged; events stay in time order."""
+        t = self.t
+        rng = random.Random(f"reopen-{t.key}")
+        reopened = False
+        end_of_play = t.now
+        for case_id, at, ids in self.resolved_cases:
+            if rng.random() < 0.15:
+                t.now = at + rng.uniform(2 * DAY, 20 * DAY)
+                t.emit("case.updated", ids, case_id=case_id, status="reopened",
+                       reason="not_fixed")  # fmt: skip
+                reopened = True
+        t.now = end_of_play
+        if reopened:
+            t.events.sort(key=lambda e: str(e["time"]))
 
     # episodes --------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ class JourneyState:
         self.email_known = False  # has the person given an e-mail on some channel yet?
         self.interactions = 0
         self.cases = 0
+        # (case id, when, identifiers) of cases resolved on a call: some are reopened later
+        self.resolved_cases: list[tuple[str, float, list[dict[str, str]]]] = []
 
     # identifiers -----------------------------------------------------------------------------
     def _interaction(self) -> str:

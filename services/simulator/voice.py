@@ -223,6 +223,7 @@ class VoiceEpisodes(JourneyState):
             )
         resolved = r.random() < 0.75 - 0.2 * transfers
         if resolved:
+            self.resolved_cases.append((case_id, t.now, ids))
             t.emit(
                 "case.resolved",
                 ids,

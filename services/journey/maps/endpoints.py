@@ -29,6 +29,7 @@ from services.journey.maps.schemas import (
     map_params,
 )
 from services.journey.maps.settings import MapConfig
+from services.journey.quality import mapview as quality_map
 from shared.auth.dependencies import Admin, AnalyticsReader
 from shared.auth.service import audit
 from shared.db import raw_connection
@@ -82,6 +83,9 @@ async def journey_map(
     async with _pool(request).acquire() as conn:  # feedback on steps (services/journey/experience)
         nodes = body["nodes"] + ([body["focus"]] if "focus" in body else [])
         await feedback_service.annotate(conn, principal.tenant_id, q, config, nodes)
+    if view is View.performance:  # FCR and repeat contact per node (journey quality)
+        async with _pool(request).acquire() as conn:
+            await quality_map.annotate(conn, principal.tenant_id, q, body, config)
     return _json(body)
 
 

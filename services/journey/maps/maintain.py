@@ -42,6 +42,9 @@ from services.journey.maps.metrics import (
     MAP_ROWS,
 )
 from services.journey.maps.settings import MapConfig
+from services.journey.quality import maintain as quality
+from services.journey.quality import repository as quality_repo
+from services.journey.quality.rules import FcrCell, QRow
 from shared.db import Database, raw_connection
 from shared.logging import get_logger
 
@@ -60,6 +63,9 @@ class Change:
     save_journeys: list[tuple[tuple[int, str], rules.JourneyRow]] = field(default_factory=list)
     delete_journeys: list[tuple[int, str]] = field(default_factory=list)
     parts: dict[rules.Group, rules.Part] = field(default_factory=dict)
+    quality: list[tuple[str, QRow]] = field(default_factory=list)  # journey quality rows
+    drop_quality: list[str] = field(default_factory=list)
+    fcr_cells: dict[FcrCell, int] = field(default_factory=dict)
 
 
 def recompute(
@@ -83,6 +89,7 @@ def recompute(
         old_parts, old_rows = rules.derive(
             steps.values(), old_profile, window_us=window, bands=bands
         )
+    old_quality = quality.rows_of(steps, old_profile, config) if counted else {}
     change = Change()
     if mode == "gone":
         new_steps: dict[str, rules.Step] = {}
@@ -118,6 +125,9 @@ def recompute(
     else:
         new_parts, new_rows = {}, {}
     change.parts = rules.difference(old_parts, new_parts)
+    change.quality, change.drop_quality, change.fcr_cells = quality.difference(
+        old_quality, quality.rows_of(new_steps, new_profile, config)
+    )
     change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
     change.delete_journeys = [k for k in old_rows if k not in new_rows]
     return change
@@ -143,12 +153,17 @@ class Writes:
         self.forget: list[Key] = []
         self.journeys: list[tuple[repo.JourneyKey, rules.JourneyRow]] = []
         self.drop_journeys: list[repo.JourneyKey] = []
+        self.quality: list[tuple[quality_repo.RowKey, QRow]] = []
+        self.drop_quality: list[quality_repo.RowKey] = []
+        self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
 
     def add(self, key: Key, change: Change) -> None:
         tenant, customer = key
         deltas = self.deltas[tenant]
         for group, part in change.parts.items():
             deltas.add(group, part)
+        for cell, n in change.fcr_cells.items():  # a merged-away customer's too
+            self.fcr_cells[(tenant, cell)] += n
         if change.profile is None:
             self.forget.append(key)
             return
@@ -157,6 +172,8 @@ class Writes:
         self.profiles.append((tenant, customer, change.profile, change.steps))
         self.journeys += [((tenant, customer, *k), r) for k, r in change.save_journeys]
         self.drop_journeys += [(tenant, customer, *k) for k in change.delete_journeys]
+        self.quality += [((tenant, customer, k), r) for k, r in change.quality]
+        self.drop_quality += [(tenant, customer, k) for k in change.drop_quality]
 
     async def flush(self, conn: asyncpg.Connection) -> tuple[int, int]:
         await repo.forget(conn, self.forget)
@@ -165,6 +182,11 @@ class Writes:
         await repo.save_profiles(conn, self.profiles)
         await repo.delete_journeys(conn, self.drop_journeys)
         await repo.save_journeys(conn, self.journeys)
+        await quality_repo.delete_rows(conn, self.drop_quality)
+        await quality_repo.save_rows(conn, self.quality)
+        await quality_repo.apply_fcr_deltas(
+            conn, [(t, cell, n) for (t, cell), n in self.fcr_cells.items() if n]
+        )
         return await repo.apply_deltas(conn, list(self.deltas.items()))
 
 

@@ -330,7 +330,7 @@ async def forget(conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
     if not keys:
         return
     tenants, customers = _split(keys)
-    for table in ("map_step", "map_journey", "map_customer"):
+    for table in ("map_step", "map_journey", "map_customer", "quality_step"):
         await conn.execute(
             f"""DELETE FROM journey.{table} x USING unnest($1::text[], $2::uuid[]) AS u(t, c)
                 WHERE x.tenant_id = u.t AND x.customer_id = u.c""",  # noqa: S608 - fixed names
@@ -533,7 +533,7 @@ async def apply_deltas(
 async def clear_tenant(conn: asyncpg.Connection, tenant: str, *, steps: bool) -> None:
     """Delete the tenant's aggregates and journeys (and, with ``steps``, its step log, profiles
     and pending queue: a rebuild from events)."""
-    tables = ["map_node", "map_edge", "map_journey"]
+    tables = ["map_node", "map_edge", "map_journey", "quality_step", "quality_fcr_day"]
     if steps:
         tables += ["map_step", "map_customer", "map_pending"]  # pending: all read below
     for table in tables:

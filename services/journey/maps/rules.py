@@ -42,6 +42,7 @@ DEFAULT_WINDOW_US = 7 * DAY_US
 DEFAULT_TENURE_DAYS = (30, 90, 365)
 MAX_SET = 50  # values kept per step set (the smallest, so the cut is order-independent)
 MAX_TEXT = 128
+MAX_REOPENS = 200  # reopened cases kept per customer (the earliest, so the cut is order-free)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Step = dict[str, Any]  # the mergeable summary, stored as JSON
@@ -117,6 +118,7 @@ def fold_step(step: Step, fact: Fact) -> Step:
     team = _text(d.get("team") or d.get("to_team"))
     if team:
         _add(step, "teams", team)
+        _last(step, "team", rank, team)  # who had it at the end (FCR by agent team)
     if kind.startswith("case."):
         _add(step, "cases", _text(d.get("case_id")))
     if kind == "contact.transferred":
@@ -124,7 +126,10 @@ def fold_step(step: Step, fact: Fact) -> Step:
         _add(step, "queues", _text(d.get("to_queue")))
     elif kind == "contact.abandoned":
         _count(step, "abandons", 1)
-        _add(step, "abandoned", _text(d.get("where")) or "other")
+        where = _text(d.get("where")) or "other"
+        _add(step, "abandoned", where)
+        at = _text(d.get("node")) or _text(d.get("queue"))
+        _first(step, "abandon_at", rank, f"{where}:{at}" if at else where)  # pain points
         _count(step, "abandon_wait_ms", _ms(d.get("wait_s")))
         _add(step, "queues", _text(d.get("queue")))
     elif kind == "contact.queued":
@@ -315,6 +320,13 @@ def fold_profile(profile: Profile, fact: Fact) -> Profile:
         current = traits.get(name)
         if current is None or rank > current[:2]:
             traits[name] = [*rank, value]
+    if fact.type.startswith("case.") and _text(fact.data.get("status")) == "reopened":
+        case = _text(fact.data.get("case_id"))
+        if case:  # a reopened case (journey quality: FCR with reopens counted)
+            reopens: list[list[Any]] = profile.setdefault("reopens", [])
+            if [fact.time_us, case] not in reopens:
+                insort(reopens, [fact.time_us, case])
+                del reopens[MAX_REOPENS:]
     return profile
 
 

@@ -1,0 +1,31 @@
+"""Journey quality's part of the map compaction: the quality rows of a customer before and
+after a change, and their difference (called from ``services.journey.maps.maintain``)."""
+
+from __future__ import annotations
+
+from services.journey.maps import rules as maps
+from services.journey.maps.settings import MapConfig
+from services.journey.quality.rules import (
+    FcrCell,
+    QRow,
+    cells_difference,
+    quality_rows,
+    rows_difference,
+)
+
+
+def rows_of(
+    steps: dict[str, maps.Step], profile: maps.Profile | None, config: MapConfig
+) -> dict[str, QRow]:
+    if profile is None:
+        return {}
+    return quality_rows(steps.values(), profile, window_us=config.window_us, bands=config.bands)
+
+
+def difference(
+    old: dict[str, QRow], new: dict[str, QRow]
+) -> tuple[list[tuple[str, QRow]], list[str], dict[FcrCell, int]]:
+    """(rows to save, step keys to delete, changes of the FCR day counts)."""
+    save, drop = rows_difference(old, new)
+    cells = cells_difference(old.values(), new.values()) if save or drop else {}
+    return save, drop, cells

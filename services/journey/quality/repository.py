@@ -1,0 +1,126 @@
+"""SQL of journey quality (asyncpg, inside the caller's transaction; never commits)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import asyncpg
+
+from services.journey.quality.policy import FcrPolicy
+from services.journey.quality.rules import FcrCell, QRow
+
+RowKey = tuple[str, uuid.UUID, str]  # tenant, customer, step key
+_EPOCH = date(1970, 1, 1)
+_DAY_US = 86_400_000_000
+
+
+def _day(us: int) -> date:
+    return _EPOCH + timedelta(days=us // _DAY_US)
+
+
+async def save_rows(conn: asyncpg.Connection, rows: Sequence[tuple[RowKey, QRow]]) -> None:
+    if not rows:
+        return
+    cols: list[list[object]] = [[] for _ in range(29)]
+    for (tenant, customer, key), r in rows:
+        values = (
+            tenant, customer, key, r.at_us, _day(r.at_us), r.activity, r.prev_activity,
+            r.channel, r.contact, r.reason, r.team, *r.segment, r.resolved, r.transfers,
+            r.abandon_at, r.abandon_wait_ms, r.queue_wait_ms, r.sentiment_milli, r.callback,
+            r.next_any_us, r.next_same_us, r.reopen_us, r.episode, r.episode_end,
+            r.cross_unresolved,
+        )  # fmt: skip
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    await conn.execute(
+        """INSERT INTO journey.quality_step AS q (tenant_id, customer_id, step_key, at_us, day,
+               activity, prev_activity, channel, contact, reason, team, age_group, region, tier,
+               lifecycle_stage, tenure, resolved, transfers, abandon_at, abandon_wait_ms,
+               queue_wait_ms, sentiment_milli, callback, next_any_us, next_same_us, reopen_us,
+               episode, episode_end, cross_unresolved)
+           SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::date[],
+               $6::text[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::text[],
+               $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bool[],
+               $18::int[], $19::text[], $20::bigint[], $21::bigint[], $22::int[], $23::int2[],
+               $24::bigint[], $25::bigint[], $26::bigint[], $27::text[], $28::bool[],
+               $29::bool[])
+           ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
+               at_us = excluded.at_us, day = excluded.day, activity = excluded.activity,
+               prev_activity = excluded.prev_activity, channel = excluded.channel,
+               contact = excluded.contact, reason = excluded.reason, team = excluded.team,
+               age_group = excluded.age_group, region = excluded.region, tier = excluded.tier,
+               lifecycle_stage = excluded.lifecycle_stage, tenure = excluded.tenure,
+               resolved = excluded.resolved, transfers = excluded.transfers,
+               abandon_at = excluded.abandon_at, abandon_wait_ms = excluded.abandon_wait_ms,
+               queue_wait_ms = excluded.queue_wait_ms,
+               sentiment_milli = excluded.sentiment_milli, callback = excluded.callback,
+               next_any_us = excluded.next_any_us, next_same_us = excluded.next_same_us,
+               reopen_us = excluded.reopen_us, episode = excluded.episode,
+               episode_end = excluded.episode_end, cross_unresolved = excluded.cross_unresolved""",
+        *cols,
+    )
+
+
+async def delete_rows(conn: asyncpg.Connection, keys: Sequence[RowKey]) -> None:
+    if keys:
+        await conn.execute(
+            """DELETE FROM journey.quality_step q
+               USING unnest($1::text[], $2::uuid[], $3::text[]) AS u(t, c, k)
+               WHERE q.tenant_id = u.t AND q.customer_id = u.c AND q.step_key = u.k""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+        )
+
+
+async def policy_of(conn: asyncpg.Connection, tenant: str) -> FcrPolicy:
+    text = await conn.fetchval(
+        "SELECT policy::text FROM journey.quality_fcr_policy WHERE tenant_id = $1", tenant
+    )
+    return FcrPolicy.model_validate_json(text) if text else FcrPolicy()
+
+
+async def save_policy(conn: asyncpg.Connection, tenant: str, policy: FcrPolicy) -> None:
+    await conn.execute(
+        """INSERT INTO journey.quality_fcr_policy (tenant_id, policy) VALUES ($1, $2::jsonb)
+           ON CONFLICT (tenant_id) DO UPDATE SET policy = excluded.policy, updated_at = now()""",
+        tenant,
+        policy.model_dump_json(),
+    )
+
+
+async def apply_fcr_deltas(
+    conn: asyncpg.Connection, deltas: Sequence[tuple[str, FcrCell, int]]
+) -> None:
+    """Add (tenant, cell, change) to the FCR day counts in key order (no deadlock cycles
+    between compactions); drop counts that reached zero."""
+    if not deltas:
+        return
+    rows = sorted(deltas, key=lambda d: (d[0], d[1][1], d[1][0], *d[1][2:]))
+    cols: list[list[object]] = [[] for _ in range(9)]
+    for tenant, (day, mode, reason, activity, team, declared, t), n in rows:
+        values = (tenant, _EPOCH + timedelta(days=day), mode, reason, activity, team, declared,
+                  t, n)  # fmt: skip
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    await conn.execute(
+        """INSERT INTO journey.quality_fcr_day AS f (tenant_id, day, mode, reason, activity,
+               team, declared, threshold, n)
+           SELECT * FROM unnest($1::text[], $2::date[], $3::int2[], $4::text[], $5::text[],
+                                $6::text[], $7::int2[], $8::int2[], $9::bigint[])
+           ON CONFLICT (tenant_id, mode, day, reason, activity, team, declared, threshold)
+           DO UPDATE SET n = f.n + excluded.n""",
+        *cols,
+    )
+    if any(n < 0 for n in cols[8]):  # type: ignore[operator]
+        await conn.execute(
+            """DELETE FROM journey.quality_fcr_day f
+               USING unnest($1::text[], $2::date[], $3::int2[], $4::text[], $5::text[],
+                            $6::text[], $7::int2[], $8::int2[]) AS u(t, d, m, r, a, tm, dc, th)
+               WHERE f.tenant_id = u.t AND f.mode = u.m AND f.day = u.d AND f.reason = u.r
+                 AND f.activity = u.a AND f.team = u.tm AND f.declared = u.dc
+                 AND f.threshold = u.th AND f.n = 0""",
+            *cols[:8],
+        )

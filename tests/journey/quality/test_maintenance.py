@@ -1,0 +1,234 @@
+"""Quality rows through the real applier, compactor and PostgreSQL equal the pure derivation
+from every event of each (merged) customer, whatever the arrival order, chunking, replays and
+merges; a rebuild from the stored events gives the same rows. FCR in SQL equals the pure rules
+on random rows."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from datetime import UTC, date, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.journey.config import JourneySettings
+from services.journey.maps import rules as maps
+from services.journey.maps.rebuild import rebuild_from_events
+from services.journey.quality import fcr, rules
+from services.journey.quality import repository as repo
+from services.journey.quality.policy import FcrPolicy
+from shared.db import Database, raw_connection
+from tests.journey.maps.reference import Ev
+from tests.journey.maps.strategies import bridges, event_logs
+from tests.journey.maps.support import deliver, email, envelope, new_tenant
+from tests.journey.quality.test_api import quality_rows
+
+BASE = datetime(2025, 3, 3, tzinfo=UTC)
+D = 86_400_000_000
+
+
+def _from_row(row: tuple) -> tuple[str, rules.QRow]:
+    (_t, _c, key, at, _day, activity, prev, channel, contact, reason, team, *rest) = row
+    segment, rest = tuple(rest[:5]), rest[5:]
+    return key, rules.QRow(at, activity, prev, channel, contact, reason, team, segment, *rest)
+
+
+def expected_rows(events: list[Ev], links: list[tuple[int, int, int]], base_us: int) -> Counter:
+    parent = {e.customer: e.customer for e in events}
+    for _, a, b in links:
+        parent.setdefault(f"c{a}", f"c{a}")
+        parent.setdefault(f"c{b}", f"c{b}")
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for _, a, b in links:
+        parent[find(f"c{a}")] = find(f"c{b}")
+    facts: dict[str, list[maps.Fact]] = {}
+    for e in events:
+        facts.setdefault(find(e.customer), []).append(
+            maps.Fact(e.id, e.type, base_us + e.t, e.data)
+        )
+    for n, (t, a, _b) in enumerate(links):
+        facts.setdefault(find(f"c{a}"), []).append(
+            maps.Fact(f"br{n}", "identity.linked", base_us + t * 1_000_000, {})
+        )
+    out: Counter = Counter()
+    for group in facts.values():
+        steps = maps.build_steps(group)
+        profile = maps.new_profile()
+        for f in group:
+            maps.fold_profile(profile, f)
+        rows = rules.quality_rows(
+            steps.values(), profile, window_us=maps.DEFAULT_WINDOW_US, bands=(30, 90, 365)
+        )
+        out.update(rows.items())
+    return out
+
+
+async def run_example(
+    journey_settings: JourneySettings,
+    events: list[Ev],
+    links: list[tuple[int, int, int]],
+    rng: random.Random,
+) -> None:
+    db = Database(journey_settings.dsn, pool_size=2, application_name="tests-quality")
+    tenant = new_tenant()
+    try:
+        items = [envelope(tenant, e, BASE, [email(tenant, e.customer)]) for e in events]
+        for n, (t, a, b) in enumerate(links):
+            bridge = Ev(f"br{n}", "identity.linked", t * 1_000_000, {})
+            items.append(
+                envelope(tenant, bridge, BASE, [email(tenant, f"c{a}"), email(tenant, f"c{b}")])
+            )
+        rng.shuffle(items)
+        items += rng.sample(items, k=min(len(items), rng.randint(0, 4)))  # replays
+        cuts = [rng.randint(0, len(items)) for _ in range(rng.randint(0, 6))]
+        drains = {n for n in range(len(cuts) + 1) if rng.random() < 0.6}
+        await deliver(db, journey_settings, items, cuts=cuts, drain_after=drains)
+        stored = await quality_rows(db, tenant)
+        expected = expected_rows(events, links, maps.to_us(BASE))
+        assert Counter(_from_row(r) for r in stored) == expected
+        counts = await fcr_counts(db, tenant)
+        assert counts == dict(rules.fcr_cells(row for (_key, row), n in expected.items()
+                                              for _ in range(n)))  # fmt: skip
+        async with db.session() as session:
+            await rebuild_from_events(await raw_connection(session), tenant)
+        assert await quality_rows(db, tenant) == stored
+        assert await fcr_counts(db, tenant) == counts
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.timeout(600)
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(events=event_logs(customers=3, max_size=16), links=bridges(3), seed=st.integers(0, 2**32))
+def test_stored_quality_rows_equal_the_pure_derivation(db, journey_settings, events, links, seed):
+    rng = random.Random(seed)
+    asyncio.run(run_example(journey_settings, events, links, rng))
+
+
+async def fcr_counts(db: Database, tenant: str) -> dict[rules.FcrCell, int]:
+    async with db.session() as session:
+        rows = await (await raw_connection(session)).fetch(
+            """SELECT day - date '1970-01-01', mode, reason, activity, team, declared, threshold,
+                      n FROM journey.quality_fcr_day WHERE tenant_id = $1""",
+            tenant,
+        )
+    return {tuple(r.values())[:7]: r["n"] for r in rows}
+
+
+def random_row(rng: random.Random, start_us: int) -> rules.QRow:
+    contact = rng.random() < 0.8
+    gap = lambda: rng.choice([None, rng.randint(0, 40 * D)])  # noqa: E731
+    activity = rng.choice(["phone:inbound_call", "email:inbox", "phone:callback"])
+    return rules.QRow(
+        at_us=start_us + rng.randint(0, 13 * D),
+        activity=activity,
+        prev_activity=None,
+        channel=activity.partition(":")[0],
+        contact=contact,
+        reason=rng.choice([None, "billing", "delivery"]),
+        team=rng.choice([None, "t1"]),
+        segment=(rng.choice([None, "18-24"]), None, rng.choice(["gold", "silver"]), None, "0-30d"),
+        resolved=rng.choice([None, True, False]) if contact else None,
+        transfers=0,
+        abandon_at=None,
+        abandon_wait_ms=0,
+        queue_wait_ms=None,
+        sentiment_milli=None,
+        callback=0,
+        next_any_us=gap() if contact else None,
+        next_same_us=gap() if contact else None,
+        reopen_us=gap() if contact else None,
+        episode="e",
+        episode_end=False,
+        cross_unresolved=False,
+    )
+
+
+async def test_fcr_in_sql_equals_the_pure_rules(db):
+    rng = random.Random(7)
+    tenant = new_tenant()
+    start = maps.to_us(BASE)
+    rows = [random_row(rng, start) for _ in range(400)]
+    keyed = [((tenant, uuid.uuid4(), f"s{i}"), r) for i, r in enumerate(rows)]
+    policy = FcrPolicy.model_validate(
+        {
+            "default_window": "7d",
+            "further_contact": "same_reason",
+            "reopen_counts": False,
+            "overrides": [
+                {"reason": "billing", "window": "35d"},
+                {"channel": "email", "segment": {"tier": "gold"}, "window": "2d"},
+            ],
+        }
+    )
+    as_of = start + 30 * D
+    windows = (("1d", D), ("30d", 30 * D))
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        await repo.save_rows(conn, keyed)
+        q = fcr.FcrQuery(date(2025, 3, 3), date(2025, 3, 13), as_of, "reason", windows, {})
+        body = await fcr.report(conn, tenant, q, policy)
+    in_range = [r for r in rows if r.contact and r.at_us < start + 10 * D and r.at_us <= as_of]
+    for group in body["groups"]:
+        members = [r for r in in_range if (r.reason or "(none)") == group["key"]]
+        assert group["contacts"] == len(members)
+        for block in group["windows"]:
+            outcomes = Counter()
+            for r in members:
+                seg = dict(zip(maps.SEGMENTS, r.segment, strict=True))
+                w = (
+                    policy.window_for(r.reason, r.channel, seg)
+                    if block["window"] == "policy"
+                    else dict(windows)[block["window"]]
+                )
+                gap = rules.further_gap(r, same=True, reopen_counts=False)
+                outcomes[rules.judge(r.at_us, gap, w, as_of)] += 1
+            assert block["resolved"] == outcomes[rules.RESOLVED]
+            assert block["repeated"] == outcomes[rules.REPEATED]
+            assert block["still_open"] == outcomes[rules.OPEN] + outcomes[rules.OPEN_REPEATED]
+            assert block["already_repeated"] == outcomes[rules.OPEN_REPEATED]
+    assert sum(g["contacts"] for g in body["groups"]) == body["total"]["contacts"] == len(in_range)
+
+
+async def test_fcr_from_the_day_counts_equals_fcr_from_the_rows(db):
+    """The fast path (day counts by ladder window) gives the very same report as the rows."""
+    rng = random.Random(11)
+    tenant = new_tenant()
+    start = maps.to_us(BASE)
+    rows = [random_row(rng, start) for _ in range(500)]
+    keyed = [((tenant, uuid.uuid4(), f"s{i}"), r) for i, r in enumerate(rows)]
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        await repo.save_rows(conn, keyed)
+        cells = rules.fcr_cells(rows)
+        await repo.apply_fcr_deltas(conn, [(tenant, c, n) for c, n in cells.items()])
+        for policy_body in (
+            {},
+            {"further_contact": "same_reason", "reopen_counts": False,
+             "overrides": [{"reason": "billing", "window": "35d"},
+                           {"channel": "email", "window": "2d"},
+                           {"reason": "delivery", "channel": "phone", "window": "14d"}]},
+        ):  # fmt: skip
+            policy = FcrPolicy.model_validate(policy_body)
+            for by in (None, "reason", "channel", "agent_team"):
+                for as_of_day in (5, 12, 40):
+                    q = fcr.FcrQuery(
+                        date(2025, 3, 3), date(2025, 3, 13), start + as_of_day * D, by,
+                        (("1d", D), ("7d", 7 * D), ("30d", 30 * D)), {},
+                    )  # fmt: skip
+                    assert fcr.answerable(q, policy)
+                    fast = await fcr.report_from_days(conn, tenant, q, policy)
+                    assert fast == await fcr.report(conn, tenant, q, policy), (by, as_of_day)
