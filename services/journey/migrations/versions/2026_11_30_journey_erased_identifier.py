@@ -1,14 +1,14 @@
 """journey: tombstones of erased identifiers (salted hashes), so their events are dropped
 
-Revision ID: journey_0004
-Revises: journey_0003
+Revision ID: journey_0007
+Revises: journey_0006
 Create Date: 2026-11-30
 """
 
 from alembic import op
 
-revision = "journey_0004"
-down_revision = "journey_0003"
+revision = "journey_0007"
+down_revision = "journey_0006"
 branch_labels = None
 depends_on = None
 
