@@ -175,8 +175,14 @@ async def run(
     if stop is None:  # this process is ours
         configure_logging("journey-worker", level=settings.log_level, json=settings.log_json)
         tune_gc()
-    await ensure_topics(
-        settings, [settings.topic_normalized, settings.topic_activity, settings.topic_dead_letter]
+    await ensure_topics(  # the outbox relay also sends the erasure commands (privacy topic)
+        settings,
+        [
+            settings.topic_normalized,
+            settings.topic_activity,
+            settings.topic_dead_letter,
+            settings.topic_privacy,
+        ],
     )
     db = Database(settings.dsn, pool_size=5, application_name="journey-worker")
     producer = make_producer(settings)

@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         from typing import Any
 
         from services.journey.config import JourneySettings
+        from services.journey.outbox import relay_for
         from services.journey.privacy.service import receipt, request_erasure
         from shared.auth.principal import Principal
         from shared.db import Database
@@ -43,13 +44,18 @@ def register(app: typer.Typer) -> None:
             try:
                 done = await request_erasure(
                     db=db,
-                    producer=producer,
                     settings=settings,
                     keyring=Keyring.from_setting(settings.sealing_keys),
                     principal=Principal(tenant_id=tenant, key_id="cli"),
                     customer_id=uuid.UUID(customer),
                     reference=reference,
                 )
+                # Committed: the journey worker's relay publishes it; publish it now if we can.
+                relay = relay_for(db, producer, settings)
+                try:
+                    await relay.drain()
+                except Exception as exc:  # noqa: BLE001 - it stays in the outbox for the worker
+                    typer.echo(f"the broker did not take it now ({exc}); the worker will", err=True)
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + wait
                 while done["status"] != "done" and loop.time() < deadline:

@@ -34,7 +34,6 @@ async def erase_customer(
     receipt; later and replayed events of its identifiers are dropped. Audited."""
     return await service.request_erasure(
         db=db,
-        producer=request.app.state.producer,
         settings=settings,
         keyring=reveal.keyring(request.app.state),
         principal=principal,

@@ -9,16 +9,17 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 
+from services.journey import outbox as journey_outbox
 from services.journey.config import JourneySettings
 from services.journey.context import repository as context_repo
 from services.journey.identity import repository as identity_repo
 from services.journey.maps import repository as maps_repo
+from shared import outbox
 from shared.auth.service import Principal, audit
 from shared.db import Database, raw_connection
 from shared.deps import unit_of_work
-from shared.errors import NotFound, ServiceUnavailable
+from shared.errors import NotFound
 from shared.events.erasure import ERASING_SERVICES, CustomerErasureRequested
 from shared.privacy import tombstones
 from shared.privacy.crypto import Keyring
@@ -57,14 +58,15 @@ async def own_identifiers(
 async def request_erasure(
     *,
     db: Database,
-    producer: AIOKafkaProducer | None,
     settings: JourneySettings,
     keyring: Keyring,
     principal: Principal,
     customer_id: uuid.UUID,
     reference: str | None = None,
 ) -> dict[str, Any]:
-    """Store the receipt and the audit row, then publish the command every service applies."""
+    """Store the receipt, the audit row and the command every service applies (in journey's
+    outbox) in one transaction: once this returns, the command will be published (by the
+    journey worker's relay), even if the broker is down right now."""
     tenant = principal.tenant_id
     async with unit_of_work(db) as session:
         conn = await raw_connection(session)
@@ -108,15 +110,9 @@ async def request_erasure(
                 "reference": reference,
             },
         )
-    if producer is None:
-        raise ServiceUnavailable("no broker: the erasure was recorded but not sent")
-    try:
-        await producer.send_and_wait(settings.topic_privacy, command.to_json(), key=command.key())
-    except Exception as exc:
-        raise ServiceUnavailable(
-            f"erasure {erasure_id} was recorded but not sent (the broker is unavailable); "
-            "request it again"
-        ) from exc
+        message = outbox.Message(tenant, settings.topic_privacy, command.key(), command.to_json())
+        await outbox.enqueue(conn, journey_outbox.SCHEMA, [message], lanes=settings.outbox_lanes)
+        await outbox.notify(conn, settings.outbox_channel)
     return await receipt(db, tenant, erasure_id)
 
 
