@@ -114,7 +114,7 @@ class Stack:
             "serve", "journey", "--port", str(port), "--host", "127.0.0.1",
             "--workers", str(workers), env=env,
         )  # fmt: skip
-        wait_for_port("127.0.0.1", port, timeout=60)
+        wait_for_port("127.0.0.1", port, timeout=60 * workers + 60)  # slow on a busy machine
         return port
 
     def stop(self, child: subprocess.Popen[bytes]) -> None:

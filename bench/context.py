@@ -195,7 +195,10 @@ async def main() -> dict[str, object]:
                 raise RuntimeError(f"journey worker exited with {worker.returncode}")
         worker_rate = total / elapsed(started)
         result_rss = peak_rss_mb(worker.pid)
-        print(f"(b) journey worker: {total:,} events applied at {worker_rate:,.0f} events/s")
+        print(
+            f"(b) journey worker: {total:,} events applied at {worker_rate:,.0f} events/s "
+            f"(peak RSS {result_rss} MB)"
+        )
         stack.stop(worker)
         await db.dispose()
         # Steady state, as autovacuum would leave it, before measuring reads.
@@ -232,6 +235,7 @@ async def main() -> dict[str, object]:
             figures["server_peak_rss_mb"] = [
                 peak_rss_mb(p.pid) for p in [process, *process.children()]
             ]
+            print(f"[{label}] API peak RSS: {figures['server_peak_rss_mb']} MB")
             result.update({f"{label}_{k}": v for k, v in figures.items()})
             stack.stop(stack.children[-1])
         result["machine"] = machine()

@@ -10,6 +10,7 @@ import asyncpg
 from fastapi import FastAPI
 
 from services.journey.config import JourneySettings
+from services.journey.context import fast
 from services.journey.context.cache import ContextCache
 from services.journey.context.endpoints import router as context_router
 from services.journey.context.stream import ContextHub
@@ -66,5 +67,6 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
         producer_options={"request_timeout_ms": int(settings.api_publish_timeout_seconds * 1000)},
         extra_lifespan=lifespan,
     )
+    fast.install(app)  # GET /v1/context without FastAPI's per-request layers
     install_pages(app, settings)  # /app/agent, /app/map (services/journey/pages)
     return app
