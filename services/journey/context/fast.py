@@ -2,18 +2,16 @@
 
 Measured in-process (``bench/screen_pop_cpu.py``): of the CPU a cached screen pop cost, FastAPI's
 dependency and parameter resolution was about 40 %, more than the look-up and the card together.
-FastAPI's route stays declared (OpenAPI, other methods, the metrics label), and an
-ordinary request (``identifier_type`` and ``value`` once each, nothing else) is served here by
-the same functions: the same key verification, scope check and rate limits
-(``shared.auth.dependencies.requires``), the same normalization, cache and masked card
-(``service``). Anything else (a missing, repeated, too long or unknown parameter,
-``reveal_sensitive``) goes to the FastAPI handler unchanged, so every refusal is exactly the
-one FastAPI gives.
+FastAPI's route stays declared (OpenAPI, other methods, the metrics label), and an ordinary
+request (``identifier_type`` and ``value`` once each, nothing else) is served here: the same
+key verification, scope check and rate limits (``shared.auth.dependencies.requires``), then
+the very function FastAPI's handler calls (``endpoints.screen_pop``: normalization, cache,
+masked card). Anything else (a missing, repeated, too long or unknown parameter,
+``reveal_sensitive``) goes to FastAPI's handler unchanged, so every refusal is FastAPI's own.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
@@ -21,8 +19,7 @@ from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from services.journey.context import service
-from services.journey.deps import json_response
+from services.journey.context.endpoints import screen_pop
 from shared.auth.dependencies import requires
 from shared.auth.models import Scope as AuthScope
 
@@ -71,18 +68,8 @@ class ScreenPopRoute(Route):
             return
         request = Request(scope, receive)
         principal = await _reader(request)
-        state = request.app.state
-        found = await service.find_by_identifier(
-            state.pg_pool,
-            principal.tenant_id,
-            params[0],
-            params[1],
-            phone_region=principal.region(state.settings.phone_region),
-            kind="context",
-            cache=state.cache,
-        )
-        card = service.context_view(found, now=datetime.now(UTC), reveal=False)
-        await json_response(card)(scope, receive, send)
+        response = await screen_pop(request, principal, params[0], params[1], False)
+        await response(scope, receive, send)
 
     @staticmethod
     async def _serve(_request: Request) -> None:  # never called: ``handle`` serves
