@@ -91,11 +91,13 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         for _ in range(concurrency):
             queue.put_nowait(-1.0)
 
+    cpu_start = time.process_time()
     tasks = [asyncio.create_task(connection()) for _ in range(concurrency)]
     if rate is not None:
         tasks.append(asyncio.create_task(schedule()))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     latencies.sort()
 
     def pct(q: float) -> float:
@@ -114,6 +116,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "statuses": statuses,
         "target_rate": rate,
         "concurrency": concurrency,
+        # What the load generator itself cost (it shares the cores with the server).
+        "client_cpu_us_per_request": round(1e6 * cpu / len(latencies), 1) if latencies else 0,
     }
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -107,10 +108,13 @@ class Stack:
         self.children.append(child)
         return child
 
-    def serve(self, env: dict[str, str] | None = None) -> int:
+    def serve(self, env: dict[str, str] | None = None, workers: int = 1) -> int:
         port = free_port()
-        self.spawn("serve", "journey", "--port", str(port), "--host", "127.0.0.1", env=env)
-        wait_for_port("127.0.0.1", port, timeout=60)
+        self.spawn(
+            "serve", "journey", "--port", str(port), "--host", "127.0.0.1",
+            "--workers", str(workers), env=env,
+        )  # fmt: skip
+        wait_for_port("127.0.0.1", port, timeout=60 * workers + 60)  # slow on a busy machine
         return port
 
     def stop(self, child: subprocess.Popen[bytes]) -> None:
@@ -223,6 +227,90 @@ def start_load(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     child.stdin.write(json.dumps(spec).encode())
     child.stdin.close()
     return child
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The API's GC-pause and event-loop-lag histograms (shared/runtime.py), summed."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(("waypoint_gc_pause_seconds", "waypoint_event_loop_lag_seconds")):
+            continue
+        name, _, value = line.rpartition(" ")
+        metric = name.split("{", 1)[0]
+        le = name.split('le="', 1)[1].split('"', 1)[0] if 'le="' in name else ""
+        key = f"{metric}|{le}"
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+_AUTOVACUUM = """SELECT (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)
+                         FROM pg_stat_all_tables),
+                        (SELECT count(*) FROM pg_stat_activity
+                         WHERE backend_type = 'autovacuum worker'),
+                        (SELECT count(*) FROM pg_stat_activity
+                         WHERE application_name = 'journey-worker' AND state = 'active')"""
+
+
+class Conditions:
+    """What else happened while a measurement ran: GC pauses and event-loop lag in the API
+    process, autovacuum runs, whether the journey worker was busy, the machine's load."""
+
+    def __init__(self, port: int, dsn: str):
+        self.port, self.dsn = port, dsn
+        self._metrics: dict[str, float] = {}
+        self._autovacuum = 0
+
+    async def _db(self) -> tuple[int, int, int]:
+        import asyncpg
+
+        from shared.db import asyncpg_dsn
+
+        conn = await asyncpg.connect(asyncpg_dsn(self.dsn))
+        try:
+            row = await conn.fetchrow(_AUTOVACUUM)
+            return int(row[0]), int(row[1]), int(row[2])
+        finally:
+            await conn.close()
+
+    async def start(self) -> None:
+        self._metrics = _scrape(self.port)
+        self._autovacuum, self._av_workers, self._busy = await self._db()
+
+    async def stop(self) -> dict[str, Any]:
+        after = _scrape(self.port)
+        d = {k: after.get(k, 0.0) - self._metrics.get(k, 0.0) for k in after}
+        autovacuum, av_workers, busy = await self._db()
+        gc_n = d.get("waypoint_gc_pause_seconds_count|", 0)
+        lag_n = d.get("waypoint_event_loop_lag_seconds_count|", 0)
+        return {
+            "gc_pauses": int(gc_n),
+            "gc_pause_ms_total": round(1000 * d.get("waypoint_gc_pause_seconds_sum|", 0), 1),
+            "gc_pauses_over_5ms": int(gc_n - d.get("waypoint_gc_pause_seconds_bucket|0.005", 0)),
+            "loop_lag_samples": int(lag_n),
+            "loop_lag_mean_ms": round(
+                1000 * d.get("waypoint_event_loop_lag_seconds_sum|", 0) / max(lag_n, 1), 2
+            ),
+            "loop_lag_over_10ms": int(
+                lag_n - d.get("waypoint_event_loop_lag_seconds_bucket|0.01", 0)
+            ),
+            "loop_lag_over_100ms": int(
+                lag_n - d.get("waypoint_event_loop_lag_seconds_bucket|0.1", 0)
+            ),
+            "autovacuum_runs": autovacuum - self._autovacuum,
+            "autovacuum_workers_at_start_end": [self._av_workers, av_workers],
+            "journey_worker_active_at_start_end": [self._busy, busy],
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
 
 
 def new_producer(settings: JourneySettings) -> AIOKafkaProducer:

@@ -123,6 +123,9 @@ def serve(
     service: Annotated[str, typer.Argument(help="ingest, journey or alerts")],
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Default: the service's port.")] = None,
+    workers: Annotated[
+        int, typer.Option(help="uvicorn processes sharing the port (each its own app).")
+    ] = 1,
 ) -> None:
     """Serve one service's HTTP API."""
     import uvicorn
@@ -136,6 +139,7 @@ def serve(
         log_config=None,
         access_log=False,
         lifespan="on",
+        workers=workers,
     )
 
 

@@ -20,6 +20,7 @@ from shared.logging import configure_logging, get_logger
 from shared.metrics import MetricsMiddleware, metrics_endpoint
 from shared.ratelimit import Limits, RateLimiter, make_store
 from shared.ratelimit.streams import StreamSlots
+from shared.runtime import watch_gc, watch_loop_lag
 
 ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -69,7 +70,12 @@ def create_app(
         app.state.rate_limiter = limiter
         app.state.key_verifier = verifier
         app.state.stream_slots = StreamSlots(settings.sse_streams_per_key)
-        background = [asyncio.create_task(limiter.run()), asyncio.create_task(verifier.run())]
+        watch_gc()
+        background = [
+            asyncio.create_task(limiter.run()),
+            asyncio.create_task(verifier.run()),
+            asyncio.create_task(watch_loop_lag()),
+        ]
         app.state.producer = None
         try:
             if with_producer:

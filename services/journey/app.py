@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from services.journey.config import JourneySettings
 from services.journey.conformance.endpoints import router as conformance_router
+from services.journey.context import fast
 from services.journey.context.cache import ContextCache
 from services.journey.context.endpoints import router as context_router
 from services.journey.context.stream import ContextHub
@@ -76,5 +77,6 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
         ),
         extra_lifespan=lifespan,
     )
+    fast.install(app)  # GET /v1/context without FastAPI's per-request layers
     install_pages(app, settings)  # /app/agent, /app/map (services/journey/pages)
     return app

@@ -72,17 +72,27 @@ async def context_by_identifier(
     reveal_sensitive: Reveal = False,
 ) -> Response:
     """Screen pop: the customer's context by any identifier, normalized as ingest normalizes."""
-    # The hot path reads app state directly: every extra dependency costs FastAPI a resolution.
+    # Ordinary requests never get here: services/journey/context/fast.py serves them with
+    # ``screen_pop`` below, without FastAPI's per-request layers.
+    return await screen_pop(request, principal, identifier_type, value, reveal_sensitive)
+
+
+async def screen_pop(
+    request: Request, principal: Principal, identifier_type: str, value: str, reveal: bool
+) -> Response:
+    """The screen pop's work once the caller is authenticated and its scope checked (both the
+    FastAPI route and the fast path call this: one place for look-up, reveal and masking)."""
+    state = request.app.state
     found = await service.find_by_identifier(
-        request.app.state.pg_pool,
+        state.pg_pool,
         principal.tenant_id,
         identifier_type,
         value,
-        phone_region=principal.region(request.app.state.settings.phone_region),
+        phone_region=principal.region(state.settings.phone_region),
         kind="context",
-        cache=request.app.state.cache,
+        cache=state.cache,
     )
-    opener = await _reveal(request, principal, reveal_sensitive, str(found.customer_id))
+    opener = await _reveal(request, principal, reveal, str(found.customer_id))
     if opener is not None:
         found = service.opened(found, opener)
     view = service.context_view(found, now=datetime.now(UTC), reveal=opener is not None)

@@ -1,0 +1,185 @@
+"""Screen pop: CPU per request of each layer, in-process (no sockets, no load generator).
+
+On a shared machine requests/s follow the neighbours; CPU time per request does not. The
+journey app is driven through ASGI directly (lifespan started, real PostgreSQL and broker,
+context cache on and warm), alternating, BENCH_SCREEN_POP_ROUNDS (5) × BENCH_SCREEN_POP_N
+(5,000) requests each:
+
+- ``/healthz``: the same app's bare endpoint (middleware, routing, FastAPI's response model);
+- ``/v1/context`` as served (``services/journey/context/fast.py``: auth, scope, rate limit,
+  the look-up, the card);
+- ``/v1/context?…&reveal_sensitive=false``: the same through FastAPI's handler (dependencies,
+  parameter validation), as it was served before;
+- the same work as a plain Starlette route calling the same functions (auth, scope, rate
+  limit, normalization, cache, masking), to size what FastAPI's layers cost;
+- the work alone (look-up in the warm cache + the card + serialization), no HTTP at all.
+
+Medians of process CPU µs per request. Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import orjson  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from bench._journey_stack import TENANT, Stack, customer_events, machine, phone  # noqa: E402
+from services.journey.app import create_app  # noqa: E402
+from services.journey.applier import ChunkApplier, Incoming  # noqa: E402
+from services.journey.context import service  # noqa: E402
+from services.journey.deps import json_response  # noqa: E402
+from shared.auth.dependencies import get_principal  # noqa: E402
+from shared.auth.models import Scope  # noqa: E402
+from shared.db import Database, raw_connection  # noqa: E402
+from shared.events import parse_normalized  # noqa: E402
+
+CUSTOMERS = 200
+N = int(os.environ.get("BENCH_SCREEN_POP_N", "5000"))
+ROUNDS = int(os.environ.get("BENCH_SCREEN_POP_ROUNDS", "5"))
+
+
+async def plain_context(request: Request) -> Response:
+    """The screen pop's work without FastAPI's dependency and parameter layers."""
+    principal = await get_principal(request)
+    principal.require(Scope.context_read)
+    q = request.query_params
+    state = request.app.state
+    found = await service.find_by_identifier(
+        state.pg_pool,
+        principal.tenant_id,
+        q["identifier_type"],
+        q["value"],
+        phone_region=principal.region(state.settings.phone_region),
+        kind="context",
+        cache=state.cache,
+    )
+    return json_response(service.context_view(found, now=datetime.now(UTC), reveal=False))
+
+
+async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> int:
+    raw_path, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": raw_path,
+        "raw_path": raw_path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8002),
+        "app": app,
+    }
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def main() -> dict[str, Any]:
+    stack = Stack()
+    try:
+        await stack.prepare()
+        settings = stack.settings.model_copy(update={"context_cache_mb": 64})
+        db = Database(settings.dsn, pool_size=2, application_name="bench-seed")
+        items = [
+            Incoming(parse_normalized(orjson.dumps(e)), orjson.dumps(e))
+            for i in range(CUSTOMERS)
+            for e in customer_events(i, datetime.now(UTC))
+        ]
+        async with db.session() as session:
+            await ChunkApplier(await raw_connection(session), settings).run(items)
+        await db.dispose()
+        # one key does tens of thousands of look-ups here: counted, never refused
+        app = create_app(
+            settings.model_copy(
+                update={"rate_limit_key_reads": 10**9, "rate_limit_tenant_reads": 10**9}
+            )
+        )
+        app.router.routes.insert(0, Route("/bench/plain-context", plain_context))
+        headers = [(b"authorization", f"Bearer {stack.key}".encode()), (b"host", b"bench")]
+        pops = [f"?identifier_type=phone&value=%2B{phone(i % CUSTOMERS)[1:]}" for i in range(N)]
+        variants = {
+            "bare_healthz": ["/healthz"] * N,
+            "screen_pop_served": [f"/v1/context{q}" for q in pops],
+            "screen_pop_fastapi": [f"/v1/context{q}&reveal_sensitive=false" for q in pops],
+            "screen_pop_plain_starlette": [f"/bench/plain-context{q}" for q in pops],
+        }
+        async with app.router.lifespan_context(app):
+            for _ in range(200):  # wait for the LISTEN connection (the cache is off until then)
+                if app.state.cache is not None and app.state.cache.enabled:
+                    break
+                await asyncio.sleep(0.05)
+            for path in variants["screen_pop_fastapi"][:CUSTOMERS]:  # warm the cache
+                assert await call(app, path, headers) == 200, path
+            cpu: dict[str, list[float]] = {k: [] for k in [*variants, "work_only"]}
+            for _ in range(ROUNDS):
+                for name, paths in variants.items():
+                    t0 = time.process_time()
+                    for path in paths:
+                        await call(app, path, headers)
+                    cpu[name].append(1e6 * (time.process_time() - t0) / N)
+                t0 = time.process_time()
+                for i in range(N):
+                    found = await service.find_by_identifier(
+                        app.state.pg_pool,
+                        TENANT,
+                        "phone",
+                        phone(i % CUSTOMERS),
+                        phone_region="US",
+                        kind="context",
+                        cache=app.state.cache,
+                    )
+                    json_response(service.context_view(found, now=datetime.now(UTC), reveal=False))
+                cpu["work_only"].append(1e6 * (time.process_time() - t0) / N)
+            statuses = {
+                name: await call(app, paths[0], headers) for name, paths in variants.items()
+            }
+        medians = {k: round(statistics.median(v), 1) for k, v in cpu.items()}
+        for name, us in medians.items():
+            spread = f"{min(cpu[name]):.1f}-{max(cpu[name]):.1f}"
+            print(f"{name:>28}: {us:7.1f} µs CPU per request (rounds {spread})")
+        bare = medians["bare_healthz"]
+        for name in ("screen_pop_served", "screen_pop_fastapi", "screen_pop_plain_starlette"):
+            print(f"{name}: bare/screen pop CPU ratio {bare / medians[name]:.2f}")
+        return {
+            "bench": "screen_pop_cpu",
+            "cpu_us_per_request": medians,
+            "rounds": cpu,
+            "statuses": statuses,
+            "healthz_vs_served_cpu_ratio": round(bare / medians["screen_pop_served"], 2),
+            "healthz_vs_fastapi_cpu_ratio": round(bare / medians["screen_pop_fastapi"], 2),
+            "healthz_vs_plain_cpu_ratio": round(bare / medians["screen_pop_plain_starlette"], 2),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "machine": machine(),
+        }
+    finally:
+        stack.close()
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main())))

@@ -1,0 +1,67 @@
+"""GET /v1/context's fast path (services/journey/context/fast.py) answers exactly as FastAPI's
+handler, and hands every unusual request to it."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.journey.conftest import cloud_event, context_when, send
+
+
+async def test_the_fast_path_answers_as_fastapi_and_hands_back_the_rest(
+    journey, journey_worker, producer, journey_settings, make_tenant
+):
+    from prometheus_client import REGISTRY
+
+    tenant = await make_tenant(scopes=["context:read"])
+    other = await make_tenant(scopes=["context:read"])
+    writer = await make_tenant(scopes=["events:write"])
+    email = f"fast-{uuid.uuid4().hex[:6]}@shop.test"
+    ident = [{"type": "email", "value": email, "verified_by": "login"}]
+    await send(producer, journey_settings, cloud_event(tenant=tenant.id, identifiers=ident))
+    params = {"identifier_type": "email", "value": email.upper()}  # normalized like ingest
+    await context_when(journey, tenant.headers, lambda c: True, **params)
+
+    def served() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "waypoint_http_requests_total",
+                {"service": "journey", "route": "/v1/context", "method": "GET", "status": "200"},
+            )
+            or 0
+        )
+
+    before = served()
+    fast = await journey.get("/v1/context", params=params, headers=tenant.headers)
+    # reveal_sensitive=false is not an ordinary request: FastAPI's handler serves it
+    slow = await journey.get(
+        "/v1/context", params={**params, "reveal_sensitive": "false"}, headers=tenant.headers
+    )
+    assert fast.status_code == slow.status_code == 200
+    assert fast.headers["content-type"] == slow.headers["content-type"]
+    assert fast.json() == slow.json()
+    assert served() == before + 2  # both counted under the route's template
+
+    # the same refusals, in the same shape, as FastAPI gives them
+    cases = [
+        ({**params}, {}),  # no key
+        ({**params}, writer.headers),  # wrong scope
+        ({**params}, other.headers),  # another tenant: not found
+        ({"identifier_type": "email", "value": "nobody@shop.test"}, tenant.headers),
+        ({"identifier_type": "fax", "value": "1"}, tenant.headers),  # unknown type
+        ({"identifier_type": "email", "value": ""}, tenant.headers),  # too short
+        ({"identifier_type": "email", "value": "x" * 321}, tenant.headers),  # too long
+        ({"identifier_type": "email"}, tenant.headers),  # missing
+    ]
+    for query, headers in cases:
+        r = await journey.get("/v1/context", params=query, headers=headers)
+        assert r.status_code in {400, 401, 403, 404, 422}, (query, r.status_code)
+        assert set(r.json()) == {"error", "detail"}, r.json()
+    repeated = await journey.get(
+        f"/v1/context?identifier_type=email&value={email}&value={email}", headers=tenant.headers
+    )
+    assert repeated.status_code == 200  # FastAPI's handler: the last value counts
+    assert repeated.json() == fast.json()
+    assert (
+        await journey.post("/v1/context", params=params, headers=tenant.headers)
+    ).status_code == 405
