@@ -5,9 +5,9 @@ a 422 naming the parameter, decided here once instead of in every route.
 - ``RequestGuard`` (ASGI middleware, before routing, auth and the database): a NUL in a path
   parameter, a query value (raw or percent-encoded) or the JSON body of a route whose body
   FastAPI parses is a 422, and so is a query value or path over ``MAX_PARAMETER_CHARS``; a body
-  over the limit is a 413, declared or streamed. A GET costs
-  two substring tests; the route table is consulted only for a write or a NUL in the path.
-  Ingest's event routes read their own bodies and refuse such events one by one
+  over the limit is a 413, declared or streamed; headers over ``MAX_HEADER_BYTES`` are a 431.
+  A GET costs a sum and two substring tests; the route table is consulted only for a write or
+  a NUL in the path. Ingest's event routes read their own bodies and refuse such events one by one
   (``services/ingest/service.py``), so a batch keeps its good events.
 - ``UtcDateTime``: the type of every time in a query (and ``cursor_time`` its rule for the time
   inside a cursor); an out-of-range time is a 422, not an ``OverflowError``.
@@ -27,10 +27,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import Unprocessable
+from shared.errors import Unprocessable, error_body
 from shared.events.payloads import UtcDateTime, to_utc
 
 __all__ = [
+    "MAX_HEADER_BYTES",
     "BodyTooLarge",
     "RequestGuard",
     "UtcDateTime",
@@ -48,6 +49,9 @@ _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # Longest query value or path: ids, cursors and identifiers are far shorter; a longer one is
 # abuse (JSON bodies have their own per-field limits and the body limit).
 MAX_PARAMETER_CHARS = 2048
+# All request headers together (names and values): browsers and proxies send far less (nginx's
+# default buffers hold 32 kB); past it a request is refused with 431 before anything reads it.
+MAX_HEADER_BYTES = 32 * 1024
 
 Loc = tuple[str | int, ...]
 
@@ -115,6 +119,7 @@ class _Route:
     regex: re.Pattern[str]
     methods: frozenset[str]
     parses_body: bool  # FastAPI parses a JSON body for it (ingest's routes read their own)
+    original: Any  # the route itself (its error body may carry more, see shared.errors)
 
 
 def _route_table(app: Any) -> list[_Route]:
@@ -123,7 +128,8 @@ def _route_table(app: Any) -> list[_Route]:
         regex = getattr(context, "path_regex", None)
         if regex is not None:
             parses = getattr(context.original_route, "body_field", None) is not None
-            table.append(_Route(regex, frozenset(context.methods or ()), parses))
+            methods = frozenset(context.methods or ())
+            table.append(_Route(regex, methods, parses, context.original_route))
     return table
 
 
@@ -155,6 +161,11 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        header_bytes = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+        if header_bytes > MAX_HEADER_BYTES:
+            detail = f"request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"
+            await _respond(scope, receive, send, 431, "headers_too_large", detail)
+            return
         problems: list[dict[str, str]] = []
         query: bytes = scope.get("query_string", b"")
         if b"%00" in query or b"\x00" in query:
@@ -179,12 +190,13 @@ class RequestGuard:
             route, params = self._match(scope)
             problems = [_problem("path", k) for k, v in params.items() if NUL in v] + problems
         if problems:
-            await _respond(scope, receive, send, 422, "validation_error", problems)
+            await _respond(scope, receive, send, 422, "validation_error", problems, route)
             return
         limit = self.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _respond(scope, receive, send, 413, "payload_too_large", _too_large(limit))
+            too_large = _too_large(limit)
+            await _respond(scope, receive, send, 413, "payload_too_large", too_large, route)
             return
         if route is not None and route.parses_body:
             await self._parsed_body(scope, receive, send)
@@ -244,9 +256,16 @@ def _too_large(limit: int) -> str:
 
 
 async def _respond(
-    scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: Any
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    error: str,
+    detail: Any,
+    route: _Route | None = None,
 ) -> None:
-    await JSONResponse({"error": error, "detail": detail}, status_code=status)(scope, receive, send)
+    body = error_body(scope, error, detail, route=route.original if route else None)
+    await JSONResponse(body, status_code=status)(scope, receive, send)
 
 
 def invalid_cursor(message: str = "not a cursor this API returned") -> Unprocessable:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -68,14 +69,25 @@ def refuse_unless_accepted(outcome: Outcome) -> Outcome:
     raise Unprocessable(summary, detail=results)
 
 
+def binary_attributes(request: Request) -> dict[str, str]:
+    """The context attributes of an HTTP binary-mode event: each ``ce-*`` header, its value
+    percent-decoded as UTF-8 (HTTP binding §3.1.3.2)."""
+    attributes: dict[str, str] = {}
+    for raw_name, raw_value in request.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if name.startswith("ce-") and len(name) > 3:
+            value = raw_value.decode("utf-8", errors="replace")
+            attributes[name[3:]] = unquote(value, encoding="utf-8", errors="replace")
+    return attributes
+
+
 async def read_items(request: Request, settings: IngestSettings) -> list[Any]:
     body = parse_json(await read_body(request, settings.max_body_bytes))
     kind = media_type(request)
     if "ce-specversion" in request.headers:  # HTTP binary mode: attributes in ce-* headers
         if kind != "application/json":
             raise UnsupportedMediaType(f"binary-mode data must be application/json, not {kind!r}")
-        attributes = {k[3:]: v for k, v in request.headers.items() if k.startswith("ce-")}
-        return [{**attributes, "data": body}]
+        return [{**binary_attributes(request), "data": body}]
     if kind == BATCH_TYPE or (kind == "application/json" and isinstance(body, list)):
         if not isinstance(body, list):
             raise BadRequest(f"{BATCH_TYPE} needs a JSON array of events")

@@ -10,19 +10,69 @@ from fastapi.responses import Response
 from services.ingest.body import parse_json, read_body
 from services.ingest.endpoints import SettingsDep, json_response, refuse_unless_accepted
 from services.ingest.schemas import SegmentResult
-from services.ingest.segment import SegmentError, batch_messages, to_cloud_event
+from services.ingest.segment import SEGMENT_TYPES, SegmentError, batch_messages, to_cloud_event
 from services.ingest.service import Refused, accept
 from shared.auth.dependencies import EventsWriter
 from shared.deps import ProducerDep
-from shared.errors import BadRequest, PayloadTooLarge
+from shared.errors import SEGMENT_ERRORS, BadRequest, PayloadTooLarge
 from shared.events import EventRejected, check_depth
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "not JSON"},
+    400: {"description": "not JSON, or a batch body without a 'batch' array"},
     401: {"description": "no or unknown write key"},
     413: {"description": "body too large"},
+    415: {"description": "a content-encoding other than gzip"},
     422: {"description": "no message could be mapped and validated"},
+}
+# The Segment spec's common fields; every other field is kept (properties, traits, context …).
+_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "description": "A Segment / RudderStack spec message (docs/events.md, Segment mapping).",
+    "properties": {
+        "type": {"type": "string", "enum": list(SEGMENT_TYPES)},
+        "userId": {"type": ["string", "null"]},
+        "anonymousId": {"type": ["string", "null"]},
+        "messageId": {"type": "string"},
+        "timestamp": {"type": "string"},
+        "sentAt": {"type": "string"},
+        "event": {"type": "string"},
+        "name": {"type": "string"},
+        "previousId": {"type": "string"},
+        "groupId": {"type": "string"},
+        "traits": {"type": "object"},
+        "properties": {"type": "object"},
+        "context": {"type": "object"},
+    },
+    "additionalProperties": True,
+}
+_BATCH: dict[str, Any] = {
+    "type": "object",
+    "required": ["batch"],
+    "properties": {
+        "batch": {"type": "array", "items": _MESSAGE},
+        "context": {"type": "object"},
+        "sentAt": {"type": "string"},
+        "writeKey": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+def _body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        },
+        SEGMENT_ERRORS: True,
+    }
+
+
+_IDENTIFY_EXAMPLE = {
+    "userId": "u-1001",
+    "traits": {"email": "ada@example.com", "name": "Ada"},
+    "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
 }
 
 
@@ -86,6 +136,7 @@ def _route(kind: str | None, summary: str) -> None:
     endpoint.__doc__ = summary
     path = f"/{kind}" if kind else "/batch"
     endpoint.__name__ = f"segment_{kind or 'batch'}"
+    example = {"batch": [{"type": "identify", **_IDENTIFY_EXAMPLE}]}
     router.add_api_route(
         path,
         endpoint,
@@ -93,6 +144,9 @@ def _route(kind: str | None, summary: str) -> None:
         response_model=SegmentResult,  # documents the body; rendered directly
         responses=_RESPONSES,
         summary=summary.rstrip("."),
+        openapi_extra=_body(_BATCH, example)
+        if kind is None
+        else _body(_MESSAGE, _IDENTIFY_EXAMPLE),
     )
 
 
