@@ -139,8 +139,18 @@ async def list_events(
     principal: EventsReader,
     session: SessionDep,
     settings: SettingsDep,
+    identifier: Annotated[
+        str | None,
+        Query(
+            description='Only events naming this identifier: "type:value" (phone:+14155550123) '
+            "or a bare value (every identifier type it is valid as). Not a customer id: ingest "
+            "knows identifiers, journey resolves them to customers.",
+            examples=["phone:+14155550123"],
+        ),
+    ] = None,
     customer: Annotated[
-        str | None, Query(description='An identifier: "type:value" or a bare value.')
+        str | None,
+        Query(deprecated=True, description="The old name of `identifier` (same meaning)."),
     ] = None,
     type: Annotated[EventType | None, Query(description="Only this event type.")] = None,  # noqa: A002
     since: Annotated[UtcDateTime | None, Query(description="Only events at or after.")] = None,
@@ -148,9 +158,21 @@ async def list_events(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> EventPage:
     """Stored events of the caller's tenant, newest first, filtered and keyset-paged."""
+    if identifier is not None and customer is not None:
+        raise Unprocessable(
+            "pass identifier only (customer is its old name)",
+            detail=[
+                {
+                    "loc": "query.customer",
+                    "message": "customer is the old name of identifier; pass one of them",
+                    "type": "value_error",
+                }
+            ],
+        )
+    identifier = identifier if identifier is not None else customer
     region = principal.region(settings.phone_region)
-    keys = identifier_keys(customer, phone_region=region) if customer else None
-    if customer and not keys:
+    keys = identifier_keys(identifier, phone_region=region) if identifier else None
+    if identifier and not keys:
         return EventPage(items=[])
     rows = await repository.find_events(
         session,

@@ -182,7 +182,8 @@ async def test_the_sdk_reads_waypoints_error_bodies(
                 await asyncio.to_thread(client.identify, user_id="u-1", traits={"plan": "pro"})
             error: Any = raised.value
             assert (error.status, error.code) == (status, code)
-            assert isinstance(error.message, str) and error.message
+            assert isinstance(error.message, str)
+            assert error.message
         r = await http.post("/v1/batch", json={"batch": []}, auth=("nope", ""))
         body = r.json()
         assert r.status_code == 401
