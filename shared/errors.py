@@ -161,6 +161,19 @@ _HTTP_ERRORS = {
 }
 
 
+def _allowed(request: Request) -> str:
+    """Every method some route of the app serves at this path (for a 405's ``Allow``)."""
+    from fastapi.routing import iter_route_contexts
+
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        regex = getattr(context, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(context.methods or ())
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def waypoint_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, WaypointError)
@@ -182,10 +195,13 @@ def install_error_handlers(app: FastAPI) -> None:
         """Starlette's own refusals (unknown route, wrong method, body limit) in the same shape."""
         assert isinstance(exc, HTTPException)
         error = _HTTP_ERRORS.get(exc.status_code, "http_error")
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names only the first route's methods
+            headers = {**(headers or {}), "Allow": _allowed(request)}
         return JSONResponse(
             error_body(request.scope, error, exc.detail),
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     app.add_exception_handler(WaypointError, waypoint_error)

@@ -17,22 +17,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi.routing import iter_route_contexts
+from pydantic import AfterValidator, BeforeValidator
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import Unprocessable, error_body
-from shared.events.payloads import UtcDateTime, to_utc
+from shared.events.payloads import to_utc
 
 __all__ = [
     "MAX_HEADER_BYTES",
     "BodyTooLarge",
+    "IsoDate",
     "RequestGuard",
     "UtcDateTime",
     "cursor_key",
@@ -142,8 +144,9 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
         self._routes: list[_Route] | None = None
 
-    def _match(self, scope: Scope) -> tuple[_Route | None, dict[str, str]]:
-        """The route of the request (method too), and the path's parameters by name."""
+    def _match(self, scope: Scope) -> tuple[_Route | None, dict[str, str] | None]:
+        """The route of the request (method too), and the path's parameters by name (None: no
+        route serves this path)."""
         if self._routes is None:  # routes are all included before the first request
             self._routes = _route_table(scope.get("app"))
         path, method = scope.get("path", ""), scope.get("method", "GET")
@@ -155,7 +158,7 @@ class RequestGuard:
                     params = found.groupdict()
                 if method in route.methods:
                     return route, found.groupdict()
-        return None, params or {}
+        return None, params
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -186,9 +189,13 @@ class RequestGuard:
             problems.append(_too_long("path"))
         route = None
         writes = scope.get("method") in _WRITES
-        if writes or NUL in scope.get("path", ""):
+        if writes or NUL in scope.get("path", "") or problems:
             route, params = self._match(scope)
-            problems = [_problem("path", k) for k, v in params.items() if NUL in v] + problems
+            if route is None and params is not None and problems:  # a method it does not serve
+                await self.app(scope, receive, send)  # routing answers 405
+                return
+            found = (params or {}).items()
+            problems = [_problem("path", k) for k, v in found if NUL in v] + problems
         if problems:
             await _respond(scope, receive, send, 422, "validation_error", problems, route)
             return
@@ -266,6 +273,41 @@ async def _respond(
 ) -> None:
     body = error_body(scope, error, detail, route=route.original if route else None)
     await JSONResponse(body, status_code=status)(scope, receive, send)
+
+
+# RFC 3339 date-time, what OpenAPI's ``format: date-time`` promises: a date, a time, an offset
+# (without one, UTC: the events' own rule).
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+)
+
+
+def _rfc3339(value: object) -> object:
+    """A time in a request parameter is an RFC 3339 string; pydantic alone would also take
+    ``0.5`` (seconds since 1970)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 date-time, such as 2026-11-30T08:00:00Z")
+    return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+
+
+# The type of every time in a query: strict RFC 3339, then aware UTC; an out-of-range time
+# (0001-01-01T00:00:00+14:00 is in year 0 in UTC) is a 422, not an OverflowError.
+UtcDateTime = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(to_utc)]
+
+
+def _iso_date(value: object) -> object:
+    """A date in a request parameter is YYYY-MM-DD (pydantic alone would take ``0``)."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or re.fullmatch(r"\d{4}-\d{2}-\d{2}", value, re.ASCII) is None:
+        raise ValueError("must be a date as YYYY-MM-DD, such as 2026-11-30")
+    return date.fromisoformat(value)
+
+
+# The type of every calendar date in a query.
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 def invalid_cursor(message: str = "not a cursor this API returned") -> Unprocessable:

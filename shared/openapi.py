@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from shared.auth.dependencies import route_scopes
+from shared.auth.dependencies import SAFE_METHODS, route_scopes
 from shared.auth.models import Scope
 from shared.errors import ErrorBody, SegmentErrorBody, Unprocessable, segment_errors
 
@@ -124,9 +124,11 @@ def complete(spec: dict[str, Any], app: FastAPI) -> dict[str, Any]:
             segment = segment_errors(route)
             statuses: set[int] = set()
             if op.get("parameters") or "requestBody" in op:
-                statuses.add(422)
-            if "{" in path:
-                statuses.add(404)
+                statuses |= {400, 422}  # 400: a body that is not JSON, a value that is no id
+            if "{" in path or "requestBody" in op:
+                statuses.add(404)  # a resource named in the path or the body
+            if method.upper() not in SAFE_METHODS:
+                statuses.add(409)  # a conflict with a concurrent change
             if scopes is None:
                 op["security"] = []
             else:
@@ -159,6 +161,11 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+# Families of parameters a route reads itself and checks itself: the journey map's
+# ``segment.<trait>`` filters (services/journey/maps/schemas.py refuses unknown ones).
+OPEN_QUERY_PREFIXES = ("segment.",)
+
+
 async def reject_unknown_query(request: Request) -> None:
     """A query parameter the route does not declare is a 422 naming it (a misspelt filter
     would otherwise be ignored, and a client would read an unfiltered answer as filtered)."""
@@ -168,7 +175,13 @@ async def reject_unknown_query(request: Request) -> None:
     if not isinstance(route, APIRoute) or not route.include_in_schema:
         return  # the HTML pages take what their forms send
     known = declared_query(route)  # microseconds, and only for a request with a query
-    unknown = sorted({name for name in request.query_params if name not in known})
+    unknown = sorted(
+        {
+            name
+            for name in request.query_params
+            if name not in known and not name.startswith(OPEN_QUERY_PREFIXES)
+        }
+    )
     if unknown:
         takes = ", ".join(sorted(known)) or "none"
         detail = [

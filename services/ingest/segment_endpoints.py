@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from services.ingest.body import parse_json, read_body
 from services.ingest.endpoints import SettingsDep, json_response, refuse_unless_accepted
 from services.ingest.schemas import SegmentResult
-from services.ingest.segment import SEGMENT_TYPES, SegmentError, batch_messages, to_cloud_event
+from services.ingest.segment import SegmentError, batch_messages, to_cloud_event
 from services.ingest.service import Refused, accept
 from shared.auth.dependencies import EventsWriter
 from shared.deps import ProducerDep
@@ -25,35 +25,41 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"description": "a content-encoding other than gzip"},
     422: {"description": "no message could be mapped and validated"},
 }
-# The Segment spec's common fields; every other field is kept (properties, traits, context …).
+# The Segment spec's common fields, documented but not typed: like Segment's own API, a field
+# of an unexpected type is ignored (or refuses that one message), never the whole request.
+_FIELDS = {
+    "type": "identify, track, alias, page, screen or group (batch items; else the path says)",
+    "userId": "the user's id in your system (identifier user_id)",
+    "anonymousId": "a device or cookie id (identifier anonymous_id)",
+    "messageId": "unique per message: the event id, so retries are deduplicated",
+    "timestamp": "when it happened (ISO 8601), corrected by sentAt",
+    "sentAt": "when the SDK sent it",
+    "event": "track: the event name",
+    "name": "page / screen: its name",
+    "previousId": "alias: the earlier id",
+    "groupId": "group: the account id",
+    "traits": "identify / group: traits (objects flattened, lists dropped)",
+    "properties": "track / page / screen: properties",
+    "context": "context.traits, context.channel, context.library …",
+}
 _MESSAGE: dict[str, Any] = {
     "type": "object",
     "description": "A Segment / RudderStack spec message (docs/events.md, Segment mapping).",
-    "properties": {
-        "type": {"type": "string", "enum": list(SEGMENT_TYPES)},
-        "userId": {"type": ["string", "null"]},
-        "anonymousId": {"type": ["string", "null"]},
-        "messageId": {"type": "string"},
-        "timestamp": {"type": "string"},
-        "sentAt": {"type": "string"},
-        "event": {"type": "string"},
-        "name": {"type": "string"},
-        "previousId": {"type": "string"},
-        "groupId": {"type": "string"},
-        "traits": {"type": "object"},
-        "properties": {"type": "object"},
-        "context": {"type": "object"},
-    },
+    "properties": {name: {"description": text} for name, text in _FIELDS.items()},
     "additionalProperties": True,
 }
 _BATCH: dict[str, Any] = {
     "type": "object",
     "required": ["batch"],
     "properties": {
-        "batch": {"type": "array", "items": _MESSAGE},
-        "context": {"type": "object"},
-        "sentAt": {"type": "string"},
-        "writeKey": {"type": "string"},
+        "batch": {
+            "type": "array",
+            "description": "Messages; one that is not an object is refused on its own.",
+            "items": {"description": "A message (see the single-call routes)."},
+        },
+        "context": {"description": "Merged into each message's context."},
+        "sentAt": {"description": "When the SDK sent the batch."},
+        "writeKey": {"description": "Ignored: the key is the HTTP Basic user name."},
     },
     "additionalProperties": True,
 }
