@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
+from shared import openapi
 from shared.auth.verifier import KeyVerifier
 from shared.config import CommonSettings
 from shared.db import Database
@@ -98,12 +100,16 @@ def create_app(
             await db.dispose()
             log.info("service.stopped")
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets the package ships (fastapi-offline), not a CDN.
+    app = FastAPIOffline(
         title=f"Waypoint {service}",
         version="0.1.0",
         description=description,
         lifespan=lifespan,
+        dependencies=[Depends(openapi.reject_unknown_query)],
+        swagger_ui_parameters={"persistAuthorization": True},
     )
+    openapi.install(app)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
     app.add_middleware(MetricsMiddleware, service=service)  # outermost: counts the refusals too

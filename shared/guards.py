@@ -5,9 +5,9 @@ a 422 naming the parameter, decided here once instead of in every route.
 - ``RequestGuard`` (ASGI middleware, before routing, auth and the database): a NUL in a path
   parameter, a query value (raw or percent-encoded) or the JSON body of a route whose body
   FastAPI parses is a 422, and so is a query value or path over ``MAX_PARAMETER_CHARS``; a body
-  over the limit is a 413, declared or streamed. A GET costs
-  two substring tests; the route table is consulted only for a write or a NUL in the path.
-  Ingest's event routes read their own bodies and refuse such events one by one
+  over the limit is a 413, declared or streamed; headers over ``MAX_HEADER_BYTES`` are a 431.
+  A GET costs a sum and two substring tests; the route table is consulted only for a write or
+  a NUL in the path. Ingest's event routes read their own bodies and refuse such events one by one
   (``services/ingest/service.py``), so a batch keeps its good events.
 - ``UtcDateTime``: the type of every time in a query (and ``cursor_time`` its rule for the time
   inside a cursor); an out-of-range time is a 422, not an ``OverflowError``.
@@ -17,21 +17,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi.routing import iter_route_contexts
+from pydantic import AfterValidator, BeforeValidator
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import Unprocessable
-from shared.events.payloads import UtcDateTime, to_utc
+from shared.errors import Unprocessable, error_body
+from shared.events.payloads import to_utc
 
 __all__ = [
+    "MAX_HEADER_BYTES",
     "BodyTooLarge",
+    "IsoDate",
     "RequestGuard",
     "UtcDateTime",
     "cursor_key",
@@ -48,6 +51,9 @@ _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # Longest query value or path: ids, cursors and identifiers are far shorter; a longer one is
 # abuse (JSON bodies have their own per-field limits and the body limit).
 MAX_PARAMETER_CHARS = 2048
+# All request headers together (names and values): browsers and proxies send far less (nginx's
+# default buffers hold 32 kB); past it a request is refused with 431 before anything reads it.
+MAX_HEADER_BYTES = 32 * 1024
 
 Loc = tuple[str | int, ...]
 
@@ -115,6 +121,7 @@ class _Route:
     regex: re.Pattern[str]
     methods: frozenset[str]
     parses_body: bool  # FastAPI parses a JSON body for it (ingest's routes read their own)
+    original: Any  # the route itself (its error body may carry more, see shared.errors)
 
 
 def _route_table(app: Any) -> list[_Route]:
@@ -123,7 +130,8 @@ def _route_table(app: Any) -> list[_Route]:
         regex = getattr(context, "path_regex", None)
         if regex is not None:
             parses = getattr(context.original_route, "body_field", None) is not None
-            table.append(_Route(regex, frozenset(context.methods or ()), parses))
+            methods = frozenset(context.methods or ())
+            table.append(_Route(regex, methods, parses, context.original_route))
     return table
 
 
@@ -136,8 +144,9 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
         self._routes: list[_Route] | None = None
 
-    def _match(self, scope: Scope) -> tuple[_Route | None, dict[str, str]]:
-        """The route of the request (method too), and the path's parameters by name."""
+    def _match(self, scope: Scope) -> tuple[_Route | None, dict[str, str] | None]:
+        """The route of the request (method too), and the path's parameters by name (None: no
+        route serves this path)."""
         if self._routes is None:  # routes are all included before the first request
             self._routes = _route_table(scope.get("app"))
         path, method = scope.get("path", ""), scope.get("method", "GET")
@@ -149,11 +158,16 @@ class RequestGuard:
                     params = found.groupdict()
                 if method in route.methods:
                     return route, found.groupdict()
-        return None, params or {}
+        return None, params
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        header_bytes = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+        if header_bytes > MAX_HEADER_BYTES:
+            detail = f"request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"
+            await _respond(scope, receive, send, 431, "headers_too_large", detail)
             return
         problems: list[dict[str, str]] = []
         query: bytes = scope.get("query_string", b"")
@@ -175,16 +189,21 @@ class RequestGuard:
             problems.append(_too_long("path"))
         route = None
         writes = scope.get("method") in _WRITES
-        if writes or NUL in scope.get("path", ""):
+        if writes or NUL in scope.get("path", "") or problems:
             route, params = self._match(scope)
-            problems = [_problem("path", k) for k, v in params.items() if NUL in v] + problems
+            if route is None and params is not None and problems:  # a method it does not serve
+                await self.app(scope, receive, send)  # routing answers 405
+                return
+            found = (params or {}).items()
+            problems = [_problem("path", k) for k, v in found if NUL in v] + problems
         if problems:
-            await _respond(scope, receive, send, 422, "validation_error", problems)
+            await _respond(scope, receive, send, 422, "validation_error", problems, route)
             return
         limit = self.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _respond(scope, receive, send, 413, "payload_too_large", _too_large(limit))
+            too_large = _too_large(limit)
+            await _respond(scope, receive, send, 413, "payload_too_large", too_large, route)
             return
         if route is not None and route.parses_body:
             await self._parsed_body(scope, receive, send)
@@ -244,9 +263,51 @@ def _too_large(limit: int) -> str:
 
 
 async def _respond(
-    scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: Any
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    error: str,
+    detail: Any,
+    route: _Route | None = None,
 ) -> None:
-    await JSONResponse({"error": error, "detail": detail}, status_code=status)(scope, receive, send)
+    body = error_body(scope, error, detail, route=route.original if route else None)
+    await JSONResponse(body, status_code=status)(scope, receive, send)
+
+
+# RFC 3339 date-time, what OpenAPI's ``format: date-time`` promises: a date, a time, an offset
+# (without one, UTC: the events' own rule).
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+)
+
+
+def _rfc3339(value: object) -> object:
+    """A time in a request parameter is an RFC 3339 string; pydantic alone would also take
+    ``0.5`` (seconds since 1970)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 date-time, such as 2026-11-30T08:00:00Z")
+    return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+
+
+# The type of every time in a query: strict RFC 3339, then aware UTC; an out-of-range time
+# (0001-01-01T00:00:00+14:00 is in year 0 in UTC) is a 422, not an OverflowError.
+UtcDateTime = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(to_utc)]
+
+
+def _iso_date(value: object) -> object:
+    """A date in a request parameter is YYYY-MM-DD (pydantic alone would take ``0``)."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or re.fullmatch(r"\d{4}-\d{2}-\d{2}", value, re.ASCII) is None:
+        raise ValueError("must be a date as YYYY-MM-DD, such as 2026-11-30")
+    return date.fromisoformat(value)
+
+
+# The type of every calendar date in a query.
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 def invalid_cursor(message: str = "not a cursor this API returned") -> Unprocessable:

@@ -1,6 +1,8 @@
-"""deploy/ cannot silently rot: syntax, commands that exist, probes, metrics that exist.
+"""deploy/ cannot silently rot: schemas, commands that exist, probes, metrics that exist.
 
-Docker and Kubernetes cannot run here; these checks read the files. ``promtool`` (Debian
+Docker and Kubernetes cannot run here; these checks read the files: the Kubernetes manifests
+against the Kubernetes schemas (``kubernetes-validate``), the Compose file against the Compose
+specification's JSON schema (shipped by ``check-jsonschema``). ``promtool`` (Debian
 package ``prometheus``) checks and unit-tests the alert rules when it is installed.
 """
 
@@ -119,6 +121,62 @@ def test_kubernetes_manifests_are_consistent() -> None:
     for argv in _shell_commands(job["args"][0]):
         _check_command(argv)
     assert kinds["ConfigMap"]["waypoint-config"]["data"]["WAYPOINT_ENV"] == "prod"
+
+
+def test_kubernetes_manifests_are_valid_against_the_kubernetes_schemas() -> None:
+    """Every resource kustomize would apply, against the Kubernetes OpenAPI schemas (strict:
+    an unknown field, such as a misspelt ``readinessProbe``, is an error), via PyPI's
+    ``kubernetes-validate``."""
+    import kubernetes_validate
+
+    version = kubernetes_validate.utils.latest_version()
+    docs = _manifests()
+    assert len(docs) >= 15
+    problems = []
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            where = ".".join(str(p) for p in error.path)
+            problems.append(f"{doc['kind']} {doc['metadata']['name']}: {where}: {error.message}")
+    assert not problems, "\n".join(problems)
+
+
+def test_kubernetes_validation_catches_a_broken_manifest() -> None:
+    import kubernetes_validate
+
+    version = kubernetes_validate.utils.latest_version()
+    deployment = next(d for d in _manifests() if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    broken = {**container, "readynessProbe": container.get("readinessProbe", {})}
+    spec = {**deployment["spec"]["template"]["spec"], "containers": [broken]}
+    template = {**deployment["spec"]["template"], "spec": spec}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(
+            {**deployment, "spec": {**deployment["spec"], "template": template}}, version, True
+        )
+
+
+def _compose_schema() -> dict[str, Any]:
+    """The Compose specification's JSON schema, as PyPI's ``check-jsonschema`` ships it (with
+    its licence, LICENSE.compose-spec, beside it)."""
+    from importlib.resources import files
+
+    schema = files("check_jsonschema") / "builtin_schemas" / "vendor" / "compose-spec.json"
+    return dict(json.loads(schema.read_text()))
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    from jsonschema import Draft7Validator
+
+    schema = _compose_schema()
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    validator = Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    # and the schema does catch mistakes
+    broken = {**compose, "services": {**compose["services"], "x": {"image": 1, "portz": []}}}
+    assert list(validator.iter_errors(broken))
 
 
 def test_grafana_dashboard_uses_only_metrics_defined_in_code() -> None:

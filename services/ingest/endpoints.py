@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -70,14 +71,25 @@ def refuse_unless_accepted(outcome: Outcome) -> Outcome:
     raise Unprocessable(summary, detail=results)
 
 
+def binary_attributes(request: Request) -> dict[str, str]:
+    """The context attributes of an HTTP binary-mode event: each ``ce-*`` header, its value
+    percent-decoded as UTF-8 (HTTP binding §3.1.3.2)."""
+    attributes: dict[str, str] = {}
+    for raw_name, raw_value in request.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if name.startswith("ce-") and len(name) > 3:
+            value = raw_value.decode("utf-8", errors="replace")
+            attributes[name[3:]] = unquote(value, encoding="utf-8", errors="replace")
+    return attributes
+
+
 async def read_items(request: Request, settings: IngestSettings) -> list[Any]:
     body = parse_json(await read_body(request, settings.max_body_bytes))
     kind = media_type(request)
     if "ce-specversion" in request.headers:  # HTTP binary mode: attributes in ce-* headers
         if kind != "application/json":
             raise UnsupportedMediaType(f"binary-mode data must be application/json, not {kind!r}")
-        attributes = {k[3:]: v for k, v in request.headers.items() if k.startswith("ce-")}
-        return [{**attributes, "data": body}]
+        return [{**binary_attributes(request), "data": body}]
     if kind == BATCH_TYPE or (kind == "application/json" and isinstance(body, list)):
         if not isinstance(body, list):
             raise BadRequest(f"{BATCH_TYPE} needs a JSON array of events")
@@ -130,8 +142,18 @@ async def list_events(
     principal: EventsReader,
     session: SessionDep,
     settings: SettingsDep,
+    identifier: Annotated[
+        str | None,
+        Query(
+            description='Only events naming this identifier: "type:value" (phone:+14155550123) '
+            "or a bare value (every identifier type it is valid as). Not a customer id: ingest "
+            "knows identifiers, journey resolves them to customers.",
+            examples=["phone:+14155550123"],
+        ),
+    ] = None,
     customer: Annotated[
-        str | None, Query(description='An identifier: "type:value" or a bare value.')
+        str | None,
+        Query(deprecated=True, description="The old name of `identifier` (same meaning)."),
     ] = None,
     type: Annotated[EventType | None, Query(description="Only this event type.")] = None,  # noqa: A002
     since: Annotated[UtcDateTime | None, Query(description="Only events at or after.")] = None,
@@ -143,6 +165,18 @@ async def list_events(
 ) -> EventPage:
     """Stored events of the caller's tenant, newest first, filtered and keyset-paged; sensitive
     values (a fact's value, a message's text) are masked unless an admin reveals them."""
+    if identifier is not None and customer is not None:
+        raise Unprocessable(
+            "pass identifier only (customer is its old name)",
+            detail=[
+                {
+                    "loc": "query.customer",
+                    "message": "customer is the old name of identifier; pass one of them",
+                    "type": "value_error",
+                }
+            ],
+        )
+    identifier = identifier if identifier is not None else customer
     opener = None
     if reveal_sensitive:
         opener = await reveal.opener(
@@ -150,12 +184,12 @@ async def list_events(
             request.app.state,
             principal,
             action="events.sensitive_revealed",
-            target=customer,
+            target=identifier,
             detail={"type": type.value if type else None},
         )
     region = principal.region(settings.phone_region)
-    keys = identifier_keys(customer, phone_region=region) if customer else None
-    if customer and not keys:
+    keys = identifier_keys(identifier, phone_region=region) if identifier else None
+    if identifier and not keys:
         return EventPage(items=[])
     rows = await repository.find_events(
         session,

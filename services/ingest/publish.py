@@ -53,16 +53,26 @@ def max_message_bytes(producer: AIOKafkaProducer) -> int:
     return int(getattr(producer, "_max_request_size", _DEFAULT_MAX_REQUEST_BYTES))
 
 
+# The normalized topic carries structured-mode CloudEvents: the Kafka binding (§3.2) says so
+# with this header, so a generic CloudEvents consumer reads them without guessing.
+STRUCTURED_HEADERS: Headers = [("content-type", b"application/cloudevents+json; charset=utf-8")]
+
+
 async def publish(
-    producer: AIOKafkaProducer, topic: str, messages: Sequence[tuple[bytes, bytes]]
+    producer: AIOKafkaProducer,
+    topic: str,
+    messages: Sequence[tuple[bytes, bytes]],
+    headers: Headers | None = None,
 ) -> list[int]:
-    """Produce ``(key, value)`` messages and wait until the broker acknowledged all of them.
+    """Produce ``(key, value)`` messages, each with ``headers``, and wait until the broker
+    acknowledged all of them.
 
     Returns the indexes of the messages refused as too large (nothing else is skipped: any
     other error is raised, and the caller retries)."""
     if not messages:
         return []
     limit = max_message_bytes(producer)
+    extra = list(headers or [])
     count = len(await producer.partitions_for(topic))
     refused: list[int] = []
     by_partition: dict[int, list[int]] = {}
@@ -76,16 +86,17 @@ async def publish(
         batch, members = producer.create_batch(), list[int]()
         for index in indexes:
             key, value = messages[index]
-            if batch.append(key=key, value=value, timestamp=None) is None:  # the batch is full
+            appended = batch.append(key=key, value=value, timestamp=None, headers=extra)
+            if appended is None:  # the batch is full
                 sent.append((partition, members, await _send(producer, batch, topic, partition)))
                 batch, members = producer.create_batch(), list[int]()
-                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any
+                batch.append(key=key, value=value, timestamp=None, headers=extra)  # takes any
             members.append(index)
         sent.append((partition, members, await _send(producer, batch, topic, partition)))
     outcomes = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
     for (partition, members, _), outcome in zip(sent, outcomes, strict=True):
         if isinstance(outcome, TOO_LARGE):  # the broker's limit: find which ones, send the rest
-            refused.extend(await _one_by_one(producer, topic, partition, messages, members))
+            refused.extend(await _one_by_one(producer, topic, partition, messages, members, extra))
         elif isinstance(outcome, BaseException):
             raise outcome
     return sorted(refused)
@@ -105,12 +116,15 @@ async def _one_by_one(
     partition: int,
     messages: Sequence[tuple[bytes, bytes]],
     members: list[int],
+    headers: Headers,
 ) -> list[int]:
     refused = []
     for index in members:
         key, value = messages[index]
         try:
-            await producer.send_and_wait(topic, value, key=key, partition=partition)
+            await producer.send_and_wait(
+                topic, value, key=key, partition=partition, headers=headers or None
+            )
         except TOO_LARGE:
             refused.append(index)
     return refused

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.ingest.config import IngestSettings
-from services.ingest.publish import publish
+from services.ingest.publish import STRUCTURED_HEADERS, publish
 from shared.db import Database, raw_connection
 from shared.events import parse_normalized
 from shared.kafka import make_producer
@@ -103,12 +103,12 @@ async def _publish_all(
                 envelope = parse_normalized(row["envelope"].encode())
                 batch.append((envelope.primary_key().encode(), envelope.to_json()))
                 if len(batch) >= batch_size:
-                    await publish(producer, settings.topic_normalized, batch)
+                    await publish(producer, settings.topic_normalized, batch, STRUCTURED_HEADERS)
                     done += len(batch)
                     batch = []
                     if progress is not None:
                         progress(done, total)
-            await publish(producer, settings.topic_normalized, batch)
+            await publish(producer, settings.topic_normalized, batch, STRUCTURED_HEADERS)
             done += len(batch)
             if progress is not None:
                 progress(done, total)

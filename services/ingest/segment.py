@@ -174,6 +174,8 @@ def to_cloud_event(
     context = _obj(message, "context")
     traits = flatten_traits(_obj(message, "traits"))
     identifiers = identifiers_of(message, _obj(message, "traits"), phone_region=phone_region)
+    if kind == "identify":  # RudderStack's SDKs send the traits in context.traits only
+        traits = {**flatten_traits(_obj(context, "traits")), **traits}
     data: dict[str, Any] = {}
     if kind == "identify":
         event_type = EventType.identity_linked.value

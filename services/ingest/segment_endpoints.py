@@ -14,15 +14,71 @@ from services.ingest.segment import SegmentError, batch_messages, to_cloud_event
 from services.ingest.service import Refused, accept
 from shared.auth.dependencies import EventsWriter
 from shared.deps import ProducerDep
-from shared.errors import BadRequest, PayloadTooLarge
+from shared.errors import SEGMENT_ERRORS, BadRequest, PayloadTooLarge
 from shared.events import EventRejected, check_depth
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "not JSON"},
+    400: {"description": "not JSON, or a batch body without a 'batch' array"},
     401: {"description": "no or unknown write key"},
     413: {"description": "body too large"},
+    415: {"description": "a content-encoding other than gzip"},
     422: {"description": "no message could be mapped and validated"},
+}
+# The Segment spec's common fields, documented but not typed: like Segment's own API, a field
+# of an unexpected type is ignored (or refuses that one message), never the whole request.
+_FIELDS = {
+    "type": "identify, track, alias, page, screen or group (batch items; else the path says)",
+    "userId": "the user's id in your system (identifier user_id)",
+    "anonymousId": "a device or cookie id (identifier anonymous_id)",
+    "messageId": "unique per message: the event id, so retries are deduplicated",
+    "timestamp": "when it happened (ISO 8601), corrected by sentAt",
+    "sentAt": "when the SDK sent it",
+    "event": "track: the event name",
+    "name": "page / screen: its name",
+    "previousId": "alias: the earlier id",
+    "groupId": "group: the account id",
+    "traits": "identify / group: traits (objects flattened, lists dropped)",
+    "properties": "track / page / screen: properties",
+    "context": "context.traits, context.channel, context.library …",
+}
+_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "description": "A Segment / RudderStack spec message (docs/events.md, Segment mapping).",
+    "properties": {name: {"description": text} for name, text in _FIELDS.items()},
+    "additionalProperties": True,
+}
+_BATCH: dict[str, Any] = {
+    "type": "object",
+    "required": ["batch"],
+    "properties": {
+        "batch": {
+            "type": "array",
+            "description": "Messages; one that is not an object is refused on its own.",
+            "items": {"description": "A message (see the single-call routes)."},
+        },
+        "context": {"description": "Merged into each message's context."},
+        "sentAt": {"description": "When the SDK sent the batch."},
+        "writeKey": {"description": "Ignored: the key is the HTTP Basic user name."},
+    },
+    "additionalProperties": True,
+}
+
+
+def _body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        },
+        SEGMENT_ERRORS: True,
+    }
+
+
+_IDENTIFY_EXAMPLE = {
+    "userId": "u-1001",
+    "traits": {"email": "ada@example.com", "name": "Ada"},
+    "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
 }
 
 
@@ -86,6 +142,7 @@ def _route(kind: str | None, summary: str) -> None:
     endpoint.__doc__ = summary
     path = f"/{kind}" if kind else "/batch"
     endpoint.__name__ = f"segment_{kind or 'batch'}"
+    example = {"batch": [{"type": "identify", **_IDENTIFY_EXAMPLE}]}
     router.add_api_route(
         path,
         endpoint,
@@ -93,6 +150,9 @@ def _route(kind: str | None, summary: str) -> None:
         response_model=SegmentResult,  # documents the body; rendered directly
         responses=_RESPONSES,
         summary=summary.rstrip("."),
+        openapi_extra=_body(_BATCH, example)
+        if kind is None
+        else _body(_MESSAGE, _IDENTIFY_EXAMPLE),
     )
 
 

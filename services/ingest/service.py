@@ -153,16 +153,16 @@ async def accept(
     return Outcome(accepted=len(sends), rejected=rejected, results=results)
 
 
-def identifier_keys(customer: str, *, phone_region: str) -> list[str]:
+def identifier_keys(identifier: str, *, phone_region: str) -> list[str]:
     """``type:value`` → that one normalized key; a bare value → every type it is valid as."""
-    text = customer.strip()
+    text = identifier.strip()
     prefix, sep, rest = text.partition(":")
     if sep and prefix in IdentifierType.__members__:
         id_type = IdentifierType(prefix)
         try:
             return [f"{prefix}:{normalize_identifier(id_type, rest, default_region=phone_region)}"]
         except InvalidIdentifier as exc:
-            raise BadRequest(f"customer: {exc}") from exc
+            raise BadRequest(f"identifier: {exc}") from exc
     keys = []
     for id_type in IdentifierType:
         try:

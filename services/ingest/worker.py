@@ -27,7 +27,12 @@ from aiokafka import AIOKafkaProducer
 from services.ingest import metrics
 from services.ingest.batch import REFUSED, Accepted, Plan, classify, plan
 from services.ingest.config import IngestSettings
-from services.ingest.publish import max_message_bytes, publish, send_dead_letters
+from services.ingest.publish import (
+    STRUCTURED_HEADERS,
+    max_message_bytes,
+    publish,
+    send_dead_letters,
+)
 from services.ingest.records import (
     Limits,
     Rejection,
@@ -230,7 +235,9 @@ class IngestHandler:
         before storing) is dead-lettered too: it stays stored, and a redrive after the limit is
         raised publishes it as stored."""
         started = time.perf_counter()
-        refused = await publish(self.producer, self.settings.topic_normalized, work.publish)
+        refused = await publish(
+            self.producer, self.settings.topic_normalized, work.publish, STRUCTURED_HEADERS
+        )
         if refused:
             late = [
                 (

@@ -4,7 +4,7 @@ endpoints."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -56,17 +56,39 @@ async def get_principal(request: Request) -> Principal:
     return principal
 
 
-def requires(*scopes: Scope) -> Callable[[Request], Awaitable[Principal]]:
+class RequireScopes:
     """Dependency: the caller's key must hold one of ``scopes`` (``admin`` holds all). On an
-    unsafe method, a read scope with a write counterpart (``WRITE_SCOPES``) needs that one."""
-    writes = tuple(WRITE_SCOPES.get(s, s) for s in scopes)
+    unsafe method, a read scope with a write counterpart (``WRITE_SCOPES``) needs that one.
 
-    async def dependency(request: Request) -> Principal:
+    A class, so the OpenAPI document (``shared.openapi``) can read each route's scopes."""
+
+    def __init__(self, *scopes: Scope):
+        self.scopes = scopes
+        self.writes = tuple(WRITE_SCOPES.get(s, s) for s in scopes)
+
+    def for_method(self, method: str) -> tuple[Scope, ...]:
+        return self.scopes if method.upper() in SAFE_METHODS else self.writes
+
+    async def __call__(self, request: Request) -> Principal:
         principal = await get_principal(request)
-        principal.require(*(scopes if request.method in SAFE_METHODS else writes))
+        principal.require(*self.for_method(request.method))
         return principal
 
-    return dependency
+
+def requires(*scopes: Scope) -> RequireScopes:
+    return RequireScopes(*scopes)
+
+
+def route_scopes(call: object, method: str) -> tuple[Scope, ...] | None:
+    """The scopes a dependency demands on ``method``: None when it checks no key, () when any
+    valid key will do."""
+    if isinstance(call, RequireScopes):
+        return call.for_method(method)
+    if call is open_stream:
+        return _context_reader.for_method(method)
+    if call is get_principal:
+        return ()
+    return None
 
 
 _context_reader = requires(Scope.context_read)

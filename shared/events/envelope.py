@@ -233,6 +233,22 @@ def load_event(raw: bytes | bytearray | memoryview, *, max_bytes: int = MAX_EVEN
     return parsed
 
 
+# CloudEvents' required context attributes, then Waypoint's (the order they are reported in).
+REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "tenant", "data")
+
+
+def missing_attributes(raw: dict[str, Any]) -> None:
+    """Refuse an event that lacks required attributes, naming every one of them (pydantic
+    stops at the missing ``type``, the union's discriminator)."""
+    missing = [name for name in REQUIRED_ATTRIBUTES if raw.get(name) is None]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise EventRejected(
+            RejectReason.missing_attribute, f"missing required attribute{plural} {names}"
+        )
+
+
 def validate_event(
     raw: bytes | dict[str, Any],
     *,
@@ -251,6 +267,8 @@ def validate_event(
         raw = load_event(raw, max_bytes=max_bytes)
     elif not loaded:
         check_depth(raw)
+    if isinstance(raw, dict):
+        missing_attributes(raw)
     try:
         event = EVENT_ADAPTER.validate_python(raw, context=context)
     except ValidationError as exc:

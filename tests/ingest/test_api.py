@@ -50,7 +50,9 @@ async def test_posted_events_are_queued_stored_and_readable_by_customer(
 
     await eventually(stored)
     for customer in ("phone:+14155550199", "(415) 555-0199", "+14155550199"):
-        page = await client.get("/v1/events", params={"customer": customer}, headers=tenant.headers)
+        page = await client.get(
+            "/v1/events", params={"identifier": customer}, headers=tenant.headers
+        )
         assert page.status_code == 200, page.text
         assert [e["id"] for e in page.json()["items"]] == [event["id"]], customer
         assert page.json()["items"][0]["event"]["tenant"] == tenant.id
@@ -200,7 +202,7 @@ async def test_stored_events_are_only_visible_to_their_tenant(
     seen: list[str] = []
     cursor = None
     while True:
-        params = {"customer": shared_email.upper(), "limit": 2}
+        params = {"identifier": shared_email.upper(), "limit": 2}
         if cursor:
             params["cursor"] = cursor
         page = (await client.get("/v1/events", params=params, headers=alice.headers)).json()

@@ -163,7 +163,9 @@ async def test_http_events_and_searches_use_the_tenants_region(
     assert orjson.loads(queued.value)["data"]["identifiers"][0]["value"] == RU_E164
 
     async def found() -> list[str]:
-        page = await client.get("/v1/events", params={"customer": RU_NATIONAL}, headers=ru.headers)
+        page = await client.get(
+            "/v1/events", params={"identifier": RU_NATIONAL}, headers=ru.headers
+        )
         assert page.status_code == 200, page.text
         return [e["id"] for e in page.json()["items"]]
 

@@ -211,13 +211,13 @@ async def test_segment_calls_are_accepted_mapped_and_stored(
 
     await eventually(all_stored)
     page = await client.get(
-        "/v1/events", params={"customer": f"user_id:{user}"}, headers=tenant.headers
+        "/v1/events", params={"identifier": f"user_id:{user}"}, headers=tenant.headers
     )
     assert page.status_code == 403  # a write key cannot read
     reader = await make_tenant.key(tenant, scopes=["events:read"])
     page = await client.get(
         "/v1/events",
-        params={"customer": f"user_id:{user}"},
+        params={"identifier": f"user_id:{user}"},
         headers={"Authorization": f"Bearer {reader}"},
     )
     types = sorted(e["type"] for e in page.json()["items"])

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.journey.maps import rules
 from services.journey.maps.settings import MapConfig
 from shared.errors import Unprocessable
+from shared.guards import IsoDate
 
 
 class Granularity(StrEnum):
@@ -93,14 +94,14 @@ def map_params(*extra: str) -> Callable[..., MapQuery]:
             JourneyKind, Query(description="What a journey is: customer, episode or case.")
         ] = JourneyKind.episode,
         start: Annotated[
-            date | None,
+            IsoDate | None,
             Query(
                 alias="from",
                 description="Journeys whose first step's UTC day is on or after this date.",
             ),
         ] = None,
         end: Annotated[
-            date | None,
+            IsoDate | None,
             Query(alias="to", description="… and before this date (exclusive)."),
         ] = None,
     ) -> MapQuery:
