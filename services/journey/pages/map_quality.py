@@ -33,6 +33,7 @@ FCR_WINDOWS = ("1d", "7d", "30d", "90d")
 FCR_BY = ("reason", "channel", "agent_team")
 PAIN_SHOWN = 20  # the API's default limit
 PAIN_COLOURED = 5  # the nodes carrying the most pain-point impact are drawn red
+PAIN_KINDS_NAMED = 2  # ... labelled with their worst kinds (the table gives the numbers)
 LONG_WAIT_MS = 300_000  # the API's default long_wait_s
 MAX_MOMENTS, MIN_SAMPLE = 5, 30  # the API's defaults
 DEVIATIONS_SHOWN = 10
@@ -51,8 +52,8 @@ def quality_range(
 
 def _node_pain(rows: list[dict[str, Any]], mapper: Any, nodes: list[dict[str, Any]]) -> None:
     """Give each map node the pain points of its activities: ``pain_impact`` (the sum of their
-    impacts) and, for the ``PAIN_COLOURED`` nodes with the most impact, ``pain`` (what hurts
-    there, most impact first), which colours the node."""
+    impacts) and, for the ``PAIN_COLOURED`` nodes on the map with the most impact, ``pain``
+    (the kinds that hurt most there), which colours the node."""
     impact: dict[str, float] = defaultdict(float)
     kinds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for row in rows:
@@ -64,11 +65,9 @@ def _node_pain(rows: list[dict[str, Any]], mapper: Any, nodes: list[dict[str, An
     coloured = set(top[:PAIN_COLOURED])
     for node in nodes:
         node["pain_impact"] = round(impact.get(node["id"], 0.0), 3)
+        worst = sorted(kinds[node["id"]].items(), key=lambda kv: (-kv[1], kv[0]))
         node["pain"] = (
-            [
-                f"{kind.replace('_', ' ')} {value:g}"
-                for kind, value in sorted(kinds[node["id"]].items(), key=lambda kv: -kv[1])[:3]
-            ]
+            [kind.replace("_", " ") for kind, _ in worst[:PAIN_KINDS_NAMED]]
             if node["id"] in coloured
             else []
         )
