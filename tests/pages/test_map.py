@@ -362,6 +362,8 @@ async def test_bad_filters_are_named(stack: Stack, page: Page):
     for query, words in (
         ("?segment=shoe_size=9", "segment"),
         ("?from=2026-02-01&to=2026-01-01", "'from' must not be after 'to'"),
+        ("?fcr_window=7x", "fcr_window"),
+        ("?fcr_by=weather", "fcr_by"),
         ("?view=tactical&focus=no-such-node", "no node"),
     ):
         response = await page.goto(f"{stack.journey.url}/app/map{query}")

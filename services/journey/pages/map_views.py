@@ -1,10 +1,9 @@
 """What the journey map page shows, read through the maps package's service functions (the
 same ones behind ``/v1/journey-map``, its variants, channel switches, channel mix, journeys
-and export; the page calls them directly, not over HTTP).
-
-PENDING(issue 9, journey quality): pain points, FCR, experience, conformance, feedback and the
-health summary are not read here yet. Each has a partial ready in ``templates/_quality_*.html``
-that ``_map_body.html`` includes once ``MapView.quality`` carries its key (see ``read_map``).
+and export; the page calls them directly, not over HTTP), with each node's feedback summary
+(as ``/v1/journey-map`` gives it), FCR per node on the performance view, and the journey-quality
+sections (``map_quality``: pain points, which also colour the nodes, FCR, experience,
+conformance, the health summary).
 """
 
 from __future__ import annotations
@@ -16,20 +15,16 @@ from typing import Any
 
 import asyncpg
 
+from services.journey.experience import feedback_service
 from services.journey.maps import export, service
 from services.journey.maps import repository as repo
 from services.journey.maps.schemas import Granularity, JourneyKind, MapQuery, View
+from services.journey.pages import map_quality
+from services.journey.quality import mapview as quality_map
 from shared.errors import Unprocessable
 
 VARIANTS_SHOWN = 10
 JOURNEYS_PER_PAGE = 50
-# A node is coloured when one of these per-step rates of the performance view reaches this.
-PAIN_RATE = 0.2
-PAIN_FIELDS = (
-    ("abandon_rate", "abandons"),
-    ("transfer_rate", "transfers"),
-    ("repeat_rate", "repeats"),
-)
 
 
 @dataclass(frozen=True)
@@ -45,6 +40,9 @@ class MapFilters:
     segment: str = ""  # trait=value
     focus: str = ""
     mix: str = "age_group"  # the trait the channel-mix table splits by
+    fcr_window: str = "7d"  # the FCR table's window, beside the policy's
+    fcr_by: str = "reason"
+    design: str = ""  # the designed journey conformance is read against (default: the first)
 
     def params(self, **extra: str) -> dict[str, str]:
         params = {
@@ -56,6 +54,9 @@ class MapFilters:
             "segment": self.segment,
             "focus": self.focus,
             "mix": self.mix if self.mix != "age_group" else "",
+            "fcr_window": self.fcr_window if self.fcr_window != "7d" else "",
+            "fcr_by": self.fcr_by if self.fcr_by != "reason" else "",
+            "design": self.design,
             **extra,
         }
         return {k: v for k, v in params.items() if v}
@@ -75,17 +76,9 @@ class MapView:
     mix: list[dict[str, Any]]
     segments: list[str]
     notice: str | None = None
-    # PENDING(issue 9): "pain_points", "fcr", "experience", "conformance", "health".
+    # "pain_points", "fcr", "experience", "health", and "conformance" when the tenant has
+    # designed journeys (see map_quality.read_quality)
     quality: dict[str, Any] = field(default_factory=dict)
-
-
-def _pain(node: dict[str, Any]) -> list[str]:
-    """Which of the node's performance rates reach ``PAIN_RATE`` (e.g. ``abandons 31 %``)."""
-    return [
-        f"{label} {round(node[name] * 100)} %"
-        for name, label in PAIN_FIELDS
-        if isinstance(node.get(name), int | float) and node[name] >= PAIN_RATE
-    ]
 
 
 async def read_map(pool: asyncpg.Pool, tenant: str, filters: MapFilters) -> MapView:
@@ -103,14 +96,27 @@ async def read_map(pool: asyncpg.Pool, tenant: str, filters: MapFilters) -> MapV
             conn, tenant, dataclasses.replace(q, segment={}), filters.mix
         )
         segments = sorted(s for s in await repo.segments_of(conn, tenant) if s)
-    mapped = service.at_granularity(loaded, q.granularity, config)
-    try:
-        graph = service.build_map(mapped, q, config, view=view, focus=filters.focus or None)
-    except Unprocessable as exc:  # a focus that is not on this map: show the whole map
-        notice = f"{exc.message}; showing the whole map."
-        graph = service.build_map(mapped, q, config, view=None, focus=None)
-    for node in graph["nodes"]:
-        node["pain"] = _pain(node)
+        mapped = service.at_granularity(loaded, q.granularity, config)
+        try:
+            graph = service.build_map(mapped, q, config, view=view, focus=filters.focus or None)
+        except Unprocessable as exc:  # a focus that is not on this map: show the whole map
+            notice = f"{exc.message}; showing the whole map."
+            graph = service.build_map(mapped, q, config, view=None, focus=None)
+        nodes = graph["nodes"] + ([graph["focus"]] if graph.get("focus") else [])
+        await feedback_service.annotate(conn, tenant, q, config, nodes)
+        if graph.get("view") == View.performance.value:
+            await quality_map.annotate(conn, tenant, q, graph, config)
+        quality = await map_quality.read_quality(
+            conn,
+            tenant,
+            q,
+            config,
+            nodes,
+            as_of=map_quality.now(),
+            fcr_window=filters.fcr_window,
+            fcr_by=filters.fcr_by,
+            design=filters.design,
+        )
     channels = service.at_granularity(loaded, Granularity.channel.value, config)
     return MapView(
         graph=graph,
@@ -123,6 +129,7 @@ async def read_map(pool: asyncpg.Pool, tenant: str, filters: MapFilters) -> MapV
         mix=mix["segments"],
         segments=segments,
         notice=notice,
+        quality=quality,
     )
 
 

@@ -17,10 +17,13 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from services.journey.conformance.schemas import NAME_PATTERN
 from services.journey.maps import export, service
 from services.journey.maps.rules import SEGMENTS
 from services.journey.maps.schemas import ExportFormat, Granularity, JourneyKind, View
+from services.journey.pages.map_quality import FCR_BY
 from services.journey.pages.map_views import MapFilters, read_journeys, read_map
+from services.journey.quality.policy import parse_window
 from shared.auth.models import Scope
 from shared.errors import Unprocessable
 from shared.web.auth import page_requires
@@ -51,6 +54,9 @@ async def map_filters(
     segment: Annotated[str, Query(max_length=200, pattern=SEGMENT_PATTERN)] = "",
     focus: Annotated[str, Query(max_length=300)] = "",
     mix: Annotated[str, Query(max_length=40)] = "age_group",
+    fcr_window: Annotated[str, Query(max_length=8)] = "7d",
+    fcr_by: Annotated[str, Query(max_length=20)] = "reason",
+    design: Annotated[str, Query(max_length=64, pattern=r"^$|" + NAME_PATTERN)] = "",
 ) -> MapFilters:
     start, end = _day("from", from_), _day("to", to)
     if start and end and start > end:
@@ -59,9 +65,17 @@ async def map_filters(
         raise Unprocessable(f"segment: the trait must be one of {', '.join(SEGMENTS)}")
     if mix not in SEGMENTS:
         raise Unprocessable(f"mix: one of {', '.join(SEGMENTS)}")
+    try:
+        parse_window(fcr_window)
+    except ValueError as exc:
+        raise Unprocessable(f"fcr_window: {exc}") from None
+    if fcr_by not in FCR_BY:
+        raise Unprocessable(f"fcr_by: one of {', '.join(FCR_BY)}")
     if view is View.strategic:
         granularity = Granularity.stage  # the strategic view is the map by stage
-    return MapFilters(granularity, journey, view, start, end, segment, focus, mix)
+    return MapFilters(
+        granularity, journey, view, start, end, segment, focus, mix, fcr_window, fcr_by, design
+    )
 
 
 Filters = Annotated[MapFilters, Depends(map_filters)]

@@ -1,6 +1,7 @@
 // The journey map graph: cytoscape + dagre (journeys loop, so a graph layout, not a Sankey).
 // Data: the JSON in #map-live[data-graph] (the map API's shape: {"journeys","steps","view","focus",
-// "nodes":[{"id","count","starts","ends","pain":[…],…}],"edges":[{"source","target","count",
+// "nodes":[{"id","count","starts","ends","pain":[…],"pain_impact","feedback":{"count",
+// "mean_rating",…},…}],"edges":[{"source","target","count",
 // "duration_s":{"mean","p50","p90"}}]}), part of #map-live, which htmx re-reads while the page
 // is open; the graph is redrawn when its numbers change.
 (function () {
@@ -21,12 +22,17 @@
     var maxEdge = Math.max.apply(null, [1].concat(data.edges.map(function (e) { return e.count || 0; })));
     var focus = data.focus ? data.focus.id : null;
     var nodes = data.nodes.map(function (n) {
-      // PENDING(issue 9): the quality API's pain points and feedback summaries per node.
+      // pain: what hurts most there (the quality API's pain points, for the nodes with the
+      // most impact); feedback: the node's count and mean rating
       var pain = n.pain && n.pain.length ? n.pain.join("\n") : "";
+      var fb = n.feedback && n.feedback.count ? "\n\u2605 " +
+        (n.feedback.mean_rating !== null && n.feedback.mean_rating !== undefined
+          ? n.feedback.mean_rating.toFixed(1) + " " : "") + "(" + n.feedback.count + ")" : "";
       return { data: {
-        id: String(n.id), label: n.id + "\n" + n.count + (pain ? "\n" + pain : ""),
+        id: String(n.id), label: n.id + "\n" + n.count + fb + (pain ? "\n" + pain : ""),
         size: 34 + 60 * Math.sqrt((n.count || 0) / maxNode), count: n.count,
-        pain: pain ? "yes" : "no", focus: n.id === focus ? "yes" : "no"
+        pain: pain ? "yes" : "no", impact: n.pain_impact || 0,
+        feedback: n.feedback ? n.feedback.count : 0, focus: n.id === focus ? "yes" : "no"
       } };
     });
     var edges = data.edges.map(function (e, i) {
