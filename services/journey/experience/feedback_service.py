@@ -17,7 +17,7 @@ from services.journey.maps import repository as maps_repo
 from services.journey.maps import rules as maps
 from services.journey.maps.schemas import MapQuery
 from services.journey.maps.settings import MapConfig
-from shared.guards import cursor_key, invalid_cursor
+from shared.guards import cursor_key, cursor_time, invalid_cursor
 
 
 def _bound(day: Any) -> datetime | None:
@@ -100,7 +100,7 @@ def decode_cursor(cursor: str | None) -> tuple[str, str] | None:
         return None
     try:
         at, event_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        datetime.fromisoformat(at)
+        cursor_time(at)  # an aware time inside the calendar once in UTC, or a 422
         return str(at), cursor_key(event_id)
     except (ValueError, TypeError) as exc:
         raise invalid_cursor() from exc

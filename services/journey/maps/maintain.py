@@ -238,15 +238,34 @@ async def drain_once(conn: asyncpg.Connection, *, limit: int) -> Outcome:
     return outcome
 
 
-async def drain(db: Database, *, limit: int = 500) -> int:
-    """Fold everything waiting (tests, the rebuild's tail, start-up); returns customers done."""
+async def drain(db: Database, *, limit: int = 500, timeout: float = 600.0) -> int:
+    """Fold everything waiting when called (tests, start-up); returns customers this call
+    folded. Entries another compactor holds (a worker on the same database, mid-batch) are
+    waited for, not skipped: on return every entry queued before the call is in the map,
+    whoever folded it. (``drain_once`` finding nothing to claim does not mean nothing waits.)"""
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        last = await conn.fetchval("SELECT max(seq) FROM journey.map_pending")
     total = 0
+    deadline = time.monotonic() + timeout
     while True:
         async with db.session() as session:
             outcome = await drain_once(await raw_connection(session), limit=limit)
-        if not outcome.customers:
-            return total
         total += outcome.customers
+        if outcome.customers:
+            continue
+        if last is None:
+            return total
+        async with db.session() as session:
+            conn = await raw_connection(session)
+            waiting = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM journey.map_pending WHERE seq <= $1)", last
+            )
+        if not waiting:
+            return total
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"map entries up to seq {last} still wait after {timeout} s")
+        await asyncio.sleep(0.05)  # another compactor holds them: its commit is the condition
 
 
 class Compactor:

@@ -18,6 +18,7 @@ from services.journey.maps import rules as maps
 from services.journey.maps.schemas import invalid
 from services.journey.quality.policy import FcrPolicy
 from services.journey.quality.sql import to_us
+from shared.guards import UtcDateTime
 
 DEFAULT_DAYS = 28
 MAX_DAYS = 731
@@ -64,7 +65,7 @@ def quality_params(*extra: str) -> Callable[..., Range]:
             ),
         ] = None,
         as_of: Annotated[
-            datetime | None,
+            UtcDateTime | None,
             Query(description="When contacts are judged (default: now); nothing later is seen."),
         ] = None,
     ) -> Range:
@@ -80,9 +81,7 @@ def quality_params(*extra: str) -> Callable[..., Range]:
                 segment[trait] = value
             elif name not in allowed:
                 raise invalid(name, f"unknown parameter; this endpoint takes {sorted(allowed)}")
-        moment = as_of or datetime.now(UTC)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+        moment = as_of or datetime.now(UTC)  # UtcDateTime: aware UTC, in range, or a 422
         last = end or (moment.astimezone(UTC).date() + timedelta(days=1))
         first = start or (last - timedelta(days=DEFAULT_DAYS))
         if last <= first:
