@@ -18,6 +18,7 @@ from tests.shared.test_guards import (
     _names_the_parameter,
     _request,
     _send,
+    bodiless_deletes,
     operations,
 )
 from tests.support import TenantFactory, served
@@ -62,9 +63,10 @@ async def test_deep_json_and_huge_strings_are_4xx_on_every_write_route(
     app = _apps(settings_overrides)[service]
     headers = {**tenant.headers, "Content-Type": "application/json"}
     problems: list[str] = []
+    bodiless = bodiless_deletes(app)
     async with served(app) as client:
         for method, path, params in operations(app):
-            if method not in WRITE_METHODS:
+            if method not in WRITE_METHODS or (method, path) in bodiless:
                 continue
             url, _ = _request(params, path, "", "")
             example, loc = NUL_BODIES[(method, path)]

@@ -82,13 +82,16 @@ def quality_params(*extra: str) -> Callable[..., Range]:
             elif name not in allowed:
                 raise invalid(name, f"unknown parameter; this endpoint takes {sorted(allowed)}")
         moment = as_of or datetime.now(UTC)  # UtcDateTime: aware UTC, in range, or a 422
-        last = end or (moment.astimezone(UTC).date() + timedelta(days=1))
-        first = start or (last - timedelta(days=DEFAULT_DAYS))
+        try:  # the default range leaves the calendar near year 1 or 9999
+            last = end or (moment.date() + timedelta(days=1))
+            first = start or (last - timedelta(days=DEFAULT_DAYS))
+        except OverflowError:
+            raise invalid("to" if end else "as_of", "the range leaves the calendar") from None
         if last <= first:
             raise invalid("to", "must be after 'from'")
         if (last - first).days > MAX_DAYS:
             raise invalid("from", f"a range covers at most {MAX_DAYS} days")
-        if first - (last - first) < date(1970, 1, 2):
+        if (first - date(1970, 1, 2)).days < (last - first).days:  # no date before year 1
             raise invalid("from", "the previous period must start after 1970-01-01")
         return Range(first, last, moment, segment)
 

@@ -233,6 +233,10 @@ async def test_bad_policies_are_422(journey, built, policy):
         ("/v1/pain-points", {"kind": "boredom"}, "query.kind"),
         ("/v1/pain-points", {"segment.shoe_size": "44"}, "query.segment.shoe_size"),
         ("/v1/journey-health", {"bogus": "1"}, "query.bogus"),
+        ("/v1/fcr", {"as_of": "9999-12-31T12:00:00Z"}, "query.as_of"),
+        ("/v1/pain-points", {"as_of": "0001-01-02T00:00:00Z"}, "query.as_of"),
+        ("/v1/journey-health", {"from": "0001-01-05", "to": "0001-01-10"}, "query.from"),
+        ("/v1/fcr", {"as_of": "0001-01-01T00:00:00+14:00"}, "query.as_of"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(journey, built, path, params, loc):
