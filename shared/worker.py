@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.faults import crash_point
 from shared.logging import get_logger
 
 BATCH_SIZE = Histogram(
@@ -171,6 +172,7 @@ class BatchWorker:
         start = time.perf_counter()
         try:
             await self.handle(records)
+            crash_point(self.service, "before_commit")
             await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
         except asyncio.CancelledError:
             raise

@@ -22,6 +22,7 @@ from services.alerts.engine import Effects, process_activities
 from services.alerts.metrics import ACTIVITIES, ALERTS_OPENED, ALERTS_RESOLVED
 from shared.db import Database, raw_connection
 from shared.events.activity import CustomerActivity
+from shared.faults import crash_point
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.worker import BatchWorker, is_data_fault, run_until_stopped
@@ -124,6 +125,7 @@ class ActivityHandler:
                     await self.dead_letter(record, f"{type(one).__name__}: {one}"[:500])
 
     async def apply(self, activities: list[CustomerActivity]) -> None:
+        crash_point("alerts", "before_store")
         async with self.db.session() as session:
             conn = await raw_connection(session)
             effects = await process_activities(

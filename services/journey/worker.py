@@ -26,6 +26,7 @@ from services.journey.maps.maintain import start_compactor, stop_compactor
 from services.journey.metrics import CHUNK_RETRIES, EVENTS, FRESHNESS, PROCESSING
 from shared.db import Database, raw_connection
 from shared.events import parse_normalized
+from shared.faults import crash_point
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.worker import BatchWorker, is_data_fault, run_until_stopped, sqlstate, tune_gc
@@ -88,11 +89,13 @@ class JourneyProcessor:
         attempt = 0
         while True:
             started = time.perf_counter()
+            crash_point("journey", "before_store")
             try:
                 async with self.db.session() as session:
                     conn = await raw_connection(session)
                     result = await ChunkApplier(conn, self.settings).run(items)
                     await self.publish(result)
+                    crash_point("journey", "after_publish")
                 break
             except Exception as exc:
                 cause = retry_cause(exc)
