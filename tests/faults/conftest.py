@@ -21,7 +21,7 @@ from shared.db import Database
 from shared.kafka import ensure_topics
 from tests.faults.checks import Outcome, Snapshot, Traffic, outcome, settled, snapshot
 from tests.faults.receiver import Receiver
-from tests.faults.stack import Stack
+from tests.faults.stack import PROCESSES, Stack
 from tests.support import TenantFactory, TestTenant, app_client
 
 # A model under which a good share of the simulated customers end up alerted, so deliveries
@@ -112,14 +112,15 @@ async def open_pipeline(
     window_start: datetime,
     logs: Path,
     *,
-    processes: tuple[str, ...] = (),
+    processes: tuple[str, ...] | None = None,
     **env: str,
 ) -> Pipeline:
     stack = Stack.create(infra, logs, **env)
     await ensure_topics(AlertsSettings(**stack.overrides()))
     receiver = Receiver()
     receiver.up()
-    stack.start_all(*processes)
+    for name in PROCESSES if processes is None else processes:
+        stack.start(name)
     return Pipeline(stack, db, producer, TenantFactory(db), window_start, receiver)
 
 

@@ -123,10 +123,6 @@ class Stack:
         self.processes.setdefault(name, []).append(popen)
         return popen
 
-    def start_all(self, *names: str) -> None:
-        for name in names or tuple(PROCESSES):
-            self.start(name)
-
     def running(self, name: str) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.processes.get(name, []) if p.poll() is None]
 
@@ -158,7 +154,6 @@ class Stack:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def crashed(self, name: str) -> bool:
-        """Some ``name`` process died of its armed crash point (SIGKILL, said in its log)."""
-        died = any(p.poll() == -signal.SIGKILL for p in self.processes.get(name, []))
-        return died and "fault.crash" in self.log(name)
+    def crashed(self, process: subprocess.Popen[bytes]) -> bool:
+        """``process`` died of its armed crash point (SIGKILLed itself)."""
+        return process.poll() == -signal.SIGKILL

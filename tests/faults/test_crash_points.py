@@ -31,13 +31,13 @@ async def test_sigkill_at_a_crash_point_loses_and_repeats_nothing(
     pipeline: Pipeline, baseline: Baseline, process: str, crash_at: str
 ) -> None:
     pipeline.stack.stop(process)  # the clean one hands its partitions over
-    pipeline.stack.start(process, crash_at=crash_at)
+    faulted = pipeline.stack.start(process, crash_at=crash_at)
     tenant = await pipeline.tenant()
     traffic = pipeline.traffic(tenant)
     await pipeline.send(traffic)
 
     async def crashed() -> bool:
-        return pipeline.stack.crashed(process)
+        return pipeline.stack.crashed(faulted)
 
     await eventually(crashed, timeout=400, interval=0.1)
     pipeline.stack.start(process)  # as a supervisor would
