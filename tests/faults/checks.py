@@ -145,7 +145,11 @@ async def settled(
         while quiet < 2:
             if time.monotonic() > deadline:
                 raise AssertionError(f"the pipeline did not settle in {timeout}s: {last}")
-            last = {p.group.service: await p.lag() for p in probes}
+            try:
+                last = {p.group.service: await p.lag() for p in probes}
+            except TimeoutError:  # the broker slow to answer (a loaded machine): not quiet yet
+                last, quiet = {"broker_timeout": 1}, 0
+                continue
             last.update(await pending_work(db, tenant))
             if expect_stored is not None:
                 last["unstored"] = expect_stored - await stored_count(db, tenant)

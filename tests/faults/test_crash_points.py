@@ -18,9 +18,9 @@ CRASH_POINTS = [
     ("journey", "journey:before_store:3"),
     ("journey", "journey:after_publish:3"),
     ("journey", "journey:before_commit:2"),
-    ("alerts", "alerts:before_store:2"),
-    ("alerts", "alerts:before_commit:2"),
-    ("engagement", "journey-engagement:before_commit:2"),
+    ("alerts", "alerts:before_store:1"),
+    ("alerts", "alerts:before_commit:1"),
+    ("engagement", "journey-engagement:before_commit:1"),
     ("notifier", "notifier:after_claim:3"),
     ("notifier", "notifier:after_deliver:3"),
 ]
