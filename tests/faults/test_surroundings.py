@@ -188,6 +188,11 @@ async def test_the_same_events_over_http_and_kafka_are_stored_once(
     check("the same events over HTTP and Kafka", found, snap, baseline)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="ingest answers 500 when its database pool is exhausted under overload (sqlalchemy "
+    "TimeoutError: QueuePool limit reached), not 503 + Retry-After: docs/reliability.md",
+)
 async def test_twice_the_sustainable_rate_over_http_is_told_to_retry_after(
     pipeline: Pipeline, baseline: Baseline
 ) -> None:
