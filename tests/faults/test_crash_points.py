@@ -17,7 +17,7 @@ CRASH_POINTS = [
     ("ingest", "ingest:before_commit:2"),
     ("journey", "journey:before_store:3"),
     ("journey", "journey:after_publish:3"),
-    ("journey", "journey:before_commit:2"),
+    ("journey", "journey:before_commit:1"),
     ("alerts", "alerts:before_store:1"),
     ("alerts", "alerts:before_commit:1"),
     ("engagement", "journey-engagement:before_commit:1"),
