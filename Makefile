@@ -5,13 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-future lint format bench clean help
+.PHONY: run test test-future faults lint format bench clean help
 
 help:
 	@echo "make run    start the whole stack on embedded PostgreSQL + broker, with a demo;"
 	@echo "            keeps the terminal: Ctrl-C drains the workers, then stops everything"
 	@echo "make test   run the test suite against real PostgreSQL and a real broker"
 	@echo "make test-future  the same with the clock a year ahead (needs libfaketime)"
+	@echo "make faults the fault suite (tests/faults): real worker processes, one fault each"
 	@echo "make lint   ruff format --check, ruff check, mypy --strict"
 	@echo "make bench  run the benchmarks in bench/ (prints JSON lines)"
 
@@ -40,6 +41,14 @@ test-future: $(STAMP)
 	@rm -f $(VENV)/.pytest-exit
 	LD_PRELOAD="$(FAKETIME_LIB)" FAKETIME="$(if $(filter -%,$(SHIFT_DAYS)),,+)$(SHIFT_DAYS)d" WAYPOINT_TEST_CLOCK_SHIFT_DAYS=$(SHIFT_DAYS) \
 		$(PY) -m pytest $(PYTEST_ARGS); status=$$?; echo $$status > $(VENV)/.pytest-exit; exit $$status
+
+# The fault suite (docs/reliability.md): too long for `make test` on a shared 2-core machine, so
+# its own target; .ci/run runs it after the suite. Its exit status goes to $(VENV)/.faults-exit,
+# its results table to $(VENV)/faults-table.md.
+faults: $(STAMP)
+	@rm -f $(VENV)/.faults-exit
+	WAYPOINT_FAULTS_TABLE=$(VENV)/faults-table.md $(PY) -m pytest tests/faults -m faults $(PYTEST_ARGS); \
+		status=$$?; echo $$status > $(VENV)/.faults-exit; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check shared services tests bench

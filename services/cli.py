@@ -16,6 +16,7 @@ import typer
 
 from services.keys_cli import keys
 from services.registry import SERVICES, available, load
+from shared import faults
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -164,7 +165,9 @@ def worker(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr=metrics_host)
-    asyncio.run(target(_settings(service)))
+    settings = _settings(service)
+    faults.arm(settings.fault_crash_at)  # the fault suite's crash points (off unless set)
+    asyncio.run(target(settings))
 
 
 def settings_rows() -> list[tuple[str, str, str, str]]:

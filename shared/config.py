@@ -84,6 +84,12 @@ class CommonSettings(BaseSettings):
         description="On Ctrl-C, how long `waypoint run` waits for the workers to consume what "
         "the APIs accepted before stopping them.",
     )
+    fault_crash_at: str | None = Field(
+        None,
+        validation_alias=_alias("WAYPOINT_FAULT_CRASH_AT"),
+        description="Fault suite only: `stage:point:n` makes a worker process SIGKILL itself "
+        "the n-th time it reaches that point (shared/faults.py); refused in prod.",
+    )
     log_level: str = Field(
         "INFO", validation_alias=_alias("WAYPOINT_LOG_LEVEL"), description="Log level."
     )
@@ -343,6 +349,16 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _known_region(cls, value: str) -> str:
         return normalize_region(value)
+
+    @model_validator(mode="after")
+    def _fault_points_only_outside_prod(self) -> CommonSettings:
+        if self.fault_crash_at:
+            if self.env is Environment.prod:
+                raise ValueError("WAYPOINT_FAULT_CRASH_AT is for the fault suite, never prod")
+            from shared.faults import CrashAt
+
+            CrashAt.parse(self.fault_crash_at)
+        return self
 
     @model_validator(mode="after")
     def _refuse_embedded_in_prod(self) -> CommonSettings:

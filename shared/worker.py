@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.faults import crash_point
 from shared.logging import get_logger
 
 BATCH_SIZE = Histogram(
@@ -202,6 +203,7 @@ class BatchWorker:
             offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items() if tp in owned}
             if len(offsets) < len(batches):
                 log.info("batch.partitions_lost", lost=len(batches) - len(offsets))
+            crash_point(self.service, "before_commit")
             if offsets:
                 await self.consumer.commit(offsets)
         except asyncio.CancelledError:

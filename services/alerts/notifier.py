@@ -30,6 +30,7 @@ from services.alerts.tables import OUTBOX_CHANNEL
 from services.alerts.worker import until_stopped
 from shared.db import Database, asyncpg_dsn, raw_connection
 from shared.egress import guarded_client, policy_from
+from shared.faults import crash_point
 from shared.logging import configure_logging, get_logger
 from shared.worker import install_signal_handlers
 
@@ -87,7 +88,10 @@ class Notifier:
                 DELIVERIES.labels(channel.type, "cancelled").inc()
                 return True
             payload: dict[str, Any] = loads(row["payload"], {})
+            crash_point("notifier", "after_claim")
             result = await deliver(channel, payload, client=self.client, settings=self.settings)
+            if result.ok:
+                crash_point("notifier", "after_deliver")
             if result.ok:
                 outcome = "delivered"
             elif result.retryable and attempt < self.settings.delivery_max_attempts:

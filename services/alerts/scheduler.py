@@ -32,6 +32,7 @@ from services.alerts.state import (
 from services.alerts.tables import ENGAGEMENT_CHANNEL
 from services.alerts.worker import Clock, count_effects, until_stopped, utcnow
 from shared.db import Database, raw_connection
+from shared.faults import crash_point
 from shared.logging import configure_logging, get_logger
 from shared.worker import install_signal_handlers
 
@@ -156,6 +157,10 @@ async def rescore_due(
                     default_owner=default_owner,
                     tenant_id=tenant_id,
                 )
+                if count:
+                    crash_point("scheduler", "before_store")
+            if count:
+                crash_point("scheduler", "after_store")
             count_effects(effects)
             total += count
             if count < batch_size:

@@ -23,6 +23,7 @@ from services.alerts.metrics import ACTIVITIES, ALERTS_OPENED, ALERTS_RESOLVED
 from services.alerts.privacy import without_erased
 from shared.db import Database, raw_connection
 from shared.events.activity import CustomerActivity
+from shared.faults import crash_point
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.worker import BatchWorker, is_data_fault, run_until_stopped
@@ -125,6 +126,7 @@ class ActivityHandler:
                     await self.dead_letter(record, f"{type(one).__name__}: {one}"[:500])
 
     async def apply(self, activities: list[CustomerActivity]) -> None:
+        crash_point("alerts", "before_store")
         async with self.db.session() as session:
             conn = await raw_connection(session)
             activities = await without_erased(conn, activities)

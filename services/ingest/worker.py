@@ -45,6 +45,7 @@ from services.ingest.repository import store_dead_letters, store_events
 from shared.auth.tenants import tenant_regions
 from shared.db import Database, raw_connection
 from shared.events import EventRejected, RejectReason
+from shared.faults import crash_point
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.privacy import tombstones
@@ -123,6 +124,7 @@ class IngestHandler:
             max_message_bytes=max_message_bytes(self.producer),
         )
         started = time.perf_counter()
+        crash_point("ingest", "before_store")
         try:
             stored = await self.store(work)
         except Exception as exc:
@@ -132,6 +134,7 @@ class IngestHandler:
             log.warning("batch.refused_by_database", rows=len(work.rows), error=str(exc))
             stored = await self.store_one_by_one(work)
         metrics.STORE_SECONDS.observe(time.perf_counter() - started)
+        crash_point("ingest", "after_store")
         published = await self._publish(work)
         self._count(work, stored, published)
 

@@ -31,6 +31,7 @@ from services.journey.outbox import activity_messages, start_relay, stop_relay
 from shared import outbox
 from shared.db import Database, raw_connection
 from shared.events import parse_normalized
+from shared.faults import crash_point
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.privacy import tombstones
@@ -121,6 +122,7 @@ class JourneyProcessor:
         attempt = 0
         while True:
             started = time.perf_counter()
+            crash_point("journey", "before_store")
             try:
                 async with self.db.session() as session:
                     conn = await raw_connection(session)
@@ -131,6 +133,7 @@ class JourneyProcessor:
                         activity_messages(self.settings.topic_activity, result.activities),
                         lanes=self.settings.outbox_lanes,
                     )
+                    crash_point("journey", "after_publish")  # after the outbox write
                 break
             except Exception as exc:
                 cause = retry_cause(exc)

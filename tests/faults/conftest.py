@@ -1,0 +1,202 @@
+"""Fixtures of the fault suite: a fault-free baseline run, pipelines of real worker processes
+(one per test module, shared by its scenarios, each scenario on its own tenant), a counting
+webhook receiver, and the table of results (printed, and written to ``$WAYPOINT_FAULTS_TABLE``
+when set)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.alerts.app import create_app as create_alerts_app
+from services.alerts.config import AlertsSettings
+from shared.db import Database
+from shared.kafka import ensure_topics
+from tests.faults.checks import Outcome, Snapshot, Traffic, outcome, settled, snapshot
+from tests.faults.receiver import Receiver
+from tests.faults.stack import PROCESSES, Stack
+from tests.support import TenantFactory, TestTenant, app_client
+
+# A model under which a good share of the simulated customers end up alerted, so deliveries
+# are counted on every scenario.
+MODEL = {
+    "weights": {"activity": 50, "utilisation": 50, "cases": 0, "friction": 0,
+                "satisfaction": 0, "sentiment": 0},
+    "thresholds": {"alert_below": 60, "rearm_margin": 10, "cooldown_hours": 24,
+                   "drop_points": 15, "drop_days": 10},
+}  # fmt: skip
+
+RESULTS: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.faults)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not RESULTS:
+        return
+    header = (
+        "| scenario | events in | stored | applied | scored | alerts | delivered "
+        "| duplicated | lost |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    table = "\n".join([header, *RESULTS])
+    target = os.environ.get("WAYPOINT_FAULTS_TABLE")
+    if target:
+        Path(target).write_text(table + "\n")
+    print("\n" + table)  # noqa: T201 - the suite's report
+
+
+@pytest.fixture(scope="session")
+def window_start() -> datetime:
+    """The simulated traffic's 30-day window, the same in every scenario (read once)."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
+
+
+@dataclass
+class Pipeline:
+    """One stack of worker processes and what a scenario needs around it."""
+
+    stack: Stack
+    db: Database
+    producer: AIOKafkaProducer
+    tenants: TenantFactory
+    window_start: datetime
+    receiver: Receiver
+
+    async def tenant(self) -> TestTenant:
+        """A tenant with the alerting model and a webhook to the receiver."""
+        tenant = await self.tenants()
+        settings = AlertsSettings(**self.stack.overrides())
+        async with app_client(create_alerts_app(settings)) as api:
+            r = await api.put("/v1/engagement-model", json=MODEL, headers=tenant.headers)
+            assert r.status_code == 200, r.text
+            hook = {"name": "hook", "type": "webhook", "url": self.receiver.url,
+                    "secret": "fault-suite-webhook-secret"}  # fmt: skip
+            r = await api.put(
+                "/v1/notification-channels", json={"channels": [hook]}, headers=tenant.headers
+            )
+            assert r.status_code == 200, r.text
+        return tenant
+
+    def traffic(self, tenant: TestTenant, **kwargs: Any) -> Traffic:
+        return Traffic.simulated(tenant.id, self.window_start, **kwargs)
+
+    async def send(self, traffic: Traffic, records: Any = None) -> None:
+        await traffic.send(self.producer, self.stack.topic("raw"), records)
+
+    async def settle(self, tenant: str, **kwargs: Any) -> None:
+        await settled(self.stack, self.db, tenant, **kwargs)
+
+    async def result(self, traffic: Traffic, **kwargs: Any) -> tuple[Outcome, Snapshot]:
+        return (
+            await outcome(self.db, traffic, self.receiver, **kwargs),
+            await snapshot(self.db, traffic.tenant),
+        )
+
+
+async def open_pipeline(
+    infra: dict[str, str],
+    db: Database,
+    producer: AIOKafkaProducer,
+    window_start: datetime,
+    logs: Path,
+    *,
+    processes: tuple[str, ...] | None = None,
+    **env: str,
+) -> Pipeline:
+    stack = Stack.create(infra, logs, **env)
+    await ensure_topics(AlertsSettings(**stack.overrides()))
+    receiver = Receiver()
+    receiver.up()
+    for name in PROCESSES if processes is None else processes:
+        stack.start(name)
+    return Pipeline(stack, db, producer, TenantFactory(db), window_start, receiver)
+
+
+def close_pipeline(pipeline: Pipeline) -> None:
+    pipeline.stack.close()
+    pipeline.receiver.close()
+
+
+@pytest.fixture(scope="module")
+async def pipeline(
+    infra: dict[str, str],
+    db: Database,
+    producer: AIOKafkaProducer,
+    window_start: datetime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Pipeline]:
+    """Every worker process of the pipeline, shared by a module's scenarios."""
+    logs = tmp_path_factory.mktemp("faults")
+    opened = await open_pipeline(infra, db, producer, window_start, logs)
+    try:
+        yield opened
+    finally:
+        close_pipeline(opened)
+
+
+@dataclass
+class Baseline:
+    outcome: Outcome
+    snapshot: Snapshot
+
+
+@pytest.fixture(scope="session")
+async def baseline(
+    infra: dict[str, str],
+    db: Database,
+    producer: AIOKafkaProducer,
+    window_start: datetime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Baseline:
+    """The same simulated input through a fault-free pipeline."""
+    logs = tmp_path_factory.mktemp("baseline")
+    clean = await open_pipeline(infra, db, producer, window_start, logs)
+    try:
+        tenant = await clean.tenant()
+        traffic = clean.traffic(tenant)
+        await clean.send(traffic)
+        await clean.settle(tenant.id, expect_stored=len(traffic.event_ids))
+        found, snap = await clean.result(traffic)
+    finally:
+        # Stopped before any scenario: its notifier and scheduler work on every tenant's rows
+        # (the outbox is shared), and would take a scenario's deliveries from its own.
+        close_pipeline(clean)
+    assert not any(found.lost.values()), found
+    assert not any(found.duplicated.values()), found
+    assert found.alerts > 0, "the baseline should open alerts (see MODEL)"
+    RESULTS.append(found.row("baseline (no fault)"))
+    return Baseline(found, snap)
+
+
+def check(
+    scenario: str, found: Outcome, snap: Snapshot, baseline: Baseline, *, compare: bool = True
+) -> None:
+    """0 lost and 0 duplicated at every stage; the context as in the fault-free run."""
+    RESULTS.append(found.row(scenario))
+    assert not any(found.lost.values()), (scenario, found)
+    assert not any(found.duplicated.values()), (scenario, found)
+    if compare:
+        assert found.alerts == baseline.outcome.alerts, (found.alerts, baseline.outcome.alerts)
+        differences = snap.differences(baseline.snapshot)
+        assert not differences, "\n".join(differences[:10])
+
+
+@pytest.fixture
+def receiver_up(pipeline: Pipeline) -> Iterator[Receiver]:
+    pipeline.receiver.slow_seconds = 0
+    pipeline.receiver.up()
+    yield pipeline.receiver
+    pipeline.receiver.slow_seconds = 0
+    pipeline.receiver.up()
