@@ -188,7 +188,8 @@ async def _counts(
     as_of_day = _EPOCH + timedelta(days=q.as_of_us // DAY_US)
     dim = "activity" if q.by == "touchpoint" else "channel"
     rows = await conn.fetch(
-        f"""SELECT day >= $4 AS cur, day < $5 AS settled, {dim}, stat, value, sum(n)::bigint
+        f"""SELECT day >= $4 AS cur, day < $5 AS settled, {dim}, stat, value, sum(n)::bigint,
+                   max(day) - date '1970-01-01'
             FROM journey.quality_pain_day
             WHERE tenant_id = $1 AND day >= $2 AND day < $3 AND day < $6
             GROUP BY 1, 2, 3, 4, 5""",  # noqa: S608 - fixed column
@@ -202,8 +203,12 @@ async def _counts(
     stats: tuple[dict[str, Counter[str]], dict[str, Counter[str]]] = ({}, {})
     waits: tuple[dict[str, Counter[int]], dict[str, Counter[int]]] = ({}, {})
     wheres: tuple[dict[str, Counter[str]], dict[str, Counter[str]]] = ({}, {})
-    for cur, settled, key, stat, value, n in rows:
+    latest: dict[tuple[str, str], int] = {}  # (key, stat): the last day it was counted
+    for cur, settled, key, stat, value, n, last in rows:
         i = 0 if cur else 1
+        if cur and (settled or stat != "callback_missed"):
+            name = stat + value if stat == "transfer" else stat
+            latest[(key, name)] = max(latest.get((key, name), last), last)
         counts = stats[i].setdefault(key, Counter())
         if stat in ("callback", "callback_missed"):
             if settled:
@@ -240,11 +245,24 @@ async def _counts(
                 "_p90": quantile_s(hist, 0.9),
                 "_abandon_wait": c["abandon_wait"],
                 "_where": wheres[i].get(key, Counter()),
+                "_latest": {k: latest.get((key, stat)) for k, stat in _AFFECTED.items()},
             }
             for kind in selected:
                 per[kind] = [*figures[kind], None]
             periods[i][key] = per
     return periods
+
+
+# the counted stat of each kind's affected steps (repeat contacts: none, read from FCR counts)
+_AFFECTED = {
+    "abandon": "abandon",
+    "callback_not_completed": "callback_missed",
+    "cross_channel_unresolved": "cross_unresolved",
+    "transfer_chain": "transfer2",
+    "negative_sentiment": "negative",
+    "long_wait": "long",
+    "transfer": "transfer1",
+}
 
 
 async def _repeats(
@@ -267,10 +285,11 @@ async def _examples(
     tenant: str,
     q: PainQuery,
     policy: FcrPolicy,
-    shown: list[tuple[str, str]],
+    shown: list[tuple[str, str, int | None]],
 ) -> list[str | None]:
-    """The latest affected step of each shown (kind, key) row (``_scan``'s example), in one
-    statement: per row a backward walk of the (tenant, at) index that stops at the first match."""
+    """The latest affected step of each shown (kind, key, latest affected day if known) row
+    (``_scan``'s example), in one statement: per row a backward walk of the (tenant, at) index,
+    over that day when known, that stops at the first match."""
     if not shown:
         return []
     p = Params([tenant])
@@ -279,14 +298,18 @@ async def _examples(
     start_us = p.add((q.start - _EPOCH).days * DAY_US)
     end_us = p.add(min((q.end - _EPOCH).days * DAY_US, q.as_of_us))
     walks = []
-    for kind, key in shown:
+    for kind, key, day in shown:
         affected, _base = condition(ctx, kind)
+        within = ""
+        if day is not None:
+            lo, hi = p.add(day * DAY_US), p.add((day + 1) * DAY_US)
+            within = f" AND at_us >= {lo} AND at_us < {hi}"
         walks.append(
             f"""(SELECT lpad(at_us::text, 20, '0') || '{SEP}' || customer_id::text || '{SEP}' ||
                         episode || '{SEP}' || step_key AS x
                  FROM journey.quality_step
                  WHERE tenant_id = $1 AND at_us >= {start_us} AND at_us < {end_us}
-                   AND {dim} = {p.add(key)}{extra} AND {affected}
+                   AND {dim} = {p.add(key)}{extra} AND {affected}{within}
                  ORDER BY at_us DESC, x DESC LIMIT 1)"""
         )
     found = await conn.fetchval(f"SELECT ARRAY[{', '.join(walks)}]", *p.values)  # noqa: S608
@@ -362,7 +385,9 @@ async def report(
     rows.sort(key=lambda r: (-r["impact"], r["kind"], r["key"]))
     if fast:
         shown = rows[:limit]
-        texts = await _examples(conn, tenant, q, policy, [(r["kind"], r["key"]) for r in shown])
+        days = [current[r["key"]]["_latest"].get(r["kind"]) for r in shown]
+        wanted = [(r["kind"], r["key"], d) for r, d in zip(shown, days, strict=True)]
+        texts = await _examples(conn, tenant, q, policy, wanted)
         for row, text in zip(shown, texts, strict=True):
             row["example"] = _example_of(text)
     return {
