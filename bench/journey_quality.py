@@ -41,7 +41,7 @@ from services.journey.maps import maintain  # noqa: E402
 from services.journey.maps import rules as maps  # noqa: E402
 from services.journey.quality import repository as quality_repo  # noqa: E402
 from services.journey.quality.policy import FcrPolicy  # noqa: E402
-from services.journey.quality.rules import fcr_cells, quality_rows  # noqa: E402
+from services.journey.quality.rules import fcr_cells, pain_cells, quality_rows  # noqa: E402
 from shared.auth.service import create_key, ensure_tenant  # noqa: E402
 from shared.db import Database, raw_connection  # noqa: E402
 
@@ -106,6 +106,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
     batch: list[tuple[Any, ...]] = []
     steps_total = 0
     cells: Counter[Any] = Counter()
+    pains: Counter[Any] = Counter()
 
     async def flush() -> None:
         async with db.session() as session:
@@ -161,6 +162,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
             )
         steps_total += len(rows)
         cells.update(fcr_cells(rows.values()))
+        pains.update(pain_cells(rows.values()))
         if len(batch) >= 50_000:
             await flush()
         if i and i % 20_000 == 0:
@@ -179,6 +181,13 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
             columns=("tenant_id", "day", "mode", "reason", "activity", "team", "declared",
                      "threshold", "n"),
         )  # fmt: skip
+        await conn.copy_records_to_table(
+            "quality_pain_day",
+            schema_name="journey",
+            records=[(TENANT, maps.as_date(c[0]), *c[1:], n * copies) for c, n in pains.items()],
+            columns=("tenant_id", "day", "activity", "prev_activity", "channel", "contact",
+                     "stat", "value", "n"),
+        )  # fmt: skip
         if copies > 1:
             columns = ", ".join(COLUMNS[2:])
             await conn.execute(
@@ -194,6 +203,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         )
         await conn.execute("ANALYZE journey.quality_step")
         await conn.execute("ANALYZE journey.quality_fcr_day")
+        await conn.execute("ANALYZE journey.quality_pain_day")
     return {
         "steps": steps_total,
         "derived_customers": DERIVED,

@@ -44,7 +44,7 @@ from services.journey.maps.metrics import (
 from services.journey.maps.settings import MapConfig
 from services.journey.quality import maintain as quality
 from services.journey.quality import repository as quality_repo
-from services.journey.quality.rules import FcrCell, QRow
+from services.journey.quality.rules import FcrCell, PainCell, QRow
 from shared.db import Database, raw_connection
 from shared.logging import get_logger
 
@@ -66,6 +66,7 @@ class Change:
     quality: list[tuple[str, QRow]] = field(default_factory=list)  # journey quality rows
     drop_quality: list[str] = field(default_factory=list)
     fcr_cells: dict[FcrCell, int] = field(default_factory=dict)
+    pain_cells: dict[PainCell, int] = field(default_factory=dict)
 
 
 def recompute(
@@ -125,7 +126,7 @@ def recompute(
     else:
         new_parts, new_rows = {}, {}
     change.parts = rules.difference(old_parts, new_parts)
-    change.quality, change.drop_quality, change.fcr_cells = quality.difference(
+    (change.quality, change.drop_quality, change.fcr_cells, change.pain_cells) = quality.difference(
         old_quality, quality.rows_of(new_steps, new_profile, config)
     )
     change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
@@ -156,6 +157,7 @@ class Writes:
         self.quality: list[tuple[quality_repo.RowKey, QRow]] = []
         self.drop_quality: list[quality_repo.RowKey] = []
         self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
+        self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
 
     def add(self, key: Key, change: Change) -> None:
         tenant, customer = key
@@ -164,6 +166,8 @@ class Writes:
             deltas.add(group, part)
         for cell, n in change.fcr_cells.items():  # a merged-away customer's too
             self.fcr_cells[(tenant, cell)] += n
+        for pcell, n in change.pain_cells.items():
+            self.pain_cells[(tenant, pcell)] += n
         if change.profile is None:
             self.forget.append(key)
             return
@@ -186,6 +190,9 @@ class Writes:
         await quality_repo.save_rows(conn, self.quality)
         await quality_repo.apply_fcr_deltas(
             conn, [(t, cell, n) for (t, cell), n in self.fcr_cells.items() if n]
+        )
+        await quality_repo.apply_pain_deltas(
+            conn, [(t, cell, n) for (t, cell), n in self.pain_cells.items() if n]
         )
         return await repo.apply_deltas(conn, list(self.deltas.items()))
 

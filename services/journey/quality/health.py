@@ -8,12 +8,14 @@ mix — and named slots other packages fill: ``experience`` (CSAT/NPS by journey
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
 
-from services.journey.quality import pain
+from services.journey.quality import fcr, pain
 from services.journey.quality.policy import FcrPolicy
+from services.journey.quality.rules import DAY_US
 from services.journey.quality.schemas import Range
 from services.journey.quality.sql import Params, further_gap, policy_window
 from services.journey.quality.sql import range_filter as where
@@ -69,6 +71,41 @@ async def _totals(
     return out
 
 
+def _answerable(r: Range, policy: FcrPolicy) -> bool:
+    """The day counts answer ``_totals`` exactly (as ``fcr.answerable`` by channel)."""
+    q = fcr.FcrQuery(r.start, r.end, r.as_of_us, "channel", (), r.segment)
+    return fcr.answerable(q, policy)
+
+
+async def _totals_from_counts(
+    conn: asyncpg.Connection, tenant: str, r: Range, before: Range, policy: FcrPolicy
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """``_totals`` from the FCR day counts (contacts, judged, repeated) and the pain-point
+    day counts (abandoned contacts)."""
+    out: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
+    for i, period in enumerate((r, before)):
+        q = fcr.FcrQuery(period.start, period.end, r.as_of_us, "channel", (), {})
+        body = await fcr.report_from_days(conn, tenant, q, policy)
+        for group in body["groups"]:
+            block = group["windows"][0]
+            out[i][group["key"]] = [group["contacts"], 0, block["judged"], block["repeated"]]
+    as_of_day = date(1970, 1, 1) + timedelta(days=r.as_of_us // DAY_US)
+    rows = await conn.fetch(
+        """SELECT day >= $4, channel, sum(n)::bigint FROM journey.quality_pain_day
+           WHERE tenant_id = $1 AND day >= $2 AND day < $3 AND day < $5 AND contact
+             AND stat = 'abandon'
+           GROUP BY 1, 2""",
+        tenant,
+        before.start,
+        r.end,
+        r.start,
+        as_of_day,
+    )
+    for cur, channel, n in rows:
+        out[0 if cur else 1].setdefault(channel, [0, 0, 0, 0])[1] = n
+    return out
+
+
 def _fcr(totals: dict[str, list[int]]) -> dict[str, Any]:
     judged = sum(v[2] for v in totals.values())
     repeated = sum(v[3] for v in totals.values())
@@ -82,8 +119,9 @@ def _fcr(totals: dict[str, list[int]]) -> dict[str, Any]:
 
 
 async def summary(
-    conn: asyncpg.Connection, tenant: str, r: Range, policy: FcrPolicy
+    conn: asyncpg.Connection, tenant: str, r: Range, policy: FcrPolicy, *, counts: bool = True
 ) -> dict[str, Any]:
+    """The summary; from the day counts when ``counts`` and they answer exactly."""
     before = Range(r.start - (r.end - r.start), r.start, r.as_of, r.segment)
     pains = await pain.report(
         conn,
@@ -91,8 +129,10 @@ async def summary(
         pain.PainQuery("touchpoint", r.start, r.end, r.as_of_us, r.segment, 300_000),
         policy,
         limit=5,
+        counts=counts,
     )
-    totals, totals_before = await _totals(conn, tenant, r, before, policy)
+    read = _totals_from_counts if counts and _answerable(r, policy) else _totals
+    totals, totals_before = await read(conn, tenant, r, before, policy)
     now_w, before_w = _fcr(totals), _fcr(totals_before)
     contacts = sum(v[0] for v in totals.values())
     contacts_before = sum(v[0] for v in totals_before.values())

@@ -7,8 +7,10 @@ from services.journey.maps import rules as maps
 from services.journey.maps.settings import MapConfig
 from services.journey.quality.rules import (
     FcrCell,
+    PainCell,
     QRow,
     cells_difference,
+    pain_difference,
     quality_rows,
     rows_difference,
 )
@@ -24,8 +26,14 @@ def rows_of(
 
 def difference(
     old: dict[str, QRow], new: dict[str, QRow]
-) -> tuple[list[tuple[str, QRow]], list[str], dict[FcrCell, int]]:
-    """(rows to save, step keys to delete, changes of the FCR day counts)."""
+) -> tuple[list[tuple[str, QRow]], list[str], dict[FcrCell, int], dict[PainCell, int]]:
+    """(rows to save, step keys to delete, changes of the FCR and pain-point day counts)."""
     save, drop = rows_difference(old, new)
-    cells = cells_difference(old.values(), new.values()) if save or drop else {}
-    return save, drop, cells
+    if not (save or drop):
+        return save, drop, {}, {}
+    return (
+        save,
+        drop,
+        cells_difference(old.values(), new.values()),
+        pain_difference(old.values(), new.values()),
+    )

@@ -6,25 +6,32 @@ abandons (1.0), callbacks not completed within 48 h (1.0), episodes over 2+ cont
 with nothing resolved (1.0), repeat contacts within the FCR policy window (0.8), transfer
 chains of 2+ (0.6), negative sentiment (0.5), long queue waits (0.4), transfers (0.3).
 
-**impact = affected × severity**; rows are ranked by impact (then kind, then key). Computed
-when read from the maintained quality rows, for the period and the previous one of equal length.
+**impact = affected × severity**; rows are ranked by impact (then kind, then key). Read, for
+the period and the previous one of equal length, from the pain-point day counts
+(``journey.quality_pain_day``, repeat contacts from the FCR day counts) when they answer
+exactly (``answerable``), else from a scan of the maintained quality rows: the same report.
+Queue-wait p50/p90 are the map's log-bucket estimates (within 4.33 %) in both.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
 from typing import Any
 
 import asyncpg
 
+from services.journey.maps.histogram import bucket, bucket_value_s, quantile_s
+from services.journey.quality import fcr
 from services.journey.quality.policy import FcrPolicy
 from services.journey.quality.rules import (
     CALLBACK_MISSED,
     CALLBACK_NONE,
     CALLBACK_WITHIN_US,
+    DAY_US,
+    LONG_WAIT_MS,
     NEGATIVE_SENTIMENT_MILLI,
 )
 from services.journey.quality.sql import Params, further_gap, group_expr, policy_window
@@ -42,6 +49,7 @@ SEVERITY = {
 }
 KINDS = tuple(SEVERITY)
 SEP = "\x1f"
+_EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,8 @@ async def _scan(
     for row in rows:
         values = list(row[2:])
         p50, p90, abandon_wait, wheres = values[-4:]
-        per: dict[str, Any] = {"_p50": p50, "_p90": p90, "_abandon_wait": abandon_wait}
+        per: dict[str, Any] = {"_p50": _wait_s(p50), "_p90": _wait_s(p90)}
+        per["_abandon_wait"] = abandon_wait
         per["_where"] = Counter(wheres or ())
         for i, kind in enumerate(selected):
             per[kind] = values[3 * i : 3 * i + 3]
@@ -151,11 +160,167 @@ async def _scan(
     return periods
 
 
+def _wait_s(ms: int | None) -> float | None:
+    """A queue wait as the map reports it: its log bucket's estimate, in seconds."""
+    return None if ms is None else bucket_value_s(bucket(ms * 1000))
+
+
+# --- the fast path: the pain-point day counts ---------------------------------------------------
+
+
+def answerable(q: PainQuery, policy: FcrPolicy) -> bool:
+    """The day counts answer exactly when ``as_of`` is a UTC midnight (every condition on
+    ``as_of`` is then one on the day), the rows are grouped by touchpoint or channel, no
+    segment is involved, the long-wait threshold is the counted one, and (for repeat
+    contacts) the FCR day counts answer the policy."""
+    if q.as_of_us % DAY_US or q.segment or q.by not in ("touchpoint", "channel"):
+        return False
+    if q.long_wait_ms != LONG_WAIT_MS and q.kind in (None, "long_wait"):
+        return False
+    repeat = fcr.FcrQuery(q.start, q.end, q.as_of_us, q.by, (), {})
+    return q.kind not in (None, "repeat_contact") or fcr.answerable(repeat, policy)
+
+
+async def _counts(
+    conn: asyncpg.Connection, tenant: str, q: PainQuery, policy: FcrPolicy, prev_start: date
+) -> tuple[Figures, Figures]:
+    """``_scan``'s figures (without examples) from the day counts."""
+    as_of_day = _EPOCH + timedelta(days=q.as_of_us // DAY_US)
+    dim = "activity" if q.by == "touchpoint" else "channel"
+    rows = await conn.fetch(
+        f"""SELECT day >= $4 AS cur, day < $5 AS settled, {dim}, stat, value, sum(n)::bigint,
+                   max(day) - date '1970-01-01'
+            FROM journey.quality_pain_day
+            WHERE tenant_id = $1 AND day >= $2 AND day < $3 AND day < $6
+            GROUP BY 1, 2, 3, 4, 5""",  # noqa: S608 - fixed column
+        tenant,
+        prev_start,
+        q.end,
+        q.start,
+        as_of_day - timedelta(days=2),  # callbacks judged: at + 48 h < as_of
+        as_of_day,
+    )
+    stats: tuple[dict[str, Counter[str]], dict[str, Counter[str]]] = ({}, {})
+    waits: tuple[dict[str, Counter[int]], dict[str, Counter[int]]] = ({}, {})
+    wheres: tuple[dict[str, Counter[str]], dict[str, Counter[str]]] = ({}, {})
+    latest: dict[tuple[str, str], int] = {}  # (key, stat): the last day it was counted
+    for cur, settled, key, stat, value, n, last in rows:
+        i = 0 if cur else 1
+        if cur and (settled or stat != "callback_missed"):
+            name = stat + value if stat == "transfer" else stat
+            latest[(key, name)] = max(latest.get((key, name), last), last)
+        counts = stats[i].setdefault(key, Counter())
+        if stat in ("callback", "callback_missed"):
+            if settled:
+                counts[stat] += n
+        elif stat == "wait":
+            waits[i].setdefault(key, Counter())[int(value)] += n
+        elif stat == "abandon":
+            counts[stat] += n
+            wheres[i].setdefault(key, Counter())[value] += n
+        else:
+            counts[stat + value] += n
+    repeats = ({}, {}) if q.kind not in (None, "repeat_contact") else await _repeats(
+        conn, tenant, q, policy, prev_start
+    )  # fmt: skip
+    selected = [q.kind] if q.kind else list(KINDS)
+    periods: tuple[Figures, Figures] = ({}, {})
+    for i in (0, 1):
+        for key, c in stats[i].items():
+            if not c["rows"]:
+                continue
+            hist = waits[i].get(key, Counter())
+            figures = {
+                "abandon": [c["abandon"], c["rows"]],
+                "callback_not_completed": [c["callback_missed"], c["callback"]],
+                "cross_channel_unresolved": [c["cross_unresolved"], c["episode_end"]],
+                "repeat_contact": repeats[i].get(key, [0, 0]),
+                "transfer_chain": [c["transfer2"], c["rows"]],
+                "negative_sentiment": [c["negative"], c["sentiment"]],
+                "long_wait": [c["long"], sum(hist.values())],
+                "transfer": [c["transfer1"], c["rows"]],
+            }
+            per: dict[str, Any] = {
+                "_p50": quantile_s(hist, 0.5),
+                "_p90": quantile_s(hist, 0.9),
+                "_abandon_wait": c["abandon_wait"],
+                "_where": wheres[i].get(key, Counter()),
+                "_latest": {k: latest.get((key, stat)) for k, stat in _AFFECTED.items()},
+            }
+            for kind in selected:
+                per[kind] = [*figures[kind], None]
+            periods[i][key] = per
+    return periods
+
+
+# the counted stat of each kind's affected steps (repeat contacts: none, read from FCR counts)
+_AFFECTED = {
+    "abandon": "abandon",
+    "callback_not_completed": "callback_missed",
+    "cross_channel_unresolved": "cross_unresolved",
+    "transfer_chain": "transfer2",
+    "negative_sentiment": "negative",
+    "long_wait": "long",
+    "transfer": "transfer1",
+}
+
+
+async def _repeats(
+    conn: asyncpg.Connection, tenant: str, q: PainQuery, policy: FcrPolicy, prev_start: date
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Per key, [repeated, judged] under the policy in each period, from the FCR day counts."""
+    out: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
+    for i, (start, end) in enumerate(((q.start, q.end), (prev_start, q.start))):
+        body = await fcr.report_from_days(
+            conn, tenant, fcr.FcrQuery(start, end, q.as_of_us, q.by, (), {}), policy
+        )
+        for group in body["groups"]:
+            block = group["windows"][0]
+            out[i][group["key"]] = [block["repeated"], block["judged"]]
+    return out
+
+
+async def _examples(
+    conn: asyncpg.Connection,
+    tenant: str,
+    q: PainQuery,
+    policy: FcrPolicy,
+    shown: list[tuple[str, str, int | None]],
+) -> list[str | None]:
+    """The latest affected step of each shown (kind, key, latest affected day if known) row
+    (``_scan``'s example), in one statement: per row a backward walk of the (tenant, at) index,
+    over that day when known, that stops at the first match."""
+    if not shown:
+        return []
+    p = Params([tenant])
+    ctx = Ctx(p, q, policy)
+    dim, extra = _dimension(q)
+    start_us = p.add((q.start - _EPOCH).days * DAY_US)
+    end_us = p.add(min((q.end - _EPOCH).days * DAY_US, q.as_of_us))
+    walks = []
+    for kind, key, day in shown:
+        affected, _base = condition(ctx, kind)
+        within = ""
+        if day is not None:
+            lo, hi = p.add(day * DAY_US), p.add((day + 1) * DAY_US)
+            within = f" AND at_us >= {lo} AND at_us < {hi}"
+        walks.append(
+            f"""(SELECT lpad(at_us::text, 20, '0') || '{SEP}' || customer_id::text || '{SEP}' ||
+                        episode || '{SEP}' || step_key AS x
+                 FROM journey.quality_step
+                 WHERE tenant_id = $1 AND at_us >= {start_us} AND at_us < {end_us}
+                   AND {dim} = {p.add(key)}{extra} AND {affected}{within}
+                 ORDER BY at_us DESC, x DESC LIMIT 1)"""
+        )
+    found = await conn.fetchval(f"SELECT ARRAY[{', '.join(walks)}]", *p.values)  # noqa: S608
+    return list(found)
+
+
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def _example(text: str | None) -> dict[str, Any] | None:
+def _example_of(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
     at, customer, episode, step = text.split(SEP, 3)
@@ -169,11 +334,20 @@ def _example(text: str | None) -> dict[str, Any] | None:
 
 
 async def report(
-    conn: asyncpg.Connection, tenant: str, q: PainQuery, policy: FcrPolicy, *, limit: int
+    conn: asyncpg.Connection,
+    tenant: str,
+    q: PainQuery,
+    policy: FcrPolicy,
+    *,
+    limit: int,
+    counts: bool = True,
 ) -> dict[str, Any]:
+    """The ranked pain points; from the day counts when ``counts`` and they answer exactly."""
     length = q.end - q.start
     prev_start = q.start - length
-    current, previous = await _scan(conn, tenant, q, policy, prev_start)
+    fast = counts and answerable(q, policy)
+    read = _counts if fast else _scan
+    current, previous = await read(conn, tenant, q, policy, prev_start)
     rows = []
     for key, per in current.items():
         for kind in [k for k in KINDS if k in per]:
@@ -197,7 +371,7 @@ async def report(
                     if rate is not None and prev_rate is not None
                     else None,
                 },
-                "example": _example(example),
+                "example": _example_of(example),
                 "drill_down": _drill_link(q, kind, key),
             }
             if kind == "abandon":
@@ -205,10 +379,17 @@ async def report(
                 row["mean_wait_s"] = round(per["_abandon_wait"] / 1000 / affected, 3)
             if kind == "long_wait":
                 row["threshold_s"] = q.long_wait_ms / 1000
-                row["p50_wait_s"] = per["_p50"] / 1000 if per["_p50"] is not None else None
-                row["p90_wait_s"] = per["_p90"] / 1000 if per["_p90"] is not None else None
+                row["p50_wait_s"] = per["_p50"]
+                row["p90_wait_s"] = per["_p90"]
             rows.append(row)
     rows.sort(key=lambda r: (-r["impact"], r["kind"], r["key"]))
+    if fast:
+        shown = rows[:limit]
+        days = [current[r["key"]]["_latest"].get(r["kind"]) for r in shown]
+        wanted = [(r["kind"], r["key"], d) for r, d in zip(shown, days, strict=True)]
+        texts = await _examples(conn, tenant, q, policy, wanted)
+        for row, text in zip(shown, texts, strict=True):
+            row["example"] = _example_of(text)
     return {
         "period": {"from": q.start.isoformat(), "to": q.end.isoformat()},
         "previous_period": {"from": prev_start.isoformat(), "to": q.start.isoformat()},

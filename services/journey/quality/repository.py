@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import asyncpg
 
 from services.journey.quality.policy import FcrPolicy
-from services.journey.quality.rules import FcrCell, QRow
+from services.journey.quality.rules import FcrCell, PainCell, QRow
 
 RowKey = tuple[str, uuid.UUID, str]  # tenant, customer, step key
 _EPOCH = date(1970, 1, 1)
@@ -122,5 +122,38 @@ async def apply_fcr_deltas(
                WHERE f.tenant_id = u.t AND f.mode = u.m AND f.day = u.d AND f.reason = u.r
                  AND f.activity = u.a AND f.team = u.tm AND f.declared = u.dc
                  AND f.threshold = u.th AND f.n = 0""",
+            *cols[:8],
+        )
+
+
+async def apply_pain_deltas(
+    conn: asyncpg.Connection, deltas: Sequence[tuple[str, PainCell, int]]
+) -> None:
+    """Add (tenant, cell, change) to the pain-point day counts in key order (as
+    ``apply_fcr_deltas``); drop counts that reached zero."""
+    if not deltas:
+        return
+    rows = sorted(deltas, key=lambda d: (d[0], *d[1]))
+    cols: list[list[object]] = [[] for _ in range(9)]
+    for tenant, (day, *rest), n in rows:
+        for col, value in zip(cols, (tenant, _EPOCH + timedelta(days=day), *rest, n), strict=True):
+            col.append(value)
+    await conn.execute(
+        """INSERT INTO journey.quality_pain_day AS f (tenant_id, day, activity, prev_activity,
+               channel, contact, stat, value, n)
+           SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[],
+                                $6::bool[], $7::text[], $8::text[], $9::bigint[])
+           ON CONFLICT (tenant_id, day, activity, prev_activity, channel, contact, stat, value)
+           DO UPDATE SET n = f.n + excluded.n""",
+        *cols,
+    )
+    if any(n < 0 for n in cols[8]):  # type: ignore[operator]
+        await conn.execute(
+            """DELETE FROM journey.quality_pain_day f
+               USING unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[],
+                            $6::bool[], $7::text[], $8::text[]) AS u(t, d, a, pa, ch, c, s, v)
+               WHERE f.tenant_id = u.t AND f.day = u.d AND f.activity = u.a
+                 AND f.prev_activity = u.pa AND f.channel = u.ch AND f.contact = u.c
+                 AND f.stat = u.s AND f.value = u.v AND f.n = 0""",
             *cols[:8],
         )

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from services.journey.maps import rules as maps
+from services.journey.maps.histogram import bucket
 
 # Assisted and conversational channels: an interaction (a step of events sharing an
 # interaction_id) on one is a contact; self-service web and app steps, and steps of their own
@@ -257,4 +258,51 @@ def fcr_cells(rows: Iterable[QRow]) -> Counter[FcrCell]:
 def cells_difference(old: Iterable[QRow], new: Iterable[QRow]) -> dict[FcrCell, int]:
     delta = fcr_cells(new)
     delta.subtract(fcr_cells(old))
+    return {k: v for k, v in delta.items() if v}
+
+
+# --- pain-point counts by day (what pain points and health read when they can; ``pain.py``) --
+
+LONG_WAIT_MS = 300_000  # the default long-wait threshold, the one the day counts hold
+# day, activity, prev_activity ('' when none), channel, contact, stat, value ('' when none)
+PainCell = tuple[int, str, str, str, bool, str, str]
+
+
+def pain_cells(rows: Iterable[QRow]) -> Counter[PainCell]:
+    """Steps counted by (day, activity, edge source, channel, contact, stat, value): every
+    figure a pain-point row or the health summary needs that does not depend on ``as_of``
+    beyond the day (``abandon_wait`` sums milliseconds; ``wait`` is the map's log bucket)."""
+    out: Counter[PainCell] = Counter()
+    for r in rows:
+        base = (r.at_us // DAY_US, r.activity, r.prev_activity or "", r.channel, r.contact)
+        stats = [("rows", "")]
+        if r.abandon_at is not None:
+            stats.append(("abandon", r.abandon_at))
+            if r.abandon_wait_ms:
+                out[(*base, "abandon_wait", "")] += r.abandon_wait_ms
+        stats += [("transfer", str(n)) for n in (1, 2) if r.transfers >= n]
+        if r.sentiment_milli is not None:
+            stats.append(("sentiment", ""))
+            if r.sentiment_milli <= NEGATIVE_SENTIMENT_MILLI:
+                stats.append(("negative", ""))
+        if r.queue_wait_ms is not None:
+            stats.append(("wait", str(bucket(r.queue_wait_ms * 1000))))
+            if r.queue_wait_ms > LONG_WAIT_MS:
+                stats.append(("long", ""))
+        if r.callback != CALLBACK_NONE:
+            stats.append(("callback", ""))
+            if r.callback == CALLBACK_MISSED:
+                stats.append(("callback_missed", ""))
+        if r.episode_end:
+            stats.append(("episode_end", ""))
+        if r.cross_unresolved:
+            stats.append(("cross_unresolved", ""))
+        for stat, value in stats:
+            out[(*base, stat, value)] += 1
+    return out
+
+
+def pain_difference(old: Iterable[QRow], new: Iterable[QRow]) -> dict[PainCell, int]:
+    delta = pain_cells(new)
+    delta.subtract(pain_cells(old))
     return {k: v for k, v in delta.items() if v}

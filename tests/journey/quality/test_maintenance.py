@@ -9,7 +9,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from services.journey.config import JourneySettings
 from services.journey.maps import rules as maps
 from services.journey.maps.rebuild import rebuild_from_events
-from services.journey.quality import fcr, rules
+from services.journey.quality import fcr, health, pain, rules
 from services.journey.quality import repository as repo
 from services.journey.quality.policy import FcrPolicy
+from services.journey.quality.schemas import Range
 from shared.db import Database, raw_connection
 from tests.journey.maps.reference import Ev
 from tests.journey.maps.strategies import bridges, event_logs
@@ -98,10 +99,14 @@ async def run_example(
         counts = await fcr_counts(db, tenant)
         assert counts == dict(rules.fcr_cells(row for (_key, row), n in expected.items()
                                               for _ in range(n)))  # fmt: skip
+        pains = await pain_counts(db, tenant)
+        assert pains == dict(rules.pain_cells(row for (_key, row), n in expected.items()
+                                              for _ in range(n)))  # fmt: skip
         async with db.session() as session:
             await rebuild_from_events(await raw_connection(session), tenant)
         assert await quality_rows(db, tenant) == stored
         assert await fcr_counts(db, tenant) == counts
+        assert await pain_counts(db, tenant) == pains
     finally:
         await db.dispose()
 
@@ -123,6 +128,16 @@ async def fcr_counts(db: Database, tenant: str) -> dict[rules.FcrCell, int]:
         rows = await (await raw_connection(session)).fetch(
             """SELECT day - date '1970-01-01', mode, reason, activity, team, declared, threshold,
                       n FROM journey.quality_fcr_day WHERE tenant_id = $1""",
+            tenant,
+        )
+    return {tuple(r.values())[:7]: r["n"] for r in rows}
+
+
+async def pain_counts(db: Database, tenant: str) -> dict[rules.PainCell, int]:
+    async with db.session() as session:
+        rows = await (await raw_connection(session)).fetch(
+            """SELECT day - date '1970-01-01', activity, prev_activity, channel, contact, stat,
+                      value, n FROM journey.quality_pain_day WHERE tenant_id = $1""",
             tenant,
         )
     return {tuple(r.values())[:7]: r["n"] for r in rows}
@@ -232,3 +247,74 @@ async def test_fcr_from_the_day_counts_equals_fcr_from_the_rows(db):
                     assert fcr.answerable(q, policy)
                     fast = await fcr.report_from_days(conn, tenant, q, policy)
                     assert fast == await fcr.report(conn, tenant, q, policy), (by, as_of_day)
+
+
+def random_pain_row(rng: random.Random, start_us: int) -> rules.QRow:
+    row = random_row(rng, start_us)
+    abandon = rng.choice([None, None, "queue:billing", "ivr:main_menu"])
+    return row._replace(
+        prev_activity=rng.choice([None, "web:faq", "phone:inbound_call"]),
+        transfers=rng.choice([0, 0, 1, 2, 3]),
+        abandon_at=abandon,
+        abandon_wait_ms=rng.randint(0, 600_000) if abandon else 0,
+        queue_wait_ms=rng.choice([None, rng.randint(0, 900_000), 300_000, 300_001]),
+        sentiment_milli=rng.choice([None, rng.randint(-1000, 1000), -300]),
+        callback=rng.choice([0, 0, 1, 2]),
+        episode=f"e{rng.randint(0, 50)}",
+        episode_end=rng.random() < 0.3,
+        cross_unresolved=rng.random() < 0.1,
+    )
+
+
+async def test_pain_points_and_health_from_the_day_counts_equal_the_row_scans(db):
+    """The fast paths (pain-point and FCR day counts) give the very same reports as the rows,
+    examples included; segment filters and other thresholds still answer from the rows."""
+    rng = random.Random(13)
+    tenant = new_tenant()
+    start = maps.to_us(BASE)
+    rows = [random_pain_row(rng, start) for _ in range(600)]
+    keyed = [((tenant, uuid.uuid4(), f"s{i}"), r) for i, r in enumerate(rows)]
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        await repo.save_rows(conn, keyed)
+        fcr_cells, pain_cells = rules.fcr_cells(rows), rules.pain_cells(rows)
+        await repo.apply_fcr_deltas(conn, [(tenant, c, n) for c, n in fcr_cells.items()])
+        await repo.apply_pain_deltas(conn, [(tenant, c, n) for c, n in pain_cells.items()])
+        policies = (
+            FcrPolicy(),
+            FcrPolicy.model_validate(
+                {"further_contact": "same_reason", "reopen_counts": True,
+                 "overrides": [{"reason": "billing", "window": "35d"},
+                               {"channel": "email", "window": "2d"}]}
+            ),
+        )  # fmt: skip
+        seen: set[str] = set()
+        for policy in policies:
+            for by in ("touchpoint", "channel"):
+                for as_of_day, first, last in ((5, 3, 8), (12, 7, 14), (40, 4, 10)):
+                    day = date(2025, 3, first), date(2025, 3, last)
+                    for kind in (
+                        None,
+                        "repeat_contact",
+                        "callback_not_completed",
+                        "cross_channel_unresolved",
+                    ):
+                        q = pain.PainQuery(by, *day, start + as_of_day * D, {}, 300_000, kind)
+                        assert pain.answerable(q, policy)
+                        fast = await pain.report(conn, tenant, q, policy, limit=7)
+                        slow = await pain.report(conn, tenant, q, policy, limit=7, counts=False)
+                        assert fast == slow, (by, as_of_day, kind)
+                        seen.update(p["kind"] for p in fast["pain_points"] if p["example"])
+                    r = Range(*day, BASE + timedelta(days=as_of_day))
+                    fast = await health.summary(conn, tenant, r, policy)
+                    assert fast == await health.summary(conn, tenant, r, policy, counts=False)
+        assert seen == set(pain.KINDS)
+        q = pain.PainQuery("touchpoint", date(2025, 3, 3), date(2025, 3, 9), start + 9 * D,
+                           {"tier": "gold"}, 300_000)  # fmt: skip
+        assert not pain.answerable(q, policies[0])
+        for other in (
+            pain.PainQuery("edge", q.start, q.end, q.as_of_us, {}, 300_000),
+            pain.PainQuery("touchpoint", q.start, q.end, q.as_of_us, {}, 120_000),
+            pain.PainQuery("touchpoint", q.start, q.end, q.as_of_us + 1, {}, 300_000),
+        ):
+            assert not pain.answerable(other, policies[0])
