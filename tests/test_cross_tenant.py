@@ -70,6 +70,8 @@ async def _journey_customer(
 DESIGN = {"steps": [{"activity": "phone:ivr"}, {"activity": "phone:agent"}]}
 # Routes where a name is the caller's own namespace: B's PUT or DELETE of the same name makes or
 # removes B's own design (2xx is right), as long as A's stays exactly as it was (checked below).
+# Query parameters a route requires, with values valid for A's resources.
+REQUIRED_QUERY = {"/v1/designed-journeys/{name}/conformance/journeys": "?deviation=deviating"}
 PER_TENANT_NAMES = {
     ("put", "/v1/designed-journeys/{name}"),
     ("delete", "/v1/designed-journeys/{name}"),
@@ -136,7 +138,7 @@ async def test_another_tenants_key_never_reaches_a_resource(
         for method, path, params in operations(app):
             if not _path_params(params):
                 continue
-            url = _url(path, values)
+            url = _url(path, values) + REQUIRED_QUERY.get(path, "")
             body = None
             if method != "get":
                 example, _ = NUL_BODIES.get((method, path), (None, None))

@@ -54,6 +54,19 @@ RULES_BEYOND_SCHEMA: dict[tuple[str, int], str] = {
     ("POST /v1/events", 415): "content types other than the declared ones",
     ("POST /v1/events", 400): "an empty batch",
     ("PUT /v1/journey-map/config", 422): "rules between the config's fields",
+    # journey quality, experience, conformance, feedback: the map's window rule (from < to,
+    # bounded), as_of within range, cursors of this API, and names of rows that exist
+    ("GET /v1/pain-points", 422): "the map's window rule, as_of in range",
+    ("GET /v1/pain-points/journeys", 422): "the window rule; kind and key of a pain point",
+    ("GET /v1/fcr", 422): "the window rule; windows a comma-separated list of durations",
+    ("GET /v1/journey-health", 422): "the window rule, as_of in range",
+    ("GET /v1/experience", 422): "the window rule",
+    ("GET /v1/feedback", 422): "the window rule; node in the map; cursors of this API",
+    ("GET /v1/designed-journeys/{name}/conformance", 422): "the window rule",
+    ("GET /v1/designed-journeys/{name}/conformance/journeys", 422): "the window rule; a "
+    "deviation of this design; cursors of this API",
+    ("PUT /v1/designed-journeys/{name}", 422): "rules between steps (no wait before the first, "
+    "distinct activities at the design's granularity)",
     ("PUT /v1/engagement-model", 422): "weights and thresholds that must agree",
     ("PUT /v1/notification-channels", 422): "destinations refused by the egress guard",
     ("GET /v1/churn/backtest", 422): "thresholds must be numbers in range, comma-separated",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
 from services.journey.conformance.rules import Designed, Model
 from services.journey.maps.schemas import Granularity, JourneyKind
@@ -27,7 +27,7 @@ class DesignedStep(BaseModel):
         description="An activity at the design's granularity (`phone:inbound_call`, `phone`, "
         "`support`)."
     )
-    optional: bool = Field(False, description="A journey may leave this step out.")
+    optional: StrictBool = Field(False, description="A journey may leave this step out.")
     max_wait_s: float | None = Field(
         None,
         gt=0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from services.journey.maps.rules import SEGMENTS
 
@@ -100,7 +100,7 @@ class FcrPolicy(BaseModel):
             "about the same reason (a contact without a reason matches every reason)."
         ),
     )
-    reopen_counts: bool = Field(
+    reopen_counts: StrictBool = Field(
         True, description="A reopening of the contact's case is a further contact too."
     )
     overrides: list[Override] = Field(default_factory=list, max_length=200)
