@@ -65,6 +65,7 @@ RULES_BEYOND_SCHEMA: dict[tuple[str, int], str] = {
     ("GET /v1/designed-journeys/{name}/conformance", 422): "the window rule",
     ("GET /v1/designed-journeys/{name}/conformance/journeys", 422): "the window rule; a "
     "deviation of this design; cursors of this API",
+    ("PUT /v1/fcr-policy", 422): "windows of 1 hour to 400 days; distinct overrides",
     ("PUT /v1/designed-journeys/{name}", 422): "rules between steps (no wait before the first, "
     "distinct activities at the design's granularity)",
     ("PUT /v1/engagement-model", 422): "weights and thresholds that must agree",

@@ -37,7 +37,16 @@ def _window(text: str) -> str:
     return text.strip()
 
 
-WindowText = Annotated[str, Field(min_length=2, max_length=8, examples=["7d", "35d", "12h"])]
+WindowText = Annotated[
+    str,
+    Field(
+        min_length=2,
+        max_length=8,
+        pattern=r"^\s*[0-9]+[hd]\s*$",
+        examples=["7d", "35d", "12h"],
+        description="Hours or days, from 1 hour to 400 days.",
+    ),
+]
 
 
 class Override(BaseModel):
