@@ -53,12 +53,22 @@ def asyncpg_dsn(dsn: str) -> str:
 class Database:
     """Engine + session factory for one process, built in a lifespan, never at import."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 10, application_name: str = "waypoint"):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        application_name: str = "waypoint",
+        pool_timeout: float = 30.0,
+    ):
         self.dsn = dsn
+        # A request that waits ``pool_timeout`` for a connection is answered 503 + Retry-After
+        # (shared/errors.py): the process is over its capacity.
         self.engine: AsyncEngine = create_async_engine(
             sqlalchemy_url(dsn),
             pool_size=pool_size,
             max_overflow=pool_size,
+            pool_timeout=pool_timeout,
             pool_pre_ping=True,
             connect_args={"server_settings": {"application_name": application_name}},
         )

@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
@@ -59,6 +61,14 @@ def error_body(
         body["code"] = error
         body["message"] = message or _summary(detail)
     return body
+
+
+OVERLOADED = Counter(
+    "waypoint_http_overloaded_total",
+    "Requests answered 503 because no database connection freed up within the pool's wait.",
+    ["app"],
+)
+OVERLOAD_RETRY_AFTER_SECONDS = 2
 
 
 class WaypointError(Exception):
@@ -204,6 +214,21 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=headers,
         )
 
+    async def overloaded(request: Request, _exc: Exception) -> JSONResponse:
+        """Every database connection of this process stayed busy for the pool's whole wait: the
+        process is over its capacity. A 503 the client retries, not a 500: nothing was done."""
+        OVERLOADED.labels(request.app.title).inc()
+        return JSONResponse(
+            error_body(
+                request.scope,
+                "overloaded",
+                "every database connection is busy; retry after the time in Retry-After",
+            ),
+            status_code=503,
+            headers={"Retry-After": str(OVERLOAD_RETRY_AFTER_SECONDS)},
+        )
+
     app.add_exception_handler(WaypointError, waypoint_error)
+    app.add_exception_handler(PoolTimeout, overloaded)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -188,11 +188,6 @@ async def test_the_same_events_over_http_and_kafka_are_stored_once(
     check("the same events over HTTP and Kafka", found, snap, baseline)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest answers 500 when its database pool is exhausted under overload (sqlalchemy "
-    "TimeoutError: QueuePool limit reached), not 503 + Retry-After: docs/reliability.md",
-)
 async def test_twice_the_sustainable_rate_over_http_is_told_to_retry_after(
     pipeline: Pipeline, baseline: Baseline
 ) -> None:
@@ -241,7 +236,16 @@ async def test_twice_the_sustainable_rate_over_http_is_told_to_retry_after(
     assert not {s for s in statuses if s >= 500 and s != 503}, statuses
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
     found, snap = await p.result(traffic)
-    check(f"2x the sustainable HTTP rate ({statuses.get(429, 0)} x 429)", found, snap, baseline)
+    # Refused requests are retried after their Retry-After, so events reach the raw topic in
+    # another order than the baseline's: counted (0 lost, 0 twice), not compared (see the
+    # docs' note on arrival order).
+    check(
+        f"2x the sustainable HTTP rate ({statuses.get(429, 0)} x 429)",
+        found,
+        snap,
+        baseline,
+        compare=False,
+    )
 
 
 async def delivery_attempts(p: Pipeline, tenant: str, outcome: str) -> int:

@@ -1,6 +1,9 @@
 """Every service gets health, readiness and metrics from the shared app factory."""
 
+import asyncio
+
 from fastapi import APIRouter
+from sqlalchemy import text
 
 from shared.app import create_app
 from shared.auth.dependencies import EventsReader
@@ -63,3 +66,49 @@ async def test_auth_errors_are_clear_4xx(settings_overrides, make_tenant: Tenant
         reader = await make_tenant(scopes=["events:read"])
         ok = await client.get("/v1/whoami", headers=reader.headers)
         assert ok.json() == {"tenant": reader.id}
+
+
+async def test_an_exhausted_database_pool_is_a_503_to_retry_not_a_500(
+    settings_overrides, make_tenant: TenantFactory
+):
+    """Overload (issue 13's fault suite found a 500): when every connection of the process
+    stays busy for the pool's whole wait, the request gets 503 with Retry-After."""
+    settings = CommonSettings(**settings_overrides)
+    small = Database(settings.dsn, pool_size=1, pool_timeout=0.5)  # 2 connections at most
+    release = asyncio.Event()
+    holding = asyncio.Semaphore(0)
+    busy = APIRouter()
+
+    @busy.get("/v1/hold")
+    async def hold(principal: EventsReader) -> dict[str, str]:
+        async with small.session() as session:
+            await session.execute(text("SELECT 1"))
+            holding.release()
+            await release.wait()
+        return {"held": principal.tenant_id}
+
+    app = create_app(
+        service="probe",
+        settings=settings,
+        routers=[busy],
+        description="probe",
+        configure_logs=False,
+    )
+    tenant = await make_tenant(scopes=["events:read"])
+    try:
+        async with app_client(app) as client:
+            holders = [
+                asyncio.create_task(client.get("/v1/hold", headers=tenant.headers))
+                for _ in range(2)
+            ]
+            for _ in holders:
+                await asyncio.wait_for(holding.acquire(), 30)
+            refused = await client.get("/v1/hold", headers=tenant.headers)
+            release.set()
+            held = await asyncio.gather(*holders)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "overloaded"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert [r.status_code for r in held] == [200, 200]
+    finally:
+        await small.dispose()
