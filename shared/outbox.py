@@ -25,23 +25,30 @@ rounds. A round is one transaction that
   relay at a time, in id order. ``lanes`` must stay the same while rows are pending.
 
 The relay wakes on NOTIFY (``notify_channel``; writers in other processes, like the API, call
-``notify``), on ``wake()`` from a writer in the same process, or every ``poll_seconds``.
+``notify``), on ``wake()`` from a writer in the same process, or every ``poll_seconds``
+(``shared/listen_loop.py``, which alerts' notifier runs on too).
+
+Where the messages wait is the relay's ``store``: by default the append-only table above
+(``LaneOutbox``). Another store claims and settles its own way behind the same relay: alerts'
+engagement changes (``services/alerts/engagement.py``), one row per customer, coalesced and
+leased, with metrics of their own (``RelayMetrics``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 
-from shared.db import Database, asyncpg_dsn, raw_connection
+from shared.db import Database, raw_connection
+from shared.listen_loop import Backoff, ListenLoop
 from shared.logging import get_logger
 
 log = get_logger("outbox")
@@ -90,9 +97,9 @@ def lane_of(key: bytes | None, lanes: int = DEFAULT_LANES) -> int:
     return zlib.crc32(key or b"") % lanes
 
 
-def lock_namespace(schema: str) -> int:
+def lock_namespace(schema: str, table: str = "outbox") -> int:
     """First key of the two-key advisory locks of a schema's lanes (a signed int4)."""
-    value = zlib.crc32(f"{schema}.outbox".encode())
+    value = zlib.crc32(f"{schema}.{table}".encode())
     return value - 2**32 if value >= 2**31 else value
 
 
@@ -102,12 +109,13 @@ async def enqueue(
     messages: Sequence[Message],
     *,
     lanes: int = DEFAULT_LANES,
+    table: str = "outbox",
 ) -> int:
-    """Write ``messages`` to ``<schema>.outbox`` in the caller's transaction (one COPY)."""
+    """Write ``messages`` to ``<schema>.<table>`` in the caller's transaction (one COPY)."""
     if not messages:
         return 0
     await conn.copy_records_to_table(
-        "outbox",
+        table,
         schema_name=schema,
         columns=("tenant_id", "lane", "topic", "key", "value"),
         records=[(m.tenant_id, lane_of(m.key, lanes), m.topic, m.key, m.value) for m in messages],
@@ -120,34 +128,39 @@ async def notify(conn: asyncpg.Connection, channel: str) -> None:
     await conn.execute("SELECT pg_notify($1, '')", channel)
 
 
-class OutboxRelay:
-    def __init__(
-        self,
-        *,
-        service: str,
-        schema: str,
-        db: Database,
-        producer: AIOKafkaProducer,
-        dsn: str,
-        notify_channel: str,
-        lanes: int = DEFAULT_LANES,
-        batch_size: int = 1000,
-        publish_timeout_seconds: float = 10.0,
-        poll_seconds: float = 0.5,
-    ):
-        self.service = service
-        self.schema = schema
-        self.db = db
-        self.producer = producer
-        self.dsn = dsn
-        self.notify_channel = notify_channel
+@dataclass(frozen=True)
+class Outgoing:
+    """A claimed message, to send: its age (since its commit) as the claim saw it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    age_seconds: float
+
+
+Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
+
+
+class PendingStore(Protocol):
+    """Where a relay's messages wait, and how one round claims, sends and settles them."""
+
+    async def publish_round(self, db: Database, limit: int, send: Send) -> Sequence[Outgoing]:
+        """Claim up to ``limit`` messages, ``await send(them)`` (it raises if the broker does
+        not acknowledge: they must stay pending), settle them; what was sent."""
+        ...
+
+    async def backlog(self, db: Database) -> tuple[int, float]:
+        """(messages pending, age of the oldest in seconds; 0 when none)."""
+        ...
+
+
+class LaneOutbox:
+    """The append-only ``<schema>.<table>`` of ``enqueue``: a round holds its lanes' advisory
+    locks and the claimed rows while it sends, deletes them and commits."""
+
+    def __init__(self, schema: str, *, table: str = "outbox", lanes: int = DEFAULT_LANES):
         self.lanes = lanes
-        self.batch_size = batch_size
-        self.publish_timeout_seconds = publish_timeout_seconds
-        self.poll_seconds = poll_seconds
-        self.wakeup = asyncio.Event()
-        self.listener: asyncpg.Connection | None = None
-        self.stats_due = 0.0
+        self.namespace = lock_namespace(schema, table)
         self._claim = f"""
 WITH mine AS (
     SELECT lane FROM generate_series(0, $2::int - 1) AS lane
@@ -155,45 +168,126 @@ WITH mine AS (
 )
 SELECT o.id, o.topic, o.key, o.value,
        extract(epoch FROM clock_timestamp() - o.created_at)::float8 AS age_s
-FROM {schema}.outbox o
+FROM {schema}.{table} o
 WHERE o.lane IN (SELECT lane FROM mine)
 ORDER BY o.id
 LIMIT $1
 FOR UPDATE OF o SKIP LOCKED
 """
-        self._delete = f"DELETE FROM {schema}.outbox WHERE id = ANY($1::bigint[])"
+        self._delete = f"DELETE FROM {schema}.{table} WHERE id = ANY($1::bigint[])"
         self._stats = (
             "SELECT count(*) AS n, "
             "coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS age "
-            f"FROM {schema}.outbox"
+            f"FROM {schema}.{table}"
         )
 
-    def wake(self) -> None:
-        """A writer of this process committed messages: publish them now."""
-        self.wakeup.set()
+    async def publish_round(self, db: Database, limit: int, send: Send) -> Sequence[Outgoing]:
+        async with db.session() as session:
+            conn = await raw_connection(session)
+            rows = await conn.fetch(self._claim, limit, self.lanes, self.namespace)
+            if not rows:
+                return []
+            messages = [Outgoing(r["topic"], r["key"], r["value"], float(r["age_s"])) for r in rows]
+            await send(messages)
+            await conn.execute(self._delete, [r["id"] for r in rows])
+        return messages
+
+    async def backlog(self, db: Database) -> tuple[int, float]:
+        async with db.session() as session:
+            conn = await raw_connection(session)
+            row = await conn.fetchrow(self._stats)
+        return (int(row["n"]), float(row["age"])) if row else (0, 0.0)
+
+
+@dataclass(frozen=True)
+class RelayMetrics:
+    published: Counter
+    failures: Counter
+    backlog: Gauge
+    delay: Histogram
+    oldest: Gauge | None = None
+
+    @classmethod
+    def of_service(cls, service: str) -> RelayMetrics:
+        """The ``waypoint_outbox_*`` metrics, labelled with the service."""
+        return cls(
+            published=PUBLISHED.labels(service),
+            failures=PUBLISH_FAILURES.labels(service),
+            backlog=BACKLOG.labels(service),
+            delay=DELAY.labels(service),
+            oldest=OLDEST.labels(service),
+        )
+
+
+class OutboxRelay(ListenLoop):
+    def __init__(
+        self,
+        *,
+        service: str,
+        db: Database,
+        producer: AIOKafkaProducer,
+        dsn: str,
+        notify_channel: str,
+        schema: str | None = None,
+        lanes: int = DEFAULT_LANES,
+        store: PendingStore | None = None,
+        batch_size: int = 1000,
+        publish_timeout_seconds: float = 10.0,
+        poll_seconds: float = 0.5,
+        metrics: RelayMetrics | None = None,
+        retry: Backoff | None = None,
+        drain_on_stop: bool = True,
+        event_prefix: str = "outbox",
+        log_fields: Mapping[str, str] | None = None,
+    ):
+        """Relays ``store`` (default: ``LaneOutbox(schema, lanes=lanes)``). After a failed
+        round it waits ``retry`` (default: 2·poll, doubling up to 30 s, ± 20 %); on stop it
+        drains once more if ``drain_on_stop``. Log events: ``<event_prefix>.publish_failed`` …,
+        with ``log_fields`` (default: the service)."""
+        super().__init__(
+            dsn=dsn,
+            channel=notify_channel,
+            poll_seconds=poll_seconds,
+            retry=retry or Backoff(base=2 * poll_seconds, cap=30.0),
+            log=log,
+            event_prefix=event_prefix,
+            log_fields={"service": service} if log_fields is None else log_fields,
+        )
+        if store is None:
+            if schema is None:
+                raise ValueError("an outbox relay needs a schema (its outbox table) or a store")
+            store = LaneOutbox(schema, lanes=lanes)
+        self.service = service
+        self.store = store
+        self.db = db
+        self.producer = producer
+        self.batch_size = batch_size
+        self.publish_timeout_seconds = publish_timeout_seconds
+        self.metrics = metrics or RelayMetrics.of_service(service)
+        self.drain_on_stop = drain_on_stop
+        self.stats_due = 0.0
 
     async def publish_pending(self) -> int:
-        """One round: claim up to ``batch_size`` messages, publish, delete; how many went out.
+        """One round: claim up to ``batch_size`` messages, publish, settle; how many went out.
         Raises (and leaves them pending) if the broker does not acknowledge in time."""
-        async with self.db.session() as session:
-            conn = await raw_connection(session)
-            rows = await conn.fetch(
-                self._claim, self.batch_size, self.lanes, lock_namespace(self.schema)
-            )
-            if not rows:
-                return 0
-            started = time.perf_counter()
-            await asyncio.wait_for(self._send(rows), self.publish_timeout_seconds)
-            await conn.execute(self._delete, [r["id"] for r in rows])
-        waited = time.perf_counter() - started
-        PUBLISHED.labels(self.service).inc(len(rows))
-        delay = DELAY.labels(self.service)
-        for r in rows:
-            delay.observe(float(r["age_s"]) + waited)
-        return len(rows)
+        started = 0.0
 
-    async def _send(self, rows: list[asyncpg.Record]) -> None:
-        futures = [await self.producer.send(r["topic"], r["value"], key=r["key"]) for r in rows]
+        async def send(messages: Sequence[Outgoing]) -> None:
+            nonlocal started
+            started = time.perf_counter()
+            await asyncio.wait_for(self._send(messages), self.publish_timeout_seconds)
+
+        sent = await self.store.publish_round(self.db, self.batch_size, send)
+        if not sent:
+            return 0
+        waited = time.perf_counter() - started
+        self.metrics.published.inc(len(sent))
+        for m in sent:
+            self.metrics.delay.observe(m.age_seconds + waited)
+        return len(sent)
+
+    async def _send(self, messages: Sequence[Outgoing]) -> None:
+        futures = [await self.producer.send(m.topic, m.value, key=m.key) for m in messages]
         await asyncio.gather(*futures)
 
     async def drain(self) -> int:
@@ -207,54 +301,34 @@ FOR UPDATE OF o SKIP LOCKED
 
     async def backlog(self) -> tuple[int, float]:
         """(messages pending, age of the oldest in seconds), also set as gauges."""
-        async with self.db.session() as session:
-            conn = await raw_connection(session)
-            row = await conn.fetchrow(self._stats)
-        pending, age = (int(row["n"]), float(row["age"])) if row else (0, 0.0)
-        BACKLOG.labels(self.service).set(pending)
-        OLDEST.labels(self.service).set(age)
+        pending, age = await self.store.backlog(self.db)
+        self.metrics.backlog.set(pending)
+        if self.metrics.oldest is not None:
+            self.metrics.oldest.set(age)
         return pending, age
 
-    async def _listen(self) -> None:
-        if self.listener is not None and not self.listener.is_closed():
-            return
-        try:
-            self.listener = await asyncpg.connect(asyncpg_dsn(self.dsn))
-            await self.listener.add_listener(self.notify_channel, lambda *_: self.wakeup.set())
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("outbox.listen_failed", service=self.service, error=str(exc))
-            self.listener = None
+    async def work_once(self) -> float:
+        await self.drain()
+        if time.monotonic() >= self.stats_due:  # a count, not on every round
+            self.stats_due = time.monotonic() + STATS_EVERY_SECONDS
+            await self.backlog()
+        return self.poll_seconds
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Publish whenever woken (or every ``poll_seconds``) until ``stop``; then a last drain."""
-        failures = 0
-        while not stop.is_set():
-            await self._listen()
-            self.wakeup.clear()
-            wait = self.poll_seconds
-            try:
-                await self.drain()
-                if time.monotonic() >= self.stats_due:  # a count, not on every round
-                    self.stats_due = time.monotonic() + STATS_EVERY_SECONDS
-                    await self.backlog()
-                failures = 0
-            except Exception:  # noqa: BLE001 - counted, logged and retried: never dropped
-                failures += 1
-                PUBLISH_FAILURES.labels(self.service).inc()
-                log.exception(
-                    "outbox.publish_failed", service=self.service, consecutive_failures=failures
-                )
-                wait = min(self.poll_seconds * 2**failures, 30.0) * random.uniform(0.8, 1.2)  # noqa: S311
-            waker = asyncio.create_task(self.wakeup.wait())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([waker, stopper], timeout=wait, return_when="FIRST_COMPLETED")
-            waker.cancel()
-            stopper.cancel()
+    def failed(self, failures: int) -> None:
+        # counted, logged and retried: never dropped
+        self.metrics.failures.inc()
+        self.log.exception(
+            f"{self.event_prefix}.publish_failed",
+            consecutive_failures=failures,
+            **self.log_fields,
+        )
+
+    async def stopped(self) -> None:
+        if not self.drain_on_stop:
+            return
         try:  # what the last batches committed goes out now rather than at the next start
             await asyncio.wait_for(self.drain(), self.publish_timeout_seconds)
         except Exception as exc:  # noqa: BLE001 - pending rows stay for the next relay
-            log.warning("outbox.final_drain_failed", service=self.service, error=str(exc))
-
-    async def close(self) -> None:
-        if self.listener is not None and not self.listener.is_closed():
-            await self.listener.close()
+            self.log.warning(
+                f"{self.event_prefix}.final_drain_failed", error=str(exc), **self.log_fields
+            )

@@ -21,14 +21,15 @@ while its row is being published stays pending and goes out in the next round.
   the latest state (each message is a whole snapshot, never a delta).
 
 LISTEN wakes the relay when a change commits; polling every ``engagement_poll_seconds`` is the
-fallback.
+fallback. The relay is ``shared.outbox.OutboxRelay`` with this table as its store
+(``EngagementChanges``) and the metrics above; a failed round is retried after 2·poll, doubling
+up to 60 s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -43,12 +44,10 @@ from services.alerts.metrics import (
 )
 from services.alerts.state import load_models, loads
 from services.alerts.tables import ENGAGEMENT_CHANNEL
-from shared.db import Database, asyncpg_dsn, raw_connection
+from shared.db import Database, raw_connection
 from shared.events.engagement import ChurnAlert, CustomerEngagementChanged
-from shared.logging import get_logger
-
-log = get_logger("alerts.engagement")
-BACKLOG_EVERY_SECONDS = 5.0
+from shared.listen_loop import Backoff
+from shared.outbox import OutboxRelay, Outgoing, RelayMetrics, Send
 
 
 def change_upsert(source: str) -> str:
@@ -152,121 +151,80 @@ def message(row: asyncpg.Record, threshold: float | None) -> CustomerEngagementC
     )
 
 
-class EngagementRelay:
-    def __init__(self, settings: AlertsSettings, db: Database, producer: AIOKafkaProducer):
-        self.settings = settings
-        self.db = db
-        self.producer = producer
-        self.wake = asyncio.Event()
-        self.listener: asyncpg.Connection | None = None
-        self.backlog_due = 0.0
+async def settle(db: Database, rows: Sequence[asyncpg.Record], *, published: bool) -> None:
+    """End claimed rows' lease; with ``published``, record the versions they held as published."""
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        await conn.execute(
+            _SETTLE,
+            [r["tenant_id"] for r in rows],
+            [r["customer_id"] for r in rows],
+            [r["version"] for r in rows],
+            published,
+            [r["claimed_until"] for r in rows],
+        )
 
-    async def publish_pending(self) -> int:
-        """Claim up to ``engagement_batch_size`` pending changes, publish them, record them as
-        published. Raises (and leaves them pending) if the broker does not acknowledge within
-        ``engagement_publish_timeout_seconds``."""
-        lease = self.settings.engagement_publish_timeout_seconds * 3
-        async with self.db.session() as session:
+
+class EngagementChanges:
+    """``alerts.engagement_change`` as the relay's store: a round leases the rows in one short
+    transaction, sends the customers' current engagement, then settles them in another."""
+
+    def __init__(self, settings: AlertsSettings):
+        self.topic = settings.topic_engagement
+        self.lease_seconds = settings.engagement_publish_timeout_seconds * 3
+
+    async def publish_round(self, db: Database, limit: int, send: Send) -> Sequence[Outgoing]:
+        async with db.session() as session:
             conn = await raw_connection(session)
-            rows = await conn.fetch(_CLAIM, self.settings.engagement_batch_size, lease)
+            rows = await conn.fetch(_CLAIM, limit, self.lease_seconds)
             if not rows:
-                return 0
+                return []
             models = await load_models(conn, sorted({r["tenant_id"] for r in rows}))
-        claimed_at = time.perf_counter()
-        messages = [
-            message(
-                r,
-                models[r["tenant_id"]]
-                .for_segment(r["segment"] or "default")
-                .thresholds.alert_below,
-            )
-            for r in rows
-        ]
-        try:
-            await asyncio.wait_for(
-                self._send(messages), self.settings.engagement_publish_timeout_seconds
-            )
-        except BaseException:
-            await asyncio.shield(self._settle(rows, published=False))  # retry soon, not at expiry
-            raise
-        await self._settle(rows, published=True)
-        waited = time.perf_counter() - claimed_at
-        ENGAGEMENT_PUBLISHED.inc(len(rows))
+        outgoing = []
         for r in rows:
-            ENGAGEMENT_DELAY.observe(float(r["age_s"]) + waited)
-        return len(rows)
-
-    async def _settle(self, rows: list[asyncpg.Record], *, published: bool) -> None:
-        async with self.db.session() as session:
-            conn = await raw_connection(session)
-            await conn.execute(
-                _SETTLE,
-                [r["tenant_id"] for r in rows],
-                [r["customer_id"] for r in rows],
-                [r["version"] for r in rows],
-                published,
-                [r["claimed_until"] for r in rows],
+            model = models[r["tenant_id"]].for_segment(r["segment"] or "default")
+            change = message(r, model.thresholds.alert_below)
+            outgoing.append(
+                Outgoing(self.topic, change.kafka_key(), change.to_json(), float(r["age_s"]))
             )
+        try:
+            await send(outgoing)
+        except BaseException:
+            await asyncio.shield(settle(db, rows, published=False))  # retry soon, not at expiry
+            raise
+        await settle(db, rows, published=True)
+        return outgoing
 
-    async def _send(self, messages: list[CustomerEngagementChanged]) -> None:
-        topic = self.settings.topic_engagement
-        futures = [
-            await self.producer.send(topic, m.to_json(), key=m.kafka_key()) for m in messages
-        ]
-        await asyncio.gather(*futures)
-
-    async def drain(self) -> int:
-        """Publish until nothing is pending (a round that claims less than a batch is the last)."""
-        total = 0
-        while True:
-            count = await self.publish_pending()
-            total += count
-            if count < self.settings.engagement_batch_size:
-                return total
-
-    async def backlog(self) -> int:
-        async with self.db.session() as session:
+    async def backlog(self, db: Database) -> tuple[int, float]:
+        async with db.session() as session:
             conn = await raw_connection(session)
             pending: int = await conn.fetchval(
                 "SELECT count(*) FROM alerts.engagement_change WHERE version > published_version"
             )
-        ENGAGEMENT_BACKLOG.set(pending)
-        return pending
+        return pending, 0.0  # the age is not measured (no gauge for it)
 
-    async def _listen(self) -> None:
-        if self.listener is not None and not self.listener.is_closed():
-            return
-        try:
-            self.listener = await asyncpg.connect(asyncpg_dsn(self.settings.dsn))
-            await self.listener.add_listener(ENGAGEMENT_CHANNEL, lambda *_: self.wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("engagement.listen_failed", error=str(exc))
-            self.listener = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Publish pending changes whenever woken (or every poll interval) until ``stop``."""
-        failures = 0
-        while not stop.is_set():
-            await self._listen()
-            self.wake.clear()
-            wait = self.settings.engagement_poll_seconds
-            try:
-                await self.drain()
-                if time.monotonic() >= self.backlog_due:  # a count, not on every round
-                    self.backlog_due = time.monotonic() + BACKLOG_EVERY_SECONDS
-                    await self.backlog()
-                failures = 0
-            except Exception:  # noqa: BLE001 - counted, logged and retried: never dropped
-                failures += 1
-                ENGAGEMENT_PUBLISH_FAILURES.inc()
-                log.exception("engagement.publish_failed", consecutive_failures=failures)
-                wait = min(wait * 2**failures, 60.0)
-            waker = asyncio.create_task(self.wake.wait())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([waker, stopper], timeout=wait, return_when="FIRST_COMPLETED")
-            waker.cancel()
-            stopper.cancel()
-
-    async def close(self) -> None:
-        if self.listener is not None and not self.listener.is_closed():
-            await self.listener.close()
+def relay_for(settings: AlertsSettings, db: Database, producer: AIOKafkaProducer) -> OutboxRelay:
+    """The engagement relay (a task of the worker process)."""
+    poll = settings.engagement_poll_seconds
+    return OutboxRelay(
+        service="alerts",
+        store=EngagementChanges(settings),
+        db=db,
+        producer=producer,
+        dsn=settings.dsn,
+        notify_channel=ENGAGEMENT_CHANNEL,
+        batch_size=settings.engagement_batch_size,
+        publish_timeout_seconds=settings.engagement_publish_timeout_seconds,
+        poll_seconds=poll,
+        metrics=RelayMetrics(
+            published=ENGAGEMENT_PUBLISHED,
+            failures=ENGAGEMENT_PUBLISH_FAILURES,
+            backlog=ENGAGEMENT_BACKLOG,
+            delay=ENGAGEMENT_DELAY,
+        ),
+        retry=Backoff(base=2 * poll, cap=60.0, jitter=0.0),
+        drain_on_stop=False,
+        event_prefix="engagement",
+        log_fields={},
+    )

@@ -15,7 +15,6 @@ answer is never read — only its status is kept.
 from __future__ import annotations
 
 import asyncio
-import random
 from datetime import timedelta
 from typing import Any
 
@@ -28,9 +27,10 @@ from services.alerts.metrics import DELIVERIES, DELIVERY_LATENCY, OUTBOX_BACKLOG
 from services.alerts.state import loads
 from services.alerts.tables import OUTBOX_CHANNEL
 from services.alerts.worker import until_stopped
-from shared.db import Database, asyncpg_dsn, raw_connection
+from shared.db import Database, raw_connection
 from shared.egress import guarded_client, policy_from
 from shared.faults import crash_point
+from shared.listen_loop import Backoff, ListenLoop
 from shared.logging import configure_logging, get_logger
 from shared.worker import install_signal_handlers
 
@@ -54,17 +54,23 @@ FOR UPDATE OF o SKIP LOCKED
 
 def backoff(attempt: int, settings: AlertsSettings) -> float:
     """Exponential backoff with ±20 % jitter: base, 2·base, 4·base … capped."""
-    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempt - 1))
-    return float(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+    return Backoff(settings.retry_base_seconds, settings.retry_max_seconds).after(attempt)
 
 
-class Notifier:
+class Notifier(ListenLoop):
     def __init__(self, settings: AlertsSettings, db: Database, client: httpx.AsyncClient):
+        poll = settings.notifier_poll_seconds
+        super().__init__(
+            dsn=settings.dsn,
+            channel=OUTBOX_CHANNEL,
+            poll_seconds=poll,
+            retry=Backoff(base=poll, cap=poll, jitter=0.0),  # a failed pass: poll again
+            log=log,
+            event_prefix="notifier",
+        )
         self.settings = settings
         self.db = db
         self.client = client
-        self.wake = asyncio.Event()
-        self.listener: asyncpg.Connection | None = None
 
     async def deliver_one(self) -> bool:
         """Claim, deliver and settle one due outbox row; False when none is due."""
@@ -153,16 +159,6 @@ class Notifier:
         await asyncio.gather(*(slot() for _ in range(self.settings.notifier_concurrency)))
         return delivered
 
-    async def _listen(self) -> None:
-        if self.listener is not None and not self.listener.is_closed():
-            return
-        try:
-            self.listener = await asyncpg.connect(asyncpg_dsn(self.settings.dsn))
-            await self.listener.add_listener(OUTBOX_CHANNEL, lambda *_: self.wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("notifier.listen_failed", error=str(exc))
-            self.listener = None
-
     async def _next_wait(self) -> float:
         async with self.db.session() as session:
             conn = await raw_connection(session)
@@ -176,25 +172,13 @@ class Notifier:
         wait = self.settings.notifier_poll_seconds
         return max(0.01, min(wait, float(due_in))) if due_in is not None else wait
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._listen()
-            self.wake.clear()
-            try:
-                await self.drain()
-                wait = await self._next_wait()
-            except Exception:  # noqa: BLE001 - the loop outlives a database outage; retried below
-                log.exception("notifier.loop_failed")
-                wait = self.settings.notifier_poll_seconds
-            waker = asyncio.create_task(self.wake.wait())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([waker, stopper], timeout=wait, return_when="FIRST_COMPLETED")
-            waker.cancel()
-            stopper.cancel()
+    async def work_once(self) -> float:
+        await self.drain()
+        return await self._next_wait()
 
-    async def close(self) -> None:
-        if self.listener is not None and not self.listener.is_closed():
-            await self.listener.close()
+    def failed(self, failures: int) -> None:
+        # the loop outlives a database outage; retried after a poll interval
+        log.exception("notifier.loop_failed", consecutive_failures=failures)
 
 
 async def run(settings: AlertsSettings, *, stop: asyncio.Event | None = None) -> None:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
 from services.alerts.config import AlertsSettings
-from services.alerts.engagement import EngagementRelay
+from services.alerts.engagement import relay_for
 from services.alerts.engine import Effects, process_activities
 from services.alerts.metrics import ACTIVITIES, ALERTS_OPENED, ALERTS_RESOLVED
 from services.alerts.privacy import without_erased
@@ -175,7 +175,7 @@ async def run(
         max_records=2000,
         poll_timeout_ms=50,
     )
-    relay = EngagementRelay(settings, db, producer)  # engagement changes → journey
+    relay = relay_for(settings, db, producer)  # engagement changes → journey
     relay_stop = asyncio.Event()
     await producer.start()
     await consumer.start()

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from services.alerts.app import create_app
 from services.alerts.config import AlertsSettings
-from services.alerts.engagement import _CLAIM, EngagementRelay, mark_changed
+from services.alerts.engagement import _CLAIM, mark_changed, relay_for, settle
 from services.alerts.scheduler import rescore_due
 from shared.db import Database, raw_connection
 from shared.events.engagement import CustomerEngagementChanged
@@ -104,7 +104,7 @@ async def test_a_change_is_published_after_its_commit_never_before_never_if_roll
     make_tenant: TenantFactory,
 ):
     tenant = (await make_tenant()).id
-    relay = EngagementRelay(own, db, producer)
+    relay = relay_for(own, db, producer)
 
     async def failing_transaction() -> None:
         async with db.session() as session:
@@ -149,7 +149,7 @@ async def test_a_change_the_broker_does_not_acknowledge_stays_pending_until_publ
     )
     failures = metric("waypoint_alerts_engagement_publish_failures_total")
     stop = asyncio.Event()
-    relaying = asyncio.create_task(EngagementRelay(impatient, db, producer).run(stop))
+    relaying = asyncio.create_task(relay_for(impatient, db, producer).run(stop))
     try:
 
         async def failed_twice() -> bool:
@@ -163,7 +163,7 @@ async def test_a_change_the_broker_does_not_acknowledge_stays_pending_until_publ
     assert version is not None
     assert version[0] > version[1]
 
-    relay = EngagementRelay(own, db, producer)
+    relay = relay_for(own, db, producer)
     assert await relay.drain() >= 1
     await published(own, tenant, lambda seen: "c1" in customers(seen))
     version = await pending_version(db, tenant, "c1")
@@ -180,7 +180,7 @@ async def test_the_decay_scheduler_publishes_a_score_that_moved(
     tenant = (await make_tenant()).id
     await apply(db, [usage(tenant=tenant, customer="quiet", at=T0, active=10) for _ in range(2)],
                 now=T0)  # fmt: skip
-    relay = EngagementRelay(own, db, producer)
+    relay = relay_for(own, db, producer)
     await relay.drain()
     first = (await published(own, tenant, lambda seen: len(seen) >= 1))[-1]
     rescored = await rescore_due(
@@ -204,7 +204,7 @@ async def test_an_alert_opened_acknowledged_and_resolved_by_hand_is_published_ea
     make_tenant: TenantFactory,
 ):
     tenant = await make_tenant(scopes=["alerts:read", "alerts:write"])
-    relay = EngagementRelay(own, db, producer)
+    relay = relay_for(own, db, producer)
     async with app_client(create_app(own)) as api:
         put = await api.put("/v1/engagement-model", json=MODEL, headers=tenant.headers)
         assert put.status_code == 200, put.text
@@ -259,7 +259,7 @@ async def test_a_change_made_while_its_row_is_being_published_is_published_next(
 ):
     tenant = (await make_tenant()).id
     await apply(db, [usage(tenant=tenant, customer="busy", at=T0, active=5)], now=T0)
-    relay = EngagementRelay(own, db, producer)
+    relay = relay_for(own, db, producer)
     async with db.session() as session:  # a relay claims the row (and is publishing it) …
         rows = [
             r
@@ -273,7 +273,7 @@ async def test_a_change_made_while_its_row_is_being_published_is_published_next(
             await mark_changed(await raw_connection(session), [(tenant, "busy")])
 
     await asyncio.wait_for(writer(), 5)  # the writer does not wait for the broker
-    await relay._settle(rows, published=True)  # the relay's round ends with the older version
+    await settle(db, rows, published=True)  # the relay's round ends with the older version
     version = await pending_version(db, tenant, "busy")
     assert version is not None
     assert version[1] == rows[0]["version"]
