@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +33,12 @@ class BrokerStorage(StrEnum):
 
 def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+def _setting(env: str, default: Any, description: str, **constraints: Any) -> Any:
+    """A common setting, read from ``env`` by every service whatever its own prefix (its
+    ``validation_alias``); ``constraints`` are ``Field``'s (``ge``, ``gt``, ``le``)."""
+    return Field(default, validation_alias=_alias(env), description=description, **constraints)
 
 
 class CommonSettings(BaseSettings):
@@ -99,46 +105,46 @@ class CommonSettings(BaseSettings):
         description="One JSON object per log line (false: readable console lines).",
     )
 
-    topic_raw: str = Field(
+    topic_raw: str = _setting(
+        "WAYPOINT_TOPIC_RAW",
         "waypoint.events.raw",
-        validation_alias=_alias("WAYPOINT_TOPIC_RAW"),
-        description="Incoming CloudEvents (from channel systems and the HTTP API).",
+        "Incoming CloudEvents (from channel systems and the HTTP API).",
     )
-    topic_normalized: str = Field(
+    topic_normalized: str = _setting(
+        "WAYPOINT_TOPIC_NORMALIZED",
         "waypoint.events.normalized",
-        validation_alias=_alias("WAYPOINT_TOPIC_NORMALIZED"),
-        description="Validated, normalized events (ingest → journey).",
+        "Validated, normalized events (ingest → journey).",
     )
-    topic_dead_letter: str = Field(
+    topic_dead_letter: str = _setting(
+        "WAYPOINT_TOPIC_DEAD_LETTER",
         "waypoint.events.deadletter",
-        validation_alias=_alias("WAYPOINT_TOPIC_DEAD_LETTER"),
-        description="Rejected events, with the reason in headers.",
+        "Rejected events, with the reason in headers.",
     )
-    topic_activity: str = Field(
+    topic_activity: str = _setting(
+        "WAYPOINT_TOPIC_ACTIVITY",
         "waypoint.customer.activity",
-        validation_alias=_alias("WAYPOINT_TOPIC_ACTIVITY"),
-        description="Resolved customer activity (journey → alerts).",
+        "Resolved customer activity (journey → alerts).",
     )
-    topic_engagement: str = Field(
+    topic_engagement: str = _setting(
+        "WAYPOINT_TOPIC_ENGAGEMENT",
         "waypoint.customer.engagement",
-        validation_alias=_alias("WAYPOINT_TOPIC_ENGAGEMENT"),
-        description="Engagement score and churn-alert changes (alerts → journey).",
+        "Engagement score and churn-alert changes (alerts → journey).",
     )
-    topic_privacy: str = Field(
+    topic_privacy: str = _setting(
+        "WAYPOINT_TOPIC_PRIVACY",
         "waypoint.privacy.erasure",
-        validation_alias=_alias("WAYPOINT_TOPIC_PRIVACY"),
-        description="Erasure commands (journey's API → every service, applied idempotently).",
+        "Erasure commands (journey's API → every service, applied idempotently).",
     )
-    topic_partitions: int = Field(
+    topic_partitions: int = _setting(
+        "WAYPOINT_TOPIC_PARTITIONS",
         8,
-        validation_alias=_alias("WAYPOINT_TOPIC_PARTITIONS"),
-        description="Partitions of topics Waypoint creates (the most useful workers per service).",
+        "Partitions of topics Waypoint creates (the most useful workers per service).",
     )
-    topic_replication_factor: int = Field(
+    topic_replication_factor: int = _setting(
+        "WAYPOINT_TOPIC_REPLICATION_FACTOR",
         1,
+        "Replicas of topics Waypoint creates (3 on a production cluster).",
         ge=1,
-        validation_alias=_alias("WAYPOINT_TOPIC_REPLICATION_FACTOR"),
-        description="Replicas of topics Waypoint creates (3 on a production cluster).",
     )
 
     db_pool_size: int = Field(
@@ -206,62 +212,62 @@ class CommonSettings(BaseSettings):
         validation_alias=_alias("WAYPOINT_REDIS_URL"),
         description="Redis for the rate-limit counters (unset: a PostgreSQL table).",
     )
-    rate_limit_enabled: bool = Field(
+    rate_limit_enabled: bool = _setting(
+        "WAYPOINT_RATE_LIMIT_ENABLED",
         True,
-        validation_alias=_alias("WAYPOINT_RATE_LIMIT_ENABLED"),
-        description="Per key, per tenant and failed-authentication limits (429 when exceeded).",
+        "Per key, per tenant and failed-authentication limits (429 when exceeded).",
     )
-    rate_limit_window_seconds: int = Field(
+    rate_limit_window_seconds: int = _setting(
+        "WAYPOINT_RATE_LIMIT_WINDOW_SECONDS",
         60,
+        "Window of every rate limit (a sliding window over two fixed ones).",
         ge=1,
         le=3600,
-        validation_alias=_alias("WAYPOINT_RATE_LIMIT_WINDOW_SECONDS"),
-        description="Window of every rate limit (a sliding window over two fixed ones).",
     )
-    rate_limit_key_reads: int = Field(
+    rate_limit_key_reads: int = _setting(
+        "WAYPOINT_RATE_LIMIT_KEY_READS",
         60_000,
+        "Reads (GET) per API key per window; 0: unlimited.",
         ge=0,
-        validation_alias=_alias("WAYPOINT_RATE_LIMIT_KEY_READS"),
-        description="Reads (GET) per API key per window; 0: unlimited.",
     )
-    rate_limit_key_writes: int = Field(
+    rate_limit_key_writes: int = _setting(
+        "WAYPOINT_RATE_LIMIT_KEY_WRITES",
         30_000,
+        "Writes (POST, PUT, PATCH, DELETE) per API key per window; 0: unlimited.",
         ge=0,
-        validation_alias=_alias("WAYPOINT_RATE_LIMIT_KEY_WRITES"),
-        description="Writes (POST, PUT, PATCH, DELETE) per API key per window; 0: unlimited.",
     )
-    rate_limit_tenant_reads: int = Field(
+    rate_limit_tenant_reads: int = _setting(
+        "WAYPOINT_RATE_LIMIT_TENANT_READS",
         240_000,
+        "Reads per tenant (all its keys) per window; 0: unlimited.",
         ge=0,
-        validation_alias=_alias("WAYPOINT_RATE_LIMIT_TENANT_READS"),
-        description="Reads per tenant (all its keys) per window; 0: unlimited.",
     )
-    rate_limit_tenant_writes: int = Field(
+    rate_limit_tenant_writes: int = _setting(
+        "WAYPOINT_RATE_LIMIT_TENANT_WRITES",
         120_000,
+        "Writes per tenant (all its keys) per window; 0: unlimited.",
         ge=0,
-        validation_alias=_alias("WAYPOINT_RATE_LIMIT_TENANT_WRITES"),
-        description="Writes per tenant (all its keys) per window; 0: unlimited.",
     )
-    rate_limit_auth_failures: int = Field(
+    rate_limit_auth_failures: int = _setting(
+        "WAYPOINT_RATE_LIMIT_AUTH_FAILURES",
         60,
-        ge=0,
-        validation_alias=_alias("WAYPOINT_RATE_LIMIT_AUTH_FAILURES"),
-        description="Failed authentications per client IP per window, then 429 without a "
+        "Failed authentications per client IP per window, then 429 without a "
         "key look-up (known good keys from that IP keep working); 0: unlimited.",
+        ge=0,
     )
-    rate_limit_sync_seconds: float = Field(
+    rate_limit_sync_seconds: float = _setting(
+        "WAYPOINT_RATE_LIMIT_SYNC_SECONDS",
         0.5,
+        "How often each process adds its counts to the shared store (sooner near "
+        "a limit); processes can overshoot a limit by what they counted in between.",
         gt=0,
         le=60,
-        validation_alias=_alias("WAYPOINT_RATE_LIMIT_SYNC_SECONDS"),
-        description="How often each process adds its counts to the shared store (sooner near "
-        "a limit); processes can overshoot a limit by what they counted in between.",
     )
-    sse_streams_per_key: int = Field(
+    sse_streams_per_key: int = _setting(
+        "WAYPOINT_SSE_STREAMS_PER_KEY",
         50,
+        "Open live streams per API key in one API process; 0: unlimited.",
         ge=0,
-        validation_alias=_alias("WAYPOINT_SSE_STREAMS_PER_KEY"),
-        description="Open live streams per API key in one API process; 0: unlimited.",
     )
     api_key_rejected_cache_size: int = Field(
         10_000,
@@ -298,44 +304,44 @@ class CommonSettings(BaseSettings):
     )
 
     # Retention (docs/security.md#retention): days kept, per tenant overridable; 0 keeps forever.
-    retention_raw_events_days: int = Field(
+    retention_raw_events_days: int = _setting(
+        "WAYPOINT_RETENTION_RAW_EVENTS_DAYS",
         365,
-        ge=0,
-        validation_alias=_alias("WAYPOINT_RETENTION_RAW_EVENTS_DAYS"),
-        description="Days ingest keeps stored events (by event time); 0: forever. A tenant's "
+        "Days ingest keeps stored events (by event time); 0: forever. A tenant's "
         "own setting (`waypoint tenants set-retention`) overrides it.",
+        ge=0,
     )
-    retention_dead_letters_days: int = Field(
+    retention_dead_letters_days: int = _setting(
+        "WAYPOINT_RETENTION_DEAD_LETTERS_DAYS",
         30,
+        "Days ingest keeps dead letters; 0: forever.",
         ge=0,
-        validation_alias=_alias("WAYPOINT_RETENTION_DEAD_LETTERS_DAYS"),
-        description="Days ingest keeps dead letters; 0: forever.",
     )
-    retention_timelines_days: int = Field(
+    retention_timelines_days: int = _setting(
+        "WAYPOINT_RETENTION_TIMELINES_DAYS",
         365,
-        ge=0,
-        validation_alias=_alias("WAYPOINT_RETENTION_TIMELINES_DAYS"),
-        description="Days journey keeps a customer's events (the timeline) by event time; 0: "
+        "Days journey keeps a customer's events (the timeline) by event time; 0: "
         "forever. Context summaries and the journey map outlive them.",
-    )
-    retention_delivery_logs_days: int = Field(
-        90,
         ge=0,
-        validation_alias=_alias("WAYPOINT_RETENTION_DELIVERY_LOGS_DAYS"),
-        description="Days alerts keeps notification delivery logs; 0: forever.",
     )
-    retention_interval_seconds: float = Field(
+    retention_delivery_logs_days: int = _setting(
+        "WAYPOINT_RETENTION_DELIVERY_LOGS_DAYS",
+        90,
+        "Days alerts keeps notification delivery logs; 0: forever.",
+        ge=0,
+    )
+    retention_interval_seconds: float = _setting(
+        "WAYPOINT_RETENTION_INTERVAL_SECONDS",
         3600.0,
+        "How often each service's privacy process purges what is past retention.",
         gt=0,
-        validation_alias=_alias("WAYPOINT_RETENTION_INTERVAL_SECONDS"),
-        description="How often each service's privacy process purges what is past retention.",
     )
-    retention_batch_rows: int = Field(
+    retention_batch_rows: int = _setting(
+        "WAYPOINT_RETENTION_BATCH_ROWS",
         1000,
+        "Rows deleted per purge transaction (short ones: no long lock).",
         ge=1,
         le=100_000,
-        validation_alias=_alias("WAYPOINT_RETENTION_BATCH_ROWS"),
-        description="Rows deleted per purge transaction (short ones: no long lock).",
     )
 
     @field_validator("encryption_keys")
