@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,49 @@ async def deliver(
         if drain_after and n in drain_after:
             await maintain.drain(db, limit=3)
     await maintain.drain(db)
+
+
+def components(events: list[Ev], links: list[tuple[int, int, int]]) -> dict[str, str]:
+    """Each customer's surviving customer once the ``links`` (time, a, b) merge ``c{a}`` and
+    ``c{b}``: one representative per connected group (union-find)."""
+    parent = {e.customer: e.customer for e in events}
+    for _, a, b in links:
+        parent.setdefault(f"c{a}", f"c{a}")
+        parent.setdefault(f"c{b}", f"c{b}")
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for _, a, b in links:
+        parent[find(f"c{a}")] = find(f"c{b}")
+    return {c: find(c) for c in parent}
+
+
+async def deliver_log(
+    db: Database,
+    settings: JourneySettings,
+    tenant: str,
+    events: list[Ev],
+    links: list[tuple[int, int, int]],
+    base: datetime,
+    rng: random.Random,
+) -> None:
+    """Deliver a generated log as the worker meets it: each event with its customer's e-mail,
+    each link (time, a, b) as an ``identity.linked`` event carrying both customers' e-mails
+    (a merge), shuffled, some replayed, in random chunks, the compactor draining in between."""
+    items = [envelope(tenant, e, base, [email(tenant, e.customer)]) for e in events]
+    for n, (t, a, b) in enumerate(links):
+        bridge = Ev(f"br{n}", "identity.linked", t * 1_000_000, {})
+        items.append(
+            envelope(tenant, bridge, base, [email(tenant, f"c{a}"), email(tenant, f"c{b}")])
+        )
+    rng.shuffle(items)
+    items += rng.sample(items, k=min(len(items), rng.randint(0, 4)))  # replays
+    cuts = [rng.randint(0, len(items)) for _ in range(rng.randint(0, 6))]
+    drains = {n for n in range(len(cuts) + 1) if rng.random() < 0.6}
+    await deliver(db, settings, items, cuts=cuts, drain_after=drains)
 
 
 def _normal(value: Any) -> str:

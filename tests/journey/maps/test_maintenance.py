@@ -19,25 +19,15 @@ from services.journey.maps.rebuild import rebuild_from_events
 from shared.db import Database, raw_connection
 from tests.journey.maps.reference import Ev, ref_map
 from tests.journey.maps.strategies import bridges, event_logs
-from tests.journey.maps.support import deliver, email, envelope, new_tenant, snapshot, stored_totals
+from tests.journey.maps.support import (
+    components,
+    deliver_log,
+    new_tenant,
+    snapshot,
+    stored_totals,
+)
 
 WINDOW = rules.DEFAULT_WINDOW_US
-
-
-def components(events: list[Ev], links: list[tuple[int, int, int]]) -> dict[str, str]:
-    parent = {e.customer: e.customer for e in events}
-    for _, a, b in links:
-        parent.setdefault(f"c{a}", f"c{a}")
-        parent.setdefault(f"c{b}", f"c{b}")
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
-    for _, a, b in links:
-        parent[find(f"c{a}")] = find(f"c{b}")
-    return {c: find(c) for c in parent}
 
 
 def age_groups(events: list[Ev]) -> dict[str, str | None]:
@@ -79,17 +69,7 @@ async def run_example(
     tenant = new_tenant()
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=40)
     try:
-        items = [envelope(tenant, e, base, [email(tenant, e.customer)]) for e in events]
-        for n, (t, a, b) in enumerate(links):
-            bridge = Ev(f"br{n}", "identity.linked", t * 1_000_000, {})
-            items.append(
-                envelope(tenant, bridge, base, [email(tenant, f"c{a}"), email(tenant, f"c{b}")])
-            )
-        rng.shuffle(items)
-        items += rng.sample(items, k=min(len(items), rng.randint(0, 4)))  # replays
-        cuts = [rng.randint(0, len(items)) for _ in range(rng.randint(0, 6))]
-        drains = {n for n in range(len(cuts) + 1) if rng.random() < 0.6}
-        await deliver(db, journey_settings, items, cuts=cuts, drain_after=drains)
+        await deliver_log(db, journey_settings, tenant, events, links, base, rng)
 
         owner = components(events, links)
         merged = [Ev(e.id, e.type, e.t, e.data, owner[e.customer]) for e in events]

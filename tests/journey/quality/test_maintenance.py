@@ -25,7 +25,7 @@ from services.journey.quality.schemas import Range
 from shared.db import Database, raw_connection
 from tests.journey.maps.reference import Ev
 from tests.journey.maps.strategies import bridges, event_logs
-from tests.journey.maps.support import deliver, email, envelope, new_tenant
+from tests.journey.maps.support import components, deliver_log, new_tenant
 from tests.journey.quality.test_api import quality_rows
 
 BASE = datetime(2025, 3, 3, tzinfo=UTC)
@@ -39,25 +39,14 @@ def _from_row(row: tuple) -> tuple[str, rules.QRow]:
 
 
 def expected_rows(events: list[Ev], links: list[tuple[int, int, int]], base_us: int) -> Counter:
-    parent = {e.customer: e.customer for e in events}
-    for _, a, b in links:
-        parent.setdefault(f"c{a}", f"c{a}")
-        parent.setdefault(f"c{b}", f"c{b}")
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
-    for _, a, b in links:
-        parent[find(f"c{a}")] = find(f"c{b}")
+    owner = components(events, links)
     facts: dict[str, list[maps.Fact]] = {}
     for e in events:
-        facts.setdefault(find(e.customer), []).append(
+        facts.setdefault(owner[e.customer], []).append(
             maps.Fact(e.id, e.type, base_us + e.t, e.data)
         )
     for n, (t, a, _b) in enumerate(links):
-        facts.setdefault(find(f"c{a}"), []).append(
+        facts.setdefault(owner[f"c{a}"], []).append(
             maps.Fact(f"br{n}", "identity.linked", base_us + t * 1_000_000, {})
         )
     out: Counter = Counter()
@@ -82,17 +71,7 @@ async def run_example(
     db = Database(journey_settings.dsn, pool_size=2, application_name="tests-quality")
     tenant = new_tenant()
     try:
-        items = [envelope(tenant, e, BASE, [email(tenant, e.customer)]) for e in events]
-        for n, (t, a, b) in enumerate(links):
-            bridge = Ev(f"br{n}", "identity.linked", t * 1_000_000, {})
-            items.append(
-                envelope(tenant, bridge, BASE, [email(tenant, f"c{a}"), email(tenant, f"c{b}")])
-            )
-        rng.shuffle(items)
-        items += rng.sample(items, k=min(len(items), rng.randint(0, 4)))  # replays
-        cuts = [rng.randint(0, len(items)) for _ in range(rng.randint(0, 6))]
-        drains = {n for n in range(len(cuts) + 1) if rng.random() < 0.6}
-        await deliver(db, journey_settings, items, cuts=cuts, drain_after=drains)
+        await deliver_log(db, journey_settings, tenant, events, links, BASE, rng)
         stored = await quality_rows(db, tenant)
         expected = expected_rows(events, links, maps.to_us(BASE))
         assert Counter(_from_row(r) for r in stored) == expected
