@@ -2,8 +2,9 @@
 
 Exactly-once: the event table's primary key (tenant, event id) is checked first and written in
 the same transaction as the effects. Two workers: advisory locks on every identifier key of the
-chunk (sorted) serialize events of one identity; context rows are locked in key order; a chunk
-that finds one of its customers merged meanwhile is retried (``StaleChunk``).
+chunk (sorted) serialize events of one identity; context rows are locked in key order, in one
+statement (a chunk that merges locks all it may write before its first merge); a chunk that finds
+one of its customers merged meanwhile is retried (``StaleChunk``).
 """
 
 from __future__ import annotations
@@ -106,9 +107,13 @@ class ChunkApplier:
             self.conn, [lock_key(i.env.tenant, c.key) for i in todo for c in i.claims]
         )
         await self._load(todo)
+        locked_all = False
         for index, item in enumerate(todo):
             resolution = self._resolve(item)
             if resolution.merges:
+                if not locked_all:
+                    await self._lock_every_context()
+                    locked_all = True
                 await self._flush()
                 await self._merge(item, resolution)
                 self._apply(item, resolution)
@@ -118,6 +123,15 @@ class ChunkApplier:
                 self._apply(item, resolution)
         await self._flush()
         return self.result
+
+    async def _lock_every_context(self) -> None:
+        """Before a chunk's first merge, lock every context it may write (the customers holding
+        its identifiers, and those it touched) in one statement, in key order. Without it the
+        chunk would lock them in several statements (the flush before the merge, the merge's
+        pair, the flushes after), taking a lower key while holding a higher one: a deadlock
+        with anyone locking in key order, like the engagement consumer. Later locks in this
+        transaction are then on rows it holds already (customers it creates are new rows)."""
+        await context_repo.lock_contexts(self.conn, [*self._customers, *self._touched])
 
     async def _load(self, items: list[Incoming]) -> None:
         self._held.clear()
