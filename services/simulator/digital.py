@@ -356,7 +356,8 @@ class DigitalEpisodes(VoiceEpisodes):
         )
         self._survey(ids, "messenger", conv, resolved, 0)
 
-    def app_feedback(self, reason: str) -> None:
+    def app_feedback(self, _reason: str) -> None:
+        """In-app feedback on the person's latest contact or purchase (any reason's episode)."""
         r, p, t = self.rng, self.p, self.t
         ids = [ident("device_id", p.device_id)]
         if self.email_known:
@@ -367,7 +368,7 @@ class DigitalEpisodes(VoiceEpisodes):
             "app",
             touchpoint="in_app_feedback",
             author="customer",
-            about=reason,
+            about=self._latest_step(ids),  # the contact (or purchase) it rates
             rating=r.randint(1, 5),
             comment=r.choice(
                 (

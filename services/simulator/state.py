@@ -29,6 +29,13 @@ DEPARTMENT_QUEUE = {
 CAMPAIGNS = (("spring_sale", "email"), ("webinar_q3", "web"), ("retarget_ads", "social"))
 FEATURES = ("dashboard", "reports", "api", "exports", "integrations", "mobile_app")
 AGENTS = tuple(f"agent-{n:03d}" for n in range(1, 41))
+# Events that are a step of the map on their own, without an interaction id (as journey's
+# services/journey/maps/rules.py STEP_TYPES), and those that only comment on a step.
+STEP_TYPES = frozenset(
+    {"marketing.touched", "purchase.completed", "case.opened", "case.resolved",
+     "customer.churned", "customer.renewed"}
+)  # fmt: skip
+FEEDBACK_TYPES = frozenset({"feedback.submitted", "survey.responded"})
 
 
 class JourneyState:
@@ -53,6 +60,23 @@ class JourneyState:
     def _case(self) -> str:
         self.cases += 1
         return f"case-{self.t.key}-{self.cases}"
+
+    def _latest_step(self, ids: list[dict[str, str]]) -> str | None:
+        """What a feedback given with ``ids`` can name as its ``about``: the person's latest
+        step on the journey map made with one of those identifiers — its interaction id, or,
+        for a step of one event (a purchase, a campaign), its touchpoint. None before any."""
+        mine = {(i["type"], i["value"]) for i in ids}
+        for event in reversed(self.t.events):
+            data = event["data"]
+            if event["type"] in FEEDBACK_TYPES or not mine & {
+                (i["type"], i["value"]) for i in data["identifiers"]
+            }:
+                continue
+            if "interaction_id" in data:
+                return str(data["interaction_id"])
+            if event["type"] in STEP_TYPES and "touchpoint" in data:
+                return str(data["touchpoint"])
+        return None
 
     def _agent(self) -> str:
         return self.rng.choice(AGENTS)

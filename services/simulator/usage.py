@@ -46,7 +46,7 @@ def account_usage(account: Account, rng: random.Random, t: Timeline, days: float
             "email",
             touchpoint="exit_survey",
             author="customer",
-            about="contract",
+            about="contract_cancelled",  # the churn's touchpoint (a step of the map)
             comment="We did not get enough value for the seats we paid.",
         )
     elif account.outcome == "renewed":

@@ -274,7 +274,7 @@ class VoiceEpisodes(JourneyState):
                 agent_id=agent,
                 touchpoint="agent_call",
                 author="agent",
-                about="transfer",
+                about=call_id,  # the transferred call (a step of the map)
                 comment="Customer had to repeat the problem after the transfer.",
             )
         self._survey(ids, "phone", call_id, resolved, transfers)
