@@ -270,7 +270,7 @@ class OutboxRelay(ListenLoop):
     async def publish_pending(self) -> int:
         """One round: claim up to ``batch_size`` messages, publish, settle; how many went out.
         Raises (and leaves them pending) if the broker does not acknowledge in time."""
-        started = 0.0
+        started = time.perf_counter()  # reset when the claimed messages are sent
 
         async def send(messages: Sequence[Outgoing]) -> None:
             nonlocal started
