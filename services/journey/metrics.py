@@ -47,6 +47,7 @@ LOOKUP_LATENCY = Histogram(
 ENGAGEMENT = Counter(
     "waypoint_journey_engagement_total",
     "Engagement changes consumed from alerts, by result (applied; stale: an equal or newer "
-    "version was already folded; unknown_customer; dead_lettered).",
+    "version was already folded; merged_away: the customer was merged into another; "
+    "unknown_customer; dead_lettered).",
     ["result"],
 )

@@ -11,9 +11,12 @@ message into the context document, one transaction per batch, offsets committed 
 - a record that is not a valid engagement change, or one the database refuses, goes to the
   dead-letter topic (``journey_engagement_unparsable`` / ``journey_engagement_apply_failed``)
   and the partition moves on; any other failure is retried by ``BatchWorker``, never skipped;
-- a change for a customer journey has not stored yet (alerts can be quicker than the commit of
-  the journey transaction that published the activity) is retried a few times, 0.2 s apart,
-  then counted (``unknown_customer``) and dropped: the next change carries the whole state.
+- a change for a customer merged into another one meanwhile is counted (``merged_away``) and
+  dropped at once: alerts hears of the merge too and scores the survivor, whose change follows;
+- a change for a customer journey has not stored yet is retried a few times, 0.2 s apart, then
+  counted (``unknown_customer``) and dropped: the next change carries the whole state. (Since
+  journey publishes its activity through its outbox, after commit, this means a customer erased
+  or never stored here.)
 
 Journey never reads the alerts schema: this topic is all it knows of engagement.
 """
@@ -142,6 +145,10 @@ class EngagementFolder:
                 applied += 1
             await repo.save_contexts(conn, saves)
             await repo.notify(conn, self.settings.notify_channel, notices)
+            merged = await repo.merged_away(conn, list(missing))
+        for key in merged:
+            del missing[key]
+        ENGAGEMENT.labels("merged_away").inc(len(merged))
         ENGAGEMENT.labels("applied").inc(applied)
         ENGAGEMENT.labels("stale").inc(stale)
         return missing

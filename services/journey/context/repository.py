@@ -35,6 +35,23 @@ async def lock_contexts(
     return {(r[0], r[1]): (orjson.loads(r[2]), r[3]) for r in rows}
 
 
+async def merged_away(
+    conn: asyncpg.Connection, ids: Sequence[TenantCustomer]
+) -> set[TenantCustomer]:
+    """Those of ``ids`` that were merged into another customer (their context moved with them)."""
+    if not ids:
+        return set()
+    rows = await conn.fetch(
+        """SELECT c.tenant_id, c.id
+           FROM unnest($1::text[], $2::uuid[]) AS k(t, id)
+           JOIN journey.customer c ON c.tenant_id = k.t AND c.id = k.id
+           WHERE c.merged_into IS NOT NULL""",
+        [k[0] for k in ids],
+        [k[1] for k in ids],
+    )
+    return {(r[0], r[1]) for r in rows}
+
+
 async def save_contexts(
     conn: asyncpg.Connection, rows: Sequence[tuple[str, uuid.UUID, bytes, int]]
 ) -> None:

@@ -238,3 +238,42 @@ async def test_a_merge_keeps_the_survivors_engagement(
     assert after["merged_from"] == merged
     assert after["engagement"]["version"] == 9
     assert after["engagement"]["alert"] is not None
+
+
+async def test_a_change_for_a_merged_away_customer_is_dropped_at_once_not_retried(
+    journey: httpx.AsyncClient,
+    journey_worker: Any,
+    journey_settings: JourneySettings,
+    folding: JourneySettings,
+    producer: AIOKafkaProducer,
+    make_tenant: TenantFactory,
+):
+    """Alerts may score a customer just before journey merges it away: that change names a
+    customer whose context moved to the survivor. It is counted as merged_away, not retried as
+    unknown, and the survivor's engagement is untouched."""
+    tenant = await make_tenant(scopes=["context:read", "admin"])
+    survivor = await customer(journey, tenant, producer, journey_settings)
+    merged = await customer(journey, tenant, producer, journey_settings)
+    r = await journey.post(
+        "/v1/customers/merge",
+        json={"survivor_id": survivor, "merged_id": merged, "reason": "same person"},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 200, r.text
+    merged_before = sample("waypoint_journey_engagement_total", result="merged_away")
+    unknown_before = sample("waypoint_journey_engagement_total", result="unknown_customer")
+    await produce(producer, folding, tenant.id, merged, change(tenant.id, merged, 7, 12.0))
+    await produce(producer, folding, tenant.id, survivor, change(tenant.id, survivor, 3, 70.0))
+
+    async def survivor_scored() -> dict[str, Any] | None:
+        r = await journey.get(f"/v1/customers/{survivor}/context", headers=tenant.headers)
+        return r.json() if r.json()["engagement"] else None
+
+    assert (await eventually(survivor_scored))["engagement"]["score"] == 70.0
+
+    async def counted() -> bool:
+        now = sample("waypoint_journey_engagement_total", result="merged_away")
+        return now >= merged_before + 1
+
+    await eventually(counted)
+    assert sample("waypoint_journey_engagement_total", result="unknown_customer") == unknown_before
