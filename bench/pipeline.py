@@ -8,8 +8,12 @@ produce until every consumer group (ingest, journey, alerts, and journey's engag
 has committed everything, twice in a row. Sampled every second: each group's lag, and each
 process's RSS (PostgreSQL, broker and object store summed over their processes).
 
-Raw limit in the same run: the same events' envelopes written by one asyncpg ``COPY`` into a
-table of the event store's shape on the same PostgreSQL. Figures, then one JSON line.
+Raw limits in the same run: the same events' envelopes written by one asyncpg ``COPY`` into a
+table of the event store's shape on the same PostgreSQL, and the broker's own delivery of the
+raw topic to one plain consumer from offset 0. ``WAYPOINT_BROKER_STORAGE=memory`` runs the stack
+on the in-memory broker instead (what production Kafka's fetch path is closer to); the JSON line
+names the storage. ``BENCH_PIPELINE_LIMIT_S`` (7,200) bounds the wait. Figures, then one JSON
+line.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # noqa: E402
 import psutil  # noqa: E402
+from aiokafka import AIOKafkaConsumer  # noqa: E402
 
 from services.alerts.config import AlertsSettings  # noqa: E402
 from services.drain import GroupProbe, groups_of  # noqa: E402
@@ -47,6 +52,7 @@ from shared.kafka import make_producer  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = int(os.environ.get("BENCH_PIPELINE_EVENTS", "200000"))
 TENANT = "default"  # `waypoint run` ensures it
+LIMIT_S = float(os.environ.get("BENCH_PIPELINE_LIMIT_S", "7200"))
 EVENTS_PER_CUSTOMER = 28  # the simulator's average over 30 days (measured)
 
 
@@ -156,6 +162,28 @@ async def copy_baseline(dsn: str, rows: list[tuple[str, str, str]]) -> float:
         await conn.close()
 
 
+async def broker_consume_rate(bootstrap: str, topic: str, count: int) -> float:
+    """Records/s of one plain consumer reading ``topic`` from offset 0 (no group, no commits):
+    the broker's own delivery rate of the same records, in the same run."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    try:
+        got, started = 0, time.perf_counter()
+        while got < count and time.perf_counter() - started < 600:
+            fetched = await consumer.getmany(timeout_ms=500, max_records=5000)
+            got += sum(len(batch) for batch in fetched.values())
+        return got / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
 async def counts(dsn: str) -> dict[str, int]:
     conn = await asyncpg.connect(asyncpg_dsn(dsn))
     try:
@@ -226,8 +254,8 @@ async def measure(info: StackInfo, run: subprocess.Popen[bytes], data_dir: Path)
             zero_rounds = zero_rounds + 1 if not any(sample.values()) else 0
             if zero_rounds >= 2:
                 break
-            if now > 3600:
-                raise TimeoutError(f"not drained after an hour: {sample}")
+            if now > LIMIT_S:
+                raise TimeoutError(f"not drained after {LIMIT_S} s: {sample}")
     finally:
         for probe in probes:
             await probe.stop()
@@ -238,6 +266,9 @@ async def measure(info: StackInfo, run: subprocess.Popen[bytes], data_dir: Path)
         (TENANT, f"copy-{i}", r.value.decode(errors="replace")) for i, r in enumerate(batch)
     ]
     copy_rate = await copy_baseline(info.database_url, [e for e in envelopes if e[2][:1] == "{"])
+    broker_rate = await broker_consume_rate(
+        info.kafka_bootstrap_servers, ingest.topic_raw, len(batch)
+    )
     rate = len(batch) / total_s
     return {
         "events": len(batch),
@@ -249,6 +280,9 @@ async def measure(info: StackInfo, run: subprocess.Popen[bytes], data_dir: Path)
         "counts": found,
         "copy_rows_per_s": round(copy_rate),
         "ratio_to_copy": round(rate / copy_rate, 3),
+        "broker": os.environ.get("WAYPOINT_BROKER_STORAGE", "s3"),
+        "broker_consume_per_s": round(broker_rate),
+        "ratio_to_broker_consume": round(rate / broker_rate, 3),
         "peak_rss_mb": {k: round(v / 2**20) for k, v in sorted(peak.items())},
         "lag_every_10s": lags[::10],
     }
@@ -271,6 +305,9 @@ def main() -> None:
     print(f"  each group drained at (s): {result['stage_drained_s']}")  # noqa: T201
     print(f"  raw asyncpg COPY, same run: {result['copy_rows_per_s']:,} rows/s; "  # noqa: T201
           f"ratio {result['ratio_to_copy']}")  # fmt: skip
+    broker = f"{result['broker_consume_per_s']:,} records/s"
+    print(f"  the broker's own consume of the raw topic ({result['broker']} storage), "  # noqa: T201
+          f"same run: {broker}; ratio {result['ratio_to_broker_consume']}")  # fmt: skip
     print(f"  counts: {result['counts']}")  # noqa: T201
     print(f"  peak RSS (MB): {result['peak_rss_mb']}")  # noqa: T201
     print(json.dumps({"bench": "pipeline", **result}))  # noqa: T201
