@@ -13,7 +13,9 @@ BENCH_QUALITY_CUSTOMERS; (c) the API's latency on it (p99 target 500 ms):
 
 Environment: BENCH_QUALITY_CUSTOMERS (200,000: 10 steps each), BENCH_QUALITY_DERIVED (10,000),
 BENCH_QUALITY_WORKER_CUSTOMERS (3,000), BENCH_QUALITY_DURATION (15 s per endpoint),
-BENCH_QUALITY_PHASES (build,api,worker). Prints figures, then one JSON line.
+BENCH_QUALITY_PHASES (build,parts,api,worker; ``parts``: where a pain-point request's time
+goes, timed in process, BENCH_QUALITY_PART_RUNS times per range). Prints figures, then one JSON
+line.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ CUSTOMERS = int(os.environ.get("BENCH_QUALITY_CUSTOMERS", "200000"))
 DERIVED = min(CUSTOMERS, int(os.environ.get("BENCH_QUALITY_DERIVED", "10000")))
 DURATION = float(os.environ.get("BENCH_QUALITY_DURATION", "15"))
 WORKER_CUSTOMERS = int(os.environ.get("BENCH_QUALITY_WORKER_CUSTOMERS", "3000"))
-PHASES = os.environ.get("BENCH_QUALITY_PHASES", "build,api,worker").split(",")
+PHASES = os.environ.get("BENCH_QUALITY_PHASES", "build,parts,api,worker").split(",")
+PART_RUNS = int(os.environ.get("BENCH_QUALITY_PART_RUNS", "20"))
 TENANT = "bench-quality"
 REASONS = ("billing", "delivery", "login", "plan_change", "outage")
 COLUMNS = (
@@ -201,6 +204,10 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         steps_total = await conn.fetchval(
             "SELECT count(*) FROM journey.quality_step WHERE tenant_id = $1", TENANT
         )
+        # the pain-point examples of every row (copies included), as the migration fills them
+        if await conn.fetchval("SELECT to_regclass('journey.quality_pain_example') IS NOT NULL"):
+            await quality_repo.fill_examples(conn, TENANT)
+            await conn.execute("ANALYZE journey.quality_pain_example")
         await conn.execute("ANALYZE journey.quality_step")
         await conn.execute("ANALYZE journey.quality_fcr_day")
         await conn.execute("ANALYZE journey.quality_pain_day")
@@ -213,6 +220,76 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         "map_derive_us_per_customer": spent["map"] / DERIVED * 1e6,
         "quality_rows_us_per_customer": spent["quality"] / DERIVED * 1e6,
     }
+
+
+async def parts(db: Database, policy: FcrPolicy) -> dict[str, Any]:
+    """Where ``GET /v1/pain-points`` spends its time, in process (no HTTP): the report's parts
+    wrapped with timers (whichever of them the code has), PART_RUNS calls per range; wall
+    clock and this process's CPU per part (the database's time is wall minus CPU)."""
+    from datetime import date
+
+    from services.journey.quality import fcr, pain
+
+    spent: dict[str, list[float]] = {}
+    originals: dict[tuple[Any, str], Any] = {}
+
+    def timed(module: Any, name: str, label: str) -> None:
+        inner = getattr(module, name, None)
+        if inner is None:
+            return
+        originals[(module, name)] = inner
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                spent.setdefault(label, []).append(time.perf_counter() - t0)
+
+        setattr(module, name, wrapper)
+
+    timed(pain, "_counts", "day counts (incl. repeats)")
+    timed(pain, "_repeats", "repeat contacts (FCR day counts)")
+    timed(fcr, "report_from_days", "one FCR day-count report")
+    timed(pain, "_examples", "examples")
+    as_of = datetime(2026, 11, 30, tzinfo=UTC)
+    as_of_us = int(as_of.timestamp()) * 1_000_000
+    ranges = {
+        "28d": (date(2026, 8, 1), date(2026, 8, 29)),
+        "whole": (date(2026, 7, 1), date(2026, 11, 30)),
+    }
+    out: dict[str, Any] = {}
+    try:
+        for label, (start, end) in ranges.items():
+            q = pain.PainQuery("touchpoint", start, end, as_of_us, {}, 300_000)
+            spent.clear()
+            totals = []
+            cpu0 = time.process_time()
+            async with db.session() as session:
+                conn = await raw_connection(session)
+                for _ in range(PART_RUNS):
+                    t0 = time.perf_counter()
+                    await pain.report(conn, TENANT, q, policy, limit=20)
+                    totals.append(time.perf_counter() - t0)
+            cpu = time.process_time() - cpu0
+            totals.sort()
+            figures = {
+                "report_ms_median": totals[len(totals) // 2] * 1000,
+                "report_ms_max": totals[-1] * 1000,
+                "process_cpu_ms_per_report": cpu / PART_RUNS * 1000,
+                "parts_ms_median": {
+                    k: sorted(v)[len(v) // 2] * 1000 for k, v in sorted(spent.items())
+                },
+                "calls_per_report": {k: len(v) / PART_RUNS for k, v in sorted(spent.items())},
+            }
+            out[label] = figures
+            log(f"  parts, {label}: report median {figures['report_ms_median']:.0f} ms")
+            for k, v in figures["parts_ms_median"].items():
+                log(f"    {k}: {v:.0f} ms median ({figures['calls_per_report'][k]:g} a report)")
+    finally:
+        for (module, name), inner in originals.items():
+            setattr(module, name, inner)
+    return out
 
 
 async def latency(port: int, key: str, path: str) -> dict[str, Any]:
@@ -292,6 +369,8 @@ async def main() -> None:
             f"compactor's map derive {built['map_derive_us_per_customer']:.0f} us, quality rows "
             f"{built['quality_rows_us_per_customer']:.0f} us"
         )
+        if "parts" in PHASES:
+            figures["parts"] = await parts(db, policy)
         await db.dispose()
         if "api" not in PHASES:
             return
