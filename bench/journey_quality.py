@@ -55,6 +55,8 @@ DURATION = float(os.environ.get("BENCH_QUALITY_DURATION", "15"))
 WORKER_CUSTOMERS = int(os.environ.get("BENCH_QUALITY_WORKER_CUSTOMERS", "3000"))
 PHASES = os.environ.get("BENCH_QUALITY_PHASES", "build,parts,api,worker").split(",")
 PART_RUNS = int(os.environ.get("BENCH_QUALITY_PART_RUNS", "20"))
+# survey responses stored as events (the health summary's experience slot reads them)
+SURVEYS = int(os.environ.get("BENCH_QUALITY_SURVEYS", "200000"))
 TENANT = "bench-quality"
 REASONS = ("billing", "delivery", "login", "plan_change", "outage")
 COLUMNS = (
@@ -208,6 +210,32 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         if await conn.fetchval("SELECT to_regclass('journey.quality_pain_example') IS NOT NULL"):
             await quality_repo.fill_examples(conn, TENANT)
             await conn.execute("ANALYZE journey.quality_pain_example")
+        # survey responses over the log's two busy months, as stored events of realistic size
+        await conn.execute(
+            """INSERT INTO journey.event (tenant_id, event_id, customer_id, type, time,
+                   identifier_keys, outcome, rule, envelope)
+               SELECT $1::text, 'survey-' || i, md5(i::text)::uuid, 'survey.responded', t,
+                      ARRAY['email:' || md5(i::text)], 'matched', 'deterministic',
+                      jsonb_build_object(
+                          'specversion', '1.0', 'id', 'survey-' || i, 'type', 'survey.responded',
+                          'source', 'bench/surveys', 'tenant_id', $1::text, 'time', t,
+                          'identifiers', jsonb_build_array(jsonb_build_object(
+                              'type', 'email', 'value', md5(i::text) || '@customer.test',
+                              'verified_by', 'login')),
+                          'data', jsonb_build_object(
+                              'survey', kind, 'score', CASE kind WHEN 'csat' THEN 1 + i % 5
+                                                      WHEN 'nps' THEN i % 11 ELSE 1 + i % 7 END,
+                              'about_interaction_id', 'call-' || i, 'channel', 'sms'))
+               FROM generate_series(1, $2::int) AS i
+               CROSS JOIN LATERAL (SELECT (ARRAY['csat', 'nps', 'csat', 'nps', 'ces'])[1 + i % 5]
+                                          AS kind,
+                                          timestamptz '2026-07-01'
+                                          + (i::bigint * 5270400 / $2::int) * interval '1 s'
+                                          AS t) x""",
+            TENANT,
+            SURVEYS,
+        )
+        await conn.execute("ANALYZE journey.event")
         await conn.execute("ANALYZE journey.quality_step")
         await conn.execute("ANALYZE journey.quality_fcr_day")
         await conn.execute("ANALYZE journey.quality_pain_day")
@@ -289,6 +317,27 @@ async def parts(db: Database, policy: FcrPolicy) -> dict[str, Any]:
     finally:
         for (module, name), inner in originals.items():
             setattr(module, name, inner)
+    try:
+        from services.journey.experience import health as experience
+    except ImportError:  # before the slot existed
+        return out
+    from services.journey.quality.schemas import Range
+
+    for label, (start, end) in ranges.items():
+        r = Range(start, end, as_of)
+        before = Range(start - (end - start), start, as_of)
+        took = []
+        async with db.session() as session:
+            conn = await raw_connection(session)
+            for _ in range(PART_RUNS):
+                t0 = time.perf_counter()
+                got = await experience.section(conn, TENANT, r, before)
+                took.append(time.perf_counter() - t0)
+        took.sort()
+        n = sum(got[k]["n"] + got[k]["previous_n"] for k in ("csat", "nps", "ces") if k in got)
+        out[label]["experience_slot_ms_median"] = took[len(took) // 2] * 1000
+        out[label]["experience_slot_responses"] = n
+        log(f"    experience slot: {took[len(took) // 2] * 1000:.0f} ms median ({n:,} responses)")
     return out
 
 
