@@ -39,7 +39,9 @@ async def section_range(page: Page, name: str) -> dict[str, str]:
 
 async def show(page: Page, name: str) -> None:
     """Scroll a quality panel into view (it loads when shown) and wait for its section."""
-    await page.locator(f"#quality-{name}").scroll_into_view_if_needed()
+    await expect(page.locator(f"#quality-{name}")).to_have_count(1)
+    # scrolled by the page (a placeholder being swapped for its section is not "stable")
+    await page.evaluate(f"document.getElementById('quality-{name}').scrollIntoView()")
     await expect(page.locator(f"[data-quality={name}]")).to_be_visible()
 
 
