@@ -183,8 +183,35 @@ async def apply_examples(
     of each cell, after the batch's quality rows are written: each cell takes the greater of
     its example and the batch's candidate; a cell whose example was withdrawn (its step changed
     or left the cell) is recomputed from the cell's day of quality rows, or dropped."""
+
+    def order(key: ExampleKey) -> tuple[object, ...]:
+        return (key[0], key[1][0], key[1][1], key[1][3])
+
+    stale: list[tuple[str, date, str, str]] = []
+    if withdrawn:
+        # Lock every cell the batch touches, in key order (one statement: no lock cycles with
+        # another compaction), and find those whose example is withdrawn and not outdone by
+        # the batch's candidate: they are recomputed once the candidates are in.
+        keys = sorted(set(added) | {k for k, _x in withdrawn}, key=order)
+        current = await conn.fetch(
+            """SELECT e.tenant_id, e.day, e.activity, e.kind, e.example
+               FROM journey.quality_pain_example e
+               JOIN unnest($1::text[], $2::date[], $3::text[], $4::text[]) AS u(t, d, a, k)
+                 ON e.tenant_id = u.t AND e.day = u.d AND e.activity = u.a AND e.kind = u.k
+               ORDER BY 1, 2, 3, 4
+               FOR UPDATE OF e""",
+            [t for t, _c in keys],
+            [_EPOCH + timedelta(days=c[0]) for _t, c in keys],
+            [c[1] for _t, c in keys],
+            [c[3] for _t, c in keys],
+        )
+        now = {(r[0], r[1], r[2], r[3]): r[4] for r in current}
+        for (tenant, cell), old in sorted(set(withdrawn), key=lambda w: (order(w[0]), w[1])):
+            at = (tenant, _EPOCH + timedelta(days=cell[0]), cell[1], cell[3])
+            if now.get(at) == old and added.get((tenant, cell), "") < old and at not in stale:
+                stale.append(at)
     if added:
-        items = sorted(added.items(), key=lambda kv: (kv[0][0], kv[0][1][0], *kv[0][1][1:]))
+        items = sorted(added.items(), key=lambda kv: order(kv[0]))
         await conn.execute(
             """INSERT INTO journey.quality_pain_example AS e (tenant_id, day, activity, channel,
                    kind, example)
@@ -199,23 +226,6 @@ async def apply_examples(
             [c[3] for (_t, c), _x in items],
             [x for _k, x in items],
         )
-    if not withdrawn:
-        return
-    gone = sorted(set(withdrawn), key=lambda w: (w[0][0], w[0][1][0], *w[0][1][1:], w[1]))
-    stale = await conn.fetch(
-        """SELECT e.tenant_id, e.day, e.activity, e.kind FROM journey.quality_pain_example e
-           JOIN unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[])
-                AS u(t, d, a, k, x)
-             ON e.tenant_id = u.t AND e.day = u.d AND e.activity = u.a AND e.kind = u.k
-            AND e.example = u.x
-           ORDER BY 1, 2, 3, 4
-           FOR UPDATE OF e""",
-        [t for (t, _c), _x in gone],
-        [_EPOCH + timedelta(days=c[0]) for (_t, c), _x in gone],
-        [c[1] for (_t, c), _x in gone],
-        [c[3] for (_t, c), _x in gone],
-        [x for _k, x in gone],
-    )
     if not stale:
         return
     days = sorted({(r[0], r[1], r[2]) for r in stale})
@@ -246,8 +256,8 @@ async def apply_examples(
         for (d, activity, _channel, kind), text in cells.items()
         for day in [_EPOCH + timedelta(days=d)]
     }
-    keep = [(r[0], r[1], r[2], r[3], latest[tuple(r)]) for r in stale if tuple(r) in latest]
-    drop = [tuple(r) for r in stale if tuple(r) not in latest]
+    keep = [(*r, latest[r]) for r in stale if r in latest]
+    drop = [r for r in stale if r not in latest]
     if keep:
         await conn.execute(
             """UPDATE journey.quality_pain_example e SET example = u.x
