@@ -244,6 +244,11 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
             TENANT,
             SURVEYS,
         )
+        if await conn.fetchval("SELECT to_regclass('journey.experience_survey_day') IS NOT NULL"):
+            from services.journey.experience import counts as survey_counts
+
+            await survey_counts.fill(conn, TENANT)  # as the migration fills them
+            await conn.execute("ANALYZE journey.experience_survey_day")
         await conn.execute("ANALYZE journey.event")
         await conn.execute("ANALYZE journey.quality_step")
         await conn.execute("ANALYZE journey.quality_fcr_day")

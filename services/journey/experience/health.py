@@ -2,21 +2,23 @@
 NPS and (when answered) CES of the survey responses received in the period and in the previous
 one, with their sample sizes — registered at import of the experience package.
 
-Read from the stored ``survey.responded`` events through their partial index
-(``ix_event_experience``: tenant, type, time), grouped by kind and score in SQL: the read
-touches the period's responses only (no step, journey or other event), and erased customers'
-responses are gone with their events. Scores are summarised as ``GET /v1/experience`` does
-(``stats.summary``). Not split by segment: with a segment filter the slot says so.
+Read from the survey day counts (``counts.py``: responses by UTC day, kind and score, kept where
+events are stored and erased) for whole days, and from the stored ``survey.responded`` events
+(their partial index on tenant, type and time) for the day of ``as_of`` up to it: reading the
+events of whole periods took over a second for 200,000 responses (docs/benchmarks.md). Scores
+are summarised as ``GET /v1/experience`` does (``stats.summary``). Not split by segment: with a
+segment filter the slot says so.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, time
 from typing import Any
 
 import asyncpg
 
-from services.journey.experience import stats
+from services.journey.experience import counts, stats
 from services.journey.quality import health
 from services.journey.quality.schemas import Range
 
@@ -28,31 +30,52 @@ def _midnight(day: Any) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-async def responses(
-    conn: asyncpg.Connection, tenant: str, r: Range, before: Range
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per period (current, previous) and kind: the scores of responses received in it
-    (UTC days of the period, before ``as_of``)."""
+async def _scan(
+    conn: asyncpg.Connection, tenant: str, lo: datetime, hi: datetime
+) -> dict[str, Counter[float]]:
+    """Per kind: responses per score received in [lo, hi), from the stored events (through
+    their partial index on tenant, type and time)."""
     rows = await conn.fetch(
-        """SELECT e.time >= $3 AS cur, e.envelope -> 'data' ->> 'survey' AS kind,
+        """SELECT e.envelope -> 'data' ->> 'survey' AS kind,
                   (e.envelope -> 'data' ->> 'score')::float8 AS score, count(*) AS n
            FROM journey.event e
            WHERE e.tenant_id = $1 AND e.type = 'survey.responded'
-             AND e.time >= $2 AND e.time < $4 AND e.time < $5
-             AND e.envelope -> 'data' ->> 'survey' = ANY($6::text[])
+             AND e.time >= $2 AND e.time < $3
+             AND e.envelope -> 'data' ->> 'survey' = ANY($4::text[])
              AND jsonb_typeof(e.envelope -> 'data' -> 'score') = 'number'
-           GROUP BY 1, 2, 3""",
+           GROUP BY 1, 2""",
         tenant,
-        _midnight(before.start),
-        _midnight(r.start),
-        _midnight(r.end),
-        r.as_of,
+        lo,
+        hi,
         list(stats.SURVEYS),
     )
-    out: tuple[dict[str, list[float]], dict[str, list[float]]] = ({}, {})
-    for cur, kind, score, n in sorted(rows, key=lambda row: (row[0], row[1], row[2])):
-        out[0 if cur else 1].setdefault(kind, []).extend([score] * n)
+    out: dict[str, Counter[float]] = {}
+    for kind, score, n in rows:
+        out.setdefault(kind, Counter())[score] += n
     return out
+
+
+async def responses(
+    conn: asyncpg.Connection, tenant: str, r: Range, before: Range
+) -> tuple[dict[str, Counter[float]], dict[str, Counter[float]]]:
+    """Per period (current, previous) and kind: responses per score received in it (UTC days
+    of the period, before ``as_of``): whole days from the survey day counts
+    (``counts.py``), the day of ``as_of`` up to it from the events."""
+    as_of = r.as_of.astimezone(UTC)
+    today = as_of.date()
+    whole_end = min(r.end, today)
+    out: tuple[dict[str, Counter[float]], dict[str, Counter[float]]] = ({}, {})
+    if before.start < whole_end:
+        out = await counts.read(conn, tenant, before.start, r.start, whole_end)
+    if before.start <= today < r.end and as_of > _midnight(today):
+        period = out[0 if today >= r.start else 1]
+        for kind, scores in (await _scan(conn, tenant, _midnight(today), as_of)).items():
+            period.setdefault(kind, Counter()).update(scores)
+    return out
+
+
+def _scores(histogram: Counter[float]) -> list[float]:
+    return [score for score, n in sorted(histogram.items()) for _ in range(n)]
 
 
 def _delta(now: float | int | None, before: float | int | None) -> float | None:
@@ -74,8 +97,8 @@ async def section(conn: asyncpg.Connection, tenant: str, r: Range, before: Range
     for kind in stats.SURVEYS:
         if kind == "ces" and kind not in now and kind not in then:
             continue  # CES only when the tenant asks it
-        current = stats.summary(kind, now.get(kind, []))
-        previous = stats.summary(kind, then.get(kind, []))
+        current = stats.summary(kind, _scores(now.get(kind, Counter())))
+        previous = stats.summary(kind, _scores(then.get(kind, Counter())))
         headline = HEADLINE[kind]
         body[kind] = {
             "value": current[headline],

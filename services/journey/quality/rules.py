@@ -14,6 +14,7 @@ read (``judge``), so windows and the tenant's policy change without recomputing 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -232,13 +233,14 @@ def mode_of(same: bool, reopen_counts: bool) -> int:
     return MODES.index((same, reopen_counts))
 
 
+_LADDER_US = [days * DAY_US for days in LADDER_DAYS]
+
+
 def threshold(gap_us: int | None) -> int:
     """The index of the smallest ladder window holding the gap; ``len(LADDER_DAYS)``: none."""
-    if gap_us is not None:
-        for i, days in enumerate(LADDER_DAYS):
-            if gap_us <= days * DAY_US:
-                return i
-    return len(LADDER_DAYS)
+    if gap_us is None:
+        return len(LADDER_DAYS)
+    return bisect_left(_LADDER_US, gap_us)
 
 
 def fcr_cells(rows: Iterable[QRow]) -> Counter[FcrCell]:
@@ -350,11 +352,12 @@ def example_kinds(r: QRow) -> list[str]:
         kinds.append("long_wait")
     if r.transfers >= 1:
         kinds.append("transfer")
-    if r.contact:
+    if r.contact and (r.next_any_us is not None or r.reopen_us is not None):
+        reason = r.reason or ""
         for mode, (same, reopen) in enumerate(MODES):
             t = threshold(further_gap(r, same=same, reopen_counts=reopen))
             if t < len(LADDER_DAYS):
-                kinds.append(f"r:{mode}:{t}:{r.reason or ''}")
+                kinds.append(f"r:{mode}:{t}:{reason}")
     return kinds
 
 
@@ -363,9 +366,12 @@ def examples(rows: Iterable[tuple[str, str, QRow]]) -> dict[ExampleCell, str]:
     key, row) triples."""
     out: dict[ExampleCell, str] = {}
     for customer, key, r in rows:
+        kinds = example_kinds(r)
+        if not kinds:
+            continue
         text = example_text(r.at_us, customer, r.episode, key)
         day = r.at_us // DAY_US
-        for kind in example_kinds(r):
+        for kind in kinds:
             cell = (day, r.activity, r.channel, kind)
             if cell not in out or text > out[cell]:
                 out[cell] = text
