@@ -352,7 +352,7 @@ def example_kinds(r: QRow) -> list[str]:
         kinds.append("long_wait")
     if r.transfers >= 1:
         kinds.append("transfer")
-    if r.contact and (r.next_any_us is not None or r.reopen_us is not None):
+    if r.contact:
         reason = r.reason or ""
         for mode, (same, reopen) in enumerate(MODES):
             t = threshold(further_gap(r, same=same, reopen_counts=reopen))
