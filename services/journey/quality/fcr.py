@@ -181,10 +181,17 @@ async def report_from_days(
 
 
 async def reports_from_days(
-    conn: asyncpg.Connection, tenant: str, qs: Sequence[FcrQuery], policy: FcrPolicy
+    conn: asyncpg.Connection,
+    tenant: str,
+    qs: Sequence[FcrQuery],
+    policy: FcrPolicy,
+    *,
+    early: bool = True,
 ) -> list[dict[str, Any]]:
     """``report_from_days`` of several periods that share ``as_of``, ``by`` and the windows
-    (a period and the previous one), from one read of the day counts."""
+    (a period and the previous one), from one read of the day counts. ``early=False`` leaves
+    ``already_repeated`` at 0 (pain points and health read only judged and repeated): no read
+    of the rows of the days whose windows are still open."""
     q = qs[0]
     assert all((o.as_of_us, o.by, o.windows) == (q.as_of_us, q.by, q.windows) for o in qs)
     as_of_day = q.as_of_us // rules.DAY_US
@@ -250,12 +257,12 @@ async def reports_from_days(
     labels = ["policy", *(label for label, _ in q.windows)]
     out = []
     for period, pq in enumerate(qs):
-        early = await _open_repeated(conn, tenant, pq, policy)
+        found = await _open_repeated(conn, tenant, pq, policy) if early else {}
         groups = []
         total = _group(None, 0, [], n_windows, labels)
         for key, acc in totals[period].items():
             for i in range(n_windows):
-                acc[3 * i + 2] = early.get(key, [0] * n_windows)[i]
+                acc[3 * i + 2] = found.get(key, [0] * n_windows)[i]
             body = _group(key, contacts[period][key], acc, n_windows, labels)
             if key is None:
                 total = body

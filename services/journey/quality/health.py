@@ -84,7 +84,7 @@ async def _totals_from_counts(
     day counts (abandoned contacts)."""
     out: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
     qs = [fcr.FcrQuery(p.start, p.end, r.as_of_us, "channel", (), {}) for p in (r, before)]
-    for i, body in enumerate(await fcr.reports_from_days(conn, tenant, qs, policy)):
+    for i, body in enumerate(await fcr.reports_from_days(conn, tenant, qs, policy, early=False)):
         for group in body["groups"]:
             block = group["windows"][0]
             out[i][group["key"]] = [group["contacts"], 0, block["judged"], block["repeated"]]

@@ -260,7 +260,7 @@ async def _repeats(
         fcr.FcrQuery(start, end, q.as_of_us, q.by, (), {})
         for start, end in ((q.start, q.end), (prev_start, q.start))
     ]
-    for i, body in enumerate(await fcr.reports_from_days(conn, tenant, qs, policy)):
+    for i, body in enumerate(await fcr.reports_from_days(conn, tenant, qs, policy, early=False)):
         for group in body["groups"]:
             block = group["windows"][0]
             out[i][group["key"]] = [block["repeated"], block["judged"]]
