@@ -14,8 +14,11 @@ import orjson
 
 from services.journey.experience import counts, health, stats
 from services.journey.identity import repository as identity_repo
+from services.journey.privacy.service import JourneyErasure
 from services.journey.quality.schemas import Range
 from shared.db import Database, raw_connection
+from shared.events.erasure import CustomerErasureRequested
+from shared.privacy.crypto import Keyring
 from tests.journey.maps.support import new_tenant
 
 START = datetime(2025, 3, 3, tzinfo=UTC)
@@ -54,7 +57,7 @@ def expected(rows: list[tuple], lo: datetime, hi: datetime) -> dict[str, dict[st
     return {k: stats.summary(k, sorted(v)) for k, v in scores.items()}
 
 
-async def test_survey_counts_follow_stored_and_erased_responses(db):
+async def test_survey_counts_follow_stored_and_erased_responses(db, journey_settings):
     rng = random.Random(5)
     tenant = new_tenant()
     customers = [uuid.uuid4() for _ in range(4)]
@@ -89,16 +92,15 @@ async def test_survey_counts_follow_stored_and_erased_responses(db):
         conn = await raw_connection(session)
         assert (await health.section(conn, tenant, segmented, before))["available"] is False
 
-    # an erasure uncounts the customer's responses before deleting them
-    gone = customers[:2]
+    # journey's erasure uncounts the customer's responses before deleting them
+    erase = JourneyErasure(Keyring.from_setting(journey_settings.sealing_keys), journey_settings)
+    command = CustomerErasureRequested(
+        erasure_id=str(uuid.uuid4()), tenant=tenant, customer_id=str(customers[0]),
+        customer_ids=[str(customers[0])], identifier_hashes=[], requested_at=datetime.now(UTC),
+    )  # fmt: skip
     async with db.session() as session:
-        conn = await raw_connection(session)
-        await counts.remove(conn, tenant, "customer_id = ANY($2::uuid[])", gone)
-        await conn.execute(
-            "DELETE FROM journey.event WHERE tenant_id = $1 AND customer_id = ANY($2::uuid[])",
-            tenant,
-            gone,
-        )
+        done = await erase(await raw_connection(session), command)
+    assert done["events"] > 0
     after = await stored_counts(db, tenant)
     assert after != stored
     assert after == await recounted(db, tenant)
