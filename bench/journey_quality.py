@@ -13,7 +13,9 @@ BENCH_QUALITY_CUSTOMERS; (c) the API's latency on it (p99 target 500 ms):
 
 Environment: BENCH_QUALITY_CUSTOMERS (200,000: 10 steps each), BENCH_QUALITY_DERIVED (10,000),
 BENCH_QUALITY_WORKER_CUSTOMERS (3,000), BENCH_QUALITY_DURATION (15 s per endpoint),
-BENCH_QUALITY_PHASES (build,api,worker). Prints figures, then one JSON line.
+BENCH_QUALITY_PHASES (build,parts,api,worker; ``parts``: where a pain-point request's time
+goes, timed in process, BENCH_QUALITY_PART_RUNS times per range). Prints figures, then one JSON
+line.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ from services.journey.maps import rules as maps  # noqa: E402
 from services.journey.quality import repository as quality_repo  # noqa: E402
 from services.journey.quality.policy import FcrPolicy  # noqa: E402
 from services.journey.quality.rules import fcr_cells, pain_cells, quality_rows  # noqa: E402
+
+try:
+    from services.journey.quality.rules import examples, examples_difference  # noqa: E402
+except ImportError:  # before the pain-point examples were kept
+    examples = examples_difference = None  # type: ignore[assignment]
 from shared.auth.service import create_key, ensure_tenant  # noqa: E402
 from shared.db import Database, raw_connection  # noqa: E402
 
@@ -51,7 +58,10 @@ CUSTOMERS = int(os.environ.get("BENCH_QUALITY_CUSTOMERS", "200000"))
 DERIVED = min(CUSTOMERS, int(os.environ.get("BENCH_QUALITY_DERIVED", "10000")))
 DURATION = float(os.environ.get("BENCH_QUALITY_DURATION", "15"))
 WORKER_CUSTOMERS = int(os.environ.get("BENCH_QUALITY_WORKER_CUSTOMERS", "3000"))
-PHASES = os.environ.get("BENCH_QUALITY_PHASES", "build,api,worker").split(",")
+PHASES = os.environ.get("BENCH_QUALITY_PHASES", "build,parts,api,worker").split(",")
+PART_RUNS = int(os.environ.get("BENCH_QUALITY_PART_RUNS", "20"))
+# survey responses stored as events (the health summary's experience slot reads them)
+SURVEYS = int(os.environ.get("BENCH_QUALITY_SURVEYS", "200000"))
 TENANT = "bench-quality"
 REASONS = ("billing", "delivery", "login", "plan_change", "outage")
 COLUMNS = (
@@ -102,7 +112,7 @@ def facts_of(i: int, base: datetime) -> list[maps.Fact]:
 async def build(db: Database, base: datetime) -> dict[str, Any]:
     started = time.perf_counter()
     window, bands = maps.DEFAULT_WINDOW_US, maps.DEFAULT_TENURE_DAYS
-    spent = {"map": 0.0, "quality": 0.0}
+    spent = {"map": 0.0, "quality": 0.0, "examples": 0.0}
     batch: list[tuple[Any, ...]] = []
     steps_total = 0
     cells: Counter[Any] = Counter()
@@ -127,9 +137,13 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         t1 = time.perf_counter()
         rows = quality_rows(steps.values(), profile, window_us=window, bands=bands)
         t2 = time.perf_counter()
+        customer = uuid.UUID(int=i + 1)
+        if examples is not None:  # what the compactor adds per customer for the examples
+            examples_difference({}, rows)
+        t3 = time.perf_counter()
         spent["map"] += t1 - t0
         spent["quality"] += t2 - t1
-        customer = uuid.UUID(int=i + 1)
+        spent["examples"] += t3 - t2
         for key, r in rows.items():
             batch.append(
                 (
@@ -201,6 +215,41 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         steps_total = await conn.fetchval(
             "SELECT count(*) FROM journey.quality_step WHERE tenant_id = $1", TENANT
         )
+        # the pain-point examples of every row (copies included), as the migration fills them
+        if await conn.fetchval("SELECT to_regclass('journey.quality_pain_example') IS NOT NULL"):
+            await quality_repo.fill_examples(conn, TENANT)
+            await conn.execute("ANALYZE journey.quality_pain_example")
+        # survey responses over the log's two busy months, as stored events of realistic size
+        await conn.execute(
+            """INSERT INTO journey.event (tenant_id, event_id, customer_id, type, time,
+                   identifier_keys, outcome, rule, envelope)
+               SELECT $1::text, 'survey-' || i, md5(i::text)::uuid, 'survey.responded', t,
+                      ARRAY['email:' || md5(i::text)], 'matched', 'deterministic',
+                      jsonb_build_object(
+                          'specversion', '1.0', 'id', 'survey-' || i, 'type', 'survey.responded',
+                          'source', 'bench/surveys', 'tenant_id', $1::text, 'time', t,
+                          'identifiers', jsonb_build_array(jsonb_build_object(
+                              'type', 'email', 'value', md5(i::text) || '@customer.test',
+                              'verified_by', 'login')),
+                          'data', jsonb_build_object(
+                              'survey', kind, 'score', CASE kind WHEN 'csat' THEN 1 + i % 5
+                                                      WHEN 'nps' THEN i % 11 ELSE 1 + i % 7 END,
+                              'about_interaction_id', 'call-' || i, 'channel', 'sms'))
+               FROM generate_series(1, $2::int) AS i
+               CROSS JOIN LATERAL (SELECT (ARRAY['csat', 'nps', 'csat', 'nps', 'ces'])[1 + i % 5]
+                                          AS kind,
+                                          timestamptz '2026-07-01'
+                                          + (i::bigint * 5270400 / $2::int) * interval '1 s'
+                                          AS t) x""",
+            TENANT,
+            SURVEYS,
+        )
+        if await conn.fetchval("SELECT to_regclass('journey.experience_survey_day') IS NOT NULL"):
+            from services.journey.experience import counts as survey_counts
+
+            await survey_counts.fill(conn, TENANT)  # as the migration fills them
+            await conn.execute("ANALYZE journey.experience_survey_day")
+        await conn.execute("ANALYZE journey.event")
         await conn.execute("ANALYZE journey.quality_step")
         await conn.execute("ANALYZE journey.quality_fcr_day")
         await conn.execute("ANALYZE journey.quality_pain_day")
@@ -212,7 +261,99 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         # what re-deriving one customer costs the compactor (it derives before and after)
         "map_derive_us_per_customer": spent["map"] / DERIVED * 1e6,
         "quality_rows_us_per_customer": spent["quality"] / DERIVED * 1e6,
+        "examples_us_per_customer": spent["examples"] / DERIVED * 1e6,
     }
+
+
+async def parts(db: Database, policy: FcrPolicy) -> dict[str, Any]:
+    """Where ``GET /v1/pain-points`` spends its time, in process (no HTTP): the report's parts
+    wrapped with timers (whichever of them the code has), PART_RUNS calls per range; wall
+    clock and this process's CPU per part (the database's time is wall minus CPU)."""
+    from datetime import date
+
+    from services.journey.quality import fcr, pain
+
+    spent: dict[str, list[float]] = {}
+    originals: dict[tuple[Any, str], Any] = {}
+
+    def timed(module: Any, name: str, label: str) -> None:
+        inner = getattr(module, name, None)
+        if inner is None:
+            return
+        originals[(module, name)] = inner
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                spent.setdefault(label, []).append(time.perf_counter() - t0)
+
+        setattr(module, name, wrapper)
+
+    timed(pain, "_counts", "day counts (incl. repeats)")
+    timed(pain, "_repeats", "repeat contacts (FCR day counts)")
+    timed(fcr, "report_from_days", "one FCR day-count report")
+    timed(pain, "_examples", "examples")
+    as_of = datetime(2026, 11, 30, tzinfo=UTC)
+    as_of_us = int(as_of.timestamp()) * 1_000_000
+    ranges = {
+        "28d": (date(2026, 8, 1), date(2026, 8, 29)),
+        "whole": (date(2026, 7, 1), date(2026, 11, 30)),
+    }
+    out: dict[str, Any] = {}
+    try:
+        for label, (start, end) in ranges.items():
+            q = pain.PainQuery("touchpoint", start, end, as_of_us, {}, 300_000)
+            spent.clear()
+            totals = []
+            cpu0 = time.process_time()
+            async with db.session() as session:
+                conn = await raw_connection(session)
+                for _ in range(PART_RUNS):
+                    t0 = time.perf_counter()
+                    await pain.report(conn, TENANT, q, policy, limit=20)
+                    totals.append(time.perf_counter() - t0)
+            cpu = time.process_time() - cpu0
+            totals.sort()
+            figures = {
+                "report_ms_median": totals[len(totals) // 2] * 1000,
+                "report_ms_max": totals[-1] * 1000,
+                "process_cpu_ms_per_report": cpu / PART_RUNS * 1000,
+                "parts_ms_median": {
+                    k: sorted(v)[len(v) // 2] * 1000 for k, v in sorted(spent.items())
+                },
+                "calls_per_report": {k: len(v) / PART_RUNS for k, v in sorted(spent.items())},
+            }
+            out[label] = figures
+            log(f"  parts, {label}: report median {figures['report_ms_median']:.0f} ms")
+            for k, v in figures["parts_ms_median"].items():
+                log(f"    {k}: {v:.0f} ms median ({figures['calls_per_report'][k]:g} a report)")
+    finally:
+        for (module, name), inner in originals.items():
+            setattr(module, name, inner)
+    try:
+        from services.journey.experience import health as experience
+    except ImportError:  # before the slot existed
+        return out
+    from services.journey.quality.schemas import Range
+
+    for label, (start, end) in ranges.items():
+        r = Range(start, end, as_of)
+        before = Range(start - (end - start), start, as_of)
+        took = []
+        async with db.session() as session:
+            conn = await raw_connection(session)
+            for _ in range(PART_RUNS):
+                t0 = time.perf_counter()
+                got = await experience.section(conn, TENANT, r, before)
+                took.append(time.perf_counter() - t0)
+        took.sort()
+        n = sum(got[k]["n"] + got[k]["previous_n"] for k in ("csat", "nps", "ces") if k in got)
+        out[label]["experience_slot_ms_median"] = took[len(took) // 2] * 1000
+        out[label]["experience_slot_responses"] = n
+        log(f"    experience slot: {took[len(took) // 2] * 1000:.0f} ms median ({n:,} responses)")
+    return out
 
 
 async def latency(port: int, key: str, path: str) -> dict[str, Any]:
@@ -290,8 +431,11 @@ async def main() -> None:
         log(
             f"built {built['steps']:,} steps in {built['seconds']:.0f} s; per customer the "
             f"compactor's map derive {built['map_derive_us_per_customer']:.0f} us, quality rows "
-            f"{built['quality_rows_us_per_customer']:.0f} us"
+            f"{built['quality_rows_us_per_customer']:.0f} us, its pain-point examples "
+            f"{built['examples_us_per_customer']:.0f} us"
         )
+        if "parts" in PHASES:
+            figures["parts"] = await parts(db, policy)
         await db.dispose()
         if "api" not in PHASES:
             return

@@ -1,7 +1,8 @@
 """The journey map's quality sections in a real browser, on the simulator's demo (tenant A):
 pain points (and the nodes they colour), FCR with its window selector, experience, conformance
 with its designed-journey selector and the health summary show the figures the API gives for the
-same range and moment (the page shows both), without console errors or CSP violations."""
+same range and moment (the page shows both), without console errors or CSP violations. Each
+panel loads when it is first shown, and the map's refresh re-reads only the panels on screen."""
 
 from __future__ import annotations
 
@@ -36,12 +37,21 @@ async def section_range(page: Page, name: str) -> dict[str, str]:
     }
 
 
+async def show(page: Page, name: str) -> None:
+    """Scroll a quality panel into view (it loads when shown) and wait for its section."""
+    await expect(page.locator(f"#quality-{name}")).to_have_count(1)
+    # scrolled by the page (a placeholder being swapped for its section is not "stable")
+    await page.evaluate(f"document.getElementById('quality-{name}').scrollIntoView()")
+    await expect(page.locator(f"[data-quality={name}]")).to_be_visible()
+
+
 def pct(rate: float | None) -> str:
     return "—" if rate is None else f"{rate * 100:.1f} %"
 
 
 async def test_pain_points_table_and_colour_match_the_api(stack: Stack, page: Page):
     await open_map(page, stack, stack.a.key)
+    await show(page, "pain_points")
     r = await section_range(page, "pain_points")
     expected = await api(stack, "/v1/pain-points", **r)
     assert expected["pain_points"], "the demo has pain points"
@@ -71,6 +81,7 @@ async def test_pain_points_table_and_colour_match_the_api(stack: Stack, page: Pa
 
 async def test_fcr_window_selector_switches_and_matches_the_api(stack: Stack, page: Page):
     await open_map(page, stack, stack.a.key)
+    await show(page, "fcr")
     section = page.locator("[data-quality=fcr]")
     await expect(section).to_have_attribute("data-window", "7d")
     for window in ("7d", "30d", "1d"):
@@ -98,8 +109,10 @@ async def test_fcr_window_selector_switches_and_matches_the_api(stack: Stack, pa
     before = await page.evaluate("window.waypointMap.draws")
     await page.get_by_role("button", name="Apply").click()
     await until(page, f"window.waypointMap.draws > {before}")
+    await show(page, "fcr")
     await expect(section).to_have_attribute("data-window", "1d")
     await page.reload()
+    await show(page, "fcr")
     await expect(page.locator("#f-fcr_window")).to_have_value("1d")
 
 
@@ -107,6 +120,7 @@ async def test_experience_and_health_match_the_api(stack: Stack, page: Page):
     await open_map(page, stack, stack.a.key, "?granularity=channel")
     expected = await api(stack, "/v1/experience", granularity="channel", journey="episode")
     assert expected["touchpoints"], "the demo's surveys are tied to steps"
+    await show(page, "experience")
     section = page.locator("[data-quality=experience]")
     rows = section.locator("table[data-table=experience-touchpoints] tbody tr")
     await expect(rows).to_have_count(len(expected["touchpoints"]))
@@ -119,6 +133,8 @@ async def test_experience_and_health_match_the_api(stack: Stack, page: Page):
     moments = section.locator("[data-moment]")
     await expect(moments).to_have_count(len(expected["moments_of_truth"]))
 
+    await show(page, "pain_points")
+    await show(page, "health")
     r = await section_range(page, "pain_points")
     health = await api(stack, "/v1/journey-health", **r)
     contacts = page.locator("[data-quality=health] tr[data-figure=contacts] td")
@@ -151,6 +167,7 @@ async def test_conformance_shows_the_chosen_design(stack: Stack, page: Page):
             assert response.status_code == 200, response.text
     try:
         await page.reload()
+        await show(page, "conformance")
         section = page.locator("[data-quality=conformance]")
         await expect(section).to_have_attribute("data-design", "demo-main")  # the first
         for name in ("demo-main", "demo-other"):
@@ -178,3 +195,40 @@ async def test_conformance_shows_the_chosen_design(stack: Stack, page: Page):
                     f"/v1/designed-journeys/{name}",
                     headers={"Authorization": f"Bearer {stack.a.key}"},
                 )
+
+
+async def test_panels_load_when_shown_and_only_those_on_screen_are_re_read(
+    stack: Stack, page: Page
+):
+    await page.set_viewport_size({"width": 1280, "height": 500})
+    await page.clock.install()  # the refresh beat is 30 s: the test moves the page's clock on
+    await open_map(page, stack, stack.a.key)
+    # every panel request, as htmx issues it (synchronously, on the beat's timer)
+    await page.evaluate(
+        """() => { window.panelReads = [];
+            document.body.addEventListener('htmx:beforeRequest', e => {
+                const panel = e.detail.elt.closest('.quality-panel');
+                if (panel) { window.panelReads.push(panel.dataset.panel); } }); }"""
+    )
+    await expect(page.locator("#quality-health")).to_have_count(1)
+    assert await page.locator("[data-quality=health]").count() == 0  # below the map: not read
+    await show(page, "fcr")
+    await show(page, "health")  # the bottom of the page: FCR is off screen now
+    assert (await page.evaluate("window.panelReads")).count("health") == 1
+    on_screen = await page.evaluate(
+        """() => [...document.querySelectorAll('.quality-panel[data-loaded]')]
+            .filter(el => { const b = el.getBoundingClientRect();
+                            return b.bottom > 0 && b.top < window.innerHeight; })
+            .map(el => el.dataset.panel)"""
+    )
+    loaded = await page.evaluate(
+        "() => [...document.querySelectorAll('.quality-panel[data-loaded]')]"
+        ".map(el => el.dataset.panel)"
+    )
+    assert "health" in on_screen
+    assert "fcr" in loaded
+    assert "fcr" not in on_screen
+    await page.evaluate("() => { window.panelReads = []; }")
+    await page.clock.fast_forward(31_000)  # fires the beat's timers before it returns
+    assert sorted(await page.evaluate("window.panelReads")) == sorted(on_screen)
+    await expect(page.locator("[data-quality=health]")).to_be_visible()  # re-read, shown again

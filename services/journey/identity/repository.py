@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from services.journey.experience import counts as survey_counts
+
 TenantCustomer = tuple[str, uuid.UUID]
 
 
@@ -149,6 +151,7 @@ async def insert_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> N
         await conn.copy_records_to_table(
             "event", schema_name="journey", columns=EVENT_COLUMNS, records=rows
         )
+        await survey_counts.add(conn, rows)  # the health summary's survey day counts
 
 
 async def insert_provisional(

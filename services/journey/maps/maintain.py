@@ -44,7 +44,7 @@ from services.journey.maps.metrics import (
 from services.journey.maps.settings import MapConfig
 from services.journey.quality import maintain as quality
 from services.journey.quality import repository as quality_repo
-from services.journey.quality.rules import FcrCell, PainCell, QRow
+from services.journey.quality.rules import ExampleCell, FcrCell, PainCell, QRow, with_customer
 from shared.db import Database, raw_connection
 from shared.logging import get_logger
 
@@ -67,6 +67,9 @@ class Change:
     drop_quality: list[str] = field(default_factory=list)
     fcr_cells: dict[FcrCell, int] = field(default_factory=dict)
     pain_cells: dict[PainCell, int] = field(default_factory=dict)
+    examples: tuple[dict[ExampleCell, str], dict[ExampleCell, str]] = field(
+        default_factory=lambda: ({}, {})
+    )
 
 
 def recompute(
@@ -126,9 +129,13 @@ def recompute(
     else:
         new_parts, new_rows = {}, {}
     change.parts = rules.difference(old_parts, new_parts)
-    (change.quality, change.drop_quality, change.fcr_cells, change.pain_cells) = quality.difference(
-        old_quality, quality.rows_of(new_steps, new_profile, config)
-    )
+    (
+        change.quality,
+        change.drop_quality,
+        change.fcr_cells,
+        change.pain_cells,
+        change.examples,
+    ) = quality.difference(old_quality, quality.rows_of(new_steps, new_profile, config))
     change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
     change.delete_journeys = [k for k in old_rows if k not in new_rows]
     return change
@@ -158,6 +165,8 @@ class Writes:
         self.drop_quality: list[quality_repo.RowKey] = []
         self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
         self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
+        self.examples: dict[tuple[str, ExampleCell], str] = {}
+        self.withdrawn: list[tuple[tuple[str, ExampleCell], str]] = []
 
     def add(self, key: Key, change: Change) -> None:
         tenant, customer = key
@@ -168,6 +177,14 @@ class Writes:
             self.fcr_cells[(tenant, cell)] += n
         for pcell, n in change.pain_cells.items():
             self.pain_cells[(tenant, pcell)] += n
+        added, withdrawn = change.examples
+        for ecell, text in added.items():
+            text = with_customer(text, str(customer))
+            if text > self.examples.get((tenant, ecell), ""):
+                self.examples[(tenant, ecell)] = text
+        self.withdrawn += [
+            ((tenant, c), with_customer(t, str(customer))) for c, t in withdrawn.items()
+        ]
         if change.profile is None:
             self.forget.append(key)
             return
@@ -194,6 +211,7 @@ class Writes:
         await quality_repo.apply_pain_deltas(
             conn, [(t, cell, n) for (t, cell), n in self.pain_cells.items() if n]
         )
+        await quality_repo.apply_examples(conn, self.examples, self.withdrawn)
         return await repo.apply_deltas(conn, list(self.deltas.items()))
 
 

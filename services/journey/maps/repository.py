@@ -534,7 +534,7 @@ async def clear_tenant(conn: asyncpg.Connection, tenant: str, *, steps: bool) ->
     """Delete the tenant's aggregates and journeys (and, with ``steps``, its step log, profiles
     and pending queue: a rebuild from events)."""
     tables = ["map_node", "map_edge", "map_journey", "quality_step", "quality_fcr_day"]
-    tables.append("quality_pain_day")
+    tables += ["quality_pain_day", "quality_pain_example"]
     if steps:
         tables += ["map_step", "map_customer", "map_pending"]  # pending: all read below
     for table in tables:

@@ -3,6 +3,11 @@
 ``/v1/designed-journeys/{name}/conformance`` and ``/v1/journey-health`` (called directly, not
 over HTTP), with the API's defaults where the page has no filter of its own.
 
+Each section is a panel read on its own (``read_panel``, ``GET /app/map/quality/{panel}``): the
+page loads a panel when it is first shown and re-reads only the panels on screen, so the map's
+30-second refresh does not rerun every quality query. The graph's pain colouring
+(``colour_nodes``) stays with the map's own refresh.
+
 Pain points, FCR and the health summary are read over the map's days, judged at ``as_of`` (the
 moment the page was read, shown on the page); with no ``from``/``to`` on the map they cover the
 API's default range (the 28 days up to today). Experience and conformance read the map's own
@@ -115,7 +120,22 @@ def _health_figures(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def read_quality(
+PANELS = {
+    "pain_points": "Pain points",
+    "fcr": "First-contact resolution",
+    "experience": "Experience by journey position",
+    "conformance": "Conformance",
+    "health": "Journey health",
+}
+
+
+def _range(q: MapQuery, as_of: datetime) -> tuple[Range, dict[str, str]]:
+    r = quality_range(q.start, q.end - timedelta(days=1) if q.end else None, dict(q.segment), as_of)
+    echo = {"from": r.start.isoformat(), "to": r.end.isoformat(), "as_of": as_of.isoformat()}
+    return r, echo
+
+
+async def colour_nodes(
     conn: asyncpg.Connection,
     tenant: str,
     q: MapQuery,
@@ -123,13 +143,9 @@ async def read_quality(
     nodes: list[dict[str, Any]],
     *,
     as_of: datetime,
-    fcr_window: str,
-    fcr_by: str,
-    design: str,
-) -> dict[str, Any]:
-    """The quality sections (``map.quality``) and, in place, the nodes' pain points."""
-    r = quality_range(q.start, q.end - timedelta(days=1) if q.end else None, dict(q.segment), as_of)
-    echo = {"from": r.start.isoformat(), "to": r.end.isoformat(), "as_of": as_of.isoformat()}
+) -> dict[str, str]:
+    """Give the nodes their pain points (in place; see ``_node_pain``); the range read."""
+    r, echo = _range(q, as_of)
     policy = await quality.policy_of(conn, tenant)
     pains = await pain.report(
         conn,
@@ -139,52 +155,84 @@ async def read_quality(
         limit=500,
     )
     _node_pain(pains["pain_points"], activities.mapper(q.granularity, config.stages), nodes)
+    return echo
 
-    fq = fcr.FcrQuery(
-        r.start, r.end, r.as_of_us, fcr_by, ((fcr_window, parse_window(fcr_window)),), r.segment
-    )
-    if fcr.answerable(fq, policy):
-        fcr_body = await fcr.report_from_days(conn, tenant, fq, policy)
-    else:
-        fcr_body = await fcr.report(conn, tenant, fq, policy)
 
-    exp = await experience.experience(
-        conn, tenant, q, config, min_sample=MIN_SAMPLE, max_moments=MAX_MOMENTS
-    )
-
-    out: dict[str, Any] = {
-        "range": echo,
-        "pain_points": {
-            **echo,
-            "total": pains["total"],
-            "rows": pains["pain_points"][:PAIN_SHOWN],
-            "coloured": PAIN_COLOURED,
-        },
-        "fcr": {
-            **echo,
-            "by": fcr_by,
-            "window": fcr_window,
-            "windows": list(dict.fromkeys([*FCR_WINDOWS, fcr_window])),
-            "policy_window": policy.default_window,
-            "total": fcr_body["total"],
-            "groups": fcr_body["groups"],
-        },
-        "experience": exp,
-        "health": _health_figures(await health.summary(conn, tenant, r, policy)),
-    }
-
+async def read_panel(
+    conn: asyncpg.Connection,
+    tenant: str,
+    q: MapQuery,
+    config: MapConfig,
+    panel: str,
+    *,
+    as_of: datetime,
+    fcr_window: str,
+    fcr_by: str,
+    design: str,
+) -> dict[str, Any]:
+    """One section (``{panel: its figures}``, as the ``_quality_<panel>.html`` templates read
+    them); ``{}`` for conformance when the tenant has no designed journeys."""
+    r, echo = _range(q, as_of)
+    if panel == "pain_points":
+        policy = await quality.policy_of(conn, tenant)
+        pains = await pain.report(
+            conn,
+            tenant,
+            pain.PainQuery("touchpoint", r.start, r.end, r.as_of_us, r.segment, LONG_WAIT_MS),
+            policy,
+            limit=PAIN_SHOWN,
+        )
+        body = {**echo, "total": pains["total"], "rows": pains["pain_points"]}
+        return {panel: {**body, "coloured": PAIN_COLOURED}}
+    if panel == "fcr":
+        policy = await quality.policy_of(conn, tenant)
+        fq = fcr.FcrQuery(
+            r.start, r.end, r.as_of_us, fcr_by, ((fcr_window, parse_window(fcr_window)),), r.segment
+        )
+        if fcr.answerable(fq, policy):
+            fcr_body = await fcr.report_from_days(conn, tenant, fq, policy)
+        else:
+            fcr_body = await fcr.report(conn, tenant, fq, policy)
+        return {
+            panel: {
+                **echo,
+                "by": fcr_by,
+                "window": fcr_window,
+                "windows": list(dict.fromkeys([*FCR_WINDOWS, fcr_window])),
+                "policy_window": policy.default_window,
+                "total": fcr_body["total"],
+                "groups": fcr_body["groups"],
+            }
+        }
+    if panel == "experience":
+        exp = await experience.experience(
+            conn, tenant, q, config, min_sample=MIN_SAMPLE, max_moments=MAX_MOMENTS
+        )
+        return {panel: exp}
+    if panel == "health":
+        policy = await quality.policy_of(conn, tenant)
+        return {panel: _health_figures(await health.summary(conn, tenant, r, policy))}
+    assert panel == "conformance", panel
     found = await designs.all_of(conn, tenant)
-    if found:
-        chosen = next((d for d in found if d.name == design), found[0])
-        d = chosen.definition
-        cq = MapQuery(d.granularity.value, d.journey.value, q.start, q.end, q.segment)
-        out["conformance"] = {
+    if not found:
+        return {}
+    chosen = next((d for d in found if d.name == design), found[0])
+    d = chosen.definition
+    cq = MapQuery(d.granularity.value, d.journey.value, q.start, q.end, q.segment)
+    return {
+        panel: {
             "designs": [d.name for d in found],
             **await conformance.conformance(
                 conn, tenant, chosen, config, cq, by=None, limit=DEVIATIONS_SHOWN
             ),
         }
-    return out
+    }
+
+
+async def panels(conn: asyncpg.Connection, tenant: str) -> list[str]:
+    """The panels the page shows: conformance only when the tenant has designed journeys."""
+    has_designs = bool(await designs.all_of(conn, tenant))
+    return [p for p in PANELS if p != "conformance" or has_designs]
 
 
 def now() -> datetime:

@@ -3,14 +3,14 @@ same ones behind ``/v1/journey-map``, its variants, channel switches, channel mi
 and export; the page calls them directly, not over HTTP), with each node's feedback summary
 (as ``/v1/journey-map`` gives it), FCR per node on the performance view, and the journey-quality
 sections (``map_quality``: pain points, which also colour the nodes, FCR, experience,
-conformance, the health summary).
+conformance, the health summary), each read on its own when the page shows it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -76,8 +76,8 @@ class MapView:
     mix: list[dict[str, Any]]
     segments: list[str]
     notice: str | None = None
-    # "pain_points", "fcr", "experience", "health", and "conformance" when the tenant has
-    # designed journeys (see map_quality.read_quality)
+    # the quality panels the page shows (loaded when shown, ``read_panel``), the range they read
+    # and the moment they are judged at (``map_quality``)
     quality: dict[str, Any] = field(default_factory=dict)
 
 
@@ -106,17 +106,9 @@ async def read_map(pool: asyncpg.Pool, tenant: str, filters: MapFilters) -> MapV
         await feedback_service.annotate(conn, tenant, q, config, nodes)
         if graph.get("view") == View.performance.value:
             await quality_map.annotate(conn, tenant, q, graph, config)
-        quality = await map_quality.read_quality(
-            conn,
-            tenant,
-            q,
-            config,
-            nodes,
-            as_of=map_quality.now(),
-            fcr_window=filters.fcr_window,
-            fcr_by=filters.fcr_by,
-            design=filters.design,
-        )
+        as_of = map_quality.now()
+        echo = await map_quality.colour_nodes(conn, tenant, q, config, nodes, as_of=as_of)
+        quality = {"range": echo, "panels": await map_quality.panels(conn, tenant)}
     channels = service.at_granularity(loaded, Granularity.channel.value, config)
     return MapView(
         graph=graph,
@@ -131,6 +123,26 @@ async def read_map(pool: asyncpg.Pool, tenant: str, filters: MapFilters) -> MapV
         notice=notice,
         quality=quality,
     )
+
+
+async def read_panel(
+    pool: asyncpg.Pool, tenant: str, filters: MapFilters, panel: str, as_of: datetime
+) -> dict[str, Any]:
+    """One journey-quality panel of the page (``map_quality.read_panel``)."""
+    q = filters.map_query()
+    async with pool.acquire() as conn:
+        config = await service.config_of(conn, tenant)
+        return await map_quality.read_panel(
+            conn,
+            tenant,
+            q,
+            config,
+            panel,
+            as_of=as_of,
+            fcr_window=filters.fcr_window,
+            fcr_by=filters.fcr_by,
+            design=filters.design,
+        )
 
 
 async def read_journeys(

@@ -4,12 +4,15 @@ from an edge, node or variant to its journeys and on to a customer's timeline, a
 
 Every number comes from the maps package's service functions (``map_views``), under the API's
 scope (``analytics:read``) and the signed-in key's tenant. While the page is open, htmx re-reads
-the graph and tables every ``REFRESH_SECONDS`` (the map is living).
+the graph and tables every ``REFRESH_SECONDS`` (the map is living). The journey-quality panels
+(``/app/map/quality/{panel}``) load when first shown and are re-read on the same beat only while
+on screen (map.js).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from enum import Enum
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -21,8 +24,9 @@ from services.journey.conformance.schemas import NAME_PATTERN
 from services.journey.maps import export, service
 from services.journey.maps.rules import SEGMENTS
 from services.journey.maps.schemas import ExportFormat, Granularity, JourneyKind, View
+from services.journey.pages import map_quality
 from services.journey.pages.map_quality import FCR_BY
-from services.journey.pages.map_views import MapFilters, read_journeys, read_map
+from services.journey.pages.map_views import MapFilters, read_journeys, read_map, read_panel
 from services.journey.quality.policy import parse_window
 from shared.auth.models import Scope
 from shared.errors import Unprocessable
@@ -97,6 +101,7 @@ async def map_page(request: Request, web: Analyst, filters: Filters) -> Response
         "query": query,
         "map": shown,
         "refresh": REFRESH_SECONDS,
+        "titles": map_quality.PANELS,
         "granularities": list(Granularity),
         "journeys": list(JourneyKind),
         "views": list(View),
@@ -109,6 +114,52 @@ async def map_page(request: Request, web: Analyst, filters: Filters) -> Response
     if target == "map-body":
         return render(request, "_map_body.html", context)
     return render(request, "map.html", context)
+
+
+Panel = Enum("Panel", {name: name for name in map_quality.PANELS}, type=str)  # type: ignore[misc]
+# the selectors inside panels re-read their panel and put the choice in the page's address
+SELECTORS = ("f-fcr_window", "f-fcr_by", "f-design")
+
+
+def _as_of(value: str) -> datetime:
+    """The moment the page was read (its panels' first load judges at it), else now."""
+    now = map_quality.now()
+    if not value:
+        return now
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise Unprocessable(f"'as_of' must be a date-time like {now.isoformat()}") from None
+    if at.tzinfo is None or not now - timedelta(days=400) <= at <= now + timedelta(seconds=5):
+        raise Unprocessable("'as_of' must carry its UTC offset and be within the last 400 days")
+    return at.astimezone(UTC)
+
+
+@router.get("/quality/{panel}")
+async def quality_panel(
+    request: Request,
+    web: Analyst,
+    filters: Filters,
+    panel: Panel,
+    as_of: Annotated[str, Query(max_length=40)] = "",
+) -> Response:
+    """One journey-quality panel of the map (htmx: loaded when shown, re-read while shown)."""
+    name = str(panel.value)
+    at = _as_of(as_of)
+    found = await read_panel(_pool(request), web.principal.tenant_id, filters, name, at)
+    query = urlencode(filters.params())
+    headers = {}
+    if request.headers.get("hx-trigger") in SELECTORS:
+        headers["HX-Push-Url"] = "/app/map?" + query
+    context: dict[str, Any] = {
+        "filters": filters,
+        "query": query,
+        "panel": name,
+        "titles": map_quality.PANELS,
+        "map": {"quality": found},
+        "can_see_customers": web.principal.allows(Scope.context_read),
+    }
+    return render(request, "_quality_panel.html", context, headers=headers)
 
 
 @router.get("/journeys")

@@ -13,6 +13,7 @@ import orjson
 from services.journey import outbox as journey_outbox
 from services.journey.config import JourneySettings
 from services.journey.context import repository as context_repo
+from services.journey.experience import counts as survey_counts
 from services.journey.identity import repository as identity_repo
 from services.journey.maps import repository as maps_repo
 from shared import outbox
@@ -181,6 +182,11 @@ class JourneyErasure:
         hashes = {*command.identifier_hashes}
         hashes |= {self.keyring.identifier_hash(tenant, k) for k in keys}
         await tombstones.bury(conn, "journey", tenant, command.erasure_id, sorted(hashes))
+        # the health summary's survey day counts lose the erased responses
+        await survey_counts.remove(
+            conn, tenant, "customer_id = ANY($2::uuid[]) OR identifier_keys && $3::text[]",
+            ids, sorted(keys),
+        )  # fmt: skip
         events = await conn.execute(
             "DELETE FROM journey.event WHERE tenant_id = $1 "
             "AND (customer_id = ANY($2::uuid[]) OR identifier_keys && $3::text[])",

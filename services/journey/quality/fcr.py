@@ -9,6 +9,7 @@ handful of FILTER aggregates, whatever the windows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -176,6 +177,23 @@ async def report_from_days(
     conn: asyncpg.Connection, tenant: str, q: FcrQuery, policy: FcrPolicy
 ) -> dict[str, Any]:
     """``report`` from the day counts (see ``answerable``): the same figures."""
+    return (await reports_from_days(conn, tenant, [q], policy))[0]
+
+
+async def reports_from_days(
+    conn: asyncpg.Connection,
+    tenant: str,
+    qs: Sequence[FcrQuery],
+    policy: FcrPolicy,
+    *,
+    early: bool = True,
+) -> list[dict[str, Any]]:
+    """``report_from_days`` of several periods that share ``as_of``, ``by`` and the windows
+    (a period and the previous one), from one read of the day counts. ``early=False`` leaves
+    ``already_repeated`` at 0 (pain points and health read only judged and repeated): no read
+    of the rows of the days whose windows are still open."""
+    q = qs[0]
+    assert all((o.as_of_us, o.by, o.windows) == (q.as_of_us, q.by, q.windows) for o in qs)
     as_of_day = q.as_of_us // rules.DAY_US
     mode = rules.mode_of(policy.same_reason, policy.reopen_counts)
     ladder = {d: i for i, d in enumerate(rules.LADDER_DAYS)}
@@ -187,20 +205,26 @@ async def report_from_days(
     p = Params([tenant])
     sums = [f"sum(n) FILTER (WHERE day < {p.add(as_of_day)}::int - {p.add(d)}::int + date "
             f"'1970-01-01')::bigint" for d in distinct]  # fmt: skip
+    which = " ".join(
+        f"WHEN day >= {p.add(o.start)} AND day < {p.add(o.end)} THEN {i}" for i, o in enumerate(qs)
+    )
     rows = await conn.fetch(
-        f"""SELECT reason, activity, team, declared, threshold, sum(n)::bigint, {", ".join(sums)}
+        f"""SELECT CASE {which} END AS period, reason, activity, team, declared, threshold,
+                   sum(n)::bigint, {", ".join(sums)}
             FROM journey.quality_fcr_day
-            WHERE tenant_id = $1 AND mode = {p.add(mode)} AND day >= {p.add(q.start)}
-              AND day < {p.add(q.end)}
+            WHERE tenant_id = $1 AND mode = {p.add(mode)}
+              AND day >= {p.add(min(o.start for o in qs))} AND day < {p.add(max(o.end for o in qs))}
               AND day < date '1970-01-01' + {p.add(as_of_day)}::int
-            GROUP BY 1, 2, 3, 4, 5""",  # noqa: S608 - fixed expressions
+            GROUP BY 1, 2, 3, 4, 5, 6""",  # noqa: S608 - fixed expressions
         *p.values,
     )
     n_windows = 1 + len(asked)
     width = 3 * n_windows + 6
-    totals: dict[str | None, list[int]] = {}
-    contacts: dict[str | None, int] = {}
-    for reason, activity, team, declared, t, n, *judged_by in rows:
+    totals: list[dict[str | None, list[int]]] = [{} for _ in qs]
+    contacts: list[dict[str | None, int]] = [{} for _ in qs]
+    for period, reason, activity, team, declared, t, n, *judged_by in rows:
+        if period is None:
+            continue
         judged = dict(zip(distinct, (int(v or 0) for v in judged_by), strict=True))
         channel = activity.partition(":")[0]
         wp = policy.window_for(reason or None, channel, {}) // rules.DAY_US
@@ -214,8 +238,8 @@ async def report_from_days(
             }
             keys.append(by_key[q.by])
         for key in keys:
-            acc = totals.setdefault(key, [0] * width)
-            contacts[key] = contacts.get(key, 0) + n
+            acc = totals[period].setdefault(key, [0] * width)
+            contacts[period][key] = contacts[period].get(key, 0) + n
             for i, days in enumerate([wp, *(d for _, d in asked)]):
                 assert days is not None
                 j = judged[days]
@@ -230,20 +254,23 @@ async def report_from_days(
                 acc[base + 2 if repeated else base + 3] += j
             elif declared == 2:
                 acc[base + 4 if repeated else base + 5] += j
-    early = await _open_repeated(conn, tenant, q, policy)
     labels = ["policy", *(label for label, _ in q.windows)]
-    groups = []
-    total = _group(None, 0, [], n_windows, labels)
-    for key, acc in totals.items():
-        for i in range(n_windows):
-            acc[3 * i + 2] = early.get(key, [0] * n_windows)[i]
-        body = _group(key, contacts[key], acc, n_windows, labels)
-        if key is None:
-            total = body
-        else:
-            groups.append(body)
-    groups.sort(key=lambda g: (-g["contacts"], str(g["key"])))
-    return {"total": total, "groups": groups if q.by else []}
+    out = []
+    for period, pq in enumerate(qs):
+        found = await _open_repeated(conn, tenant, pq, policy) if early else {}
+        groups = []
+        total = _group(None, 0, [], n_windows, labels)
+        for key, acc in totals[period].items():
+            for i in range(n_windows):
+                acc[3 * i + 2] = found.get(key, [0] * n_windows)[i]
+            body = _group(key, contacts[period][key], acc, n_windows, labels)
+            if key is None:
+                total = body
+            else:
+                groups.append(body)
+        groups.sort(key=lambda g: (-g["contacts"], str(g["key"])))
+        out.append({"total": total, "groups": groups if q.by else []})
+    return out
 
 
 async def _open_repeated(

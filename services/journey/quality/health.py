@@ -83,9 +83,8 @@ async def _totals_from_counts(
     """``_totals`` from the FCR day counts (contacts, judged, repeated) and the pain-point
     day counts (abandoned contacts)."""
     out: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
-    for i, period in enumerate((r, before)):
-        q = fcr.FcrQuery(period.start, period.end, r.as_of_us, "channel", (), {})
-        body = await fcr.report_from_days(conn, tenant, q, policy)
+    qs = [fcr.FcrQuery(p.start, p.end, r.as_of_us, "channel", (), {}) for p in (r, before)]
+    for i, body in enumerate(await fcr.reports_from_days(conn, tenant, qs, policy, early=False)):
         for group in body["groups"]:
             block = group["windows"][0]
             out[i][group["key"]] = [group["contacts"], 0, block["judged"], block["repeated"]]

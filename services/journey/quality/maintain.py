@@ -6,10 +6,12 @@ from __future__ import annotations
 from services.journey.maps import rules as maps
 from services.journey.maps.settings import MapConfig
 from services.journey.quality.rules import (
+    ExampleCell,
     FcrCell,
     PainCell,
     QRow,
     cells_difference,
+    examples_difference,
     pain_difference,
     quality_rows,
     rows_difference,
@@ -24,16 +26,21 @@ def rows_of(
     return quality_rows(steps.values(), profile, window_us=config.window_us, bands=config.bands)
 
 
+Examples = tuple[dict[ExampleCell, str], dict[ExampleCell, str]]  # (candidates, withdrawn)
+
+
 def difference(
     old: dict[str, QRow], new: dict[str, QRow]
-) -> tuple[list[tuple[str, QRow]], list[str], dict[FcrCell, int], dict[PainCell, int]]:
-    """(rows to save, step keys to delete, changes of the FCR and pain-point day counts)."""
+) -> tuple[list[tuple[str, QRow]], list[str], dict[FcrCell, int], dict[PainCell, int], Examples]:
+    """(rows to save, step keys to delete, changes of the FCR and pain-point day counts, the
+    pain-point examples' candidates and withdrawn examples, without the customer)."""
     save, drop = rows_difference(old, new)
     if not (save or drop):
-        return save, drop, {}, {}
+        return save, drop, {}, {}, ({}, {})
     return (
         save,
         drop,
         cells_difference(old.values(), new.values()),
         pain_difference(old.values(), new.values()),
+        examples_difference(old, new),
     )

@@ -25,14 +25,16 @@ import asyncpg
 
 from services.journey.maps.histogram import bucket, bucket_value_s, quantile_s
 from services.journey.quality import fcr
-from services.journey.quality.policy import FcrPolicy
+from services.journey.quality.policy import FcrPolicy, parse_window
 from services.journey.quality.rules import (
     CALLBACK_MISSED,
     CALLBACK_NONE,
     CALLBACK_WITHIN_US,
     DAY_US,
+    LADDER_DAYS,
     LONG_WAIT_MS,
     NEGATIVE_SENTIMENT_MILLI,
+    mode_of,
 )
 from services.journey.quality.sql import Params, further_gap, group_expr, policy_window
 from services.journey.quality.sql import range_filter as where
@@ -133,7 +135,8 @@ async def _scan(
             f"count(*) FILTER (WHERE {affected})",
             f"count(*) FILTER (WHERE {base})",
             f"max(CASE WHEN {affected} THEN lpad(at_us::text, 20, '0') || '{SEP}' || "
-            f"customer_id::text || '{SEP}' || episode || '{SEP}' || step_key END)",
+            f"customer_id::text || '{SEP}' || episode || '{SEP}' || step_key END "
+            'COLLATE "C")',
         ]
     columns += [
         "percentile_disc(0.5) WITHIN GROUP (ORDER BY queue_wait_ms)",
@@ -188,8 +191,7 @@ async def _counts(
     as_of_day = _EPOCH + timedelta(days=q.as_of_us // DAY_US)
     dim = "activity" if q.by == "touchpoint" else "channel"
     rows = await conn.fetch(
-        f"""SELECT day >= $4 AS cur, day < $5 AS settled, {dim}, stat, value, sum(n)::bigint,
-                   max(day) - date '1970-01-01'
+        f"""SELECT day >= $4 AS cur, day < $5 AS settled, {dim}, stat, value, sum(n)::bigint
             FROM journey.quality_pain_day
             WHERE tenant_id = $1 AND day >= $2 AND day < $3 AND day < $6
             GROUP BY 1, 2, 3, 4, 5""",  # noqa: S608 - fixed column
@@ -203,12 +205,8 @@ async def _counts(
     stats: tuple[dict[str, Counter[str]], dict[str, Counter[str]]] = ({}, {})
     waits: tuple[dict[str, Counter[int]], dict[str, Counter[int]]] = ({}, {})
     wheres: tuple[dict[str, Counter[str]], dict[str, Counter[str]]] = ({}, {})
-    latest: dict[tuple[str, str], int] = {}  # (key, stat): the last day it was counted
-    for cur, settled, key, stat, value, n, last in rows:
+    for cur, settled, key, stat, value, n in rows:
         i = 0 if cur else 1
-        if cur and (settled or stat != "callback_missed"):
-            name = stat + value if stat == "transfer" else stat
-            latest[(key, name)] = max(latest.get((key, name), last), last)
         counts = stats[i].setdefault(key, Counter())
         if stat in ("callback", "callback_missed"):
             if settled:
@@ -245,7 +243,6 @@ async def _counts(
                 "_p90": quantile_s(hist, 0.9),
                 "_abandon_wait": c["abandon_wait"],
                 "_where": wheres[i].get(key, Counter()),
-                "_latest": {k: latest.get((key, stat)) for k, stat in _AFFECTED.items()},
             }
             for kind in selected:
                 per[kind] = [*figures[kind], None]
@@ -253,27 +250,17 @@ async def _counts(
     return periods
 
 
-# the counted stat of each kind's affected steps (repeat contacts: none, read from FCR counts)
-_AFFECTED = {
-    "abandon": "abandon",
-    "callback_not_completed": "callback_missed",
-    "cross_channel_unresolved": "cross_unresolved",
-    "transfer_chain": "transfer2",
-    "negative_sentiment": "negative",
-    "long_wait": "long",
-    "transfer": "transfer1",
-}
-
-
 async def _repeats(
     conn: asyncpg.Connection, tenant: str, q: PainQuery, policy: FcrPolicy, prev_start: date
 ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """Per key, [repeated, judged] under the policy in each period, from the FCR day counts."""
+    """Per key, [repeated, judged] under the policy in each period, from the FCR day counts
+    (both periods in one read)."""
     out: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
-    for i, (start, end) in enumerate(((q.start, q.end), (prev_start, q.start))):
-        body = await fcr.report_from_days(
-            conn, tenant, fcr.FcrQuery(start, end, q.as_of_us, q.by, (), {}), policy
-        )
+    qs = [
+        fcr.FcrQuery(start, end, q.as_of_us, q.by, (), {})
+        for start, end in ((q.start, q.end), (prev_start, q.start))
+    ]
+    for i, body in enumerate(await fcr.reports_from_days(conn, tenant, qs, policy, early=False)):
         for group in body["groups"]:
             block = group["windows"][0]
             out[i][group["key"]] = [block["repeated"], block["judged"]]
@@ -285,35 +272,47 @@ async def _examples(
     tenant: str,
     q: PainQuery,
     policy: FcrPolicy,
-    shown: list[tuple[str, str, int | None]],
+    shown: list[tuple[str, str]],
 ) -> list[str | None]:
-    """The latest affected step of each shown (kind, key, latest affected day if known) row
-    (``_scan``'s example), in one statement: per row a backward walk of the (tenant, at) index,
-    over that day when known, that stops at the first match."""
+    """The latest affected step of each shown (kind, key) row (``_scan``'s example), from the
+    stored examples by day (``journey.quality_pain_example``) in one read: the latest over the
+    days the kind's condition holds on (callbacks: judged 48 h before ``as_of``; repeat
+    contacts: cells of the policy's mode whose window, for their reason and channel, holds
+    the further contact and has elapsed)."""
     if not shown:
         return []
+    as_of_day = q.as_of_us // DAY_US
+    dim = "activity" if q.by == "touchpoint" else "channel"
+    mode = mode_of(policy.same_reason, policy.reopen_counts)
+    windows = sorted({policy.default_us} | {parse_window(o.window) for o in policy.overrides})
+    days = [us // DAY_US for us in windows]
     p = Params([tenant])
-    ctx = Ctx(p, q, policy)
-    dim, extra = _dimension(q)
-    start_us = p.add((q.start - _EPOCH).days * DAY_US)
-    end_us = p.add(min((q.end - _EPOCH).days * DAY_US, q.as_of_us))
-    walks = []
-    for kind, key, day in shown:
-        affected, _base = condition(ctx, kind)
-        within = ""
-        if day is not None:
-            lo, hi = p.add(day * DAY_US), p.add((day + 1) * DAY_US)
-            within = f" AND at_us >= {lo} AND at_us < {hi}"
-        walks.append(
-            f"""(SELECT lpad(at_us::text, 20, '0') || '{SEP}' || customer_id::text || '{SEP}' ||
-                        episode || '{SEP}' || step_key AS x
-                 FROM journey.quality_step
-                 WHERE tenant_id = $1 AND at_us >= {start_us} AND at_us < {end_us}
-                   AND {dim} = {p.add(key)}{extra} AND {affected}{within}
-                 ORDER BY at_us DESC, x DESC LIMIT 1)"""
-        )
-    found = await conn.fetchval(f"SELECT ARRAY[{', '.join(walks)}]", *p.values)  # noqa: S608
-    return list(found)
+    latest = [f"max(example) FILTER (WHERE day < {p.add(as_of_day - d)}::int + date "
+              f"'1970-01-01')" for d in (0, 2, *days)]  # fmt: skip
+    kinds = sorted({kind for kind, _ in shown if kind != "repeat_contact"})
+    rows = await conn.fetch(
+        f"""SELECT {dim}, kind, min(channel), {", ".join(latest)}
+            FROM journey.quality_pain_example
+            WHERE tenant_id = $1 AND day >= {p.add(q.start)} AND day < {p.add(q.end)}
+              AND {dim} = ANY({p.add(sorted({key for _, key in shown}))}::text[])
+              AND (kind = ANY({p.add(kinds)}::text[]) OR kind LIKE {p.add(f"r:{mode}:%")})
+            GROUP BY 1, 2""",  # noqa: S608 - fixed column
+        *p.values,
+    )
+    found: dict[tuple[str, str], str] = {}
+    for key, kind, channel, before_as_of, settled, *judged in rows:
+        if not kind.startswith("r:"):
+            text = settled if kind == "callback_not_completed" else before_as_of
+            if text is not None:
+                found[(kind, key)] = text
+            continue
+        _r, _mode, t, reason = kind.split(":", 3)
+        window = policy.window_for(reason or None, channel, {})
+        text = judged[windows.index(window)]
+        if text is not None and int(t) <= LADDER_DAYS.index(window // DAY_US):
+            if text > found.get(("repeat_contact", key), ""):
+                found[("repeat_contact", key)] = text
+    return [found.get(row) for row in shown]
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -385,9 +384,7 @@ async def report(
     rows.sort(key=lambda r: (-r["impact"], r["kind"], r["key"]))
     if fast:
         shown = rows[:limit]
-        days = [current[r["key"]]["_latest"].get(r["kind"]) for r in shown]
-        wanted = [(r["kind"], r["key"], d) for r, d in zip(shown, days, strict=True)]
-        texts = await _examples(conn, tenant, q, policy, wanted)
+        texts = await _examples(conn, tenant, q, policy, [(r["kind"], r["key"]) for r in shown])
         for row, text in zip(shown, texts, strict=True):
             row["example"] = _example_of(text)
     return {

@@ -14,6 +14,7 @@ read (``judge``), so windows and the tenant's policy change without recomputing 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -232,13 +233,14 @@ def mode_of(same: bool, reopen_counts: bool) -> int:
     return MODES.index((same, reopen_counts))
 
 
+_LADDER_US = [days * DAY_US for days in LADDER_DAYS]
+
+
 def threshold(gap_us: int | None) -> int:
     """The index of the smallest ladder window holding the gap; ``len(LADDER_DAYS)``: none."""
-    if gap_us is not None:
-        for i, days in enumerate(LADDER_DAYS):
-            if gap_us <= days * DAY_US:
-                return i
-    return len(LADDER_DAYS)
+    if gap_us is None:
+        return len(LADDER_DAYS)
+    return bisect_left(_LADDER_US, gap_us)
 
 
 def fcr_cells(rows: Iterable[QRow]) -> Counter[FcrCell]:
@@ -271,10 +273,13 @@ PainCell = tuple[int, str, str, str, bool, str, str]
 def pain_cells(rows: Iterable[QRow]) -> Counter[PainCell]:
     """Steps counted by (day, activity, edge source, channel, contact, stat, value): every
     figure a pain-point row or the health summary needs that does not depend on ``as_of``
-    beyond the day (``abandon_wait`` sums milliseconds; ``wait`` is the map's log bucket)."""
+    beyond the day (``abandon_wait`` sums milliseconds; ``wait`` is the map's log bucket,
+    counted without the edge source: the queue-wait histogram is most of the cells, and only
+    touchpoint and channel read it)."""
     out: Counter[PainCell] = Counter()
     for r in rows:
         base = (r.at_us // DAY_US, r.activity, r.prev_activity or "", r.channel, r.contact)
+        narrow = (base[0], r.activity, "", r.channel, r.contact)
         stats = [("rows", "")]
         if r.abandon_at is not None:
             stats.append(("abandon", r.abandon_at))
@@ -286,7 +291,7 @@ def pain_cells(rows: Iterable[QRow]) -> Counter[PainCell]:
             if r.sentiment_milli <= NEGATIVE_SENTIMENT_MILLI:
                 stats.append(("negative", ""))
         if r.queue_wait_ms is not None:
-            stats.append(("wait", str(bucket(r.queue_wait_ms * 1000))))
+            out[(*narrow, "wait", str(bucket(r.queue_wait_ms * 1000)))] += 1
             if r.queue_wait_ms > LONG_WAIT_MS:
                 stats.append(("long", ""))
         if r.callback != CALLBACK_NONE:
@@ -306,3 +311,81 @@ def pain_difference(old: Iterable[QRow], new: Iterable[QRow]) -> dict[PainCell, 
     delta = pain_cells(new)
     delta.subtract(pain_cells(old))
     return {k: v for k, v in delta.items() if v}
+
+
+# --- pain-point examples by day (the latest affected step a pain-point row shows) -------------
+
+EXAMPLE_SEP = "\x1f"
+# day, activity, channel, kind: a pain-point kind counted by ``pain_cells`` (callbacks: missed,
+# judged at read), or ``r:<mode>:<threshold>:<reason>`` for contacts that a further contact
+# followed within ladder window ``threshold`` under FCR mode ``mode`` (repeat contacts)
+ExampleCell = tuple[int, str, str, str]
+
+
+def example_text(at_us: int, customer: str, episode: str, step_key: str) -> str:
+    """A step as its example text, ordered (in the C collation) as the row scan's ``max``:
+    time (zero-padded as SQL's ``lpad``), customer, episode, step key."""
+    sep = EXAMPLE_SEP
+    return f"{str(at_us).rjust(20, '0')[:20]}{sep}{customer}{sep}{episode}{sep}{step_key}"
+
+
+def with_customer(text: str, customer: str) -> str:
+    """An example text derived without its customer (``examples(..., customer="")``) with it."""
+    at, _none, rest = text.split(EXAMPLE_SEP, 2)
+    return f"{at}{EXAMPLE_SEP}{customer}{EXAMPLE_SEP}{rest}"
+
+
+def example_kinds(r: QRow) -> list[str]:
+    """The example cells' kinds a step is an affected step of (see ``ExampleCell``)."""
+    kinds = []
+    if r.abandon_at is not None:
+        kinds.append("abandon")
+    if r.callback == CALLBACK_MISSED:
+        kinds.append("callback_not_completed")
+    if r.cross_unresolved:
+        kinds.append("cross_channel_unresolved")
+    if r.transfers >= 2:
+        kinds.append("transfer_chain")
+    if r.sentiment_milli is not None and r.sentiment_milli <= NEGATIVE_SENTIMENT_MILLI:
+        kinds.append("negative_sentiment")
+    if r.queue_wait_ms is not None and r.queue_wait_ms > LONG_WAIT_MS:
+        kinds.append("long_wait")
+    if r.transfers >= 1:
+        kinds.append("transfer")
+    if r.contact:
+        reason = r.reason or ""
+        for mode, (same, reopen) in enumerate(MODES):
+            t = threshold(further_gap(r, same=same, reopen_counts=reopen))
+            if t < len(LADDER_DAYS):
+                kinds.append(f"r:{mode}:{t}:{reason}")
+    return kinds
+
+
+def examples(rows: Iterable[tuple[str, str, QRow]]) -> dict[ExampleCell, str]:
+    """The latest affected step (its ``example_text``) per example cell, of (customer, step
+    key, row) triples."""
+    out: dict[ExampleCell, str] = {}
+    for customer, key, r in rows:
+        kinds = example_kinds(r)
+        if not kinds:
+            continue
+        text = example_text(r.at_us, customer, r.episode, key)
+        day = r.at_us // DAY_US
+        for kind in kinds:
+            cell = (day, r.activity, r.channel, kind)
+            if cell not in out or text > out[cell]:
+                out[cell] = text
+    return out
+
+
+def examples_difference(
+    old: dict[str, QRow], new: dict[str, QRow]
+) -> tuple[dict[ExampleCell, str], dict[ExampleCell, str]]:
+    """One customer's (candidates, withdrawn) example texts, without the customer: the new
+    latest step of each cell whose latest changed, and the old one it replaces (to recompute
+    the cell if that was the cell's example)."""
+    before = examples(("", k, r) for k, r in old.items())
+    after = examples(("", k, r) for k, r in new.items())
+    added = {c: t for c, t in after.items() if before.get(c) != t}
+    withdrawn = {c: t for c, t in before.items() if after.get(c) != t}
+    return added, withdrawn

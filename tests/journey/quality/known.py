@@ -106,4 +106,13 @@ def items() -> list[Item]:
         ("contact.transferred", 200 * S, {"to_team": "billing-tier2"}),
         ended(False, 15 * M),
     ])  # fmt: skip
+    # surveys inside the calls (no steps of their own): the health summary's experience slot
+    for who, iid, at, csat, nps in (
+        ("ann", "ann-1", 9 * H + 20 * M, 5, 9),
+        ("eve", "eve-1", 2 * D + 9 * H + 20 * M, 2, 3),
+        ("cat", "cat-0", -5 * D + 10 * M, 1, 0),  # the previous week
+    ):
+        for kind, score in (("csat", csat), ("nps", nps)):
+            data = {"interaction_id": iid, "survey": kind, "score": score}
+            out.append((Ev(f"{iid}-{kind}", "survey.responded", at, data, who), [phone(who)]))
     return out

@@ -188,7 +188,19 @@ async def test_journey_health_summarises_with_slots_for_experience_and_conforman
     assert body["abandon_rate"]["value"] == round(1 / 6, 4)
     assert body["top_pain_points"][0]["kind"] == "abandon"
     assert {m["channel"]: m["contacts"] for m in body["channel_mix"]} == {"phone": 5, "email": 1}
-    assert body["experience"]["available"] is False
+    experience = body["experience"]
+    assert experience["available"] is True
+    # ann's CSAT 5 and eve's 2 this week, cat's 1 the week before
+    assert experience["csat"] | {} == {
+        "value": 3.5, "previous": 1.0, "change": 2.5, "n": 2, "previous_n": 1,
+        "summary": {"n": 2, "mean": 3.5, "satisfied_share": 0.5},
+        "previous_summary": {"n": 1, "mean": 1.0, "satisfied_share": 0.0},
+    }  # fmt: skip
+    # NPS: ann a promoter (9), eve a detractor (3): 0; cat's 0 the week before: -100
+    assert (experience["nps"]["value"], experience["nps"]["previous"]) == (0.0, -100.0)
+    assert (experience["nps"]["n"], experience["nps"]["previous_n"]) == (2, 1)
+    assert experience["nps"]["summary"]["promoters"] == 1
+    assert "ces" not in experience  # nobody answered a CES survey
     assert body["conformance"]["available"] is False
 
 

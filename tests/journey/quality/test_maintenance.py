@@ -81,11 +81,15 @@ async def run_example(
         pains = await pain_counts(db, tenant)
         assert pains == dict(rules.pain_cells(row for (_key, row), n in expected.items()
                                               for _ in range(n)))  # fmt: skip
+        examples = await pain_examples(db, tenant)
+        assert examples == rules.examples((str(r[1]), r[2], _from_row(r)[1]) for r in stored)
+        assert await refilled_examples(db, tenant) == examples
         async with db.session() as session:
             await rebuild_from_events(await raw_connection(session), tenant)
         assert await quality_rows(db, tenant) == stored
         assert await fcr_counts(db, tenant) == counts
         assert await pain_counts(db, tenant) == pains
+        assert await pain_examples(db, tenant) == examples
     finally:
         await db.dispose()
 
@@ -120,6 +124,25 @@ async def pain_counts(db: Database, tenant: str) -> dict[rules.PainCell, int]:
             tenant,
         )
     return {tuple(r.values())[:7]: r["n"] for r in rows}
+
+
+async def pain_examples(db: Database, tenant: str) -> dict[rules.ExampleCell, str]:
+    async with db.session() as session:
+        rows = await (await raw_connection(session)).fetch(
+            """SELECT day - date '1970-01-01', activity, channel, kind, example
+               FROM journey.quality_pain_example WHERE tenant_id = $1""",
+            tenant,
+        )
+    return {tuple(r.values())[:4]: r["example"] for r in rows}
+
+
+async def refilled_examples(db: Database, tenant: str) -> dict[rules.ExampleCell, str]:
+    """The tenant's examples as the migration and the bench fill them (SQL, from the rows)."""
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        await conn.execute("DELETE FROM journey.quality_pain_example WHERE tenant_id = $1", tenant)
+        await repo.fill_examples(conn, tenant)
+    return await pain_examples(db, tenant)
 
 
 def random_row(rng: random.Random, start_us: int) -> rules.QRow:
@@ -259,6 +282,11 @@ async def test_pain_points_and_health_from_the_day_counts_equal_the_row_scans(db
         fcr_cells, pain_cells = rules.fcr_cells(rows), rules.pain_cells(rows)
         await repo.apply_fcr_deltas(conn, [(tenant, c, n) for c, n in fcr_cells.items()])
         await repo.apply_pain_deltas(conn, [(tenant, c, n) for c, n in pain_cells.items()])
+        found = rules.examples((str(k[1]), k[2], r) for k, r in keyed)
+        await repo.apply_examples(conn, {(tenant, c): x for c, x in found.items()}, [])
+    assert await refilled_examples(db, tenant) == found
+    async with db.session() as session:
+        conn = await raw_connection(session)
         policies = (
             FcrPolicy(),
             FcrPolicy.model_validate(
@@ -297,3 +325,53 @@ async def test_pain_points_and_health_from_the_day_counts_equal_the_row_scans(db
             pain.PainQuery("touchpoint", q.start, q.end, q.as_of_us + 1, {}, 300_000),
         ):
             assert not pain.answerable(other, policies[0])
+
+
+async def test_a_withdrawn_example_is_recomputed_from_its_day_or_dropped(db):
+    """A late event that makes the latest affected step unaffected, or a merge or split that
+    moves it to another customer, leaves the cell the latest step still affected, or none."""
+    tenant = new_tenant()
+    start = maps.to_us(BASE)
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    base = random_row(random.Random(1), start)._replace(
+        at_us=start + 10 * 3_600_000_000, contact=True, abandon_at="queue:billing",
+        next_any_us=None, next_same_us=None, reopen_us=None,
+    )  # fmt: skip
+    rows: dict[uuid.UUID, dict[str, rules.QRow]] = {ann: {}, bob: {}}
+
+    async def change(customer: uuid.UUID, new: dict[str, rules.QRow]) -> None:
+        old = rows[customer]
+        save, drop = rules.rows_difference(old, new)
+        added, withdrawn = rules.examples_difference(old, new)
+        async with db.session() as session:
+            conn = await raw_connection(session)
+            await repo.delete_rows(conn, [(tenant, customer, k) for k in drop])
+            await repo.save_rows(conn, [((tenant, customer, k), r) for k, r in save])
+            await repo.apply_examples(
+                conn,
+                {(tenant, c): rules.with_customer(x, str(customer)) for c, x in added.items()},
+                [
+                    ((tenant, c), rules.with_customer(x, str(customer)))
+                    for c, x in withdrawn.items()
+                ],
+            )
+        rows[customer] = new
+
+    def expected() -> dict[rules.ExampleCell, str]:
+        return rules.examples((str(c), k, r) for c, got in rows.items() for k, r in got.items())
+
+    await change(ann, {"a1": base})
+    await change(bob, {"b1": base._replace(at_us=base.at_us + 3_600_000_000)})
+    cell = (base.at_us // D, base.activity, base.channel, "abandon")
+    assert (await pain_examples(db, tenant))[cell].split(rules.EXAMPLE_SEP)[1] == str(bob)
+    # a late event: bob's step was not abandoned after all
+    await change(bob, {"b1": rows[bob]["b1"]._replace(abandon_at=None)})
+    assert await pain_examples(db, tenant) == expected()
+    assert (await pain_examples(db, tenant))[cell].split(rules.EXAMPLE_SEP)[1] == str(ann)
+    # a split moves ann's step to bob (a new customer here): the cell follows it
+    moved = rows[ann]["a1"]
+    await change(ann, {})
+    assert cell not in await pain_examples(db, tenant)
+    await change(bob, {**rows[bob], "a1": moved})
+    assert await pain_examples(db, tenant) == expected()
+    assert await refilled_examples(db, tenant) == expected()

@@ -100,4 +100,25 @@
   document.addEventListener("DOMContentLoaded", render);
   // the filters form swaps #map-body; polling swaps #map-live: draw what changed
   document.addEventListener("htmx:afterSettle", render);
+
+  // Journey-quality panels (.quality-panel): htmx loads each when it is first shown
+  // ("intersect once"); on the map's beat only the loaded panels on screen are re-read, so a
+  // panel nobody looks at costs nothing.
+  function onScreen(el) {
+    var box = el.getBoundingClientRect();
+    return box.width > 0 && box.bottom > 0 && box.top < window.innerHeight;
+  }
+
+  function refreshPanels() {
+    if (!window.htmx) { return; }
+    document.querySelectorAll(".quality-panel[data-loaded]").forEach(function (panel) {
+      if (onScreen(panel)) { window.htmx.trigger(panel, "refresh"); }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var holder = document.getElementById("map-quality");
+    var every = holder ? Number(holder.dataset.refresh) : 0;
+    if (every > 0) { window.setInterval(refreshPanels, every * 1000); }
+  });
 })();
