@@ -29,6 +29,7 @@ import asyncpg
 import orjson
 
 from services.journey.config import JourneySettings
+from services.journey.conformance import counts as conformance
 from services.journey.maps import repository as repo
 from services.journey.maps import rules
 from services.journey.maps.metrics import (
@@ -67,6 +68,8 @@ class Change:
     drop_quality: list[str] = field(default_factory=list)
     fcr_cells: dict[FcrCell, int] = field(default_factory=dict)
     pain_cells: dict[PainCell, int] = field(default_factory=dict)
+    # conformance counts: the stored rows of the journeys saved or deleted (None: new journey)
+    old_journeys: dict[tuple[int, str], rules.JourneyRow] = field(default_factory=dict)
 
 
 def recompute(
@@ -131,6 +134,10 @@ def recompute(
     )
     change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
     change.delete_journeys = [k for k in old_rows if k not in new_rows]
+    change.old_journeys = {  # conformance counts: what to take out
+        k: old_rows[k] for k in (*(k for k, _ in change.save_journeys), *change.delete_journeys)
+        if k in old_rows
+    }  # fmt: skip
     return change
 
 
@@ -158,9 +165,16 @@ class Writes:
         self.drop_quality: list[quality_repo.RowKey] = []
         self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
         self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
+        self.judged: list[conformance.JourneyChange] = []  # conformance counts (hook)
 
     def add(self, key: Key, change: Change) -> None:
         tenant, customer = key
+        # --- conformance counts hook: every journey changed, old row and new (a merged-away
+        # customer's too: its journeys go with ``forget``) ---
+        old = change.old_journeys
+        self.judged += [(tenant, k[0], old.get(k), r) for k, r in change.save_journeys]
+        self.judged += [(tenant, k[0], old[k], None) for k in change.delete_journeys]
+        # --- end of hook ---
         deltas = self.deltas[tenant]
         for group, part in change.parts.items():
             deltas.add(group, part)
@@ -194,7 +208,9 @@ class Writes:
         await quality_repo.apply_pain_deltas(
             conn, [(t, cell, n) for (t, cell), n in self.pain_cells.items() if n]
         )
-        return await repo.apply_deltas(conn, list(self.deltas.items()))
+        done = await repo.apply_deltas(conn, list(self.deltas.items()))
+        await conformance.on_journeys(conn, self.judged)  # conformance counts hook
+        return done
 
 
 async def drain_once(conn: asyncpg.Connection, *, limit: int) -> Outcome:
