@@ -124,9 +124,9 @@ class Delta:
     once, rows in key order (two compactions never wait on each other in a cycle)."""
 
     def __init__(self) -> None:
-        self.verdicts: Counter[
-            tuple[str, str, int, map_rules.SegValues, rules.Verdict | None]
-        ] = Counter()
+        self.verdicts: Counter[tuple[str, str, int, map_rules.SegValues, rules.Verdict | None]] = (
+            Counter()
+        )
 
     def add(
         self,

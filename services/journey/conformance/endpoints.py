@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from services.journey.conformance import counts, service
+from services.journey.conformance import counts, health, service
 from services.journey.conformance import repository as repo
 from services.journey.conformance.schemas import (
     NAME_PATTERN,
@@ -29,6 +29,7 @@ from shared.db import raw_connection
 from shared.deps import DatabaseDep
 from shared.errors import NotFound
 
+HEALTH_SLOT = health.section  # imported for its registration in the health summary
 router = APIRouter(prefix="/v1", tags=["designed journeys"])
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="`[a-z0-9][a-z0-9_-]{0,63}`")]
 

@@ -214,7 +214,9 @@ async def service_body(db: Database, tenant: str, name: str) -> dict[str, Any]:
         assert design is not None
         config = await config_of(conn, tenant)
         q = MapQuery(journey=design.definition.journey.value)
-        return _figures(await service.conformance(conn, tenant, design, config, q, by=None, limit=9))
+        return _figures(
+            await service.conformance(conn, tenant, design, config, q, by=None, limit=9)
+        )
 
 
 async def test_reads_the_counts_cannot_answer_are_computed_from_the_journeys(
