@@ -30,6 +30,7 @@ from services.journey.maps.settings import MapConfig
 FORMULA = "fitness = 2·LCS(real, designed) / (|real| + |designed|)"
 EXAMPLES = 3
 EXAMPLE_SCAN = 2000  # journeys examined for examples
+EXAMPLE_PAGE = 250
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -97,8 +98,13 @@ class Tally:
             "histogram": histogram,
         }
 
-    def deviations(self, limit: int) -> list[dict[str, Any]]:
+    def ranked(self, limit: int) -> list[rules.Deviation]:
+        """The ``limit`` deviations shown: most journeys first, then by kind and step."""
         ranked = sorted(self.with_deviation.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return [d for d, _n in ranked]
+
+    def deviations(self, limit: int) -> list[dict[str, Any]]:
+        ranked = [(d, self.with_deviation[d]) for d in self.ranked(limit)]
         return [
             {
                 "kind": kind,
@@ -144,7 +150,7 @@ async def conformance(
     else:
         whole, groups, out_of_scope = await computed(conn, tenant, judge, q, by)
         source = "journeys"
-    await _examples(conn, tenant, q, judge, whole, groups, by)
+    await _examples(conn, tenant, q, judge, whole, groups, by, limit)
     body: dict[str, Any] = {
         **q.echo(),
         "granularity": design.definition.granularity.value,
@@ -242,17 +248,29 @@ async def _examples(
     whole: Tally,
     groups: dict[str, Tally],
     by: str | None,
+    limit: int,
 ) -> None:
-    """Examples for each deviation from the first journeys in key order (the drill-down lists
-    them all)."""
-    rows = await repo.journeys_after(conn, tenant, q, parse_cursor(None), EXAMPLE_SCAN)
-    for row in rows:
-        path, verdict = judge(row["activities"], row["times_us"])
-        if verdict is None or verdict.conforms:
-            continue
-        whole.example(row, path, verdict)
-        if by is not None and row[by] is not None:
-            groups[row[by]].example(row, path, verdict)
+    """Examples for each deviation shown from the first journeys in key order (at most
+    ``EXAMPLE_SCAN``; the drill-down lists them all). Read a page at a time, stopping once every
+    deviation shown has its examples: the same examples as reading all ``EXAMPLE_SCAN``."""
+    needed = [(whole, d) for d in whole.ranked(limit)]
+    needed += [(g, d) for g in groups.values() for d in g.ranked(limit)]
+    after, scanned = parse_cursor(None), 0
+    while needed and scanned < EXAMPLE_SCAN:
+        size = min(EXAMPLE_PAGE, EXAMPLE_SCAN - scanned)
+        rows = await repo.journeys_after(conn, tenant, q, after, size)
+        for row in rows:
+            path, verdict = judge(row["activities"], row["times_us"])
+            if verdict is None or verdict.conforms:
+                continue
+            whole.example(row, path, verdict)
+            if by is not None and row[by] is not None:
+                groups[row[by]].example(row, path, verdict)
+        if len(rows) < size:
+            break
+        scanned += size
+        after = (rows[-1]["day"], rows[-1]["customer_id"], rows[-1]["journey_key"])
+        needed = [(t, d) for t, d in needed if len(t.examples[d]) < EXAMPLES]
 
 
 def deviation_filter(value: str) -> Callable[[rules.Verdict], bool]:
