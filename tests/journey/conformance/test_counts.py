@@ -244,3 +244,38 @@ async def test_reads_the_counts_cannot_answer_are_computed_from_the_journeys(
     r = await journey.get(url, headers=tenant.headers)
     assert r.json()["computed_from"] == "journeys"
     assert r.json()["journeys"] > 0
+
+
+async def test_a_stage_design_is_not_served_from_counts_made_under_another_stage_mapping(
+    db, journey_settings, journey
+):
+    """Stage designs depend on the tenant's stage mapping: after it changes (no journey is
+    recomputed) the read computes from the journeys and the health slot says the counts are not
+    current; saving the design again counts it under the new mapping."""
+    rng = random.Random(8)
+    tenant = await TenantFactory(db)()
+    await send(db, journey_settings, tenant.id, random_log(rng, 12).events, rng)
+    design = {"granularity": "stage", "scope": "all", "steps": [{"activity": "support"}]}
+    await put(journey, tenant, "stages", design)
+    url = "/v1/designed-journeys/stages/conformance"
+    before = (await journey.get(url, headers=tenant.headers)).json()
+    assert before["computed_from"] == "counts"
+    r = await journey.put(
+        "/v1/journey-map/config",
+        json={"stages": {"phone": "onboarding"}},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 200, r.text
+    after = (await journey.get(url, headers=tenant.headers)).json()
+    assert after["computed_from"] == "journeys"
+    assert after["conforming"] != before["conforming"]  # phone steps are no longer `support`
+    health = await journey.get(
+        "/v1/journey-health",
+        params={"from": "2025-03-01", "to": "2025-04-01", "as_of": "2025-09-01T00:00:00Z"},
+        headers=tenant.headers,
+    )
+    assert health.status_code == 200, health.text
+    (item,) = health.json()["conformance"]["designed_journeys"]
+    assert item["available"] is False
+    await put(journey, tenant, "stages", design)  # same body: same version, counted again
+    await assert_exact(db, tenant.id, "stages")
