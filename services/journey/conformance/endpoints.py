@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
+from services.journey.conformance import counts, health, service
 from services.journey.conformance import repository as repo
-from services.journey.conformance import service
 from services.journey.conformance.schemas import (
     NAME_PATTERN,
     Conformance,
@@ -29,6 +29,7 @@ from shared.db import raw_connection
 from shared.deps import DatabaseDep
 from shared.errors import NotFound
 
+HEALTH_SLOT = health.section  # imported for its registration in the health summary
 router = APIRouter(prefix="/v1", tags=["designed journeys"])
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="`[a-z0-9][a-z0-9_-]{0,63}`")]
 
@@ -55,9 +56,15 @@ async def put_designed_journey(
     name: Name, body: DesignedJourney, principal: Admin, db: DatabaseDep
 ) -> DesignedJourneyPublic:
     """Declare how a journey is meant to go: ordered steps (activities at a granularity),
-    optional steps, the longest expected wait before a step (admin; audited)."""
+    optional steps, the longest expected wait before a step (admin; audited). A new design or
+    version counts its conformance over the stored journeys before answering."""
     async with db.session() as session:
-        saved = await repo.save(await raw_connection(session), principal.tenant_id, name, body)
+        conn = await raw_connection(session)
+        saved = await repo.save(conn, principal.tenant_id, name, body)
+        config = await config_of(conn, principal.tenant_id)
+        if not await counts.is_counted(conn, principal.tenant_id, saved, config):
+            # a new design or version: its counts from every stored journey, in this transaction
+            await counts.recount(conn, principal.tenant_id, saved, config)
         await audit(
             session,
             tenant_id=principal.tenant_id,

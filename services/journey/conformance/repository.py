@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.journey.conformance.schemas import DesignedJourney, DesignedJourneyPublic
+from services.journey.maps.repository import lock_tenant
 from services.journey.maps.schemas import MapQuery
 from services.journey.maps.service import journey_filter
 
@@ -64,6 +65,9 @@ async def all_of(conn: asyncpg.Connection, tenant: str) -> list[DesignedJourneyP
 
 
 async def delete(conn: asyncpg.Connection, tenant: str, name: str) -> bool:
+    """Its conformance counts go with it (foreign keys); the tenant's map lock first, so no
+    compaction batch is adding to them meanwhile."""
+    await lock_tenant(conn, tenant)
     status = await conn.execute(
         "DELETE FROM journey.designed_journey WHERE tenant_id = $1 AND name = $2", tenant, name
     )

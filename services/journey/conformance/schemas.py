@@ -131,6 +131,10 @@ class Conformance(BaseModel):
     version: int
     formula: str
     journeys: int = Field(description="Journeys measured (in scope).")
+    computed_from: str = Field(
+        description="`counts`: the maintained conformance counts; `journeys`: computed from the "
+        "stored journeys when read (filters the counts cannot answer, or counts pending)."
+    )
     out_of_scope: int
     conforming: int
     conforming_share: float | None

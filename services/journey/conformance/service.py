@@ -1,4 +1,5 @@
-"""Conformance at query time over the map's maintained journeys.
+"""Conformance over the map's maintained journeys: read from the maintained counts
+(``counts.py``) when they answer the query exactly, else computed when read.
 
 The map keeps every journey's touchpoint path and step times exact (late events, replays,
 merges, splits; ``rebuild-maps`` recomputes them), so conformance computed from them is exact
@@ -10,17 +11,17 @@ from __future__ import annotations
 
 import base64
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import orjson
 
+from services.journey.conformance import counts, rules
 from services.journey.conformance import repository as repo
-from services.journey.conformance import rules
+from services.journey.conformance.counts import Judge
 from services.journey.conformance.schemas import DesignedJourneyPublic
-from services.journey.maps import activities
 from services.journey.maps.export import MAX_SCAN, PAGE, parse_cursor
 from services.journey.maps.rules import SEGMENTS
 from services.journey.maps.schemas import MapQuery
@@ -29,6 +30,7 @@ from services.journey.maps.settings import MapConfig
 FORMULA = "fitness = 2·LCS(real, designed) / (|real| + |designed|)"
 EXAMPLES = 3
 EXAMPLE_SCAN = 2000  # journeys examined for examples
+EXAMPLE_PAGE = 250
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -52,6 +54,7 @@ class Tally:
 
     journeys: int = 0
     conforming: int = 0
+    out_of_scope: int = 0  # (from counts only)
     fitness: Counter[float] = field(default_factory=Counter)
     with_deviation: Counter[rules.Deviation] = field(default_factory=Counter)
     occurrences: Counter[rules.Deviation] = field(default_factory=Counter)
@@ -95,8 +98,13 @@ class Tally:
             "histogram": histogram,
         }
 
-    def deviations(self, limit: int) -> list[dict[str, Any]]:
+    def ranked(self, limit: int) -> list[rules.Deviation]:
+        """The ``limit`` deviations shown: most journeys first, then by kind and step."""
         ranked = sorted(self.with_deviation.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return [d for d, _n in ranked]
+
+    def deviations(self, limit: int) -> list[dict[str, Any]]:
+        ranked = [(d, self.with_deviation[d]) for d in self.ranked(limit)]
         return [
             {
                 "kind": kind,
@@ -119,43 +127,6 @@ class Tally:
         }
 
 
-class Judge:
-    """Paths mapped to the design's granularity and judged, alignments cached per path."""
-
-    def __init__(self, design: DesignedJourneyPublic, config: MapConfig):
-        d = design.definition
-        self.model = d.model()
-        self.scope = d.scope.value
-        self.f = activities.mapper(d.granularity.value, config.stages)
-        self.timed = any(s.max_wait_us is not None for s in self.model)
-        self._paths: dict[tuple[str, ...], tuple[tuple[str, ...], rules.Alignment | None]] = {}
-
-    def aligned(self, stored: Iterable[str]) -> tuple[tuple[str, ...], rules.Alignment | None]:
-        """The path at the design's granularity and its alignment (None: out of scope)."""
-        key = tuple(stored)
-        found = self._paths.get(key)
-        if found is None:
-            path = tuple(self.f(a) for a in key)
-            alignment = (
-                rules.align(path, self.model)
-                if rules.in_scope(path, self.model, self.scope)
-                else None
-            )
-            found = self._paths[key] = (path, alignment)
-        return found
-
-    def __call__(
-        self, stored: Iterable[str], times_us: list[int]
-    ) -> tuple[tuple[str, ...], rules.Verdict | None]:
-        path, alignment = self.aligned(stored)
-        if alignment is None:
-            return path, None
-        deviations = alignment.deviations
-        if self.timed:
-            deviations += tuple(rules.too_slow(alignment, self.model, times_us))
-        return path, rules.Verdict(alignment.fitness, deviations)
-
-
 async def conformance(
     conn: asyncpg.Connection,
     tenant: str,
@@ -166,9 +137,62 @@ async def conformance(
     by: str | None,
     limit: int,
 ) -> dict[str, Any]:
+    """From the maintained counts when they answer the query exactly (``counts.read``);
+    otherwise computed from the journeys (``computed``)."""
+    judge = Judge(design, config)
+    counted = await counts.read(conn, tenant, design, config, q, by)
+    if counted is not None:
+        whole = tally(counted.pop(None))
+        groups: dict[str, Tally] = defaultdict(Tally)
+        groups.update({v: tally(s) for v, s in counted.items() if v is not None and s.get("n")})
+        out_of_scope = whole.out_of_scope
+        source = "counts"
+    else:
+        whole, groups, out_of_scope = await computed(conn, tenant, judge, q, by)
+        source = "journeys"
+    await _examples(conn, tenant, q, judge, whole, groups, by, limit)
+    body: dict[str, Any] = {
+        **q.echo(),
+        "granularity": design.definition.granularity.value,
+        "name": design.name,
+        "version": design.version,
+        "formula": FORMULA,
+        "design": [s.activity for s in design.definition.steps],
+        "computed_from": source,
+        "out_of_scope": out_of_scope,
+        **whole.body(limit),
+    }
+    if by is not None:
+        body["by"] = by
+        body["by_segment"] = [
+            {"value": value, **groups[value].body(limit)} for value in sorted(groups)
+        ]
+    return body
+
+
+def tally(stats: dict[str, int]) -> Tally:
+    """A tally from summed counts (``counts.stats_of`` names)."""
+    out = Tally()
+    out.journeys = stats.get("n", 0)
+    out.conforming = stats.get("ok", 0)
+    out.out_of_scope = stats.get("out", 0)
+    for stat, n in stats.items():
+        if not n:
+            continue
+        if stat.startswith("f:"):
+            out.fitness[float(stat[2:])] += n
+        elif stat.startswith(("d:", "o:")):
+            kind, _, step = stat[2:].partition(":")
+            target = out.with_deviation if stat[0] == "d" else out.occurrences
+            target[(kind, step)] += n
+    return out
+
+
+async def computed(
+    conn: asyncpg.Connection, tenant: str, judge: Judge, q: MapQuery, by: str | None
+) -> tuple[Tally, dict[str, Tally], int]:
     """Counted by distinct path in PostgreSQL, each path aligned once; for designs with waits,
     the journeys whose matched steps came too late are counted in PostgreSQL too."""
-    judge = Judge(design, config)
     whole = Tally()
     groups: dict[str, Tally] = defaultdict(Tally)
     out_of_scope = 0
@@ -205,23 +229,7 @@ async def conformance(
             if n:
                 alignment = timed[idx][0]
                 _add(whole, groups, seg, rules.Verdict(alignment.fitness, alignment.deviations), n)
-    await _examples(conn, tenant, q, judge, whole, groups, by)
-    body: dict[str, Any] = {
-        **q.echo(),
-        "granularity": design.definition.granularity.value,
-        "name": design.name,
-        "version": design.version,
-        "formula": FORMULA,
-        "design": [s.activity for s in design.definition.steps],
-        "out_of_scope": out_of_scope,
-        **whole.body(limit),
-    }
-    if by is not None:
-        body["by"] = by
-        body["by_segment"] = [
-            {"value": value, **groups[value].body(limit)} for value in sorted(groups)
-        ]
-    return body
+    return whole, groups, out_of_scope
 
 
 def _add(
@@ -240,17 +248,29 @@ async def _examples(
     whole: Tally,
     groups: dict[str, Tally],
     by: str | None,
+    limit: int,
 ) -> None:
-    """Examples for each deviation from the first journeys in key order (the drill-down lists
-    them all)."""
-    rows = await repo.journeys_after(conn, tenant, q, parse_cursor(None), EXAMPLE_SCAN)
-    for row in rows:
-        path, verdict = judge(row["activities"], row["times_us"])
-        if verdict is None or verdict.conforms:
-            continue
-        whole.example(row, path, verdict)
-        if by is not None and row[by] is not None:
-            groups[row[by]].example(row, path, verdict)
+    """Examples for each deviation shown from the first journeys in key order (at most
+    ``EXAMPLE_SCAN``; the drill-down lists them all). Read a page at a time, stopping once every
+    deviation shown has its examples: the same examples as reading all ``EXAMPLE_SCAN``."""
+    needed = [(whole, d) for d in whole.ranked(limit)]
+    needed += [(g, d) for g in groups.values() for d in g.ranked(limit)]
+    after, scanned = parse_cursor(None), 0
+    while needed and scanned < EXAMPLE_SCAN:
+        size = min(EXAMPLE_PAGE, EXAMPLE_SCAN - scanned)
+        rows = await repo.journeys_after(conn, tenant, q, after, size)
+        for row in rows:
+            path, verdict = judge(row["activities"], row["times_us"])
+            if verdict is None or verdict.conforms:
+                continue
+            whole.example(row, path, verdict)
+            if by is not None and row[by] is not None:
+                groups[row[by]].example(row, path, verdict)
+        if len(rows) < size:
+            break
+        scanned += size
+        after = (rows[-1]["day"], rows[-1]["customer_id"], rows[-1]["journey_key"])
+        needed = [(t, d) for t, d in needed if len(t.examples[d]) < EXAMPLES]
 
 
 def deviation_filter(value: str) -> Callable[[rules.Verdict], bool]:

@@ -29,6 +29,7 @@ import asyncpg
 import orjson
 
 from services.journey.config import JourneySettings
+from services.journey.conformance import counts as conformance
 from services.journey.maps import repository as repo
 from services.journey.maps import rules
 from services.journey.maps.metrics import (
@@ -70,6 +71,8 @@ class Change:
     examples: tuple[dict[ExampleCell, str], dict[ExampleCell, str]] = field(
         default_factory=lambda: ({}, {})
     )
+    # conformance counts: the stored rows of the journeys saved or deleted (None: new journey)
+    old_journeys: dict[tuple[int, str], rules.JourneyRow] = field(default_factory=dict)
 
 
 def recompute(
@@ -138,6 +141,10 @@ def recompute(
     ) = quality.difference(old_quality, quality.rows_of(new_steps, new_profile, config))
     change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
     change.delete_journeys = [k for k in old_rows if k not in new_rows]
+    change.old_journeys = {  # conformance counts: what to take out
+        k: old_rows[k] for k in (*(k for k, _ in change.save_journeys), *change.delete_journeys)
+        if k in old_rows
+    }  # fmt: skip
     return change
 
 
@@ -167,9 +174,16 @@ class Writes:
         self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
         self.examples: dict[tuple[str, ExampleCell], str] = {}
         self.withdrawn: list[tuple[tuple[str, ExampleCell], str]] = []
+        self.judged: list[conformance.JourneyChange] = []  # conformance counts (hook)
 
     def add(self, key: Key, change: Change) -> None:
         tenant, customer = key
+        # --- conformance counts hook: every journey changed, old row and new (a merged-away
+        # customer's too: its journeys go with ``forget``) ---
+        old = change.old_journeys
+        self.judged += [(tenant, k[0], old.get(k), r) for k, r in change.save_journeys]
+        self.judged += [(tenant, k[0], old[k], None) for k in change.delete_journeys]
+        # --- end of hook ---
         deltas = self.deltas[tenant]
         for group, part in change.parts.items():
             deltas.add(group, part)
@@ -212,7 +226,9 @@ class Writes:
             conn, [(t, cell, n) for (t, cell), n in self.pain_cells.items() if n]
         )
         await quality_repo.apply_examples(conn, self.examples, self.withdrawn)
-        return await repo.apply_deltas(conn, list(self.deltas.items()))
+        done = await repo.apply_deltas(conn, list(self.deltas.items()))
+        await conformance.on_journeys(conn, self.judged)  # conformance counts hook
+        return done
 
 
 async def drain_once(conn: asyncpg.Connection, *, limit: int) -> Outcome:

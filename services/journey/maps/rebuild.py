@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from services.journey.conformance import counts as conformance
 from services.journey.maps import repository as repo
 from services.journey.maps.maintain import Writes, recompute
 from services.journey.maps.metrics import MAP_REBUILDS
@@ -53,6 +54,7 @@ async def rebuild_from_events(
     await repo.lock_tenant(conn, tenant)
     config = (await repo.configs(conn, [tenant]))[tenant]
     await repo.clear_tenant(conn, tenant, steps=True)
+    await conformance.reset_tenant(conn, tenant, config)  # counts re-added by the writes below
     out = Rebuilt(tenant)
     after = uuid.UUID(int=0)
     while ids := await _active_after(conn, tenant, after, batch):
@@ -85,6 +87,7 @@ async def recompute_tenant(
     await repo.lock_tenant(conn, tenant)
     await repo.save_config(conn, tenant, config)
     await repo.clear_tenant(conn, tenant, steps=False)
+    await conformance.reset_tenant(conn, tenant, config)  # counts re-added by the writes below
     out = Rebuilt(tenant)
     after = uuid.UUID(int=0)
     while ids := await repo.mapped_after(conn, tenant, after, batch):

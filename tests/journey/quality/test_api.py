@@ -201,7 +201,29 @@ async def test_journey_health_summarises_with_slots_for_experience_and_conforman
     assert (experience["nps"]["n"], experience["nps"]["previous_n"]) == (2, 1)
     assert experience["nps"]["summary"]["promoters"] == 1
     assert "ces" not in experience  # nobody answered a CES survey
-    assert body["conformance"]["available"] is False
+    assert body["conformance"] == {"available": True, "designed_journeys": []}
+
+
+async def test_journey_health_conformance_slot_reads_the_designed_journeys(journey, built):
+    """The conformance slot: per designed journey, the conforming share and mean fitness of the
+    period and the previous one, equal to the conformance endpoint's for those ranges."""
+    design = {"granularity": "channel", "steps": [{"activity": "phone"}]}
+    r = await journey.put("/v1/designed-journeys/calls", json=design, headers=built.admin)
+    assert r.status_code == 200, r.text
+    body = await get(journey, built, "/v1/journey-health", as_of=LATE, **PERIOD)
+    (item,) = body["conformance"]["designed_journeys"]
+    assert item["name"] == "calls"
+    assert item["available"] is True
+    url = "/v1/designed-journeys/calls/conformance"
+    for key, period in (("value", PERIOD), ("previous", body["previous_period"])):
+        want = await get(journey, built, url, **period)
+        assert want["computed_from"] == "counts"
+        assert item["journeys"][key] == want["journeys"]
+        assert item["conforming_share"][key] == want["conforming_share"]
+        assert item["mean_fitness"][key] == want["fitness"]["mean"]
+    assert item["journeys"]["value"] > 0
+    r = await journey.delete("/v1/designed-journeys/calls", headers=built.admin)
+    assert r.status_code == 204
 
 
 async def test_the_map_performance_view_shows_fcr_per_node(journey, built):
