@@ -209,7 +209,8 @@ async def run(
         handle=processor.handle,
     )
     log.info("worker.started", topic=settings.topic_normalized, group=settings.consumer_group)
-    compactor = start_compactor(db, settings)  # the journey map, folded in the background
+    # The journey map is folded by `waypoint worker journey maps`; here only when asked to.
+    compactor = start_compactor(db, settings) if settings.map_compactor_in_worker else None
     try:
         await run_until_stopped(worker, stop)
     finally:
