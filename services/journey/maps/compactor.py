@@ -24,7 +24,9 @@ from shared.worker import install_signal_handlers, tune_gc
 log = get_logger("journey.maps")
 
 
-async def run(settings: JourneySettings | None = None, *, stop: asyncio.Event | None = None) -> None:
+async def run(
+    settings: JourneySettings | None = None, *, stop: asyncio.Event | None = None
+) -> None:
     """Fold the map's queue until ``stop`` is set (or SIGTERM/SIGINT when it is None)."""
     settings = settings or JourneySettings()
     own_stop = stop or asyncio.Event()
