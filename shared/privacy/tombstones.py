@@ -5,10 +5,13 @@ the store keeping the identifier itself. Each service keeps its own table (its s
 Most tenants never erase anyone: ``Markers`` remembers, per process, the tenants that have no
 tombstone, so a batch of theirs is neither hashed nor looked up. ``bury`` NOTIFYs the
 service's channel with the tenant at the erasure's commit, which forgets it; a process that
-loses its listening connection forgets every tenant (it may have missed a notification)."""
+loses its listening connection forgets every tenant (it may have missed a notification), and
+what it learnt is looked up again after ``max_age_seconds`` anyway (a connection can die
+without anyone noticing for a while)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 
 import asyncpg
@@ -26,10 +29,11 @@ log = get_logger("privacy.tombstones")
 class Markers:
     """Tenants known to have no tombstone in ``service``'s table, kept true by NOTIFY."""
 
-    def __init__(self, service: str, dsn: str):
+    def __init__(self, service: str, dsn: str, *, max_age_seconds: float = 60.0):
         self.service = service
         self.dsn = dsn
-        self.clean: set[str] = set()
+        self.max_age_seconds = max_age_seconds
+        self.clean: dict[str, float] = {}  # tenant -> when it was found without tombstones
         self.listener: asyncpg.Connection | None = None
         self.notified = 0  # notifications seen: a look-up that overlaps one is not trusted
 
@@ -38,7 +42,7 @@ class Markers:
         if tenant is None:
             self.clean.clear()
         else:
-            self.clean.discard(tenant)
+            self.clean.pop(tenant, None)
 
     async def listening(self) -> bool:
         """True while notifications can reach this process (connects when needed)."""
@@ -63,7 +67,7 @@ class Markers:
         wanted = set(tenants)
         if not await self.listening():
             return wanted
-        unknown = wanted - self.clean
+        unknown = {t for t in wanted if not self._known_clean(t)}
         if unknown:
             before = self.notified
             rows = await conn.fetch(
@@ -72,18 +76,21 @@ class Markers:
                 sorted(unknown),
             )
             if self.notified == before:  # no erasure committed while we looked
-                self.clean.update(r[0] for r in rows)
+                now = time.monotonic()
+                self.clean.update((r[0], now) for r in rows)
             else:
                 return wanted - {r[0] for r in rows}
-        return wanted - self.clean
+        return {t for t in wanted if not self._known_clean(t)}
+
+    def _known_clean(self, tenant: str) -> bool:
+        since = self.clean.get(tenant)
+        return since is not None and time.monotonic() - since < self.max_age_seconds
 
     def all_clean(self, tenants: Iterable[str]) -> bool:
         """Every one of ``tenants`` is known to have no tombstone (no database needed)."""
-        return (
-            self.listener is not None
-            and not self.listener.is_closed()
-            and (set(tenants) <= self.clean)
-        )
+        if self.listener is None or self.listener.is_closed():
+            return False
+        return all(self._known_clean(t) for t in set(tenants))
 
     async def close(self) -> None:
         if self.listener is not None and not self.listener.is_closed():

@@ -1,5 +1,6 @@
 """The worker skips the tombstone look-up for tenants without erasures, and stops skipping it
-at an erasure's commit (NOTIFY) or when it can no longer be told (its listener is gone)."""
+at an erasure's commit (NOTIFY), when it can no longer be told (its listener is gone), and
+after ``max_age_seconds`` in any case."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ async def test_an_erasure_ends_the_skipping_for_its_tenant_only(
         mine = envelope(erasing, ev, BASE, [email(erasing, "x")])
         theirs = envelope(other, ev, BASE, [email(other, "x")])
         assert await processor.drop_erased([mine, theirs]) == [mine, theirs]
-        assert {erasing, other} <= processor.markers.clean  # looked up once, remembered
+        assert {erasing, other} <= processor.markers.clean.keys()  # looked up, remembered
         assert processor.markers.all_clean({erasing, other})
 
         await _bury(db, processor, erasing, mine.env.identifiers[0].key)
@@ -79,3 +80,25 @@ async def test_a_lost_listener_forgets_every_tenant(
         assert not markers.listener.is_closed()
     finally:
         await markers.close()
+
+
+async def test_what_was_learnt_is_looked_up_again_after_max_age(
+    db: Database, producer: AIOKafkaProducer, journey_settings: JourneySettings
+):
+    tenant = (await TenantFactory(db)()).id
+    processor = JourneyProcessor(db=db, producer=producer, settings=journey_settings)
+    processor.markers.max_age_seconds = 0.5
+    try:
+        ev = Ev(f"e-{uuid.uuid4().hex[:8]}", "fact.collected", 0, {"name": "n", "value": 1}, "z")
+        item = envelope(tenant, ev, BASE, [email(tenant, "z")])
+        assert await processor.drop_erased([item]) == [item]
+        assert processor.markers.all_clean({tenant})
+
+        async def stale() -> bool:
+            return not processor.markers.all_clean({tenant})
+
+        await eventually(stale, timeout=10)
+        assert await processor.drop_erased([item]) == [item]  # looked up again: still clean
+        assert processor.markers.all_clean({tenant})
+    finally:
+        await processor.markers.close()
