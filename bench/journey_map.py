@@ -12,7 +12,12 @@ journey worker's applier and the map compactor, then, ROUNDS times each:
 (e) Waypoint's counts equal PM4Py's (edges, starts, ends, activities; mean durations).
 
 Environment: BENCH_MAP_CUSTOMERS (200,000: 10 steps each), BENCH_MAP_ROUNDS (3),
-BENCH_MAP_WORKER_CUSTOMERS (10,000 per throughput run). Prints figures, then one JSON line.
+BENCH_MAP_WORKER_CUSTOMERS (10,000 per throughput run), BENCH_MAP_ONLY=c (only (c), ROUNDS
+times: no log is built), BENCH_MAP_COMPACTOR (``process``: with maintenance on, one
+``waypoint worker journey maps`` process folds the map beside the worker; ``worker``: the worker
+folds it in-process, as before that process existed). (c) also reports CPU per event of the
+worker and of the maps process, from the first stored event on. Prints figures, then one JSON
+line.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,6 +50,8 @@ from shared.kafka import ensure_topics  # noqa: E402
 CUSTOMERS = int(os.environ.get("BENCH_MAP_CUSTOMERS", "200000"))
 ROUNDS = int(os.environ.get("BENCH_MAP_ROUNDS", "3"))
 WORKER_CUSTOMERS = int(os.environ.get("BENCH_MAP_WORKER_CUSTOMERS", "10000"))
+ONLY = os.environ.get("BENCH_MAP_ONLY", "")
+COMPACTOR = os.environ.get("BENCH_MAP_COMPACTOR", "process")
 TENANT = "bench-map"
 
 
@@ -190,17 +198,21 @@ async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> d
     finally:
         await producer.stop()
     db = Database(stack.settings.dsn, pool_size=1, application_name="bench-watch")
-    child = stack.spawn(
-        "worker",
-        "journey",
-        "worker",
-        env={
-            "WAYPOINT_TOPIC_NORMALIZED": topic,
-            "WAYPOINT_JOURNEY_CONSUMER_GROUP": f"bench-map-{run}",
-            "WAYPOINT_JOURNEY_MAP_MAINTENANCE": "true" if maintenance else "false",
-        },
+    env = {
+        "WAYPOINT_TOPIC_NORMALIZED": topic,
+        "WAYPOINT_JOURNEY_CONSUMER_GROUP": f"bench-map-{run}",
+        "WAYPOINT_JOURNEY_MAP_MAINTENANCE": "true" if maintenance else "false",
+        "WAYPOINT_JOURNEY_MAP_COMPACTOR_IN_WORKER": "true" if COMPACTOR == "worker" else "false",
+    }
+    child = stack.spawn("worker", "journey", "worker", env=env)
+    maps = (
+        stack.spawn("worker", "journey", "maps", env=env)
+        if maintenance and COMPACTOR == "process"
+        else None
     )
+    procs = [psutil.Process(child.pid)] + ([psutil.Process(maps.pid)] if maps else [])
     first = None
+    cpu0: list[float] = []
     try:
         while True:
             async with db.session() as session:
@@ -213,15 +225,67 @@ async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> d
                 )
             if applied and first is None:
                 first = (time.perf_counter(), applied)
+                cpu0 = [cpu(p) for p in procs]
             if applied >= total and not waiting:
                 break
+            for p in (child, maps):
+                if p is not None and p.poll() is not None:
+                    raise RuntimeError(f"a journey process exited with {p.returncode}")
             await asyncio.sleep(0.25)
         assert first is not None
         seconds = time.perf_counter() - first[0]
+        used = [cpu(p) - c for p, c in zip(procs, cpu0, strict=True)]
     finally:
         stack.stop(child)
+        if maps is not None:
+            stack.stop(maps)
         await db.dispose()
-    return {"events": total, "seconds": seconds, "events_per_s": (total - first[1]) / seconds}
+    events = total - first[1]
+    return {
+        "events": total,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "worker_cpu_us_per_event": 1e6 * used[0] / events,
+        "maps_cpu_us_per_event": 1e6 * used[1] / events if len(used) > 1 else 0.0,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def worker_round(stack: Stack) -> dict[str, Any]:
+    """(c): both shapes, maintenance off then on; worker CPU per event beside the rates."""
+    throughput: dict[str, Any] = {}
+    for shape in ("live", "replay"):
+        off = await worker_throughput(stack, maintenance=False, shape=shape)
+        on = await worker_throughput(stack, maintenance=True, shape=shape)
+        throughput[shape] = {
+            "off": off,
+            "on": on,
+            "slower": 1 - on["events_per_s"] / off["events_per_s"],
+            "worker_cpu_more": on["worker_cpu_us_per_event"] / off["worker_cpu_us_per_event"] - 1,
+        }
+        log(
+            f"  (c) worker, {shape}: off {off['events_per_s']:,.0f} events/s, on "
+            f"{on['events_per_s']:,.0f} events/s (map current at the end): "
+            f"{throughput[shape]['slower']:.0%} slower; worker CPU per event off "
+            f"{off['worker_cpu_us_per_event']:.0f} µs, on {on['worker_cpu_us_per_event']:.0f} µs "
+            f"({throughput[shape]['worker_cpu_more']:+.0%}), maps process "
+            f"{on['maps_cpu_us_per_event']:.0f} µs (compactor: {COMPACTOR}); load "
+            f"{on['load_average']}"
+        )
+    return throughput
+
+
+def summarize_worker(figures: dict[str, Any]) -> None:
+    for shape in ("live", "replay"):
+        for name in ("slower", "worker_cpu_more"):
+            figures["summary"][f"worker_{shape}_{name}"] = spread(
+                [r["worker"][shape][name] for r in figures["rounds"]]
+            )
 
 
 def rebuild() -> dict[str, Any]:
@@ -259,6 +323,15 @@ async def main() -> None:
                 session, tenant_id=TENANT, name="bench", scopes=["analytics:read"]
             )
         os.environ.update({k: v for k, v in stack.env().items() if k.isupper()})
+        if ONLY == "c":  # the worker's throughput alone: no log, no PM4Py, no API
+            figures["summary"] = {}
+            for round_no in range(1, ROUNDS + 1):
+                log(f"round {round_no}: (c) only, {WORKER_CUSTOMERS:,} customers per run …")
+                figures["rounds"].append({"worker": await worker_round(stack)})
+            summarize_worker(figures)
+            await db.dispose()
+            print(json.dumps(figures, default=str))
+            return
         base = datetime.now(UTC) - timedelta(days=130)
         log(f"building the step log: {CUSTOMERS:,} customers x 10 steps …")
         built = await build(stack, base)
@@ -317,20 +390,7 @@ async def main() -> None:
                 assert again == body, "rebuild-maps changed the map"
                 log(f"  (d) rebuild-maps: {rebuilt['steps_per_s']:,.0f} steps/s (same map)")
                 figures["rebuild"] = rebuilt
-            throughput = {}
-            for shape in ("live", "replay"):
-                off = await worker_throughput(stack, maintenance=False, shape=shape)
-                on = await worker_throughput(stack, maintenance=True, shape=shape)
-                throughput[shape] = {
-                    "off": off,
-                    "on": on,
-                    "slower": 1 - on["events_per_s"] / off["events_per_s"],
-                }
-                log(
-                    f"  (c) worker, {shape}: off {off['events_per_s']:,.0f} events/s, on "
-                    f"{on['events_per_s']:,.0f} events/s (map current at the end): "
-                    f"{throughput[shape]['slower']:.0%} slower"
-                )
+            throughput = await worker_round(stack)
             figures["rounds"].append(
                 {
                     "pm4py_s": pm["seconds"],
@@ -356,10 +416,7 @@ async def main() -> None:
                 "speedup_vs_pm4py",
             )
         }
-        for shape in ("live", "replay"):
-            figures["summary"][f"worker_{shape}_slower"] = spread(
-                [r["worker"][shape]["slower"] for r in rounds]
-            )
+        summarize_worker(figures)
         await db.dispose()
     finally:
         stack.close()

@@ -12,6 +12,10 @@ Besides events/s, each round reports what is less noisy on a shared machine: CPU
 BENCH_WORKER_PYSPY=1 records the first round's worker with py-spy (``py-spy`` on PATH) and
 prints its top entries; BENCH_WORKER_PGSS=1 starts PostgreSQL with pg_stat_statements and
 prints the top statements by total time. BENCH_WORKER_ROUNDS ("1,2,1"). Last line: JSON.
+
+The map is folded by one ``waypoint worker journey maps`` process per round (its CPU is
+reported apart from the workers'); BENCH_WORKER_COMPACTOR=worker folds it inside each worker
+instead (``WAYPOINT_JOURNEY_MAP_COMPACTOR_IN_WORKER``, as before the process existed).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ CUSTOMERS = int(os.environ.get("BENCH_WORKER_CUSTOMERS", "20000"))
 ROUNDS = [int(n) for n in os.environ.get("BENCH_WORKER_ROUNDS", "1,2,1").split(",")]
 PYSPY = os.environ.get("BENCH_WORKER_PYSPY") == "1"
 PGSS = os.environ.get("BENCH_WORKER_PGSS") == "1"
+COMPACTOR = os.environ.get("BENCH_WORKER_COMPACTOR", "process")  # or "worker"
 # With PGSS, PostgreSQL's log (auto_explain's plans of statements over 250 ms) goes here.
 PG_LOG_DIR = os.environ.get("BENCH_WORKER_PG_LOG_DIR", "/tmp/bench-worker-pg-log")
 
@@ -100,12 +105,13 @@ async def raw_consume(stack: Stack, topic: str, total: int) -> float:
         await consumer.stop()
 
 
-async def done(conn: asyncpg.Connection, expected: int) -> bool:
+async def progress(conn: asyncpg.Connection) -> tuple[int, bool]:
+    """(events stored, anything still waiting for the map)."""
     stored, pending = await conn.fetchrow(
         """SELECT (SELECT count(*) FROM journey.event),
                   EXISTS (SELECT 1 FROM journey.map_pending)"""
     )
-    return bool(stored >= expected and not pending)
+    return int(stored), bool(pending)
 
 
 def pyspy_top(path: Path, n: int = 25) -> list[tuple[str, float]]:
@@ -157,10 +163,13 @@ async def one_round(
     env = {
         "WAYPOINT_TOPIC_NORMALIZED": topic,
         "WAYPOINT_JOURNEY_CONSUMER_GROUP": f"bench-worker-{uuid.uuid4().hex[:6]}",
+        "WAYPOINT_JOURNEY_MAP_COMPACTOR_IN_WORKER": "true" if COMPACTOR == "worker" else "false",
     }
     started = time.perf_counter()
     workers = [stack.spawn("worker", "journey", env=env) for _ in range(processes)]
     procs = [psutil.Process(w.pid) for w in workers]
+    maps = stack.spawn("worker", "journey", "maps", env=env) if COMPACTOR == "process" else None
+    maps_proc = [psutil.Process(maps.pid)] if maps is not None else []
     spy = None
     spy_out = stack.tmp / f"pyspy-{start}.txt"
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -171,23 +180,33 @@ async def one_round(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     waits: Counter[str] = Counter()
-    while not await done(conn, expected):
+    # Steady state: from the first stored event of the round (start-up imports excluded).
+    steady: tuple[int, float, float] | None = None  # (stored, worker CPU, maps CPU)
+    while True:
+        stored, pending = await progress(conn)
+        if steady is None and stored > expected - total:
+            steady = (stored, cpu_seconds(procs), cpu_seconds(maps_proc))
+        if stored >= expected and not pending:
+            break
         for _ in range(4):  # what the workers' backends are doing, sampled every 0.1 s
             await asyncio.sleep(0.1)
             for r in await conn.fetch(WAITS):
                 waits[f"{r[0]} | {r[1]} | {r[2]}"] += 1
-        for w in workers:
+        for w in [*workers, *([maps] if maps else [])]:
             if w.poll() is not None:
                 raise RuntimeError(f"journey worker exited with {w.returncode}")
     wall = elapsed(started)
     worker_cpu = cpu_seconds(procs)
+    maps_cpu = cpu_seconds(maps_proc)
+    assert steady is not None
+    steady_events = max(expected - steady[0], 1)
     # Backends started meanwhile (the workers' connections) count from zero.
     pg_cpu = sum(c - pg_cpu0.get(pid, 0.0) for pid, c in cpu_by_pid(postgres_procs(pg_pid)).items())
     rss = [peak_rss_mb(w.pid) for w in workers]
     if spy is not None:
         spy.send_signal(2)  # SIGINT: py-spy writes its output
         spy.wait(30)
-    for w in workers:
+    for w in [*workers, *([maps] if maps else [])]:
         stack.stop(w)
     rate = total / wall
     samples = sum(waits.values()) or 1
@@ -197,7 +216,12 @@ async def one_round(
         "seconds": round(wall, 2),
         "events_per_s": round(rate),
         "raw_consume_per_s": round(raw),
+        "compactor": COMPACTOR,
         "worker_cpu_us_per_event": round(1e6 * worker_cpu / total, 1),
+        "maps_cpu_us_per_event": round(1e6 * maps_cpu / total, 1),
+        "steady_events": steady_events,
+        "worker_cpu_us_per_event_steady": round(1e6 * (worker_cpu - steady[1]) / steady_events, 1),
+        "maps_cpu_us_per_event_steady": round(1e6 * (maps_cpu - steady[2]) / steady_events, 1),
         "postgres_cpu_us_per_event": round(1e6 * pg_cpu / total, 1),
         "peak_rss_mb": [round(r) for r in rss],
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -206,6 +230,9 @@ async def one_round(
     print(
         f"{processes} process(es): {total:,} events in {wall:.1f} s = {rate:,.0f} events/s "
         f"(map included); CPU per event: worker {out['worker_cpu_us_per_event']} µs, "
+        f"maps process {out['maps_cpu_us_per_event']} µs (compactor: {COMPACTOR}); after the "
+        f"first stored event: worker {out['worker_cpu_us_per_event_steady']} µs, maps "
+        f"{out['maps_cpu_us_per_event_steady']} µs; "
         f"PostgreSQL {out['postgres_cpu_us_per_event']} µs; raw consume {raw:,.0f}/s; "
         f"peak RSS {out['peak_rss_mb']} MB; load {out['load_average']}"
     )

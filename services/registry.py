@@ -39,6 +39,7 @@ SERVICES: dict[str, ServiceSpec] = {
             "worker": "services.journey.worker:run",
             "engagement": "services.journey.context.engagement:run",
             "privacy": "services.journey.privacy.consumer:run",
+            "maps": "services.journey.maps.compactor:run",
         },
     ),
     "alerts": ServiceSpec(

@@ -41,10 +41,12 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from functools import lru_cache
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.db import Database, raw_connection
@@ -95,6 +97,13 @@ class Message:
 def lane_of(key: bytes | None, lanes: int = DEFAULT_LANES) -> int:
     """The lane of a key: stable across processes (crc32, not Python's salted ``hash``)."""
     return zlib.crc32(key or b"") % lanes
+
+
+@lru_cache(maxsize=100_000)
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner for a keyed message (the Java client's and aiokafka's)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def lock_namespace(schema: str, table: str = "outbox") -> int:
@@ -287,8 +296,37 @@ class OutboxRelay(ListenLoop):
         return len(sent)
 
     async def _send(self, messages: Sequence[Outgoing]) -> None:
-        futures = [await self.producer.send(m.topic, m.value, key=m.key) for m in messages]
+        """One record batch per (topic, partition), in id order within each: Kafka's default
+        partitioning (murmur2 of the key, as ``producer.send`` would pick), without its
+        per-message future, partitioner call and callback (profiled: most of the relay's CPU).
+        The relay publishes one round at a time, so its batches never queue behind each other."""
+        by_partition: dict[tuple[str, int], list[Outgoing]] = {}
+        futures: list[asyncio.Future[object]] = []
+        counts: dict[str, int] = {}
+        for m in messages:
+            if m.key is None:  # no key: no partition to keep; the client spreads them
+                futures.append(await self.producer.send(m.topic, m.value))
+                continue
+            count = counts.get(m.topic)
+            if count is None:
+                count = counts[m.topic] = len(await self.producer.partitions_for(m.topic))
+            by_partition.setdefault((m.topic, partition_of(m.key, count)), []).append(m)
+        for (topic, partition), members in by_partition.items():
+            batch = self.producer.create_batch()
+            for m in members:
+                if batch.append(key=m.key, value=m.value, timestamp=None) is None:
+                    futures.append(await self._send_batch(batch, topic, partition))  # full
+                    batch = self.producer.create_batch()
+                    batch.append(key=m.key, value=m.value, timestamp=None)  # takes any
+            futures.append(await self._send_batch(batch, topic, partition))
         await asyncio.gather(*futures)
+
+    async def _send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[object]:
+        batch.close()
+        future: asyncio.Future[object] = await self.producer.send_batch(
+            batch, topic, partition=partition
+        )
+        return future
 
     async def drain(self) -> int:
         """Publish until nothing is pending (a round that claims less than a batch is the last)."""

@@ -332,7 +332,7 @@ def _activity(
     if account is not None:
         body["account_id"] = account
     body["occurred_at"] = env.time
-    body["event"] = orjson.loads(item.raw)
+    body["event"] = orjson.Fragment(item.raw)  # the event's JSON as received: not re-encoded
     body["traits"] = traits
     body["merged_ids"] = []
     body["split_ids"] = []

@@ -71,6 +71,7 @@ class JourneyProcessor:
         self.settings = settings
         self.on_commit = on_commit  # wakes this process's outbox relay
         self.keyring = Keyring.from_setting(settings.sealing_keys)
+        self.markers = tombstones.Markers("journey", settings.dsn)
 
     async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         items: list[Incoming] = []
@@ -91,10 +92,12 @@ class JourneyProcessor:
         dropped and counted (shared/privacy/tombstones.py)."""
         if not items:
             return items
+        if self.markers.all_clean({item.env.tenant for item in items}):
+            return items  # tenants without any erasure: nothing to hash or look up
         async with self.db.session() as session:
             conn = await raw_connection(session)
             gone = await tombstones.erased(
-                conn, self.keyring, "journey", [item.env for item in items]
+                conn, self.keyring, "journey", [item.env for item in items], self.markers
             )
         if not gone:
             return items
@@ -209,11 +212,13 @@ async def run(
         handle=processor.handle,
     )
     log.info("worker.started", topic=settings.topic_normalized, group=settings.consumer_group)
-    compactor = start_compactor(db, settings)  # the journey map, folded in the background
+    # The journey map is folded by `waypoint worker journey maps`; here only when asked to.
+    compactor = start_compactor(db, settings) if settings.map_compactor_in_worker else None
     try:
         await run_until_stopped(worker, stop)
     finally:
         await stop_compactor(compactor)
+        await processor.markers.close()
         await consumer.stop()
         await stop_relay(relay, relay_tasks, relay_stop)  # publishes what is committed first
         await producer.stop()

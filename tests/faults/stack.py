@@ -22,6 +22,7 @@ PROCESSES: dict[str, tuple[str, str]] = {
     "ingest": ("ingest", "worker"),
     "journey": ("journey", "worker"),
     "engagement": ("journey", "engagement"),
+    "maps": ("journey", "maps"),
     "alerts": ("alerts", "worker"),
     "notifier": ("alerts", "notifier"),
     "scheduler": ("alerts", "scheduler"),

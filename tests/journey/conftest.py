@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.journey.app import create_app
 from services.journey.config import JourneySettings
+from services.journey.maps.compactor import run as run_maps
 from services.journey.worker import run
 from shared.db import Database
 from shared.events import validate_event
@@ -37,16 +38,20 @@ def journey_settings(settings_overrides: dict[str, Any]) -> JourneySettings:
 
 
 class Worker:
-    """A journey worker running in this event loop until ``stop()``."""
+    """A journey worker running in this event loop until ``stop()``, with the map's compactor
+    beside it (``waypoint worker journey maps``, as every deployment runs them)."""
 
-    def __init__(self, settings: JourneySettings, **consumer_overrides: Any):
+    def __init__(self, settings: JourneySettings, *, maps: bool = True, **consumer_overrides: Any):
         self.settings = settings
         self.stopping = asyncio.Event()
         self.task = asyncio.create_task(run(settings, stop=self.stopping, **consumer_overrides))
+        self.maps = asyncio.create_task(run_maps(settings, stop=self.stopping)) if maps else None
 
     async def stop(self) -> None:
         self.stopping.set()
         await asyncio.wait_for(self.task, 30)
+        if self.maps is not None:
+            await asyncio.wait_for(self.maps, 30)
 
 
 @pytest.fixture(scope="session")

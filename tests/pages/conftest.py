@@ -33,6 +33,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.worker import run as run_ingest
 from services.journey.app import create_app as create_journey_app
 from services.journey.context.engagement import run as run_engagement
+from services.journey.maps.compactor import run as run_maps
 from services.journey.worker import run as run_journey
 from services.simulator.generator import generate_keyed
 from services.simulator.producer import send as send_records
@@ -146,6 +147,7 @@ async def stack(
     workers = [
         asyncio.create_task(run_ingest(ingest_settings, stop=stop)),
         asyncio.create_task(run_journey(journey_settings, stop=stop)),
+        asyncio.create_task(run_maps(journey_settings, stop=stop)),
         asyncio.create_task(run_engagement(journey_settings, stop=stop)),
         asyncio.create_task(run_alerts(alerts_settings, stop=stop)),
     ]

@@ -157,3 +157,16 @@ async def test_messages_wait_while_the_broker_is_down_and_go_out_after(
         await up.close()
     assert sorted(k for k, _ in received) == [f"t|{i}" for i in range(5)]
     assert await pending(db, schema) == 0
+
+
+def test_the_relay_partitions_keys_as_the_kafka_client_does():
+    """The relay builds one batch per partition itself: a key must land where
+    ``producer.send`` (aiokafka's default partitioner, the Java client's) would put it."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner = DefaultPartitioner()
+    for partitions in (1, 4, 7, 64):
+        every = list(range(partitions))
+        for i in range(300):
+            key = f"tenant-{i % 5}|{uuid.UUID(int=i * 7919)}".encode()
+            assert outbox.partition_of(key, partitions) == partitioner(key, every, every)
