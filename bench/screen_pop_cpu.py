@@ -12,16 +12,25 @@ context cache on and warm), alternating, BENCH_SCREEN_POP_ROUNDS (5) × BENCH_SC
   parameter validation), as it was served before;
 - the same work as a plain Starlette route calling the same functions (auth, scope, rate
   limit, normalization, cache, masking), to size what FastAPI's layers cost;
-- the work alone (look-up in the warm cache + the card + serialization), no HTTP at all.
+- ``/v1/context`` as served with the context cache off (``app.state.cache`` set aside for the
+  round): the uncached screen pop, one statement per request (process CPU only: asyncpg and
+  the event loop; the database's own CPU is not in it);
+- the work alone (look-up in the warm cache + the card + serialization), no HTTP at all, and
+  the same through the rendered-card cache (``service.screen_pop_card``).
 
-Medians of process CPU µs per request. Last line: JSON.
+Medians of process CPU µs per request. ``BENCH_SCREEN_POP_PROFILE=1`` then profiles
+(cProfile) BENCH_SCREEN_POP_N cached and uncached screen pops as served and prints the top
+entries. Last line: JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import io
 import json
 import os
+import pstats
 import statistics
 import sys
 import time
@@ -49,6 +58,8 @@ from shared.events import parse_normalized  # noqa: E402
 CUSTOMERS = 200
 N = int(os.environ.get("BENCH_SCREEN_POP_N", "5000"))
 ROUNDS = int(os.environ.get("BENCH_SCREEN_POP_ROUNDS", "5"))
+PROFILE = os.environ.get("BENCH_SCREEN_POP_PROFILE") == "1"
+UNCACHED = "screen_pop_served_uncached"
 
 
 async def plain_context(request: Request) -> Response:
@@ -100,6 +111,20 @@ async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> int:
     return status
 
 
+async def profile(app: Any, paths: list[str], headers: list[tuple[bytes, bytes]]) -> str:
+    """cProfile of ``paths`` served one after the other: the top entries by own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for path in paths:
+        await call(app, path, headers)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
+    return out.getvalue()
+
+
 async def main() -> dict[str, Any]:
     stack = Stack()
     try:
@@ -128,6 +153,7 @@ async def main() -> dict[str, Any]:
             "screen_pop_served": [f"/v1/context{q}" for q in pops],
             "screen_pop_fastapi": [f"/v1/context{q}&reveal_sensitive=false" for q in pops],
             "screen_pop_plain_starlette": [f"/bench/plain-context{q}" for q in pops],
+            UNCACHED: [f"/v1/context{q}" for q in pops],
         }
         async with app.router.lifespan_context(app):
             for _ in range(200):  # wait for the LISTEN connection (the cache is off until then)
@@ -136,13 +162,16 @@ async def main() -> dict[str, Any]:
                 await asyncio.sleep(0.05)
             for path in variants["screen_pop_fastapi"][:CUSTOMERS]:  # warm the cache
                 assert await call(app, path, headers) == 200, path
-            cpu: dict[str, list[float]] = {k: [] for k in [*variants, "work_only"]}
+            cache = app.state.cache
+            cpu: dict[str, list[float]] = {k: [] for k in [*variants, "work_only", "card_only"]}
             for _ in range(ROUNDS):
                 for name, paths in variants.items():
+                    app.state.cache = None if name == UNCACHED else cache
                     t0 = time.process_time()
                     for path in paths:
                         await call(app, path, headers)
                     cpu[name].append(1e6 * (time.process_time() - t0) / N)
+                app.state.cache = cache
                 t0 = time.process_time()
                 for i in range(N):
                     found = await service.find_by_identifier(
@@ -156,6 +185,23 @@ async def main() -> dict[str, Any]:
                     )
                     json_response(service.context_view(found, now=datetime.now(UTC), reveal=False))
                 cpu["work_only"].append(1e6 * (time.process_time() - t0) / N)
+                t0 = time.process_time()
+                for i in range(N):
+                    await service.screen_pop_card(
+                        app.state.pg_pool,
+                        TENANT,
+                        "phone",
+                        phone(i % CUSTOMERS),
+                        phone_region="US",
+                        cache=app.state.cache,
+                    )
+                cpu["card_only"].append(1e6 * (time.process_time() - t0) / N)
+            profiles = {}
+            if PROFILE:
+                for name in ("screen_pop_served", UNCACHED):
+                    app.state.cache = None if name == UNCACHED else cache
+                    profiles[name] = await profile(app, variants[name], headers)
+                app.state.cache = cache
             statuses = {
                 name: await call(app, paths[0], headers) for name, paths in variants.items()
             }
@@ -164,8 +210,15 @@ async def main() -> dict[str, Any]:
             spread = f"{min(cpu[name]):.1f}-{max(cpu[name]):.1f}"
             print(f"{name:>28}: {us:7.1f} µs CPU per request (rounds {spread})")
         bare = medians["bare_healthz"]
-        for name in ("screen_pop_served", "screen_pop_fastapi", "screen_pop_plain_starlette"):
+        for name in (
+            "screen_pop_served",
+            "screen_pop_fastapi",
+            "screen_pop_plain_starlette",
+            UNCACHED,
+        ):
             print(f"{name}: bare/screen pop CPU ratio {bare / medians[name]:.2f}")
+        for name, text in profiles.items():
+            print(f"\n--- profile of {N} requests: {name} ---\n{text}")
         return {
             "bench": "screen_pop_cpu",
             "cpu_us_per_request": medians,
@@ -174,6 +227,7 @@ async def main() -> dict[str, Any]:
             "healthz_vs_served_cpu_ratio": round(bare / medians["screen_pop_served"], 2),
             "healthz_vs_fastapi_cpu_ratio": round(bare / medians["screen_pop_fastapi"], 2),
             "healthz_vs_plain_cpu_ratio": round(bare / medians["screen_pop_plain_starlette"], 2),
+            "healthz_vs_uncached_cpu_ratio": round(bare / medians[UNCACHED], 2),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "machine": machine(),
         }
