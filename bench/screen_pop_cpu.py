@@ -16,7 +16,9 @@ context cache on and warm), alternating, BENCH_SCREEN_POP_ROUNDS (5) × BENCH_SC
   round): the uncached screen pop, one statement per request (process CPU only: asyncpg and
   the event loop; the database's own CPU is not in it);
 - the work alone (look-up in the warm cache + the card + serialization), no HTTP at all, and
-  the same through the rendered-card cache (``service.screen_pop_card``).
+  the same through the rendered-card cache (``service.screen_pop_card``);
+- the floor of an uncached pop on this machine: ``SELECT 1`` on the same asyncpg pool, and the
+  screen pop's statement alone (``repository.by_identifier``).
 
 Medians of process CPU µs per request. ``BENCH_SCREEN_POP_PROFILE=1`` then profiles
 (cProfile) BENCH_SCREEN_POP_N cached and uncached screen pops as served and prints the top
@@ -48,6 +50,7 @@ from starlette.routing import Route  # noqa: E402
 from bench._journey_stack import TENANT, Stack, customer_events, machine, phone  # noqa: E402
 from services.journey.app import create_app  # noqa: E402
 from services.journey.applier import ChunkApplier, Incoming  # noqa: E402
+from services.journey.context import repository as repo  # noqa: E402
 from services.journey.context import service  # noqa: E402
 from services.journey.deps import json_response  # noqa: E402
 from shared.auth.dependencies import get_principal  # noqa: E402
@@ -163,7 +166,10 @@ async def main() -> dict[str, Any]:
             for path in variants["screen_pop_fastapi"][:CUSTOMERS]:  # warm the cache
                 assert await call(app, path, headers) == 200, path
             cache = app.state.cache
-            cpu: dict[str, list[float]] = {k: [] for k in [*variants, "work_only", "card_only"]}
+            floors = ["db_select_1_only", "db_by_identifier_only"]
+            cpu: dict[str, list[float]] = {
+                k: [] for k in [*variants, "work_only", "card_only", *floors]
+            }
             for _ in range(ROUNDS):
                 for name, paths in variants.items():
                     app.state.cache = None if name == UNCACHED else cache
@@ -196,6 +202,16 @@ async def main() -> dict[str, Any]:
                         cache=app.state.cache,
                     )
                 cpu["card_only"].append(1e6 * (time.process_time() - t0) / N)
+                # The floor of an uncached pop: one round trip on the same pool, and its statement
+                pool = app.state.pg_pool
+                t0 = time.process_time()
+                for _ in range(N):
+                    await pool.fetchval("SELECT 1")
+                cpu["db_select_1_only"].append(1e6 * (time.process_time() - t0) / N)
+                t0 = time.process_time()
+                for i in range(N):
+                    await repo.by_identifier(pool, TENANT, "phone", phone(i % CUSTOMERS))
+                cpu["db_by_identifier_only"].append(1e6 * (time.process_time() - t0) / N)
             profiles = {}
             if PROFILE:
                 for name in ("screen_pop_served", UNCACHED):

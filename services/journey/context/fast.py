@@ -14,7 +14,7 @@ FastAPI's own.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from fastapi import FastAPI
 from starlette._utils import get_route_path
@@ -35,17 +35,32 @@ _FALLBACK = "waypoint.screen_pop.fallback"
 _JSON = b"application/json"
 
 
+def _pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)`` (how Starlette's QueryParams decode a
+    query), without its per-call argument coercion: the same split, ``+`` and unquoting."""
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append((unquote(name.replace("+", " ")), unquote(value.replace("+", " "))))
+    return pairs
+
+
 def _ordinary(query: bytes) -> tuple[str, str] | None:
     """(identifier_type, value) when the query is exactly those two, once each, valid."""
-    # Decoded exactly as Starlette's QueryParams decodes them.
-    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-    if len(pairs) != 2 or {name for name, _ in pairs} != set(_PARAMS):
+    pairs = _pairs(query.decode("latin-1"))
+    if len(pairs) != 2:
         return None
-    got = dict(pairs)
-    value = got["value"]
+    (first, a), (second, b) = pairs
+    if (first, second) == _PARAMS:
+        id_type, value = a, b
+    elif (second, first) == _PARAMS:
+        id_type, value = b, a
+    else:
+        return None
     if not 1 <= len(value) <= _VALUE_MAX:
         return None
-    return got["identifier_type"], value
+    return id_type, value
 
 
 class ScreenPopRoute(BaseRoute):
