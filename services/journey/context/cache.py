@@ -71,13 +71,14 @@ class ContextCache:
 
     def put(
         self, key: Key, version: int, doc: str, token: int, identifier: IdKey | None = None
-    ) -> None:
+    ) -> Entry | None:
+        """Keep a document read with ``token``; returns the entry kept (None: not kept)."""
         if not self.enabled or self.max_bytes <= 0 or token < self._floor:
-            return
+            return None
         if self._noticed.get(key, -1) > token:
-            return  # a change was announced while we were reading: do not keep the old one
+            return None  # a change was announced while we were reading: do not keep the old one
         self._drop_doc(key)
-        self._docs[key] = (version, doc)
+        entry = self._docs[key] = (version, doc)
         self._bytes += len(doc)
         self._evict()
         if identifier is not None and key in self._docs:
@@ -86,6 +87,7 @@ class ContextCache:
             while len(self._ids) > self.max_identifiers:
                 old_id, cid = self._ids.popitem(last=False)
                 self._ids_of.get((old_id[0], cid), set()).discard(old_id)
+        return entry if self._docs.get(key) is entry else None
 
     def invalidate(self, key: Key) -> None:
         self._seq += 1

@@ -133,9 +133,9 @@ async def _find_normalized(
     holders = len({r[0] for r in rows})
     found = _found(rows[0], holders=holders)
     if cache is not None and holders == 1 and rows[0][1] is not None:
-        key = (tenant, rows[0][0])
-        cache.put(key, rows[0][2], rows[0][1], token, (tenant, id_type, normalized))
-        found.cached = cache.entry(key)
+        found.cached = cache.put(
+            (tenant, rows[0][0]), rows[0][2], rows[0][1], token, (tenant, id_type, normalized)
+        )
     return found
 
 

@@ -62,6 +62,18 @@ def test_a_card_lives_and_dies_with_its_document():
     assert cache._bytes == 0
 
 
+def test_a_read_that_raced_a_notice_gets_no_entry_to_keep_its_card_with():
+    key = ("t", uuid.uuid4())
+    cache = ContextCache(max_bytes=1000)
+    cache.enabled = True
+    token = cache.token()  # our read starts
+    cache.invalidate(key)  # a change commits meanwhile
+    newer = cache.put(key, 2, "new", cache.token(), EMAIL)  # another request reads it
+    assert newer is not None
+    assert cache.put(key, 1, "old", token, EMAIL) is None  # ours: not kept, so no card
+    assert cache.entry(key) is newer
+
+
 def test_a_card_is_not_served_from_its_horizon_on_and_counts_against_the_bound():
     key = ("t", uuid.uuid4())
     cache = _cache_with(key, "12345")
