@@ -251,6 +251,17 @@ async def main() -> dict[str, Any]:
             statuses = {
                 name: await call(app, paths[0], headers) for name, paths in variants.items()
             }
+            memory = {  # what the warm cache holds: documents and their rendered cards
+                "documents": len(cache._docs),
+                "cards": len(cache._cards),
+                "mean_document_bytes": round(
+                    statistics.mean(len(d[1]) for d in cache._docs.values()) if cache._docs else 0
+                ),
+                "mean_card_bytes": round(
+                    statistics.mean(len(c[1]) for c in cache._cards.values()) if cache._cards else 0
+                ),
+                "cache_bytes": cache._bytes,
+            }
         medians = {k: round(statistics.median(v), 1) for k, v in cpu.items()}
         for name, us in medians.items():
             spread = f"{min(cpu[name]):.1f}-{max(cpu[name]):.1f}"
@@ -267,6 +278,7 @@ async def main() -> dict[str, Any]:
         idle = round(statistics.median(background), 1)
         print(f"wall µs per request (median; {CONCURRENCY} in flight): {walls}")
         print(f"background (no request): {idle} µs CPU per second")
+        print(f"context cache: {memory}")
         for name, text in profiles.items():
             print(f"\n--- profile of {N} requests: {name} ---\n{text}")
         return {
@@ -276,6 +288,7 @@ async def main() -> dict[str, Any]:
             "wall_us_per_request": walls,
             "background_cpu_us_per_s": idle,
             "concurrency": CONCURRENCY,
+            "context_cache": memory,
             "statuses": statuses,
             "healthz_vs_served_cpu_ratio": round(bare / medians["screen_pop_served"], 2),
             "healthz_vs_fastapi_cpu_ratio": round(bare / medians["screen_pop_fastapi"], 2),
