@@ -9,7 +9,8 @@ Only identifiers with a single holder are cached; documents are kept as JSON tex
 bytes (LRU).
 
 Beside a document, its rendered screen-pop card (the masked JSON body an agent gets, never a
-revealed one) may be kept (``put_card``): it lives and dies with its document's entry, so every
+revealed one) may be kept (``put_card``; the screen pop keeps it when the document was already
+here, i.e. from a customer's second pop on): it lives and dies with its document's entry, so every
 notice, eviction, replacement or ``clear`` that drops the document drops the card with it, and
 a card is only stored against the very entry it was rendered from. It also carries the instant
 the clock alone would change it (a fact expiring, "5 min ago" turning "6 min ago":

@@ -61,7 +61,7 @@ class Found:
     holders: int
     identities: list[dict[str, Any]]
     requested_id: uuid.UUID | None = None
-    cached: Entry | None = None  # the context cache's entry it was read from, or stored in
+    cached: Entry | None = None  # the context cache's entry it was read from (a hit)
 
 
 def normalized_lookup(identifier_type: str, value: str, *, phone_region: str) -> tuple[str, str]:
@@ -131,12 +131,13 @@ async def _find_normalized(
     if not rows:
         raise NotFound(f"no customer with {id_type} {normalized}")
     holders = len({r[0] for r in rows})
-    found = _found(rows[0], holders=holders)
     if cache is not None and holders == 1 and rows[0][1] is not None:
-        found.cached = cache.put(
+        cache.put(
             (tenant, rows[0][0]), rows[0][2], rows[0][1], token, (tenant, id_type, normalized)
         )
-    return found
+    # ``cached`` stays None: a card is kept from a customer's second pop on (a document hit),
+    # so a customer popped once per contact costs no card bytes.
+    return _found(rows[0], holders=holders)
 
 
 async def screen_pop_card(
@@ -149,7 +150,8 @@ async def screen_pop_card(
     cache: ContextCache | None = None,
 ) -> bytes:
     """The screen pop's masked card as its JSON body: from the context cache's rendered cards
-    when one is kept and still valid, else rendered (and kept beside its document)."""
+    when one is kept and still valid, else rendered (and kept beside its document when that
+    came from the cache: from the customer's second pop on)."""
     id_type, normalized = normalized_lookup(identifier_type, value, phone_region=phone_region)
     if cache is not None:
         started = time.perf_counter()

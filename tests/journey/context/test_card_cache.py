@@ -185,8 +185,11 @@ async def test_after_a_change_notice_the_next_screen_pop_shows_the_change(
         after = (await client.get("/v1/context", params=params, headers=tenant.headers)).json()
         assert after["version"] == shown["version"] + 1
         assert [(f["name"], f["value"]) for f in after["facts"]] == [("plan", "gold")]
-        # and that card is kept in turn, as the FastAPI handler's answer agrees
-        again = await client.get(
+        # read from the database: the document is kept, its card only from the next pop on
+        assert cache.entry(key) is not None
+        assert cache.card(tenant.id, "email", email, time.time()) is None
+        again = await client.get(  # through FastAPI's handler: the same card, now kept
             "/v1/context", params={**params, "reveal_sensitive": "false"}, headers=tenant.headers
         )
         assert again.json() == after
+        assert cache.card(tenant.id, "email", email, time.time()) == again.content
