@@ -3,7 +3,7 @@
 On a shared machine requests/s follow the neighbours; CPU time per request does not. The
 journey app is driven through ASGI directly (lifespan started, real PostgreSQL and broker,
 context cache on and warm), alternating, BENCH_SCREEN_POP_ROUNDS (5) × BENCH_SCREEN_POP_N
-(5,000) requests each:
+(5,000) requests each, BENCH_SCREEN_POP_CONCURRENCY (8: under the pool's 10 connections) in flight:
 
 - ``/healthz``: the same app's bare endpoint (middleware, routing, FastAPI's response model);
 - ``/v1/context`` as served (``services/journey/context/fast.py``: auth, scope, rate limit,
@@ -12,16 +12,27 @@ context cache on and warm), alternating, BENCH_SCREEN_POP_ROUNDS (5) × BENCH_SC
   parameter validation), as it was served before;
 - the same work as a plain Starlette route calling the same functions (auth, scope, rate
   limit, normalization, cache, masking), to size what FastAPI's layers cost;
-- the work alone (look-up in the warm cache + the card + serialization), no HTTP at all.
+- ``/v1/context`` as served with the context cache off (``app.state.cache`` set aside for the
+  round): the uncached screen pop, one statement per request (process CPU only: asyncpg and
+  the event loop; the database's own CPU is not in it);
+- the work alone (look-up in the warm cache + the card + serialization), no HTTP at all, and
+  the same through the rendered-card cache (``service.screen_pop_card``);
+- the floor of an uncached pop on this machine: ``SELECT 1`` on the same asyncpg pool, and the
+  screen pop's statement alone (``repository.by_identifier``).
 
-Medians of process CPU µs per request. Last line: JSON.
+Medians of process CPU µs per request. ``BENCH_SCREEN_POP_PROFILE=1`` then profiles
+(cProfile) BENCH_SCREEN_POP_N cached and uncached screen pops as served and prints the top
+entries. Last line: JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import io
 import json
 import os
+import pstats
 import statistics
 import sys
 import time
@@ -39,6 +50,7 @@ from starlette.routing import Route  # noqa: E402
 from bench._journey_stack import TENANT, Stack, customer_events, machine, phone  # noqa: E402
 from services.journey.app import create_app  # noqa: E402
 from services.journey.applier import ChunkApplier, Incoming  # noqa: E402
+from services.journey.context import repository as repo  # noqa: E402
 from services.journey.context import service  # noqa: E402
 from services.journey.deps import json_response  # noqa: E402
 from shared.auth.dependencies import get_principal  # noqa: E402
@@ -49,6 +61,14 @@ from shared.events import parse_normalized  # noqa: E402
 CUSTOMERS = 200
 N = int(os.environ.get("BENCH_SCREEN_POP_N", "5000"))
 ROUNDS = int(os.environ.get("BENCH_SCREEN_POP_ROUNDS", "5"))
+PROFILE = os.environ.get("BENCH_SCREEN_POP_PROFILE") == "1"
+# Requests in flight at once (each of this many coroutines serves its share in turn). A cached
+# pop never waits, so this changes nothing for it; an uncached one waits for PostgreSQL, and
+# one at a time the process's background tasks (rate-limit sync, broker client, timers), which
+# cost CPU per second rather than per request, would be charged to it as the loaded machine
+# stretches every round trip.
+CONCURRENCY = int(os.environ.get("BENCH_SCREEN_POP_CONCURRENCY", "8"))
+UNCACHED = "screen_pop_served_uncached"
 
 
 async def plain_context(request: Request) -> Response:
@@ -100,6 +120,37 @@ async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> int:
     return status
 
 
+async def each(items: list[Any], step: Any) -> None:
+    """``await step(item)`` for every item, CONCURRENCY at a time (interleaved shares)."""
+
+    async def share(part: list[Any]) -> None:
+        for item in part:
+            await step(item)
+
+    await asyncio.gather(*(share(items[i::CONCURRENCY]) for i in range(CONCURRENCY)))
+
+
+async def background_cpu_us_per_s(seconds: float = 2.0) -> float:
+    """Process CPU per second while no request is served (the app's background tasks)."""
+    t0, w0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return 1e6 * (time.process_time() - t0) / (time.monotonic() - w0)
+
+
+async def profile(app: Any, paths: list[str], headers: list[tuple[bytes, bytes]]) -> str:
+    """cProfile of ``paths`` served one after the other, timed in process CPU (not wall time:
+    on a loaded machine, waiting for a core would dominate): the top entries by own time."""
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    await each(paths, lambda path: call(app, path, headers))
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
+    return out.getvalue()
+
+
 async def main() -> dict[str, Any]:
     stack = Stack()
     try:
@@ -128,6 +179,7 @@ async def main() -> dict[str, Any]:
             "screen_pop_served": [f"/v1/context{q}" for q in pops],
             "screen_pop_fastapi": [f"/v1/context{q}&reveal_sensitive=false" for q in pops],
             "screen_pop_plain_starlette": [f"/bench/plain-context{q}" for q in pops],
+            UNCACHED: [f"/v1/context{q}" for q in pops],
         }
         async with app.router.lifespan_context(app):
             for _ in range(200):  # wait for the LISTEN connection (the cache is off until then)
@@ -136,13 +188,21 @@ async def main() -> dict[str, Any]:
                 await asyncio.sleep(0.05)
             for path in variants["screen_pop_fastapi"][:CUSTOMERS]:  # warm the cache
                 assert await call(app, path, headers) == 200, path
-            cpu: dict[str, list[float]] = {k: [] for k in [*variants, "work_only"]}
+            cache = app.state.cache
+            floors = ["db_select_1_only", "db_by_identifier_only"]
+            cpu: dict[str, list[float]] = {
+                k: [] for k in [*variants, "work_only", "card_only", *floors]
+            }
+            wall: dict[str, list[float]] = {k: [] for k in [*variants, *floors]}
+            background: list[float] = []
             for _ in range(ROUNDS):
                 for name, paths in variants.items():
-                    t0 = time.process_time()
-                    for path in paths:
-                        await call(app, path, headers)
+                    app.state.cache = None if name == UNCACHED else cache
+                    t0, w0 = time.process_time(), time.monotonic()
+                    await each(paths, lambda path: call(app, path, headers))
                     cpu[name].append(1e6 * (time.process_time() - t0) / N)
+                    wall[name].append(1e6 * (time.monotonic() - w0) / N)
+                app.state.cache = cache
                 t0 = time.process_time()
                 for i in range(N):
                     found = await service.find_by_identifier(
@@ -156,24 +216,84 @@ async def main() -> dict[str, Any]:
                     )
                     json_response(service.context_view(found, now=datetime.now(UTC), reveal=False))
                 cpu["work_only"].append(1e6 * (time.process_time() - t0) / N)
+                t0 = time.process_time()
+                for i in range(N):
+                    await service.screen_pop_card(
+                        app.state.pg_pool,
+                        TENANT,
+                        "phone",
+                        phone(i % CUSTOMERS),
+                        phone_region="US",
+                        cache=app.state.cache,
+                    )
+                cpu["card_only"].append(1e6 * (time.process_time() - t0) / N)
+                # The floor of an uncached pop: one round trip on the same pool, and its statement
+                t0, w0 = time.process_time(), time.monotonic()
+                await each(list(range(N)), lambda _: app.state.pg_pool.fetchval("SELECT 1"))
+                cpu["db_select_1_only"].append(1e6 * (time.process_time() - t0) / N)
+                wall["db_select_1_only"].append(1e6 * (time.monotonic() - w0) / N)
+                t0, w0 = time.process_time(), time.monotonic()
+                await each(
+                    list(range(N)),
+                    lambda i: repo.by_identifier(
+                        app.state.pg_pool, TENANT, "phone", phone(i % CUSTOMERS)
+                    ),
+                )
+                cpu["db_by_identifier_only"].append(1e6 * (time.process_time() - t0) / N)
+                wall["db_by_identifier_only"].append(1e6 * (time.monotonic() - w0) / N)
+                background.append(await background_cpu_us_per_s())
+            profiles = {}
+            if PROFILE:
+                for name in ("screen_pop_served", UNCACHED):
+                    app.state.cache = None if name == UNCACHED else cache
+                    profiles[name] = await profile(app, variants[name], headers)
+                app.state.cache = cache
             statuses = {
                 name: await call(app, paths[0], headers) for name, paths in variants.items()
+            }
+            memory = {  # what the warm cache holds: documents and their rendered cards
+                "documents": len(cache._docs),
+                "cards": len(cache._cards),
+                "mean_document_bytes": round(
+                    statistics.mean(len(d[1]) for d in cache._docs.values()) if cache._docs else 0
+                ),
+                "mean_card_bytes": round(
+                    statistics.mean(len(c[1]) for c in cache._cards.values()) if cache._cards else 0
+                ),
+                "cache_bytes": cache._bytes,
             }
         medians = {k: round(statistics.median(v), 1) for k, v in cpu.items()}
         for name, us in medians.items():
             spread = f"{min(cpu[name]):.1f}-{max(cpu[name]):.1f}"
             print(f"{name:>28}: {us:7.1f} µs CPU per request (rounds {spread})")
         bare = medians["bare_healthz"]
-        for name in ("screen_pop_served", "screen_pop_fastapi", "screen_pop_plain_starlette"):
+        for name in (
+            "screen_pop_served",
+            "screen_pop_fastapi",
+            "screen_pop_plain_starlette",
+            UNCACHED,
+        ):
             print(f"{name}: bare/screen pop CPU ratio {bare / medians[name]:.2f}")
+        walls = {k: round(statistics.median(v), 1) for k, v in wall.items()}
+        idle = round(statistics.median(background), 1)
+        print(f"wall µs per request (median; {CONCURRENCY} in flight): {walls}")
+        print(f"background (no request): {idle} µs CPU per second")
+        print(f"context cache: {memory}")
+        for name, text in profiles.items():
+            print(f"\n--- profile of {N} requests: {name} ---\n{text}")
         return {
             "bench": "screen_pop_cpu",
             "cpu_us_per_request": medians,
             "rounds": cpu,
+            "wall_us_per_request": walls,
+            "background_cpu_us_per_s": idle,
+            "concurrency": CONCURRENCY,
+            "context_cache": memory,
             "statuses": statuses,
             "healthz_vs_served_cpu_ratio": round(bare / medians["screen_pop_served"], 2),
             "healthz_vs_fastapi_cpu_ratio": round(bare / medians["screen_pop_fastapi"], 2),
             "healthz_vs_plain_cpu_ratio": round(bare / medians["screen_pop_plain_starlette"], 2),
+            "healthz_vs_uncached_cpu_ratio": round(bare / medians[UNCACHED], 2),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "machine": machine(),
         }

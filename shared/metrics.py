@@ -29,6 +29,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, service: str):
         self.app = app
         self.service = service
+        # Children bound once per (route, method, status): ``labels()`` takes a lock and
+        # builds its key on every call. Bounded: methods come from clients.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,8 +52,21 @@ class MetricsMiddleware:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
-            HTTP_REQUESTS.labels(self.service, template, method, str(status)).inc()
-            HTTP_LATENCY.labels(self.service, template, method).observe(time.perf_counter() - start)
+            children = self._children.get((template, method, str(status)))
+            if children is None:
+                children = self._bind(template, method, str(status))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
+
+    def _bind(self, template: str, method: str, status: str) -> tuple[Any, Any]:
+        if len(self._children) >= 10_000:
+            self._children.clear()
+        children = (
+            HTTP_REQUESTS.labels(self.service, template, method, status),
+            HTTP_LATENCY.labels(self.service, template, method),
+        )
+        self._children[template, method, status] = children
+        return children
 
 
 async def metrics_endpoint(_request: Request) -> Response:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +68,7 @@ class KeyVerifier:
         rejected_ttl: float = 60.0,
         limiter: RateLimiter | None = None,
         last_used_every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self._sessionmaker = sessionmaker
         self._ttl = ttl
@@ -75,6 +77,7 @@ class KeyVerifier:
         self._rejected_ttl = rejected_ttl
         self._limiter = limiter
         self._every = last_used_every
+        self._clock = clock  # when a cached answer must be read again (tests move it)
         self._valid: OrderedDict[str, _Known] = OrderedDict()
         self._rejected: OrderedDict[str, float] = OrderedDict()  # digest → until (monotonic)
         self._used: dict[str, float] = {}  # key id → when its use was last noted (epoch)
@@ -84,7 +87,7 @@ class KeyVerifier:
     async def verify(self, key: str | None, *, client: str | None = None) -> Principal:
         """The principal of ``key``; 401 if missing, unknown, revoked or expired; 429 if
         ``client`` (its IP) failed too often and the key is not one seen valid here."""
-        now = time.monotonic()
+        now = self._clock()
         digest = hash_key(key) if key else ""
         known = self._valid.get(digest) if key else None
         if known is not None and known.fresh_until > now:

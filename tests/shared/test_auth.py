@@ -45,6 +45,34 @@ async def test_unknown_and_revoked_keys_are_refused(db: Database, make_tenant: T
         await verifier.verify(tenant.key)
 
 
+async def test_a_revoked_key_is_refused_once_its_cached_answer_is_older_than_the_ttl(
+    db: Database, make_tenant: TenantFactory
+):
+    """The documented bound (docs/security.md, ``WAYPOINT_API_KEY_CACHE_SECONDS``): a process
+    that verified a key keeps answering from memory for at most ``ttl`` seconds after a
+    revocation, and refuses it from then on, with no other signal."""
+    import uuid
+
+    from shared.auth.service import revoke_key
+
+    tenant = await make_tenant()
+    clock = [1000.0]
+    verifier = KeyVerifier(db.sessionmaker, ttl=30.0, clock=lambda: clock[0])
+    principal = await verifier.verify(tenant.key)
+    assert verifier.lookups == 1
+    async with db.session() as session:
+        assert await revoke_key(session, key_id=uuid.UUID(principal.key_id))
+    clock[0] += 29.9
+    assert await verifier.verify(tenant.key) == principal  # the cached answer, within the bound
+    assert verifier.lookups == 1
+    clock[0] += 0.1  # ttl seconds after the look-up
+    with pytest.raises(Unauthorized, match="revoked"):
+        await verifier.verify(tenant.key)
+    assert verifier.lookups == 2
+    with pytest.raises(Unauthorized, match="revoked"):  # and it stays refused
+        await verifier.verify(tenant.key)
+
+
 async def test_admin_scope_holds_every_scope(make_tenant: TenantFactory, db: Database):
     tenant = await make_tenant(scopes=["admin"])
     principal = await KeyVerifier(db.sessionmaker, ttl=0).verify(tenant.key)

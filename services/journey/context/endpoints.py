@@ -80,8 +80,12 @@ async def context_by_identifier(
 async def screen_pop(
     request: Request, principal: Principal, identifier_type: str, value: str, reveal: bool
 ) -> Response:
-    """The screen pop's work once the caller is authenticated and its scope checked (both the
-    FastAPI route and the fast path call this: one place for look-up, reveal and masking)."""
+    """The screen pop's work once the caller is authenticated and its scope checked (the
+    FastAPI route calls this; the fast path calls ``masked_screen_pop`` as this does: one place
+    for look-up, reveal and masking)."""
+    if not reveal:
+        body = await masked_screen_pop(request.app.state, principal, identifier_type, value)
+        return Response(body, media_type="application/json")
     state = request.app.state
     found = await service.find_by_identifier(
         state.pg_pool,
@@ -97,6 +101,21 @@ async def screen_pop(
         found = service.opened(found, opener)
     view = service.context_view(found, now=datetime.now(UTC), reveal=opener is not None)
     return json_response(view)
+
+
+async def masked_screen_pop(
+    state: Any, principal: Principal, identifier_type: str, value: str
+) -> bytes:
+    """The masked card's JSON body (sensitive facts and excerpts masked), from the context
+    cache's rendered cards when it holds a valid one."""
+    return await service.screen_pop_card(
+        state.pg_pool,
+        principal.tenant_id,
+        identifier_type,
+        value,
+        phone_region=principal.region(state.settings.phone_region),
+        cache=state.cache,
+    )
 
 
 @router.get("/customers/{customer_id}/context", responses={200: {"model": ContextPublic}})

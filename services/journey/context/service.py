@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from services.journey.config import JourneySettings
 from services.journey.context import repository as repo
 from services.journey.context import rules as ctx
 from services.journey.context import views
-from services.journey.context.cache import ContextCache
+from services.journey.context.cache import ContextCache, Entry
 from services.journey.context.rules import Doc, empty, identity_list, timeline_item
 from services.journey.identity import repository as identity_repo
 from services.journey.identity.rules import Rule
@@ -60,6 +61,7 @@ class Found:
     holders: int
     identities: list[dict[str, Any]]
     requested_id: uuid.UUID | None = None
+    cached: Entry | None = None  # the context cache's entry it was read from (a hit)
 
 
 def normalized_lookup(identifier_type: str, value: str, *, phone_region: str) -> tuple[str, str]:
@@ -102,6 +104,18 @@ async def find_by_identifier(
     cache: ContextCache | None = None,
 ) -> Found:
     id_type, normalized = normalized_lookup(identifier_type, value, phone_region=phone_region)
+    return await _find_normalized(pool, tenant, id_type, normalized, kind=kind, cache=cache)
+
+
+async def _find_normalized(
+    pool: asyncpg.Pool,
+    tenant: str,
+    id_type: str,
+    normalized: str,
+    *,
+    kind: str,
+    cache: ContextCache | None,
+) -> Found:
     started = time.perf_counter()
     if cache is not None:
         cid = cache.customer(tenant, id_type, normalized)
@@ -109,7 +123,7 @@ async def find_by_identifier(
         if cid is not None and hit is not None:
             _LATENCY[kind].observe(time.perf_counter() - started)
             _RESULT[kind, "hit"].inc()
-            return _from_text(cid, hit[1], hit[0])
+            return _from_text(cid, hit[1], hit[0], cached=hit)
         token = cache.token()
     rows = await repo.by_identifier(pool, tenant, id_type, normalized)
     _LATENCY[kind].observe(time.perf_counter() - started)
@@ -121,7 +135,44 @@ async def find_by_identifier(
         cache.put(
             (tenant, rows[0][0]), rows[0][2], rows[0][1], token, (tenant, id_type, normalized)
         )
+    # ``cached`` stays None: a card is kept from a customer's second pop on (a document hit),
+    # so a customer popped once per contact costs no card bytes.
     return _found(rows[0], holders=holders)
+
+
+async def screen_pop_card(
+    pool: asyncpg.Pool,
+    tenant: str,
+    identifier_type: str,
+    value: str,
+    *,
+    phone_region: str,
+    cache: ContextCache | None = None,
+) -> bytes:
+    """The screen pop's masked card as its JSON body: from the context cache's rendered cards
+    when one is kept and still valid, else rendered (and kept beside its document when that
+    came from the cache: from the customer's second pop on)."""
+    id_type, normalized = normalized_lookup(identifier_type, value, phone_region=phone_region)
+    if cache is not None:
+        started = time.perf_counter()
+        body = cache.card(tenant, id_type, normalized, time.time())
+        if body is not None:
+            _LATENCY["context"].observe(time.perf_counter() - started)
+            _RESULT["context", "hit"].inc()
+            return body
+    found = await _find_normalized(pool, tenant, id_type, normalized, kind="context", cache=cache)
+    body, until = masked_card(found, now=datetime.now(UTC))
+    if cache is not None and found.cached is not None:
+        cache.put_card((tenant, found.customer_id), found.cached, until, body)
+    return body
+
+
+def masked_card(found: Found, *, now: datetime) -> tuple[bytes, float]:
+    """The agent's card, masked, as JSON, and until when (epoch seconds; ``math.inf``: for
+    ever) the clock alone leaves it unchanged."""
+    with views.horizon() as horizon:
+        body = orjson.dumps(context_view(found, now=now, reveal=False))
+    return body, horizon.until.timestamp() if horizon.until is not None else math.inf
 
 
 async def find_by_id(
@@ -138,7 +189,7 @@ async def find_by_id(
         if hit is not None:
             _LATENCY[kind].observe(time.perf_counter() - started)
             _RESULT[kind, "hit"].inc()
-            return _from_text(customer_id, hit[1], hit[0], requested=customer_id)
+            return _from_text(customer_id, hit[1], hit[0], requested=customer_id, cached=hit)
         token = cache.token()
     row = await repo.by_id(pool, tenant, customer_id)
     _LATENCY[kind].observe(time.perf_counter() - started)
@@ -151,10 +202,15 @@ async def find_by_id(
 
 
 def _from_text(
-    customer_id: uuid.UUID, text: str, version: int, *, requested: uuid.UUID | None = None
+    customer_id: uuid.UUID,
+    text: str,
+    version: int,
+    *,
+    requested: uuid.UUID | None = None,
+    cached: Entry | None = None,
 ) -> Found:
     doc = orjson.loads(text)
-    return Found(customer_id, doc, version, 1, identity_list(doc), requested)
+    return Found(customer_id, doc, version, 1, identity_list(doc), requested, cached)
 
 
 def opened(found: Found, opener: Opener) -> Found:
@@ -164,7 +220,7 @@ def opened(found: Found, opener: Opener) -> Found:
         "facts": views.opened(found.doc["facts"], opener),
         "recent": views.opened(found.doc["recent"], opener),
     }
-    return dataclasses.replace(found, doc=doc)
+    return dataclasses.replace(found, doc=doc, cached=None)
 
 
 def context_view(found: Found, *, now: datetime, reveal: bool) -> dict[str, Any]:

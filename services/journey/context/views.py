@@ -4,6 +4,9 @@ carries the reasons that produced it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,8 +16,72 @@ from shared.privacy.masking import MASK, SEALED, Opener, masked, reveal_entry
 __all__ = ["MASK", "masked"]
 
 
+class Horizon:
+    """While a view is rendered inside ``horizon()``: the earliest instant at which the clock
+    alone would change what it shows (a fact expiring, "5 min ago" becoming "6 min ago").
+    A rendered card may be served again until then and no later (``ContextCache.put_card``)."""
+
+    __slots__ = ("until",)
+
+    def __init__(self) -> None:
+        self.until: datetime | None = None  # None: nothing shown depends on the clock
+
+    def note(self, at: datetime) -> None:
+        if self.until is None or at < self.until:
+            self.until = at
+
+
+_HORIZON: ContextVar[Horizon | None] = ContextVar("waypoint_view_horizon", default=None)
+
+
+@contextmanager
+def horizon() -> Iterator[Horizon]:
+    """Record, for what is rendered inside, when the clock alone would change it."""
+    recorder = Horizon()
+    token = _HORIZON.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _HORIZON.reset(token)
+
+
+def _note(at: datetime) -> None:
+    recorder = _HORIZON.get()
+    if recorder is not None:
+        recorder.note(at)
+
+
+def _expired(expires: str | None, now: datetime) -> bool:
+    """Whether a fact expiring at ``expires`` has expired at ``now`` (an unexpired one notes
+    its expiry on the horizon)."""
+    if not expires:
+        return False
+    at = datetime.fromisoformat(expires)
+    if at <= now:
+        return True
+    _note(at)
+    return False
+
+
 def _age(now: datetime, at: str | None) -> timedelta | None:
     return now - datetime.fromisoformat(at) if at else None
+
+
+def _since(now: datetime, at: str | None) -> str:
+    """``_ago`` of the time since ``at``, noting on the horizon when that text next changes."""
+    if not at:
+        return _ago(None)
+    start = datetime.fromisoformat(at)
+    delta = now - start
+    text = _ago(delta)
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:  # "N min ago" (0 before ``at``): the next minute
+        _note(start + timedelta(minutes=minutes + 1))
+    elif minutes < 48 * 60:  # "N h ago": the next hour (48 h is "2 days ago")
+        _note(start + timedelta(minutes=(minutes // 60 + 1) * 60))
+    else:  # "N days ago": the next day
+        _note(start + timedelta(minutes=(minutes // 1440 + 1) * 1440))
+    return text
 
 
 def _points(value: float | None) -> str:
@@ -54,7 +121,7 @@ def facts_ledger(doc: Doc, *, now: datetime, reveal: bool) -> list[dict[str, Any
     for fact in reversed(doc["facts"]):
         entry = masked(fact, reveal=reveal)
         expires = fact.get("expires_at")
-        entry["expired"] = bool(expires and datetime.fromisoformat(expires) <= now)
+        entry["expired"] = _expired(expires, now)
         ledger.append(entry)
     return ledger
 
@@ -119,8 +186,7 @@ def known_facts(doc: Doc, *, now: datetime) -> dict[str, dict[str, Any]]:
     """The latest unexpired value per fact name: what the agent must not ask again."""
     known: dict[str, dict[str, Any]] = {}
     for fact in doc["facts"]:  # oldest first, so later ones win
-        expires = fact.get("expires_at")
-        if expires and datetime.fromisoformat(expires) <= now:
+        if _expired(fact.get("expires_at"), now):
             continue
         known[fact["name"]] = fact
     return known
@@ -164,7 +230,7 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
         steps.append(
             {
                 "action": "complete the pending callback",
-                "why": f"a callback was requested {_ago(_age(now, cb.get('requested_at')))} "
+                "why": f"a callback was requested {_since(now, cb.get('requested_at'))} "
                 "and is not completed",
             }
         )
@@ -174,7 +240,7 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
                 "action": f"continue case {case['case_id']}"
                 + (f" ({case['reason']})" if case.get("reason") else ""),
                 "why": f"the case is {case.get('status', 'open')}, last touched "
-                f"{_ago(_age(now, case.get('updated_at')))}",
+                f"{_since(now, case.get('updated_at'))}",
             }
         )
     risk = engagement(doc)
@@ -185,7 +251,7 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
             {
                 "action": f"treat as a retention risk; keep the account owner{owner} informed",
                 "why": f"churn alert {alert.get('status', 'open')} since "
-                f"{_ago(_age(now, alert.get('opened_at')))}: engagement "
+                f"{_since(now, alert.get('opened_at'))}: engagement "
                 f"{_points(risk['score'])} vs threshold {_points(risk['threshold'])} "
                 f"({', '.join(alert.get('rules') or ['no rule'])})",
             }
@@ -195,7 +261,7 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
         steps.append(
             {
                 "action": "acknowledge the dropped contact",
-                "why": f"the last contact was abandoned {_ago(_age(now, last.get('at')))}",
+                "why": f"the last contact was abandoned {_since(now, last.get('at'))}",
             }
         )
     trend = sentiment_trend(doc)
@@ -240,7 +306,7 @@ def churn_risk(doc: Doc, *, now: datetime) -> str | None:
     if alert:
         line += (
             f", churn alert {alert.get('status', 'open')} since "
-            f"{_ago(_age(now, alert.get('opened_at')))}"
+            f"{_since(now, alert.get('opened_at'))}"
         )
     return line
 
@@ -305,7 +371,7 @@ def route_hint(
         skip = True
         reasons.append(
             f"open case {recent_case['case_id']} ({recent_case.get('reason') or 'no reason'}) "
-            f"touched {_ago(_age(now, recent_case.get('updated_at')))}, "
+            f"touched {_since(now, recent_case.get('updated_at'))}, "
             f"within {skip_ivr_hours:g} h: skip the IVR menu"
         )
     for case in ([recent_case] if recent_case else []) + cases:

@@ -65,3 +65,30 @@ async def test_the_fast_path_answers_as_fastapi_and_hands_back_the_rest(
     assert (
         await journey.post("/v1/context", params=params, headers=tenant.headers)
     ).status_code == 405
+
+
+def test_the_fast_path_decodes_a_query_exactly_as_starlette():
+    import random
+    from urllib.parse import parse_qsl
+
+    from services.journey.context.fast import _ordinary, _pairs
+
+    alphabet = ["a", "=", "&", "+", "%", "%2B", "%3D", "%26", "%C3%A9", "%zz", "%E2", " ", "é"]
+    rng = random.Random(14)
+    queries = ["", "&", "a", "a=", "=a", "a==b", "&&a=1&&", "value=%2B1555&identifier_type=phone"]
+    queries += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)
+    ]
+    for query in queries:
+        assert _pairs(query) == parse_qsl(query, keep_blank_values=True), query
+    assert _ordinary(b"identifier_type=phone&value=%2B15550100") == ("phone", "+15550100")
+    assert _ordinary(b"value=a%40b.io&identifier_type=email") == ("email", "a@b.io")
+    for refused in (
+        b"identifier_type=phone",
+        b"identifier_type=phone&value=",
+        b"identifier_type=phone&identifier_type=email",
+        b"value=1&value=2",
+        b"identifier_type=phone&value=1&reveal_sensitive=false",
+        b"identifier_type=phone&value=" + b"1" * 321,
+    ):
+        assert _ordinary(refused) is None, refused
