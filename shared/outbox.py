@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.db import Database, asyncpg_dsn, raw_connection
+from shared.faults import crash_point
 from shared.logging import get_logger
 
 log = get_logger("outbox")
@@ -184,6 +185,7 @@ FOR UPDATE OF o SKIP LOCKED
                 return 0
             started = time.perf_counter()
             await asyncio.wait_for(self._send(rows), self.publish_timeout_seconds)
+            crash_point(f"{self.service}-outbox", "after_publish")  # published, not deleted
             await conn.execute(self._delete, [r["id"] for r in rows])
         waited = time.perf_counter() - started
         PUBLISHED.labels(self.service).inc(len(rows))
