@@ -219,8 +219,8 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
             t=tenant.id,
             k=like,
         )
-        for kind, like in (("merged", "merged:%"), ("split", "split:%"),
-                           ("fact", f"event:{fact_id}"))
+        for kind, like in (("merged", f"merged:{survivor}:%:{merged}"),
+                           ("split", f"split:{survivor}:%"), ("fact", f"event:{fact_id}"))
     }  # fmt: skip
     # Counted, not compared: the merge and split change the contexts.
     check("merge, split, fact while the broker is down (each retried by key)", found, snap,
