@@ -1,5 +1,6 @@
 """Fixtures of the fault suite: a fault-free baseline run, pipelines of real worker processes
-(one per test module, shared by its scenarios, each scenario on its own tenant), a counting
+(one per session, shared by the baseline and most scenarios, each scenario on its own tenant;
+the modules that need another kind of stack start their own), a counting
 webhook receiver, and the table of results (printed, and written to ``$WAYPOINT_FAULTS_TABLE``
 when set)."""
 
