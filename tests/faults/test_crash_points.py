@@ -44,8 +44,14 @@ async def test_sigkill_at_a_crash_point_loses_and_repeats_nothing(
     async def crashed() -> bool:
         return pipeline.stack.crashed(faulted)
 
-    await eventually(crashed, timeout=400, interval=0.1)
-    pipeline.stack.start(process)  # as a supervisor would
+    try:
+        await eventually(crashed, timeout=400, interval=0.1)
+    finally:
+        # The pipeline is the session's: never leave an armed process to the next scenario.
+        if faulted.poll() is None:
+            faulted.kill()
+            faulted.wait()
+        pipeline.stack.start(process)  # as a supervisor would
     await pipeline.settle(tenant.id, expect_stored=len(traffic.event_ids))
     found, snap = await pipeline.result(traffic)
     check(f"SIGKILL {crash_at.rsplit(':', 1)[0]}", found, snap, baseline)
@@ -92,7 +98,13 @@ async def test_sigkill_of_the_scheduler_mid_pass_loses_and_repeats_nothing(
     async def crashed() -> bool:
         return p.stack.crashed(faulted)
 
-    await eventually(crashed, timeout=300, interval=0.1)
+    try:
+        await eventually(crashed, timeout=300, interval=0.1)
+    except AssertionError:  # never leave an armed process to the next scenario
+        faulted.kill()
+        faulted.wait()
+        p.stack.start("scheduler")
+        raise
     restarted_at = datetime.now(UTC)
     p.stack.start("scheduler", **RESCORE_NOW)  # as a supervisor would
 
