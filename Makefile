@@ -42,9 +42,10 @@ test-future: $(STAMP)
 	LD_PRELOAD="$(FAKETIME_LIB)" FAKETIME="$(if $(filter -%,$(SHIFT_DAYS)),,+)$(SHIFT_DAYS)d" WAYPOINT_TEST_CLOCK_SHIFT_DAYS=$(SHIFT_DAYS) \
 		$(PY) -m pytest $(PYTEST_ARGS); status=$$?; echo $$status > $(VENV)/.pytest-exit; exit $$status
 
-# The fault suite (docs/reliability.md): too long for `make test` on a shared 2-core machine, so
-# its own target; .ci/run runs it after the suite. Its exit status goes to $(VENV)/.faults-exit,
-# its results table to $(VENV)/faults-table.md.
+# The fault suite (docs/reliability.md): real worker processes killed and restarted, so its own
+# target rather than part of `make test`; .ci/run runs it after the suite, by default, on its own
+# time budget. Its exit status goes to $(VENV)/.faults-exit, its results table to
+# $(VENV)/faults-table.md.
 faults: $(STAMP)
 	@rm -f $(VENV)/.faults-exit
 	WAYPOINT_FAULTS_TABLE=$(VENV)/faults-table.md $(PY) -m pytest tests/faults -m faults $(PYTEST_ARGS); \

@@ -12,6 +12,8 @@ costs one comparison. The points, in the order a batch reaches them:
   transaction not committed); ``before_commit`` (committed, offsets not).
 - alerts: ``before_store``; ``before_commit`` (scores and alerts committed, offsets not).
 - journey-engagement: ``before_commit``.
+- journey-outbox (the outbox relay in the journey worker process): ``after_publish`` (the
+  broker acknowledged a round's messages, the round has not deleted them nor committed).
 - notifier: ``after_claim`` (outbox row locked, nothing sent); ``after_deliver`` (the receiver
   accepted, the row not yet marked delivered).
 - scheduler: ``before_store`` (a batch rescored, not committed); ``after_store`` (committed,
@@ -32,6 +34,7 @@ POINTS: dict[str, tuple[str, ...]] = {
     "journey": ("before_store", "after_publish", "before_commit"),
     "alerts": ("before_store", "before_commit"),
     "journey-engagement": ("before_commit",),
+    "journey-outbox": ("after_publish",),
     "notifier": ("after_claim", "after_deliver"),
     "scheduler": ("before_store", "after_store"),
 }

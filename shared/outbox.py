@@ -50,6 +50,7 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.db import Database, raw_connection
+from shared.faults import crash_point
 from shared.listen_loop import Backoff, ListenLoop
 from shared.logging import get_logger
 
@@ -285,6 +286,7 @@ class OutboxRelay(ListenLoop):
             nonlocal started
             started = time.perf_counter()
             await asyncio.wait_for(self._send(messages), self.publish_timeout_seconds)
+            crash_point(f"{self.service}-outbox", "after_publish")  # published, not settled
 
         sent = await self.store.publish_round(self.db, self.batch_size, send)
         if not sent:

@@ -1,5 +1,6 @@
 """Fixtures of the fault suite: a fault-free baseline run, pipelines of real worker processes
-(one per test module, shared by its scenarios, each scenario on its own tenant), a counting
+(one per session, shared by the baseline and most scenarios, each scenario on its own tenant;
+the modules that need another kind of stack start their own), a counting
 webhook receiver, and the table of results (printed, and written to ``$WAYPOINT_FAULTS_TABLE``
 when set)."""
 
@@ -129,21 +130,28 @@ def close_pipeline(pipeline: Pipeline) -> None:
     pipeline.receiver.close()
 
 
-@pytest.fixture(scope="module")
-async def pipeline(
+@pytest.fixture(scope="session")
+async def shared_pipeline(
     infra: dict[str, str],
     db: Database,
     producer: AIOKafkaProducer,
     window_start: datetime,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Pipeline]:
-    """Every worker process of the pipeline, shared by a module's scenarios."""
+    """Every worker process of the pipeline, started once per session: the baseline and the
+    modules without a stack of their own share it (each scenario on its own tenant). Starting
+    six worker processes costs tens of seconds on a loaded 2-core machine."""
     logs = tmp_path_factory.mktemp("faults")
     opened = await open_pipeline(infra, db, producer, window_start, logs)
     try:
         yield opened
     finally:
         close_pipeline(opened)
+
+
+@pytest.fixture
+def pipeline(shared_pipeline: Pipeline) -> Pipeline:
+    return shared_pipeline
 
 
 @dataclass
@@ -153,26 +161,15 @@ class Baseline:
 
 
 @pytest.fixture(scope="session")
-async def baseline(
-    infra: dict[str, str],
-    db: Database,
-    producer: AIOKafkaProducer,
-    window_start: datetime,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Baseline:
-    """The same simulated input through a fault-free pipeline."""
-    logs = tmp_path_factory.mktemp("baseline")
-    clean = await open_pipeline(infra, db, producer, window_start, logs)
-    try:
-        tenant = await clean.tenant()
-        traffic = clean.traffic(tenant)
-        await clean.send(traffic)
-        await clean.settle(tenant.id, expect_stored=len(traffic.event_ids))
-        found, snap = await clean.result(traffic)
-    finally:
-        # Stopped before any scenario: its notifier and scheduler work on every tenant's rows
-        # (the outbox is shared), and would take a scenario's deliveries from its own.
-        close_pipeline(clean)
+async def baseline(shared_pipeline: Pipeline) -> Baseline:
+    """The same simulated input through the fault-free pipeline (the first thing the shared
+    pipeline does, before any scenario)."""
+    clean = shared_pipeline
+    tenant = await clean.tenant()
+    traffic = clean.traffic(tenant)
+    await clean.send(traffic)
+    await clean.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    found, snap = await clean.result(traffic)
     assert not any(found.lost.values()), found
     assert not any(found.duplicated.values()), found
     assert found.alerts > 0, "the baseline should open alerts (see MODEL)"
