@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ class Backoff:
         return float(delay * random.uniform(1 - self.jitter, 1 + self.jitter))  # noqa: S311
 
 
-class ListenLoop:
+class ListenLoop(ABC):
     def __init__(
         self,
         *,
@@ -64,16 +65,16 @@ class ListenLoop:
         """Something is due now (a writer of this process committed): start a pass."""
         self.wakeup.set()
 
+    @abstractmethod
     async def work_once(self) -> float:
         """One pass over what is due; returns how long to wait at most before the next."""
-        raise NotImplementedError
 
+    @abstractmethod
     def failed(self, failures: int) -> None:
         """A pass raised (``failures`` in a row): count and log it (inside ``except``)."""
-        raise NotImplementedError
 
-    async def stopped(self) -> None:
-        """After the last pass, once ``stop`` is set."""
+    async def stopped(self) -> None:  # noqa: B027 - a hook: most loops need nothing here
+        """After the last pass, once ``stop`` is set (nothing by default)."""
 
     async def _listen(self) -> None:
         if self.listener is not None and not self.listener.is_closed():
