@@ -229,6 +229,11 @@ async def test_panels_load_when_shown_and_only_those_on_screen_are_re_read(
     assert "fcr" in loaded
     assert "fcr" not in on_screen
     await page.evaluate("() => { window.panelReads = []; }")
-    await page.clock.fast_forward(31_000)  # fires the beat's timers before it returns
-    assert sorted(await page.evaluate("window.panelReads")) == sorted(on_screen)
+    await page.clock.fast_forward(31_000)  # fires the beat's timers (their requests may follow)
+    await page.wait_for_function(  # a condition, not a sleep: the on-screen panels are re-read
+        "want => JSON.stringify([...window.panelReads].sort()) === JSON.stringify(want)",
+        arg=sorted(on_screen),
+        timeout=10_000,
+    )
+    assert not set(await page.evaluate("window.panelReads")) - set(on_screen)  # and only those
     await expect(page.locator("[data-quality=health]")).to_be_visible()  # re-read, shown again
