@@ -38,7 +38,8 @@ from typing import Any
 import asyncpg
 
 from services.journey.conformance import rules
-from services.journey.conformance.schemas import DesignedJourney, DesignedJourneyPublic
+from services.journey.conformance.repository import design_of
+from services.journey.conformance.schemas import DesignedJourneyPublic
 from services.journey.maps import activities
 from services.journey.maps import repository as maps_repo
 from services.journey.maps import rules as map_rules
@@ -193,15 +194,6 @@ class Delta:
         return len(rows)
 
 
-def _public(row: asyncpg.Record) -> DesignedJourneyPublic:
-    return DesignedJourneyPublic(
-        name=row["name"],
-        version=row["version"],
-        updated_at=row["updated_at"].isoformat(),
-        definition=DesignedJourney.model_validate_json(row["definition"]),
-    )
-
-
 # --- kept by the compactor ----------------------------------------------------------------------
 
 JourneyChange = tuple[str, int, map_rules.JourneyRow | None, map_rules.JourneyRow | None]
@@ -227,7 +219,7 @@ async def on_journeys(conn: asyncpg.Connection, changed: Sequence[JourneyChange]
     configs = await maps_repo.configs(conn, {r["tenant_id"] for r in found})
     judges: dict[tuple[str, int], list[tuple[str, Judge]]] = defaultdict(list)
     for row in found:
-        tenant, design = row["tenant_id"], _public(row)
+        tenant, design = row["tenant_id"], design_of(row)
         if fingerprint(design, configs[tenant]) == row["fingerprint"]:  # else: not counted
             judges[(tenant, row["kind"])].append((design.name, Judge(design, configs[tenant])))
     delta = Delta()
@@ -320,7 +312,7 @@ async def reset_tenant(conn: asyncpg.Connection, tenant: str, config: MapConfig)
         tenant,
     )
     for row in rows:
-        await _set_state(conn, tenant, _public(row), config)
+        await _set_state(conn, tenant, design_of(row), config)
 
 
 # --- read --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from services.journey.maps.schemas import MapQuery
 from services.journey.maps.service import journey_filter
 
 
-def _public(row: asyncpg.Record) -> DesignedJourneyPublic:
+def design_of(row: asyncpg.Record) -> DesignedJourneyPublic:
     return DesignedJourneyPublic(
         name=row["name"],
         version=row["version"],
@@ -42,7 +42,7 @@ async def save(
         design.model_dump_json(),
     )
     assert row is not None
-    return _public(row)
+    return design_of(row)
 
 
 async def get(conn: asyncpg.Connection, tenant: str, name: str) -> DesignedJourneyPublic | None:
@@ -52,7 +52,7 @@ async def get(conn: asyncpg.Connection, tenant: str, name: str) -> DesignedJourn
         tenant,
         name,
     )
-    return _public(row) if row else None
+    return design_of(row) if row else None
 
 
 async def all_of(conn: asyncpg.Connection, tenant: str) -> list[DesignedJourneyPublic]:
@@ -61,7 +61,7 @@ async def all_of(conn: asyncpg.Connection, tenant: str) -> list[DesignedJourneyP
            WHERE tenant_id = $1 ORDER BY name""",
         tenant,
     )
-    return [_public(r) for r in rows]
+    return [design_of(r) for r in rows]
 
 
 async def delete(conn: asyncpg.Connection, tenant: str, name: str) -> bool:
