@@ -112,6 +112,35 @@ class JourneySettings(CommonSettings):
     map_poll_seconds: float = Field(
         0.2, gt=0, le=60, description="How often an idle map compactor looks for new work."
     )
+    map_settle_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description=(
+            "The map compactor folds a customer once its newest queued event is this old, so "
+            "a burst of the customer's events is derived once, not once per event (0: at once)."
+        ),
+    )
+    map_settle_cap_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description=(
+            "The map compactor also folds a customer whose oldest queued event has waited this "
+            "long, so one whose events never pause is still folded (the longest a new step waits "
+            "for the map while the compactor keeps up)."
+        ),
+    )
+    map_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "CPU priority the `journey maps` process lowers itself by (`nice`; 0: none): on a "
+            "saturated host the worker and the API go first and the map catches up when CPU "
+            "is free (its lag is `waypoint_journey_map_lag_seconds`)."
+        ),
+    )
 
     def share_limit(self, id_type: str) -> int:
         return self.share_limits.get(id_type, self.share_limit_default)

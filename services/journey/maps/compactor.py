@@ -9,11 +9,17 @@ Any number may run, beside each other and beside workers that still compact in-p
 (``WAYPOINT_JOURNEY_MAP_COMPACTOR_IN_WORKER``): a batch claims its customers with
 ``FOR UPDATE SKIP LOCKED``, so two compactors never fold one customer at once. It needs only
 PostgreSQL (no broker). SIGTERM finishes the batch in hand (one transaction) and exits.
+
+It lowers its own CPU priority (``map_nice``, default 10): the map is an eventually consistent
+background fold, so on a saturated host the worker's consumer loop and the API go first and the
+map catches up when CPU is free; its lag is a metric with an alert. (PostgreSQL's backend that
+serves it is not reniced: its share of the upserts still competes at normal priority.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from services.journey.config import JourneySettings
 from services.journey.maps.maintain import Compactor
@@ -34,8 +40,15 @@ async def run(
         configure_logging("journey-maps", level=settings.log_level, json=settings.log_json)
         tune_gc()
         install_signal_handlers(own_stop.set)
+        if settings.map_nice:  # a background fold: the worker and the API go first
+            os.nice(settings.map_nice)
     db = Database(settings.dsn, pool_size=2, application_name="journey-maps")
-    log.info("maps.started", batch_customers=settings.map_batch_customers)
+    log.info(
+        "maps.started",
+        batch_customers=settings.map_batch_customers,
+        settle_seconds=settings.map_settle_seconds,
+        nice=os.getpriority(os.PRIO_PROCESS, 0),
+    )
     try:
         await Compactor(db, settings).run(own_stop)
     finally:

@@ -231,9 +231,13 @@ class Writes:
         return done
 
 
-async def drain_once(conn: asyncpg.Connection, *, limit: int) -> Outcome:
-    """Fold up to ``limit`` waiting customers into the map, in the caller's transaction."""
-    keys = await repo.claim(conn, limit)
+async def drain_once(
+    conn: asyncpg.Connection, *, limit: int, settle: float = 0.0, cap: float = 0.0
+) -> Outcome:
+    """Fold up to ``limit`` waiting customers into the map, in the caller's transaction.
+    ``settle`` > 0: only customers with no entry younger than that (in seconds) or with one
+    older than ``cap`` (``repository.claim``); 0 (``drain``): everything waiting."""
+    keys = await repo.claim(conn, limit, settle=settle, cap=cap)
     outcome = Outcome()
     if not keys:
         return outcome
@@ -337,7 +341,12 @@ class Compactor:
         started = time.perf_counter()
         async with self.db.session() as session:
             conn = await raw_connection(session)
-            outcome = await drain_once(conn, limit=self.settings.map_batch_customers)
+            outcome = await drain_once(
+                conn,
+                limit=self.settings.map_batch_customers,
+                settle=self.settings.map_settle_seconds,
+                cap=self.settings.map_settle_cap_seconds,
+            )
             oldest = await repo.oldest_pending_at(conn)
             if time.monotonic() - self._stats_at > 30:
                 self._stats_at = time.monotonic()

@@ -80,17 +80,43 @@ async def enqueue_customers(
     )
 
 
-async def claim(conn: asyncpg.Connection, limit: int) -> list[Key]:
+async def claim(
+    conn: asyncpg.Connection, limit: int, *, settle: float = 0.0, cap: float = 0.0
+) -> list[Key]:
     """The customers waiting longest, locked for this transaction (others' locks are skipped;
-    a tenant being recomputed holds its lock exclusively and is skipped whole)."""
-    rows = await conn.fetch(
-        """SELECT tenant_id, customer_id FROM (
-               SELECT tenant_id, customer_id, seq FROM journey.map_pending
-               ORDER BY seq LIMIT $1) p
-           GROUP BY tenant_id, customer_id ORDER BY min(seq) LIMIT $2""",
-        limit * 4,
-        limit,
-    )
+    a tenant being recomputed holds its lock exclusively and is skipped whole).
+
+    ``settle`` > 0: only customers whose newest entry is at least ``settle`` seconds old (their
+    burst of events is folded in one visit), or whose oldest has waited ``cap`` seconds or more
+    (a steady stream is never starved). The candidates are still the oldest entries (primary key
+    order); the check is one probe of the customer index per candidate customer."""
+    if settle <= 0:
+        rows = await conn.fetch(
+            """SELECT tenant_id, customer_id FROM (
+                   SELECT tenant_id, customer_id, seq FROM journey.map_pending
+                   ORDER BY seq LIMIT $1) p
+               GROUP BY tenant_id, customer_id ORDER BY min(seq) LIMIT $2""",
+            limit * 4,
+            limit,
+        )
+    else:
+        rows = await conn.fetch(
+            """SELECT p.tenant_id, p.customer_id FROM (
+                   SELECT tenant_id, customer_id, min(seq) AS first, min(enqueued_at) AS oldest
+                   FROM (SELECT tenant_id, customer_id, seq, enqueued_at
+                         FROM journey.map_pending ORDER BY seq LIMIT $1) h
+                   GROUP BY tenant_id, customer_id) p
+               CROSS JOIN LATERAL (
+                   SELECT max(q.enqueued_at) AS newest FROM journey.map_pending q
+                   WHERE q.tenant_id = p.tenant_id AND q.customer_id = p.customer_id) n
+               WHERE p.oldest <= now() - make_interval(secs => $4)
+                  OR n.newest <= now() - make_interval(secs => $3)
+               ORDER BY p.first LIMIT $2""",
+            limit * 4,
+            limit,
+            settle,
+            max(cap, settle),
+        )
     if not rows:
         return []
     locked = await conn.fetch(

@@ -120,6 +120,10 @@ async def test_the_maps_process_folds_what_the_worker_queued(
             return await _map_state(db, tenant.id) == (6, 0)
 
         await eventually(folded, timeout=120, interval=0.2)
+        # a background fold: it lowered its own CPU priority (map_nice, default 10)
+        assert os.getpriority(os.PRIO_PROCESS, process.pid) == os.getpriority(
+            os.PRIO_PROCESS, 0
+        ) + min(JourneySettings().map_nice, 19 - os.getpriority(os.PRIO_PROCESS, 0))
 
         async def counted() -> float:  # its metrics are served from the process
             try:
@@ -139,4 +143,5 @@ async def test_the_maps_process_folds_what_the_worker_queued(
 
 def test_the_worker_leaves_the_map_to_the_maps_process_by_default():
     assert JourneySettings().map_compactor_in_worker is False
+    assert JourneySettings().map_nice == 10
     assert JourneySettings(map_compactor_in_worker=True).map_compactor_in_worker is True

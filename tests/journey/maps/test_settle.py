@@ -1,0 +1,117 @@
+"""The compactor's settle delay: a customer is claimed once its newest queued event is
+``settle`` seconds old (a burst is folded in one visit), or once its oldest has waited ``cap``
+(a steady stream is not starved); ``drain`` (settle 0) folds everything at once. Time passing
+is the queue's ``enqueued_at`` moved back, not a sleep."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.journey.maps import repository as repo
+from services.journey.maps.maintain import drain, drain_once
+from services.journey.maps.rebuild import rebuild_from_events
+from shared.db import Database, raw_connection
+from tests.journey.conformance.support import BASE, MIN, Log
+from tests.journey.maps.support import apply_chunk, email, envelope, snapshot
+from tests.support import TenantFactory
+
+SETTLE, CAP = 60.0, 600.0  # seconds; far longer than a test step takes
+
+
+async def _queue(db: Database, settings, tenant: str, log: Log) -> None:
+    items = [envelope(tenant, e, BASE, [email(tenant, e.customer)]) for e in log.events]
+    await apply_chunk(db, settings, items)
+    log.events.clear()
+
+
+async def _age(db: Database, tenant: str, seconds: float, *, newest_too: bool = True) -> None:
+    """Move the tenant's queue entries ``seconds`` into the past (all, or all but the newest)."""
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        await conn.execute(
+            """UPDATE journey.map_pending
+               SET enqueued_at = enqueued_at - make_interval(secs => $2)
+               WHERE tenant_id = $1 AND ($3 OR seq < (
+                   SELECT max(seq) FROM journey.map_pending WHERE tenant_id = $1))""",
+            tenant,
+            seconds,
+            newest_too,
+        )
+
+
+async def _claimed(db: Database, tenant: str, *, settle: float, cap: float) -> set[str]:
+    """The tenant's customers (by map step owner e-mail's customer id) a claim takes now."""
+    async with db.session() as session:
+        keys = await repo.claim(await raw_connection(session), 20_000, settle=settle, cap=cap)
+    return {str(c) for t, c in keys if t == tenant}
+
+
+async def _customers(db: Database, tenant: str) -> set[str]:
+    async with db.session() as session:
+        rows = await (await raw_connection(session)).fetch(
+            "SELECT DISTINCT customer_id FROM journey.map_pending WHERE tenant_id = $1", tenant
+        )
+    return {str(r[0]) for r in rows}
+
+
+async def _pending(conn: asyncpg.Connection, tenant: str) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM journey.map_pending WHERE tenant_id = $1", tenant)
+    )
+
+
+async def test_a_burst_is_folded_in_one_visit_once_it_settles(db: Database, journey_settings):
+    tenant = (await TenantFactory(db)()).id
+    log = Log()
+    log.step("c1", 0, "phone:ivr")
+    await _queue(db, journey_settings, tenant, log)
+    log.step("c1", 30 * MIN, "web_chat")
+    log.step("c1", 60 * MIN, "phone:agent")
+    await _queue(db, journey_settings, tenant, log)  # a second chunk: the customer is live
+    (customer,) = await _customers(db, tenant)
+    assert customer not in await _claimed(db, tenant, settle=SETTLE, cap=CAP)
+    await _age(db, tenant, 2 * SETTLE)
+    assert customer in await _claimed(db, tenant, settle=SETTLE, cap=CAP)
+    async with db.session() as session:  # one visit: a drain_once folds a customer once
+        conn = await raw_connection(session)
+        outcome = await drain_once(conn, limit=20_000, settle=SETTLE, cap=CAP)
+        assert outcome.events >= 3
+        assert await _pending(conn, tenant) == 0
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        steps = await conn.fetchval(
+            "SELECT count(*) FROM journey.map_step WHERE tenant_id = $1", tenant
+        )
+        assert steps == 3
+        before = await snapshot(conn, tenant)
+    async with db.session() as session:  # exact: the map a rebuild from the events gives
+        await rebuild_from_events(await raw_connection(session), tenant)
+    async with db.session() as session:
+        assert await snapshot(await raw_connection(session), tenant) == before
+
+
+async def test_a_customer_whose_events_never_pause_is_folded_after_the_cap(
+    db: Database, journey_settings
+):
+    tenant = (await TenantFactory(db)()).id
+    log = Log()
+    log.step("c1", 0, "phone:ivr")
+    await _queue(db, journey_settings, tenant, log)
+    log.step("c1", 30 * MIN, "web_chat")
+    await _queue(db, journey_settings, tenant, log)
+    (customer,) = await _customers(db, tenant)
+    await _age(db, tenant, CAP + SETTLE, newest_too=False)  # the newest entry stays fresh
+    assert customer in await _claimed(db, tenant, settle=SETTLE, cap=CAP)
+    assert customer not in await _claimed(db, tenant, settle=SETTLE, cap=10 * CAP)
+
+
+async def test_drain_folds_what_has_not_settled(db: Database, journey_settings):
+    tenant = (await TenantFactory(db)()).id
+    log = Log()
+    log.step("c1", 0, "phone:ivr")
+    await _queue(db, journey_settings, tenant, log)
+    (customer,) = await _customers(db, tenant)
+    assert customer not in await _claimed(db, tenant, settle=SETTLE, cap=CAP)
+    await drain(db)
+    async with db.session() as session:
+        assert await _pending(await raw_connection(session), tenant) == 0
