@@ -39,10 +39,12 @@ async def _age(db: Database, tenant: str, seconds: float, *, newest_too: bool = 
         )
 
 
-async def _claimed(db: Database, tenant: str, *, settle: float, cap: float) -> set[str]:
-    """The tenant's customers (by map step owner e-mail's customer id) a claim takes now."""
+async def _claimed(
+    db: Database, tenant: str, *, settle: float, cap: float, limit: int = 20_000
+) -> set[str]:
+    """The tenant's customers a claim of ``limit`` takes now."""
     async with db.session() as session:
-        keys = await repo.claim(await raw_connection(session), 20_000, settle=settle, cap=cap)
+        keys = await repo.claim(await raw_connection(session), limit, settle=settle, cap=cap)
     return {str(c) for t, c in keys if t == tenant}
 
 
@@ -115,3 +117,19 @@ async def test_drain_folds_what_has_not_settled(db: Database, journey_settings):
     await drain(db)
     async with db.session() as session:
         assert await _pending(await raw_connection(session), tenant) == 0
+
+
+async def test_a_batch_fills_up_with_customers_of_a_dozen_events_each(
+    db: Database, journey_settings
+):
+    await drain(db)  # the queue holds only this test's entries
+    tenant = (await TenantFactory(db)()).id
+    log = Log()
+    for c in range(10):
+        for n in range(12):
+            log.step(f"c{c}", n * MIN, "phone:ivr" if n % 2 else "web_chat")
+    await _queue(db, journey_settings, tenant, log)
+    assert len(await _customers(db, tenant)) == 10
+    claimed = await _claimed(db, tenant, settle=0.0, cap=0.0, limit=10)
+    assert len(claimed) == 10  # a batch of 10 takes all ten, not the few the first 40 entries name
+    await drain(db)
