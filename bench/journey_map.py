@@ -15,9 +15,12 @@ Environment: BENCH_MAP_CUSTOMERS (200,000: 10 steps each), BENCH_MAP_ROUNDS (3),
 BENCH_MAP_WORKER_CUSTOMERS (10,000 per throughput run), BENCH_MAP_ONLY=c (only (c), ROUNDS
 times: no log is built), BENCH_MAP_COMPACTOR (``process``: with maintenance on, one
 ``waypoint worker journey maps`` process folds the map beside the worker; ``worker``: the worker
-folds it in-process, as before that process existed). (c) also reports CPU per event of the
-worker and of the maps process, from the first stored event on. Prints figures, then one JSON
-line.
+folds it in-process, as before that process existed; the maps process is started, and ready,
+before the worker). (c) also reports CPU per event of the worker and of the maps process, from
+the first stored event on; the worker's own rate (until every event is stored, the map perhaps
+still behind) and how long after that the map was current (the maps process runs at a lower CPU
+priority, ``WAYPOINT_JOURNEY_MAP_NICE``); and the maps process's counters (customer visits,
+events, aggregate rows written, batches). Prints figures, then one JSON line.
 """
 
 from __future__ import annotations
@@ -304,6 +307,9 @@ async def worker_round(stack: Stack) -> dict[str, Any]:
             "on": on,
             "slower": 1 - on["events_per_s"] / off["events_per_s"],
             "worker_cpu_more": on["worker_cpu_us_per_event"] / off["worker_cpu_us_per_event"] - 1,
+            # the worker's own part: every event stored (the map may still be catching up)
+            "stored_slower": 1 - on["stored_events_per_s"] / off["stored_events_per_s"],
+            "map_behind_s": on["seconds"] - on["stored_seconds"],
         }
         log(
             f"  (c) worker, {shape}: off {off['events_per_s']:,.0f} events/s, on "
@@ -317,8 +323,8 @@ async def worker_round(stack: Stack) -> dict[str, Any]:
         log(
             f"  (c) {shape}, worker's part alone (every event stored, map maybe behind): off "
             f"{off['stored_events_per_s']:,.0f} events/s, on {on['stored_events_per_s']:,.0f}: "
-            f"{1 - on['stored_events_per_s'] / off['stored_events_per_s']:.0%} slower; map "
-            f"current {on['seconds'] - on['stored_seconds']:.1f} s after the last event stored; "
+            f"{throughput[shape]['stored_slower']:.0%} slower; map "
+            f"current {throughput[shape]['map_behind_s']:.1f} s after the last event stored; "
             f"maps process: {on['compaction']}"
         )
     return throughput
@@ -326,7 +332,7 @@ async def worker_round(stack: Stack) -> dict[str, Any]:
 
 def summarize_worker(figures: dict[str, Any]) -> None:
     for shape in ("live", "replay"):
-        for name in ("slower", "worker_cpu_more"):
+        for name in ("slower", "worker_cpu_more", "stored_slower", "map_behind_s"):
             figures["summary"][f"worker_{shape}_{name}"] = spread(
                 [r["worker"][shape][name] for r in figures["rounds"]]
             )
