@@ -314,8 +314,10 @@ async def drain(db: Database, *, limit: int = 500, timeout: float = 600.0) -> in
 
 
 class Compactor:
-    """Drains the map's queue in the worker process: batch after batch while there is work,
-    then a poll every ``map_poll_seconds``. A failed batch rolls back and is retried."""
+    """Drains the map's queue: batch after batch while there is work, then a poll every
+    ``map_poll_seconds``; a batch takes only customers whose queued events have settled
+    (``map_settle_seconds``, or waited ``map_settle_cap_seconds``), so a burst is folded in one
+    visit. A failed batch rolls back and is retried."""
 
     def __init__(self, db: Database, settings: JourneySettings):
         self.db = db
