@@ -14,6 +14,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -72,6 +73,7 @@ class ChunkResult:
     notified: list[str] = field(default_factory=list)
 
 
+@lru_cache(maxsize=65_536)  # a customer's identifiers come back with each of its events
 def lock_key(tenant: str, key: str) -> int:
     digest = hashlib.blake2b(f"{tenant}|{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
