@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
@@ -29,7 +30,7 @@ from services.journey.maps.maintain import start_compactor, stop_compactor
 from services.journey.metrics import CHUNK_RETRIES, EVENTS, FRESHNESS, PROCESSING
 from services.journey.outbox import activity_messages, start_relay, stop_relay
 from shared import outbox
-from shared.db import Database, raw_connection
+from shared.db import Database, asyncpg_dsn, raw_connection
 from shared.events import parse_normalized
 from shared.faults import crash_point
 from shared.kafka import ensure_topics, make_consumer, make_producer
@@ -48,6 +49,12 @@ def retry_cause(exc: BaseException) -> str | None:
     if isinstance(exc, StaleChunk):
         return "concurrent_merge"
     return _RETRYABLE.get(sqlstate(exc) or "")
+
+
+async def _no_session_state(_conn: asyncpg.Connection) -> None:
+    """A chunk leaves nothing on its connection: its advisory locks are transaction-scoped,
+    it never LISTENs or changes settings. Skipping asyncpg's RESET ALL saves a round trip."""
+    return None
 
 
 def is_poison(exc: BaseException) -> bool:
@@ -72,6 +79,29 @@ class JourneyProcessor:
         self.on_commit = on_commit  # wakes this process's outbox relay
         self.keyring = Keyring.from_setting(settings.sealing_keys)
         self.markers = tombstones.Markers("journey", settings.dsn)
+        # Chunks run on a plain asyncpg pool: one BEGIN and one COMMIT per chunk. Through the
+        # SQLAlchemy session each chunk also paid the pool's pre-ping (BEGIN, a statement,
+        # ROLLBACK) and a SELECT 1 to start the transaction. A connection the server closed is
+        # replaced by asyncpg on acquire; one broken mid-chunk fails the batch, which
+        # ``BatchWorker`` retries, as before.
+        self._pool: asyncpg.Pool | None = None
+
+    async def _chunk_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                asyncpg_dsn(self.settings.dsn),
+                min_size=1,
+                max_size=2,  # chunks are applied one at a time
+                server_settings={"application_name": "journey-worker"},
+                reset=_no_session_state,
+            )
+        return self._pool
+
+    async def close(self) -> None:
+        await self.markers.close()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         items: list[Incoming] = []
@@ -127,8 +157,8 @@ class JourneyProcessor:
             started = time.perf_counter()
             crash_point("journey", "before_store")
             try:
-                async with self.db.session() as session:
-                    conn = await raw_connection(session)
+                pool = await self._chunk_pool()
+                async with pool.acquire() as conn, conn.transaction():
                     result = await ChunkApplier(conn, self.settings).run(items)
                     await outbox.enqueue(
                         conn,
@@ -218,7 +248,7 @@ async def run(
         await run_until_stopped(worker, stop)
     finally:
         await stop_compactor(compactor)
-        await processor.markers.close()
+        await processor.close()
         await consumer.stop()
         await stop_relay(relay, relay_tasks, relay_stop)  # publishes what is committed first
         await producer.stop()

@@ -118,9 +118,10 @@ def _details(env: Envelope) -> dict[str, Any]:
     return {}
 
 
-def timeline_item(env: Envelope) -> dict[str, Any]:
+def timeline_item(env: Envelope, at: str | None = None) -> dict[str, Any]:
     """The timeline view of one event: channel, touchpoint, department, agent, team, outcome,
-    and its details (message excerpt, fact, order)."""
+    and its details (message excerpt, fact, order). ``at``: the event's time in ISO form, when
+    the caller has it already."""
     d = env.data
     outcome = (
         _field(d, "disposition")
@@ -131,7 +132,7 @@ def timeline_item(env: Envelope) -> dict[str, Any]:
     item = {
         "event_id": env.id,
         "type": str(env.type),
-        "time": _iso(env.time),
+        "time": at if at is not None else _iso(env.time),
         "channel": d.channel.value if d.channel else None,
         "touchpoint": d.touchpoint,
         "department": d.department,
@@ -145,10 +146,12 @@ def timeline_item(env: Envelope) -> dict[str, Any]:
     return {k: v for k, v in item.items() if v is not None}
 
 
-def apply_event(doc: Doc, env: Envelope) -> Doc:
-    """Fold one event into the document (mutates and returns it)."""
+def apply_event(doc: Doc, env: Envelope, at: str | None = None) -> Doc:
+    """Fold one event into the document (mutates and returns it). ``at``: ``env.time`` in ISO
+    form, when the caller has it already (``isoformat`` of an aware time is not cheap)."""
     d = env.data
-    at = _iso(env.time)
+    if at is None:
+        at = _iso(env.time)
     channel = d.channel.value if d.channel else None
     doc["event_count"] += 1
     if doc["first_seen_at"] is None or (at or "") < doc["first_seen_at"]:
@@ -157,7 +160,7 @@ def apply_event(doc: Doc, env: Envelope) -> Doc:
         doc["last_seen_at"] = at
     if channel:
         doc["channels"][channel] = doc["channels"].get(channel, 0) + 1
-    item = timeline_item(env)
+    item = timeline_item(env, at)
     recent = [r for r in doc["recent"] if r["event_id"] != env.id] + [item]
     recent.sort(key=lambda r: (r["time"], r["event_id"]), reverse=True)
     doc["recent"] = recent[:RECENT_ITEMS]

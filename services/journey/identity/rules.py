@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from shared.events import (
     STRONG_VERIFICATION,
@@ -56,10 +57,19 @@ class Claim:
     verified_by: Verification | None = None
     key: str = field(init=False, compare=False)
     strength: int = field(init=False, compare=False)
+    junk: bool = field(init=False, compare=False)  # never links anyone (``is_junk_value``)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", f"{self.type.value}:{self.value}")
         object.__setattr__(self, "strength", verification_strength(self.verified_by))
+        object.__setattr__(self, "junk", is_junk_value(self.type, self.value))
+
+
+@lru_cache(maxsize=65_536)
+def claim_of(id_type: IdentifierType, value: str, verified_by: Verification | None) -> Claim:
+    """A ``Claim``, shared between the events that present the same identifier the same way
+    (it is immutable): the worker builds one per identifier of every event."""
+    return Claim(id_type, value, verified_by)
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,7 @@ def resolve(
     ignored: list[tuple[str, Rule]] = []
     for claim in _dedupe(claims):
         found = holders.get(claim.key, ())
-        if is_junk_value(claim.type, claim.value):
+        if claim.junk:
             ignored.append((claim.key, Rule.junk_identifier))
         elif len(found) >= share_limit(claim.type.value):
             ignored.append((claim.key, Rule.shared_identifier))
