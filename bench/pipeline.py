@@ -6,7 +6,9 @@ BENCH_PIPELINE_EVENTS (200,000) simulated events (the simulator's journeys, tena
 are produced to the raw topic as fast as the broker takes them; the clock runs from the first
 produce until every consumer group (ingest, journey, alerts, and journey's engagement consumer)
 has committed everything, twice in a row. Sampled every second: each group's lag, and each
-process's RSS (PostgreSQL, broker and object store summed over their processes).
+process's RSS (PostgreSQL, broker and object store summed over their processes); at the end,
+each process's own peak (VmHWM, the largest of a label's processes) and each label's CPU per
+event during the run (all its processes summed).
 
 Raw limits in the same run: the same events' envelopes written by one asyncpg ``COPY`` into a
 table of the event store's shape on the same PostgreSQL, and the broker's own delivery of the
@@ -110,6 +112,32 @@ def rss_by_process(root: psutil.Process, data_dir: Path) -> dict[str, int]:
         except psutil.Error:
             continue
     return sizes
+
+
+def vm_hwm(pid: int) -> int:
+    """The process's own peak RSS (VmHWM: the kernel's high-water mark, not a 1 s sample)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def observe(root: psutil.Process, data_dir: Path, seen: dict[int, tuple[str, int, float]]) -> None:
+    """Per process (by pid): its label, VmHWM and CPU seconds so far (kept after it exits)."""
+    for process in [root, *root.children(recursive=True), *postmaster(data_dir)]:
+        name = label(process)
+        if name is None:
+            continue
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        previous = seen.get(process.pid, (name, 0, 0.0))
+        hwm = max(previous[1], vm_hwm(process.pid))
+        seen[process.pid] = (name, hwm, max(previous[2], times.user + times.system))
 
 
 def records(count: int) -> list[Any]:
@@ -219,6 +247,9 @@ async def measure(info: StackInfo, run: subprocess.Popen[bytes], data_dir: Path)
     probes = [GroupProbe(info.kafka_bootstrap_servers, g) for g in groups]
     root = psutil.Process(run.pid)
     peak: dict[str, int] = defaultdict(int)
+    per_process: dict[int, tuple[str, int, float]] = {}
+    observe(root, data_dir, per_process)
+    cpu_before = {pid: cpu for pid, (_, _, cpu) in per_process.items()}
     lags: list[dict[str, Any]] = []
     producer = make_producer(ingest)
     await producer.start()
@@ -244,6 +275,7 @@ async def measure(info: StackInfo, run: subprocess.Popen[bytes], data_dir: Path)
                 print(f"  lag at {now:>7.1f} s: {sample}", flush=True)  # noqa: T201
             for name, size in rss_by_process(root, data_dir).items():
                 peak[name] = max(peak[name], size)
+            observe(root, data_dir, per_process)
             if not sending.done():
                 continue
             for name, lag in sample.items():
@@ -261,6 +293,13 @@ async def measure(info: StackInfo, run: subprocess.Popen[bytes], data_dir: Path)
             await probe.stop()
         await producer.stop()
     total_s = max(drained_at.values())
+    observe(root, data_dir, per_process)
+    hwm_mb: dict[str, int] = defaultdict(int)
+    cpu_s: dict[str, float] = defaultdict(float)
+    for pid, (name, hwm, cpu) in per_process.items():
+        if not name.startswith("postgresql"):
+            hwm_mb[name] = max(hwm_mb[name], round(hwm / 2**20))
+        cpu_s[name] += cpu - cpu_before.get(pid, 0.0)
     found = await counts(info.database_url)
     envelopes = [
         (TENANT, f"copy-{i}", r.value.decode(errors="replace")) for i, r in enumerate(batch)
@@ -284,6 +323,8 @@ async def measure(info: StackInfo, run: subprocess.Popen[bytes], data_dir: Path)
         "broker_consume_per_s": round(broker_rate),
         "ratio_to_broker_consume": round(rate / broker_rate, 3),
         "peak_rss_mb": {k: round(v / 2**20) for k, v in sorted(peak.items())},
+        "peak_rss_per_process_mb": dict(sorted(hwm_mb.items())),
+        "cpu_us_per_event": {k: round(v * 1e6 / len(batch)) for k, v in sorted(cpu_s.items())},
         "lag_every_10s": lags[::10],
     }
 
@@ -310,6 +351,8 @@ def main() -> None:
           f"same run: {broker}; ratio {result['ratio_to_broker_consume']}")  # fmt: skip
     print(f"  counts: {result['counts']}")  # noqa: T201
     print(f"  peak RSS (MB): {result['peak_rss_mb']}")  # noqa: T201
+    print(f"  largest VmHWM of one process (MB): {result['peak_rss_per_process_mb']}")  # noqa: T201
+    print(f"  CPU per event, during the run (µs): {result['cpu_us_per_event']}")  # noqa: T201
     print(json.dumps({"bench": "pipeline", **result}))  # noqa: T201
 
 

@@ -18,7 +18,11 @@ context cache on and warm), alternating, BENCH_SCREEN_POP_ROUNDS (5) × BENCH_SC
 - the work alone (look-up in the warm cache + the card + serialization), no HTTP at all, and
   the same through the rendered-card cache (``service.screen_pop_card``);
 - the floor of an uncached pop on this machine: ``SELECT 1`` on the same asyncpg pool, and the
-  screen pop's statement alone (``repository.by_identifier``).
+  screen pop's statement alone (``repository.by_identifier``);
+- when PostgreSQL is reached by a Unix-domain socket (the embedded cluster listens on nothing
+  else): the uncached pop and both floors again over loopback TCP, through ``socat`` (in its own
+  process, so not in the measured CPU) to the same server, on a second pool of the same size:
+  what the socket saves in the same run.
 
 Medians of process CPU µs per request. ``BENCH_SCREEN_POP_PROFILE=1`` then profiles
 (cProfile) BENCH_SCREEN_POP_N cached and uncached screen pops as served and prints the top
@@ -33,22 +37,26 @@ import io
 import json
 import os
 import pstats
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from bench._journey_stack import TENANT, Stack, customer_events, machine, phone  # noqa: E402
-from services.journey.app import create_app  # noqa: E402
+from services.journey.app import _keep_session, create_app  # noqa: E402
 from services.journey.applier import ChunkApplier, Incoming  # noqa: E402
 from services.journey.context import repository as repo  # noqa: E402
 from services.journey.context import service  # noqa: E402
@@ -56,6 +64,7 @@ from services.journey.deps import json_response  # noqa: E402
 from shared.auth.dependencies import get_principal  # noqa: E402
 from shared.auth.models import Scope  # noqa: E402
 from shared.db import Database, raw_connection  # noqa: E402
+from shared.embedded import free_port, wait_for_port  # noqa: E402
 from shared.events import parse_normalized  # noqa: E402
 
 CUSTOMERS = 200
@@ -69,6 +78,24 @@ PROFILE = os.environ.get("BENCH_SCREEN_POP_PROFILE") == "1"
 # stretches every round trip.
 CONCURRENCY = int(os.environ.get("BENCH_SCREEN_POP_CONCURRENCY", "8"))
 UNCACHED = "screen_pop_served_uncached"
+UNCACHED_TCP = "screen_pop_served_uncached_tcp"
+
+
+def socket_dir(dsn: str) -> str | None:
+    """The ``host=/dir`` of a DSN that names a Unix-domain socket directory, else None."""
+    hosts = parse_qs(urlsplit(dsn).query).get("host", [])
+    return hosts[0] if hosts and hosts[0].startswith("/") else None
+
+
+def tcp_relay(directory: str) -> tuple[subprocess.Popen[bytes], str]:
+    """socat from a loopback TCP port to the server's socket; returns it and a TCP DSN."""
+    port = free_port()
+    relay = subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
+         f"UNIX-CONNECT:{directory}/.s.PGSQL.5432"],
+    )  # fmt: skip
+    wait_for_port("127.0.0.1", port)
+    return relay, f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
 async def plain_context(request: Request) -> Response:
@@ -190,6 +217,15 @@ async def main() -> dict[str, Any]:
                 assert await call(app, path, headers) == 200, path
             cache = app.state.cache
             floors = ["db_select_1_only", "db_by_identifier_only"]
+            pools = {"": app.state.pg_pool}
+            directory = socket_dir(settings.dsn)
+            if directory is not None and shutil.which("socat"):
+                relay, tcp_dsn = tcp_relay(directory)
+                pools["_tcp"] = await asyncpg.create_pool(
+                    tcp_dsn, min_size=2, max_size=settings.db_pool_size, reset=_keep_session
+                )
+                variants[UNCACHED_TCP] = variants[UNCACHED]
+                floors += ["db_select_1_only_tcp", "db_by_identifier_only_tcp"]
             cpu: dict[str, list[float]] = {
                 k: [] for k in [*variants, "work_only", "card_only", *floors]
             }
@@ -197,12 +233,14 @@ async def main() -> dict[str, Any]:
             background: list[float] = []
             for _ in range(ROUNDS):
                 for name, paths in variants.items():
-                    app.state.cache = None if name == UNCACHED else cache
+                    app.state.cache = None if name in (UNCACHED, UNCACHED_TCP) else cache
+                    app.state.pg_pool = pools["_tcp" if name == UNCACHED_TCP else ""]
                     t0, w0 = time.process_time(), time.monotonic()
                     await each(paths, lambda path: call(app, path, headers))
                     cpu[name].append(1e6 * (time.process_time() - t0) / N)
                     wall[name].append(1e6 * (time.monotonic() - w0) / N)
                 app.state.cache = cache
+                app.state.pg_pool = pools[""]
                 t0 = time.process_time()
                 for i in range(N):
                     found = await service.find_by_identifier(
@@ -228,19 +266,21 @@ async def main() -> dict[str, Any]:
                     )
                 cpu["card_only"].append(1e6 * (time.process_time() - t0) / N)
                 # The floor of an uncached pop: one round trip on the same pool, and its statement
-                t0, w0 = time.process_time(), time.monotonic()
-                await each(list(range(N)), lambda _: app.state.pg_pool.fetchval("SELECT 1"))
-                cpu["db_select_1_only"].append(1e6 * (time.process_time() - t0) / N)
-                wall["db_select_1_only"].append(1e6 * (time.monotonic() - w0) / N)
-                t0, w0 = time.process_time(), time.monotonic()
-                await each(
-                    list(range(N)),
-                    lambda i: repo.by_identifier(
-                        app.state.pg_pool, TENANT, "phone", phone(i % CUSTOMERS)
-                    ),
-                )
-                cpu["db_by_identifier_only"].append(1e6 * (time.process_time() - t0) / N)
-                wall["db_by_identifier_only"].append(1e6 * (time.monotonic() - w0) / N)
+                for suffix, pool in pools.items():
+                    t0, w0 = time.process_time(), time.monotonic()
+                    await each(list(range(N)), lambda _, p=pool: p.fetchval("SELECT 1"))
+                    cpu[f"db_select_1_only{suffix}"].append(1e6 * (time.process_time() - t0) / N)
+                    wall[f"db_select_1_only{suffix}"].append(1e6 * (time.monotonic() - w0) / N)
+                    t0, w0 = time.process_time(), time.monotonic()
+                    await each(
+                        list(range(N)),
+                        lambda i, p=pool: repo.by_identifier(
+                            p, TENANT, "phone", phone(i % CUSTOMERS)
+                        ),
+                    )
+                    name = f"db_by_identifier_only{suffix}"
+                    cpu[name].append(1e6 * (time.process_time() - t0) / N)
+                    wall[name].append(1e6 * (time.monotonic() - w0) / N)
                 background.append(await background_cpu_us_per_s())
             profiles = {}
             if PROFILE:
@@ -251,6 +291,10 @@ async def main() -> dict[str, Any]:
             statuses = {
                 name: await call(app, paths[0], headers) for name, paths in variants.items()
             }
+            if "_tcp" in pools:
+                await pools["_tcp"].close()
+                relay.terminate()
+                relay.wait()
             memory = {  # what the warm cache holds: documents and their rendered cards
                 "documents": len(cache._docs),
                 "cards": len(cache._cards),
@@ -272,6 +316,7 @@ async def main() -> dict[str, Any]:
             "screen_pop_fastapi",
             "screen_pop_plain_starlette",
             UNCACHED,
+            *([UNCACHED_TCP] if UNCACHED_TCP in medians else []),
         ):
             print(f"{name}: bare/screen pop CPU ratio {bare / medians[name]:.2f}")
         walls = {k: round(statistics.median(v), 1) for k, v in wall.items()}
@@ -294,6 +339,10 @@ async def main() -> dict[str, Any]:
             "healthz_vs_fastapi_cpu_ratio": round(bare / medians["screen_pop_fastapi"], 2),
             "healthz_vs_plain_cpu_ratio": round(bare / medians["screen_pop_plain_starlette"], 2),
             "healthz_vs_uncached_cpu_ratio": round(bare / medians[UNCACHED], 2),
+            "healthz_vs_uncached_tcp_cpu_ratio": (
+                round(bare / medians[UNCACHED_TCP], 2) if UNCACHED_TCP in medians else None
+            ),
+            "postgres_via": "unix socket" if directory is not None else "tcp (DATABASE_URL)",
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "machine": machine(),
         }

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 
 from shared import openapi
@@ -23,6 +24,16 @@ from shared.metrics import MetricsMiddleware, metrics_endpoint
 from shared.ratelimit import Limits, RateLimiter, make_store
 from shared.ratelimit.streams import StreamSlots
 from shared.runtime import watch_gc, watch_loop_lag
+
+# Every signal off, and no exporters from OTEL_* variables: ``enabled()`` is then False from
+# this dictionary alone, before any provider is looked up.
+NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
 
 ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -102,6 +113,10 @@ def create_app(
 
     # Swagger UI and ReDoc from assets the package ships (fastapi-offline), not a CDN.
     app = FastAPIOffline(
+        # FastAPI's native OpenTelemetry is off (its documented switch): Waypoint's metrics are
+        # its own Prometheus ones, and with it on every request asks the three global
+        # OpenTelemetry providers whether they are configured (~8 % of a cached screen pop).
+        telemetry=NO_TELEMETRY,
         title=f"Waypoint {service}",
         version="0.1.0",
         description=description,

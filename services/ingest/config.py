@@ -18,7 +18,11 @@ class IngestSettings(CommonSettings):
     )
 
     consumer_group: str = Field("waypoint-ingest", description="Kafka consumer group of workers.")
-    batch_size: int = Field(5000, ge=1, description="Most records handled per batch.")
+    # 1,000, not 5,000: a 5,000-record batch took the worker to 159 MB under a backlog, 1,000 to
+    # 123 MB, at the same CPU per event (docs/benchmarks.md "Memory").
+    batch_size: int = Field(
+        1000, ge=1, description="Most records handled per batch (bounds the worker's memory)."
+    )
     poll_timeout_ms: int = Field(100, ge=1, description="How long one poll waits for records.")
     session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer session timeout.")
     fetch_max_wait_ms: int = Field(

@@ -35,10 +35,15 @@ class JourneySettings(CommonSettings):
     preferred_agent_hours: float = Field(
         72.0, gt=0, description="Prefer the last agent when the last interaction is this recent."
     )
+    # 20 MB keeps an API process under 150 MB: the cache counts its documents' and cards'
+    # payload bytes, the process holds ~1.15x that plus its notice log (up to ~13 MB), on a
+    # ~112 MB base (docs/benchmarks.md "Memory"). More memory buys more repeat-pop hits.
     context_cache_mb: int = Field(
-        64,
+        20,
         ge=0,
-        description="Per API process cache of context documents, invalidated by NOTIFY (0: off).",
+        description="Per API process cache of context documents and rendered cards, invalidated "
+        "by NOTIFY (0: off); about 2,400 customers with their cards, each process uses "
+        "~1.15x this plus up to 13 MB of notice log.",
     )
     timeline_page_max: int = Field(200, ge=1)
     outbox_lanes: int = Field(

@@ -2,7 +2,8 @@
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from opentelemetry import trace
 from sqlalchemy import text
 
 from shared.app import create_app
@@ -112,3 +113,29 @@ async def test_an_exhausted_database_pool_is_a_503_to_retry_not_a_500(
         assert [r.status_code for r in held] == [200, 200]
     finally:
         await small.dispose()
+
+
+class _ConfiguredTracerProvider(trace.TracerProvider):
+    """What FastAPI takes for a configured provider (not the API's deferred or no-op ones)."""
+
+    def get_tracer(self, *args: object, **kwargs: object) -> trace.Tracer:
+        return trace.NoOpTracer()
+
+
+async def test_fastapi_native_telemetry_is_off_even_with_a_configured_provider(
+    settings_overrides, monkeypatch
+):
+    # With FastAPI's telemetry on, a configured global provider makes every request go through
+    # its NativeTelemetry wrapper, which marks the scope; the factory turns it off.
+    monkeypatch.setattr(trace, "get_tracer_provider", _ConfiguredTracerProvider)
+    seen: list[bool] = []
+    app = _app(settings_overrides)
+
+    @app.get("/v1/scope-probe")
+    async def scope_probe(request: Request) -> dict[str, str]:
+        seen.append("fastapi.telemetry" in request.scope)
+        return {}
+
+    async with app_client(app) as client:
+        assert (await client.get("/v1/scope-probe")).status_code == 200
+    assert seen == [False]
