@@ -25,6 +25,7 @@ from shared.db import Database
 from shared.embedded import Broker, start_broker, start_postgres
 from shared.kafka import make_producer
 from shared.migrations import upgrade
+from tests.faults.checks import FACTS, MERGES, count, person_customers, scored_activities
 from tests.faults.conftest import Baseline, Pipeline, check, close_pipeline, open_pipeline
 from tests.support import app_client, eventually
 
@@ -130,28 +131,6 @@ async def test_broker_sigkilled_then_restarted_on_durable_storage(
     check("broker SIGKILLed, restarted (S3 storage)", found, snap, baseline)
 
 
-async def person_customers(p: Pipeline, tenant: str, n: int) -> list[str]:
-    """``n`` active customers of ``tenant`` known by an email (people, not accounts)."""
-    async with p.db.session() as session:
-        found = (
-            await session.execute(
-                text(
-                    "SELECT c.id::text FROM journey.customer c WHERE c.tenant_id = :t "
-                    "AND c.status = 'active' AND EXISTS (SELECT 1 FROM journey.identifier i "
-                    "WHERE i.tenant_id = c.tenant_id AND i.customer_id = c.id "
-                    "AND i.id_type = 'email') ORDER BY c.id LIMIT :n"
-                ),
-                {"t": tenant, "n": n},
-            )
-        ).scalars()
-        return list(found)
-
-
-async def count(p: Pipeline, sql: str, **params: Any) -> int:
-    async with p.db.session() as session:
-        return int(await session.scalar(text(sql), params) or 0)
-
-
 async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach_alerts_once(
     infra_pipeline: Pipeline, own_infra: OwnInfra, baseline: Baseline
 ) -> None:
@@ -164,14 +143,9 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
     traffic = p.traffic(tenant)
     await p.send(traffic)
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
-    survivor, merged, other = await person_customers(p, tenant.id, 3)
-    merges_sql = "SELECT count(*) FROM journey.merge WHERE tenant_id = :t"
-    facts_sql = (
-        "SELECT count(*) FROM journey.event WHERE tenant_id = :t AND type = 'fact.collected' "
-        "AND customer_id = CAST(:c AS uuid)"
-    )
-    merges_before = await count(p, merges_sql, t=tenant.id)  # identity resolution's own
-    facts_before = await count(p, facts_sql, t=tenant.id, c=other)  # the simulator's
+    survivor, merged, other = await person_customers(p.db, tenant.id, 3)
+    merges_before = await count(p.db, MERGES, t=tenant.id)  # identity resolution's own
+    facts_before = await count(p.db, FACTS, t=tenant.id, c=other)  # the simulator's
     assert own_infra.broker.process is not None
     own_infra.broker.process.kill()
     own_infra.broker.process.wait()
@@ -202,26 +176,22 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
             await twice(f"/v1/customers/{survivor}/split", {}, f"split-{tenant.id}")
         fact_id = fact.json()["event_id"]
         # Committed, and waiting in the outbox for the broker (at least one row each).
-        waiting = await count(p, "SELECT count(*) FROM journey.outbox WHERE tenant_id = :t",
+        waiting = await count(p.db, "SELECT count(*) FROM journey.outbox WHERE tenant_id = :t",
                               t=tenant.id)  # fmt: skip
         assert waiting >= 3, waiting
     finally:
         own_infra.broker.start()
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
     found, snap = await p.result(traffic)
-    merges = await count(p, merges_sql, t=tenant.id) - merges_before
-    facts = await count(p, facts_sql, t=tenant.id, c=other) - facts_before
-    scored = {
-        kind: await count(
-            p,
-            "SELECT count(*) FROM alerts.processed_activity WHERE tenant_id = :t "
-            "AND activity_id LIKE :k",
-            t=tenant.id,
-            k=like,
-        )
-        for kind, like in (("merged", f"merged:{survivor}:%:{merged}"),
-                           ("split", f"split:{survivor}:%"), ("fact", f"event:{fact_id}"))
-    }  # fmt: skip
+    merges = await count(p.db, MERGES, t=tenant.id) - merges_before
+    facts = await count(p.db, FACTS, t=tenant.id, c=other) - facts_before
+    scored = await scored_activities(
+        p.db,
+        tenant.id,
+        merged=f"merged:{survivor}:%:{merged}",
+        split=f"split:{survivor}:%",
+        fact=f"event:{fact_id}",
+    )
     # Counted, not compared: the merge and split change the contexts.
     check("merge, split, fact while the broker is down (each retried by key)", found, snap,
           baseline, compare=False)  # fmt: skip
