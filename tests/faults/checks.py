@@ -219,6 +219,50 @@ async def scored_activities(db: Database, tenant: str, **patterns: str) -> dict[
 
 
 @dataclass
+class Commands:
+    """Three people of a tenant for the command scenarios: a manual merge of ``merged`` into
+    ``survivor``, its split, and agents' facts of ``other``; what the commands left, counted
+    against what was there before them."""
+
+    db: Database
+    tenant: str
+    survivor: str
+    merged: str
+    other: str
+    merges_before: int  # identity resolution's own
+    facts_before: int  # the simulator's
+
+    @classmethod
+    async def prepare(cls, db: Database, tenant: str) -> Commands:
+        survivor, merged, other = await person_customers(db, tenant, 3)
+        return cls(
+            db,
+            tenant,
+            survivor,
+            merged,
+            other,
+            await count(db, MERGES, t=tenant),
+            await count(db, FACTS, t=tenant, c=other),
+        )
+
+    async def effects(self, fact_ids: Sequence[str]) -> dict[str, int]:
+        """New merges and facts in journey; in alerts' ledger, the merge's and the split's
+        activities and each fact's (``fact1``, ``fact2`` … in the order of ``fact_ids``)."""
+        db, tenant = self.db, self.tenant
+        return {
+            "merges": await count(db, MERGES, t=tenant) - self.merges_before,
+            "facts": await count(db, FACTS, t=tenant, c=self.other) - self.facts_before,
+            **await scored_activities(
+                db,
+                tenant,
+                merged=f"merged:{self.survivor}:%:{self.merged}",
+                split=f"split:{self.survivor}:%",
+                **{f"fact{i}": f"event:{e}" for i, e in enumerate(fact_ids, 1)},
+            ),
+        }
+
+
+@dataclass
 class Outcome:
     sent: int
     stored: int

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from tests.faults.checks import FACTS, MERGES, count, person_customers, scored_activities
+from tests.faults.checks import MERGES, Commands, count
 from tests.faults.conftest import Baseline, Pipeline, check
 from tests.support import eventually
 
@@ -88,9 +88,8 @@ async def test_the_journey_api_sigkilled_mid_command_then_retried_by_key(
     traffic = p.traffic(tenant)
     await p.send(traffic)
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
-    survivor, merged, other = await person_customers(p.db, tenant.id, 3)
-    merges_before = await count(p.db, MERGES, t=tenant.id)
-    facts_before = await count(p.db, FACTS, t=tenant.id, c=other)
+    people = await Commands.prepare(p.db, tenant.id)
+    survivor, merged, other = people.survivor, people.merged, people.other
 
     def keyed(key: str) -> dict[str, str]:
         return {**tenant.headers, "Idempotency-Key": f"{key}-{tenant.id}"}
@@ -129,7 +128,7 @@ async def test_the_journey_api_sigkilled_mid_command_then_retried_by_key(
         await holder.rollback()
     keys = [h["Idempotency-Key"] for _, _, h in (merge, fact)]
     assert await count(p.db, KEYS, t=tenant.id, k=keys) == 0  # the killed attempts left nothing
-    assert await count(p.db, MERGES, t=tenant.id) == merges_before
+    assert await count(p.db, MERGES, t=tenant.id) == people.merges_before
     retries = [asyncio.create_task(until_2xx(api, *command)) for command in (merge, fact)]
     p.stack.start(API)  # the retries were already knocking
     answered = await asyncio.gather(*retries)
@@ -162,17 +161,10 @@ async def test_the_journey_api_sigkilled_mid_command_then_retried_by_key(
 
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
     found, snap = await p.result(traffic)
-    merges = await count(p.db, MERGES, t=tenant.id) - merges_before
-    facts = await count(p.db, FACTS, t=tenant.id, c=other) - facts_before
-    scored = await scored_activities(
-        p.db,
-        tenant.id,
-        merged=f"merged:{survivor}:%:{merged}",
-        split=f"split:{survivor}:%",
-        **{f"fact{i}": f"event:{e}" for i, e in enumerate(fact_ids, 1)},
-    )
+    effects = await people.effects(fact_ids)
     # Counted, not compared: the merge and split change the contexts.
     check("journey API SIGKILLed mid-command (merge, split, fact), retried by key", found, snap,
           baseline, compare=False)  # fmt: skip
-    assert (merges, facts) == (1, 2), (merges, facts)
-    assert scored == {"merged": 1, "split": 1, "fact1": 1, "fact2": 1}, scored
+    assert effects == {"merges": 1, "facts": 2, "merged": 1, "split": 1, "fact1": 1, "fact2": 1}, (
+        effects
+    )

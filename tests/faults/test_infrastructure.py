@@ -25,7 +25,7 @@ from shared.db import Database
 from shared.embedded import Broker, start_broker, start_postgres
 from shared.kafka import make_producer
 from shared.migrations import upgrade
-from tests.faults.checks import FACTS, MERGES, count, person_customers, scored_activities
+from tests.faults.checks import Commands, count
 from tests.faults.conftest import Baseline, Pipeline, check, close_pipeline, open_pipeline
 from tests.support import app_client, eventually
 
@@ -143,9 +143,8 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
     traffic = p.traffic(tenant)
     await p.send(traffic)
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
-    survivor, merged, other = await person_customers(p.db, tenant.id, 3)
-    merges_before = await count(p.db, MERGES, t=tenant.id)  # identity resolution's own
-    facts_before = await count(p.db, FACTS, t=tenant.id, c=other)  # the simulator's
+    people = await Commands.prepare(p.db, tenant.id)
+    survivor, merged, other = people.survivor, people.merged, people.other
     assert own_infra.broker.process is not None
     own_infra.broker.process.kill()
     own_infra.broker.process.wait()
@@ -183,17 +182,8 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
         own_infra.broker.start()
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
     found, snap = await p.result(traffic)
-    merges = await count(p.db, MERGES, t=tenant.id) - merges_before
-    facts = await count(p.db, FACTS, t=tenant.id, c=other) - facts_before
-    scored = await scored_activities(
-        p.db,
-        tenant.id,
-        merged=f"merged:{survivor}:%:{merged}",
-        split=f"split:{survivor}:%",
-        fact=f"event:{fact_id}",
-    )
+    effects = await people.effects([fact_id])
     # Counted, not compared: the merge and split change the contexts.
     check("merge, split, fact while the broker is down (each retried by key)", found, snap,
           baseline, compare=False)  # fmt: skip
-    assert (merges, facts) == (1, 1), (merges, facts)
-    assert scored == {"merged": 1, "split": 1, "fact": 1}, scored
+    assert effects == {"merges": 1, "facts": 1, "merged": 1, "split": 1, "fact1": 1}, effects
