@@ -116,23 +116,27 @@ class Stack:
             command = ["serve", APIS[name], "--port", str(self.port(name))]
         else:
             command = ["worker", *PROCESSES[name]]
-        env = {**self.env, **extra}
         if crash_at:
-            env["WAYPOINT_FAULT_CRASH_AT"] = crash_at
-        log = (self.logs / f"{name}.log").open("ab")
+            extra = {**extra, "WAYPOINT_FAULT_CRASH_AT": crash_at}
+        popen = self.spawn(command, name, **extra)
+        self.processes.setdefault(name, []).append(popen)
+        return popen
+
+    def spawn(self, command: list[str], log: str, **extra: str) -> subprocess.Popen[bytes]:
+        """``waypoint COMMAND…`` in this stack's environment (and ``extra``), its output added
+        to ``<log>.log``; it never outlives the test run, and ``close`` leaves it alone."""
+        out = (self.logs / f"{log}.log").open("ab")
         try:
-            popen = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "services.cli", *command],
                 cwd=ROOT,
-                env=env,
-                stdout=log,
+                env={**self.env, **extra},
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - never outlive the run
             )
         finally:
-            log.close()
-        self.processes.setdefault(name, []).append(popen)
-        return popen
+            out.close()
 
     def port(self, name: str) -> int:
         """The port of the API ``name``: a free one, chosen at its first start and kept across

@@ -26,7 +26,7 @@ from shared.embedded import Broker, start_broker, start_postgres
 from shared.kafka import make_producer
 from shared.migrations import upgrade
 from tests.faults.checks import Commands, count
-from tests.faults.conftest import Baseline, Pipeline, check, close_pipeline, open_pipeline
+from tests.faults.conftest import Baseline, Pipeline, check, running_pipeline
 from tests.support import app_client, eventually
 
 pytestmark = pytest.mark.timeout(900)
@@ -77,11 +77,10 @@ async def infra_pipeline(
     producer = make_producer(settings)
     await producer.start()
     logs = tmp_path_factory.mktemp("infra")
-    opened = await open_pipeline(own_infra.urls, db, producer, window_start, logs)
     try:
-        yield opened
+        async with running_pipeline(own_infra.urls, db, producer, window_start, logs) as opened:
+            yield opened
     finally:
-        close_pipeline(opened)
         await producer.stop()
         await db.dispose()
 
