@@ -43,7 +43,7 @@ async def serving(api: httpx.AsyncClient) -> None:
         except httpx.TransportError:
             return False
 
-    await eventually(ready, timeout=400, interval=0.2)  # a start took >120 s at load 38
+    await eventually(ready, timeout=400, interval=0.2)  # 120 s was once too short at load 38
 
 
 async def until_2xx(
