@@ -132,6 +132,7 @@ def serve(
     import uvicorn
 
     spec = SERVICES[service]
+    faults.arm(_settings(service).fault_crash_at)  # the fault suite's (one process; off unless set)
     uvicorn.run(
         spec.app_factory,
         factory=True,

@@ -3,7 +3,8 @@ for the n-th time kills itself with SIGKILL, as the OOM killer or a power cut wo
 ``finally``, no offset commit, no broker flush, no graceful close of its connections.
 
 Armed by ``WAYPOINT_FAULT_CRASH_AT=<stage>:<point>:<n>`` (``CommonSettings.fault_crash_at``,
-refused in prod), read once when a worker process starts (``waypoint worker``). Disarmed, a hook
+refused in prod), read once when a worker process starts (``waypoint worker``) or an API process
+(``waypoint serve``, one uvicorn process). Disarmed, a hook
 costs one comparison. The points, in the order a batch reaches them:
 
 - ingest: ``before_store``; ``after_store`` (stored, nothing published); ``before_commit``
@@ -18,6 +19,8 @@ costs one comparison. The points, in the order a batch reaches them:
   accepted, the row not yet marked delivered).
 - scheduler: ``before_store`` (a batch rescored, not committed); ``after_store`` (committed,
   the pass not finished).
+- journey-api: ``after_commit`` (a command with its ``Idempotency-Key`` committed, its answer
+  not sent).
 
 ``before_commit`` is reached in ``BatchWorker`` for every consumer (the stage is its service).
 """
@@ -37,6 +40,7 @@ POINTS: dict[str, tuple[str, ...]] = {
     "journey-outbox": ("after_publish",),
     "notifier": ("after_claim", "after_deliver"),
     "scheduler": ("before_store", "after_store"),
+    "journey-api": ("after_commit",),
 }
 
 

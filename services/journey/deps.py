@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.journey.config import JourneySettings
-from shared import idempotency
+from shared import faults, idempotency
 from shared.auth.service import Principal
 from shared.db import Database
 
@@ -50,7 +50,7 @@ async def command_once(
 ) -> JSONResponse:
     """Run a write command in one transaction, answered once committed, at most once per
     ``Idempotency-Key`` of the tenant (``shared/idempotency.py``)."""
-    return await idempotency.run_once(
+    response = await idempotency.run_once(
         db,
         schema="journey",
         tenant_id=principal.tenant_id,
@@ -60,3 +60,5 @@ async def command_once(
         status_code=status_code,
         command=command,
     )
+    faults.crash_point("journey-api", "after_commit")  # the fault suite's: committed, unanswered
+    return response

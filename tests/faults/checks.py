@@ -173,6 +173,95 @@ async def stored_count(db: Database, tenant: str) -> int:
 # --- counting -------------------------------------------------------------------------------
 
 
+# For ``count``: a tenant's merges (a split keeps its merge's row), a customer's facts.
+MERGES = "SELECT count(*) FROM journey.merge WHERE tenant_id = :t"
+FACTS = (
+    "SELECT count(*) FROM journey.event WHERE tenant_id = :t AND type = 'fact.collected' "
+    "AND customer_id = CAST(:c AS uuid)"
+)
+
+
+async def count(db: Database, sql: str, **params: Any) -> int:
+    """A ``SELECT count(*) …`` as an int."""
+    return int(await _scalar(db, sql, **params) or 0)
+
+
+async def person_customers(db: Database, tenant: str, n: int) -> list[str]:
+    """``n`` active customers of ``tenant`` known by an email (people, not accounts)."""
+    async with db.session() as session:
+        found = (
+            await session.execute(
+                text(
+                    "SELECT c.id::text FROM journey.customer c WHERE c.tenant_id = :t "
+                    "AND c.status = 'active' AND EXISTS (SELECT 1 FROM journey.identifier i "
+                    "WHERE i.tenant_id = c.tenant_id AND i.customer_id = c.id "
+                    "AND i.id_type = 'email') ORDER BY c.id LIMIT :n"
+                ),
+                {"t": tenant, "n": n},
+            )
+        ).scalars()
+        return list(found)
+
+
+async def scored_activities(db: Database, tenant: str, **patterns: str) -> dict[str, int]:
+    """How many activities alerts' exactly-once ledger holds for each ``LIKE`` pattern
+    (``merged:<survivor>:%:<merged>``, ``split:<customer>:%``, ``event:<id>``)."""
+    return {
+        name: await count(
+            db,
+            "SELECT count(*) FROM alerts.processed_activity WHERE tenant_id = :t "
+            "AND activity_id LIKE :k",
+            t=tenant,
+            k=like,
+        )
+        for name, like in patterns.items()
+    }
+
+
+@dataclass
+class Commands:
+    """Three people of a tenant for the command scenarios: a manual merge of ``merged`` into
+    ``survivor``, its split, and agents' facts of ``other``; what the commands left, counted
+    against what was there before them."""
+
+    db: Database
+    tenant: str
+    survivor: str
+    merged: str
+    other: str
+    merges_before: int  # identity resolution's own
+    facts_before: int  # the simulator's
+
+    @classmethod
+    async def prepare(cls, db: Database, tenant: str) -> Commands:
+        survivor, merged, other = await person_customers(db, tenant, 3)
+        return cls(
+            db,
+            tenant,
+            survivor,
+            merged,
+            other,
+            await count(db, MERGES, t=tenant),
+            await count(db, FACTS, t=tenant, c=other),
+        )
+
+    async def effects(self, fact_ids: Sequence[str]) -> dict[str, int]:
+        """New merges and facts in journey; in alerts' ledger, the merge's and the split's
+        activities and each fact's (``fact1``, ``fact2`` … in the order of ``fact_ids``)."""
+        db, tenant = self.db, self.tenant
+        return {
+            "merges": await count(db, MERGES, t=tenant) - self.merges_before,
+            "facts": await count(db, FACTS, t=tenant, c=self.other) - self.facts_before,
+            **await scored_activities(
+                db,
+                tenant,
+                merged=f"merged:{self.survivor}:%:{self.merged}",
+                split=f"split:{self.survivor}:%",
+                **{f"fact{i}": f"event:{e}" for i, e in enumerate(fact_ids, 1)},
+            ),
+        }
+
+
 @dataclass
 class Outcome:
     sent: int

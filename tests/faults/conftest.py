@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -106,7 +107,8 @@ class Pipeline:
         )
 
 
-async def open_pipeline(
+@asynccontextmanager
+async def running_pipeline(
     infra: dict[str, str],
     db: Database,
     producer: AIOKafkaProducer,
@@ -115,19 +117,19 @@ async def open_pipeline(
     *,
     processes: tuple[str, ...] | None = None,
     **env: str,
-) -> Pipeline:
+) -> AsyncIterator[Pipeline]:
+    """A stack of ``processes`` (default: every worker) and a receiver, closed on the way out."""
     stack = Stack.create(infra, logs, **env)
     await ensure_topics(AlertsSettings(**stack.overrides()))
     receiver = Receiver()
     receiver.up()
-    for name in PROCESSES if processes is None else processes:
-        stack.start(name)
-    return Pipeline(stack, db, producer, TenantFactory(db), window_start, receiver)
-
-
-def close_pipeline(pipeline: Pipeline) -> None:
-    pipeline.stack.close()
-    pipeline.receiver.close()
+    try:
+        for name in PROCESSES if processes is None else processes:
+            stack.start(name)
+        yield Pipeline(stack, db, producer, TenantFactory(db), window_start, receiver)
+    finally:
+        stack.close()
+        receiver.close()
 
 
 @pytest.fixture(scope="session")
@@ -142,11 +144,8 @@ async def shared_pipeline(
     modules without a stack of their own share it (each scenario on its own tenant). Starting
     six worker processes costs tens of seconds on a loaded 2-core machine."""
     logs = tmp_path_factory.mktemp("faults")
-    opened = await open_pipeline(infra, db, producer, window_start, logs)
-    try:
+    async with running_pipeline(infra, db, producer, window_start, logs) as opened:
         yield opened
-    finally:
-        close_pipeline(opened)
 
 
 @pytest.fixture

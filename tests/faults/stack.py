@@ -1,11 +1,13 @@
 """The pipeline as real processes, one ``waypoint worker`` each, on this session's PostgreSQL and
 broker: its own topics and consumer groups, so stacks never share work. A process can be started
-with a crash point armed (``WAYPOINT_FAULT_CRASH_AT``), SIGKILLed, and started again."""
+with a crash point armed (``WAYPOINT_FAULT_CRASH_AT``), SIGKILLed, and started again. An API
+(``waypoint serve``, named in ``APIS``) can be run the same way, on a port of its own."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -27,6 +29,8 @@ PROCESSES: dict[str, tuple[str, str]] = {
     "notifier": ("alerts", "notifier"),
     "scheduler": ("alerts", "scheduler"),
 }
+# name → service, as ``waypoint serve SERVICE`` takes it; never started by default
+APIS: dict[str, str] = {"journey-api": "journey"}
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Stack:
     env: dict[str, str]
     logs: Path
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def create(cls, infra: dict[str, str], logs: Path, **extra: str) -> Stack:
@@ -107,24 +112,40 @@ class Stack:
         self, name: str, *, crash_at: str | None = None, **extra: str
     ) -> subprocess.Popen[bytes]:
         """Start one more ``name`` process (optionally with a crash point armed)."""
-        service, process = PROCESSES[name]
-        env = {**self.env, **extra}
+        if name in APIS:
+            command = ["serve", APIS[name], "--port", str(self.port(name))]
+        else:
+            command = ["worker", *PROCESSES[name]]
         if crash_at:
-            env["WAYPOINT_FAULT_CRASH_AT"] = crash_at
-        log = (self.logs / f"{name}.log").open("ab")
+            extra = {**extra, "WAYPOINT_FAULT_CRASH_AT": crash_at}
+        popen = self.spawn(command, name, **extra)
+        self.processes.setdefault(name, []).append(popen)
+        return popen
+
+    def spawn(self, command: list[str], log: str, **extra: str) -> subprocess.Popen[bytes]:
+        """``waypoint COMMAND…`` in this stack's environment (and ``extra``), its output added
+        to ``<log>.log``; it never outlives the test run, and ``close`` leaves it alone."""
+        out = (self.logs / f"{log}.log").open("ab")
         try:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "worker", service, process],
+            return subprocess.Popen(
+                [sys.executable, "-m", "services.cli", *command],
                 cwd=ROOT,
-                env=env,
-                stdout=log,
+                env={**self.env, **extra},
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - never outlive the run
             )
         finally:
-            log.close()
-        self.processes.setdefault(name, []).append(popen)
-        return popen
+            out.close()
+
+    def port(self, name: str) -> int:
+        """The port of the API ``name``: a free one, chosen at its first start and kept across
+        restarts (a client retries the same address)."""
+        if name not in self.ports:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.ports[name] = probe.getsockname()[1]
+        return self.ports[name]
 
     def running(self, name: str) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.processes.get(name, []) if p.poll() is None]

@@ -25,7 +25,8 @@ from shared.db import Database
 from shared.embedded import Broker, start_broker, start_postgres
 from shared.kafka import make_producer
 from shared.migrations import upgrade
-from tests.faults.conftest import Baseline, Pipeline, check, close_pipeline, open_pipeline
+from tests.faults.checks import Commands, count
+from tests.faults.conftest import Baseline, Pipeline, check, running_pipeline
 from tests.support import app_client, eventually
 
 pytestmark = pytest.mark.timeout(900)
@@ -76,11 +77,10 @@ async def infra_pipeline(
     producer = make_producer(settings)
     await producer.start()
     logs = tmp_path_factory.mktemp("infra")
-    opened = await open_pipeline(own_infra.urls, db, producer, window_start, logs)
     try:
-        yield opened
+        async with running_pipeline(own_infra.urls, db, producer, window_start, logs) as opened:
+            yield opened
     finally:
-        close_pipeline(opened)
         await producer.stop()
         await db.dispose()
 
@@ -130,28 +130,6 @@ async def test_broker_sigkilled_then_restarted_on_durable_storage(
     check("broker SIGKILLed, restarted (S3 storage)", found, snap, baseline)
 
 
-async def person_customers(p: Pipeline, tenant: str, n: int) -> list[str]:
-    """``n`` active customers of ``tenant`` known by an email (people, not accounts)."""
-    async with p.db.session() as session:
-        found = (
-            await session.execute(
-                text(
-                    "SELECT c.id::text FROM journey.customer c WHERE c.tenant_id = :t "
-                    "AND c.status = 'active' AND EXISTS (SELECT 1 FROM journey.identifier i "
-                    "WHERE i.tenant_id = c.tenant_id AND i.customer_id = c.id "
-                    "AND i.id_type = 'email') ORDER BY c.id LIMIT :n"
-                ),
-                {"t": tenant, "n": n},
-            )
-        ).scalars()
-        return list(found)
-
-
-async def count(p: Pipeline, sql: str, **params: Any) -> int:
-    async with p.db.session() as session:
-        return int(await session.scalar(text(sql), params) or 0)
-
-
 async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach_alerts_once(
     infra_pipeline: Pipeline, own_infra: OwnInfra, baseline: Baseline
 ) -> None:
@@ -164,14 +142,8 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
     traffic = p.traffic(tenant)
     await p.send(traffic)
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
-    survivor, merged, other = await person_customers(p, tenant.id, 3)
-    merges_sql = "SELECT count(*) FROM journey.merge WHERE tenant_id = :t"
-    facts_sql = (
-        "SELECT count(*) FROM journey.event WHERE tenant_id = :t AND type = 'fact.collected' "
-        "AND customer_id = CAST(:c AS uuid)"
-    )
-    merges_before = await count(p, merges_sql, t=tenant.id)  # identity resolution's own
-    facts_before = await count(p, facts_sql, t=tenant.id, c=other)  # the simulator's
+    people = await Commands.prepare(p.db, tenant.id)
+    survivor, merged, other = people.survivor, people.merged, people.other
     assert own_infra.broker.process is not None
     own_infra.broker.process.kill()
     own_infra.broker.process.wait()
@@ -202,28 +174,15 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
             await twice(f"/v1/customers/{survivor}/split", {}, f"split-{tenant.id}")
         fact_id = fact.json()["event_id"]
         # Committed, and waiting in the outbox for the broker (at least one row each).
-        waiting = await count(p, "SELECT count(*) FROM journey.outbox WHERE tenant_id = :t",
+        waiting = await count(p.db, "SELECT count(*) FROM journey.outbox WHERE tenant_id = :t",
                               t=tenant.id)  # fmt: skip
         assert waiting >= 3, waiting
     finally:
         own_infra.broker.start()
     await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
     found, snap = await p.result(traffic)
-    merges = await count(p, merges_sql, t=tenant.id) - merges_before
-    facts = await count(p, facts_sql, t=tenant.id, c=other) - facts_before
-    scored = {
-        kind: await count(
-            p,
-            "SELECT count(*) FROM alerts.processed_activity WHERE tenant_id = :t "
-            "AND activity_id LIKE :k",
-            t=tenant.id,
-            k=like,
-        )
-        for kind, like in (("merged", f"merged:{survivor}:%:{merged}"),
-                           ("split", f"split:{survivor}:%"), ("fact", f"event:{fact_id}"))
-    }  # fmt: skip
+    effects = await people.effects([fact_id])
     # Counted, not compared: the merge and split change the contexts.
     check("merge, split, fact while the broker is down (each retried by key)", found, snap,
           baseline, compare=False)  # fmt: skip
-    assert (merges, facts) == (1, 1), (merges, facts)
-    assert scored == {"merged": 1, "split": 1, "fact": 1}, scored
+    assert effects == {"merges": 1, "facts": 1, "merged": 1, "split": 1, "fact1": 1}, effects

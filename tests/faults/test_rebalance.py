@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from shared.db import Database
-from tests.faults.conftest import Baseline, Pipeline, check, close_pipeline, open_pipeline
+from tests.faults.conftest import Baseline, Pipeline, check, running_pipeline
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(900)
@@ -31,13 +31,9 @@ async def two_partitions(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Pipeline]:
     logs: Path = tmp_path_factory.mktemp("rebalance")
-    opened = await open_pipeline(
-        infra, db, producer, window_start, logs, WAYPOINT_TOPIC_PARTITIONS="2"
-    )
-    try:
+    two = {"WAYPOINT_TOPIC_PARTITIONS": "2"}
+    async with running_pipeline(infra, db, producer, window_start, logs, **two) as opened:
         yield opened
-    finally:
-        close_pipeline(opened)
 
 
 async def test_a_rebalance_storm_loses_and_repeats_nothing(

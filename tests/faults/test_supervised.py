@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -17,9 +16,8 @@ from aiokafka import AIOKafkaProducer
 
 from services.runner import METRICS_BASE_PORT
 from shared.db import Database
-from shared.embedded import die_with_parent, free_port
-from tests.faults.conftest import Baseline, Pipeline, check, close_pipeline, open_pipeline
-from tests.faults.stack import ROOT
+from shared.embedded import free_port
+from tests.faults.conftest import Baseline, Pipeline, check, running_pipeline
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(900)
@@ -55,29 +53,18 @@ async def supervised(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Pipeline, subprocess.Popen[bytes]]]:
     logs = tmp_path_factory.mktemp("supervised")
-    pipeline = await open_pipeline(infra, db, producer, window_start, logs, processes=())
-    env = {**pipeline.stack.env, "WAYPOINT_DATA_DIR": str(logs / "data")}
-    argv = [sys.executable, "-m", "services.cli", "run", "--no-demo"]
-    argv += ["--port-offset", str(port_offset())]
-    with (logs / "run.log").open("ab") as out:
-        run = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - never outlive the run
-        )
-    try:
-        yield pipeline, run
-    finally:
-        run.send_signal(signal.SIGINT)  # the clean stop: drain, then stop every child
+    async with running_pipeline(infra, db, producer, window_start, logs, processes=()) as pipeline:
+        command = ["run", "--no-demo", "--port-offset", str(port_offset())]
+        run = pipeline.stack.spawn(command, "run", WAYPOINT_DATA_DIR=str(logs / "data"))
         try:
-            run.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            run.kill()
-            run.wait()
-        close_pipeline(pipeline)
+            yield pipeline, run
+        finally:
+            run.send_signal(signal.SIGINT)  # the clean stop: drain, then stop every child
+            try:
+                run.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                run.wait()
 
 
 async def test_a_crashed_worker_under_waypoint_run_comes_back_with_nothing_lost(

@@ -62,12 +62,18 @@ async def screen_pop(page: Page, stack: Stack, phone: str) -> None:
         await page.wait_for_timeout(300)
 
 
-async def test_handoff_a_phone_screen_pop_shows_what_was_said_on_chat(stack: Stack, page: Page):
+async def handed_off(page: Page, stack: Stack, key: str) -> tuple[str, str]:
+    """A new hand-off of tenant a sent, signed in with ``key``, the call popped: (n, phone)."""
     n = uuid.uuid4().hex[:6]
     events, phone = handoff(stack.a.id, n)
     await stack.send(*events)
-    await sign_in(page, stack.journey.url, stack.a.key)
+    await sign_in(page, stack.journey.url, key)
     await screen_pop(page, stack, phone)
+    return n, phone
+
+
+async def test_handoff_a_phone_screen_pop_shows_what_was_said_on_chat(stack: Stack, page: Page):
+    n, _ = await handed_off(page, stack, stack.a.key)
 
     await expect(page.locator("[data-fact=order_number]")).to_contain_text(f"ORD-{n}")
     await expect(page.locator("[data-fact=order_number]")).to_contain_text("agent")  # verified
@@ -119,11 +125,7 @@ async def test_the_card_shows_the_name_a_purchase_an_excerpt_and_the_engagement_
 
 
 async def test_a_live_update_arrives_without_reload(stack: Stack, page: Page, record_property):
-    n = uuid.uuid4().hex[:6]
-    events, phone = handoff(stack.a.id, n)
-    await stack.send(*events)
-    await sign_in(page, stack.journey.url, stack.a.key)
-    await screen_pop(page, stack, phone)
+    _, phone = await handed_off(page, stack, stack.a.key)
     await expect(page.locator("[data-live-status]")).to_have_text("live")
     await page.evaluate("window.__same_page = true")
 
@@ -143,11 +145,7 @@ async def test_a_live_update_arrives_without_reload(stack: Stack, page: Page, re
 
 async def test_recording_a_fact_validates_and_shows_it_live(stack: Stack, page: Page, problems):
     problems.allow("/facts", 422)  # the form sent without a name, on purpose
-    n = uuid.uuid4().hex[:6]
-    events, phone = handoff(stack.a.id, n)
-    await stack.send(*events)
-    await sign_in(page, stack.journey.url, stack.a.key)
-    await screen_pop(page, stack, phone)
+    await handed_off(page, stack, stack.a.key)
     await expect(page.locator("[data-live-status]")).to_have_text("live")
 
     form = page.locator("#fact-form")
@@ -174,12 +172,8 @@ async def test_recording_a_fact_validates_and_shows_it_live(stack: Stack, page: 
 
 
 async def test_masking_and_an_audited_reveal_for_admins_only(stack: Stack, page: Page, context):
-    n = uuid.uuid4().hex[:6]
-    events, phone = handoff(stack.a.id, n)
-    await stack.send(*events)
     # an agent's key (context:read only): masked, and no reveal button
-    await sign_in(page, stack.journey.url, stack.a_agent)
-    await screen_pop(page, stack, phone)
+    _, phone = await handed_off(page, stack, stack.a_agent)
     fact = page.locator("[data-fact=card_last4]")
     await expect(fact).to_contain_text("••••")
     assert "4242" not in await page.content()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from shared.kafka import ensure_topics, header, make_consumer
 from tests.ingest.conftest import sample
 from tests.journey.conftest import cloud_event, context_when, journey_settings_for, send
 from tests.support import TenantFactory, eventually
+from tests.support import TestTenant as Tenant  # not "Test…" here: pytest would collect it
 from tests.topics import committed
 
 
@@ -76,55 +78,95 @@ def alert(score: float) -> ChurnAlert:
     )
 
 
-async def customer(journey: httpx.AsyncClient, tenant: Any, producer: Any, settings: Any) -> str:
-    email = f"eng-{uuid.uuid4().hex[:8]}@x.test"
-    await send(producer, settings, cloud_event(
-        tenant=tenant.id, identifiers=[{"type": "email", "value": email}]))  # fmt: skip
-    ctx = await context_when(
-        journey, tenant.headers, lambda c: True, identifier_type="email", value=email
-    )
-    return str(ctx["customer_id"])
+@dataclass
+class Scene:
+    """A tenant (context:read, admin) with the journey worker and the engagement consumer
+    running: its customers, the engagement changes produced for them, their context."""
 
+    journey: httpx.AsyncClient
+    producer: AIOKafkaProducer
+    events: JourneySettings  # the journey worker's (a customer's events)
+    folding: JourneySettings  # the engagement consumer's (engagement changes)
+    tenant: Tenant
 
-async def produce(
-    producer: AIOKafkaProducer, settings: JourneySettings, tenant: str, customer: str, value: bytes
-) -> None:
-    await producer.send_and_wait(
-        settings.topic_engagement, value, key=f"{tenant}|{customer}".encode()
-    )
-
-
-async def consumed(producer: AIOKafkaProducer, settings: JourneySettings, count: int) -> None:
-    """Wait until the consumer has committed ``count`` records of the engagement topic."""
-
-    async def done() -> bool:
-        offsets = await committed(
-            settings, producer, settings.engagement_consumer_group, settings.topic_engagement
+    async def customer(self) -> str:
+        email = f"eng-{uuid.uuid4().hex[:8]}@x.test"
+        await send(self.producer, self.events, cloud_event(
+            tenant=self.tenant.id, identifiers=[{"type": "email", "value": email}]))  # fmt: skip
+        ctx = await context_when(
+            self.journey, self.tenant.headers, lambda c: True, identifier_type="email", value=email
         )
-        return sum(offsets.values()) >= count
+        return str(ctx["customer_id"])
 
-    await eventually(done, timeout=30)
+    async def produce(self, key_customer: str, value: bytes) -> None:
+        await self.producer.send_and_wait(
+            self.folding.topic_engagement, value, key=f"{self.tenant.id}|{key_customer}".encode()
+        )
+
+    async def score(self, customer: str, version: int, score: float, **extra: Any) -> None:
+        """An engagement change of ``customer``, on its own key."""
+        await self.produce(customer, change(self.tenant.id, customer, version, score, **extra))
+
+    async def context(self, customer: str) -> dict[str, Any]:
+        r = await self.journey.get(f"/v1/customers/{customer}/context", headers=self.tenant.headers)
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def engaged(self, customer: str) -> dict[str, Any]:
+        """``customer``'s context once it shows an engagement."""
+
+        async def shown() -> dict[str, Any] | None:
+            body = await self.context(customer)
+            return body if body["engagement"] else None
+
+        return await eventually(shown)
+
+    async def merge(self, survivor: str, merged: str) -> None:
+        r = await self.journey.post(
+            "/v1/customers/merge",
+            json={"survivor_id": survivor, "merged_id": merged, "reason": "same person"},
+            headers=self.tenant.headers,
+        )
+        assert r.status_code == 200, r.text
+
+    async def consumed(self, count: int) -> None:
+        """Wait until the consumer has committed ``count`` records of the engagement topic."""
+        settings = self.folding
+
+        async def done() -> bool:
+            offsets = await committed(
+                settings, self.producer, settings.engagement_consumer_group,
+                settings.topic_engagement,
+            )  # fmt: skip
+            return sum(offsets.values()) >= count
+
+        await eventually(done, timeout=30)
 
 
-async def test_the_newest_engagement_wins_whatever_the_order_and_the_cache_follows(
+@pytest.fixture
+async def scene(
     journey: httpx.AsyncClient,
     journey_worker: Any,
     journey_settings: JourneySettings,
     folding: JourneySettings,
     producer: AIOKafkaProducer,
     make_tenant: TenantFactory,
+) -> Scene:
+    tenant = await make_tenant(scopes=["context:read", "admin"])
+    return Scene(journey, producer, journey_settings, folding, tenant)
+
+
+async def test_the_newest_engagement_wins_whatever_the_order_and_the_cache_follows(
+    scene: Scene,
 ):
-    tenant = await make_tenant(scopes=["context:read"])
-    cid = await customer(journey, tenant, producer, journey_settings)
-    url = f"/v1/customers/{cid}/context"
-    before = (await journey.get(url, headers=tenant.headers)).json()  # now cached
+    cid = await scene.customer()
+    before = await scene.context(cid)  # now cached
     assert before["engagement"] is None
 
-    await produce(producer, folding, tenant.id, cid, change(tenant.id, cid, 200, 34.5,
-                                                            alert=alert(34.5)))  # fmt: skip
+    await scene.score(cid, 200, 34.5, alert=alert(34.5))
 
     async def shows(version: int) -> dict[str, Any] | None:
-        body = (await journey.get(url, headers=tenant.headers)).json()
+        body = await scene.context(cid)
         eng = body["engagement"]
         return body if eng and eng["version"] == version else None
 
@@ -136,31 +178,24 @@ async def test_the_newest_engagement_wins_whatever_the_order_and_the_cache_follo
     assert "At risk of churning: engagement 34.5" in body["summary"]["text"]
 
     # an older change arriving late, and a replay of the current one, change nothing
-    await produce(producer, folding, tenant.id, cid, change(tenant.id, cid, 100, 90.0))
-    await produce(producer, folding, tenant.id, cid, change(tenant.id, cid, 200, 90.0))
-    await consumed(producer, folding, 3)
-    same = (await journey.get(url, headers=tenant.headers)).json()
+    await scene.score(cid, 100, 90.0)
+    await scene.score(cid, 200, 90.0)
+    await scene.consumed(3)
+    same = await scene.context(cid)
     assert same["version"] == body["version"]
     assert same["engagement"]["score"] == 34.5
     assert same["engagement"]["alert"] is not None
 
-    await produce(producer, folding, tenant.id, cid, change(tenant.id, cid, 201, 72.0))
+    await scene.score(cid, 201, 72.0)
     recovered = await eventually(lambda: shows(201))
     assert recovered["engagement"]["alert"] is None
     assert recovered["engagement"]["at_risk"] is False
     assert recovered["summary"]["churn_risk"] is None
 
 
-async def test_bad_records_are_dead_lettered_and_unknown_customers_do_not_stall(
-    journey: httpx.AsyncClient,
-    journey_worker: Any,
-    journey_settings: JourneySettings,
-    folding: JourneySettings,
-    producer: AIOKafkaProducer,
-    make_tenant: TenantFactory,
-):
-    tenant = await make_tenant(scopes=["context:read"])
-    cid = await customer(journey, tenant, producer, journey_settings)
+async def test_bad_records_are_dead_lettered_and_unknown_customers_do_not_stall(scene: Scene):
+    tenant, folding = scene.tenant, scene.folding
+    cid = await scene.customer()
     nobody = str(uuid.uuid4())
     marker = uuid.uuid4().hex
     unknown_before = sample("waypoint_journey_engagement_total", result="unknown_customer")
@@ -170,13 +205,9 @@ async def test_bad_records_are_dead_lettered_and_unknown_customers_do_not_stall(
         change(tenant.id, nobody, 5, 50.0),  # journey does not know this customer
         change(tenant.id, cid, 5, 61.0),
     ):
-        await produce(producer, folding, tenant.id, cid, value)  # one key: one partition, in order
+        await scene.produce(cid, value)  # one key: one partition, in order
 
-    async def applied() -> dict[str, Any] | None:
-        r = await journey.get(f"/v1/customers/{cid}/context", headers=tenant.headers)
-        return r.json() if r.json()["engagement"] else None
-
-    assert (await eventually(applied))["engagement"]["score"] == 61.0
+    assert (await scene.engaged(cid))["engagement"]["score"] == 61.0
 
     async def counted_unknown() -> bool:
         now = sample("waypoint_journey_engagement_total", result="unknown_customer")
@@ -203,35 +234,16 @@ async def test_bad_records_are_dead_lettered_and_unknown_customers_do_not_stall(
     assert any("not a journey customer id" in why for why in reasons.values())
 
 
-async def test_a_merge_keeps_the_survivors_engagement(
-    journey: httpx.AsyncClient,
-    journey_worker: Any,
-    journey_settings: JourneySettings,
-    folding: JourneySettings,
-    producer: AIOKafkaProducer,
-    make_tenant: TenantFactory,
-):
-    tenant = await make_tenant(scopes=["context:read", "admin"])
-    survivor = await customer(journey, tenant, producer, journey_settings)
-    merged = await customer(journey, tenant, producer, journey_settings)
-    await produce(producer, folding, tenant.id, survivor, change(tenant.id, survivor, 9, 30.0,
-                                                                 alert=alert(30.0)))  # fmt: skip
-
-    async def scored() -> bool:
-        r = await journey.get(f"/v1/customers/{survivor}/context", headers=tenant.headers)
-        return bool(r.json()["engagement"])
-
-    await eventually(scored)
-    r = await journey.post(
-        "/v1/customers/merge",
-        json={"survivor_id": survivor, "merged_id": merged, "reason": "same person"},
-        headers=tenant.headers,
-    )
-    assert r.status_code == 200, r.text
+async def test_a_merge_keeps_the_survivors_engagement(scene: Scene):
+    survivor = await scene.customer()
+    merged = await scene.customer()
+    await scene.score(survivor, 9, 30.0, alert=alert(30.0))
+    await scene.engaged(survivor)
+    await scene.merge(survivor, merged)
 
     async def merged_view() -> dict[str, Any] | None:  # once the API has heard of the merge
-        r = await journey.get(f"/v1/customers/{merged}/context", headers=tenant.headers)
-        return r.json() if r.json()["customer_id"] == survivor else None
+        body = await scene.context(merged)
+        return body if body["customer_id"] == survivor else None
 
     after = await eventually(merged_view)
     assert after["customer_id"] == survivor
@@ -240,36 +252,19 @@ async def test_a_merge_keeps_the_survivors_engagement(
     assert after["engagement"]["alert"] is not None
 
 
-async def test_a_change_for_a_merged_away_customer_is_dropped_at_once_not_retried(
-    journey: httpx.AsyncClient,
-    journey_worker: Any,
-    journey_settings: JourneySettings,
-    folding: JourneySettings,
-    producer: AIOKafkaProducer,
-    make_tenant: TenantFactory,
-):
+async def test_a_change_for_a_merged_away_customer_is_dropped_at_once_not_retried(scene: Scene):
     """Alerts may score a customer just before journey merges it away: that change names a
     customer whose context moved to the survivor. It is counted as merged_away, not retried as
     unknown, and the survivor's engagement is untouched."""
-    tenant = await make_tenant(scopes=["context:read", "admin"])
-    survivor = await customer(journey, tenant, producer, journey_settings)
-    merged = await customer(journey, tenant, producer, journey_settings)
-    r = await journey.post(
-        "/v1/customers/merge",
-        json={"survivor_id": survivor, "merged_id": merged, "reason": "same person"},
-        headers=tenant.headers,
-    )
-    assert r.status_code == 200, r.text
+    survivor = await scene.customer()
+    merged = await scene.customer()
+    await scene.merge(survivor, merged)
     merged_before = sample("waypoint_journey_engagement_total", result="merged_away")
     unknown_before = sample("waypoint_journey_engagement_total", result="unknown_customer")
-    await produce(producer, folding, tenant.id, merged, change(tenant.id, merged, 7, 12.0))
-    await produce(producer, folding, tenant.id, survivor, change(tenant.id, survivor, 3, 70.0))
+    await scene.score(merged, 7, 12.0)
+    await scene.score(survivor, 3, 70.0)
 
-    async def survivor_scored() -> dict[str, Any] | None:
-        r = await journey.get(f"/v1/customers/{survivor}/context", headers=tenant.headers)
-        return r.json() if r.json()["engagement"] else None
-
-    assert (await eventually(survivor_scored))["engagement"]["score"] == 70.0
+    assert (await scene.engaged(survivor))["engagement"]["score"] == 70.0
 
     async def counted() -> bool:
         now = sample("waypoint_journey_engagement_total", result="merged_away")
