@@ -43,6 +43,12 @@ BATCH_LATENCY = Histogram(
     ["service"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+COMMIT_LATENCY = Histogram(
+    "waypoint_consumer_commit_duration_seconds",
+    "Round trip of one offset commit to the group coordinator (after the batch's effects).",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
 BATCH_FAILURES = Counter(
     "waypoint_consumer_batch_failures_total",
     "Batches whose handling failed and was retried (database or broker down, or a bug).",
@@ -205,7 +211,9 @@ class BatchWorker:
                 log.info("batch.partitions_lost", lost=len(batches) - len(offsets))
             crash_point(self.service, "before_commit")
             if offsets:
+                committing = time.perf_counter()
                 await self.consumer.commit(offsets)
+                COMMIT_LATENCY.labels(self.service).observe(time.perf_counter() - committing)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
