@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import orjson  # noqa: E402
+from aiokafka import TopicPartition  # noqa: E402
 
 from bench._journey_stack import (  # noqa: E402
     TENANT,
@@ -67,6 +68,7 @@ PARTS = {
     "free_consumer_to_chunk_began": ("consumed", "chunk_began"),
     "chunk_began_to_notify": ("chunk_began", "notified"),
     "notify_to_visible": ("notified", "visible"),
+    "notify_to_first_read_answered": ("notified", "first_read"),
 }
 
 
@@ -144,18 +146,23 @@ async def raw_round_trip(stack: Stack, samples: int = 200) -> list[float]:
         await producer.stop()
 
 
-async def free_consumer(stack: Stack, seen: dict[str, float], stop: asyncio.Event) -> None:
-    """Note when each probe reaches a consumer that does nothing else (its own group, the
-    worker's fetch settings): the transport's share of each probe."""
+async def free_consumer(
+    stack: Stack, seen: dict[str, float], ready: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Note when each probe reaches a consumer that does nothing else (every partition assigned
+    by hand, no group, the worker's fetch settings): the transport's share of each probe."""
+    topic = stack.settings.topic_normalized
     consumer = make_consumer(
-        stack.settings,
-        stack.settings.topic_normalized,
-        group_id=f"free-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="latest",
-        fetch_max_wait_ms=stack.settings.fetch_max_wait_ms,
+        stack.settings, group_id=None, fetch_max_wait_ms=stack.settings.fetch_max_wait_ms
     )
     await consumer.start()
     try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        ready.set()
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200)
             now = time.time()
@@ -207,7 +214,8 @@ async def main() -> dict[str, Any]:
         await listener.add_listener(settings.notify_channel, on_notify)
         stop = asyncio.Event()
         consumed: dict[str, float] = {}
-        free = asyncio.create_task(free_consumer(stack, consumed, stop))
+        free_ready = asyncio.Event()
+        free = asyncio.create_task(free_consumer(stack, consumed, free_ready, stop))
 
         async def background() -> None:
             rng, n = random.Random(3), 0
@@ -250,7 +258,7 @@ async def main() -> dict[str, Any]:
                     "/v1/context", params={"identifier_type": "phone", "value": phone(slot)}
                 )
                 cids[slot] = r.json()["customer_id"]
-            await asyncio.sleep(1)  # the free consumer has its partitions
+            await asyncio.wait_for(free_ready.wait(), 60)
 
             async def prober(lane: int) -> None:
                 n = 0
@@ -275,6 +283,8 @@ async def main() -> dict[str, Any]:
                     deadline = time.perf_counter() + 30
                     while time.perf_counter() < deadline:
                         r = await http.get(f"/v1/customers/{cid}/context")
+                        stamps.setdefault("first_read", time.time())
+                        stamps["reads"] = stamps.get("reads", 0) + 1
                         if any(f["value"] == value for f in r.json()["facts"]):
                             break
                         await asyncio.sleep(0.002)
@@ -339,6 +349,12 @@ async def main() -> dict[str, Any]:
             for name, (a, b) in PARTS.items()
         }
         print(f"  slowest 2 % of probes, mean of each part (ms): {tail}")
+        reads = sum(p["reads"] for p in probes) / len(probes)
+        stale = sum(1 for p in probes if p["reads"] > 1) / len(probes)
+        print(
+            f"  API reads per probe after the NOTIFY: {reads:.2f} "
+            f"(first read still stale in {100 * stale:.1f} % of probes)"
+        )
         d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
 
         def mean_ms(metric: str) -> float:
@@ -370,6 +386,8 @@ async def main() -> dict[str, Any]:
             "raw_round_trip_p99_ms": round(pct(transport, 0.99), 1),
             "parts": parts,
             "slowest_2pct_parts_mean_ms": tail,
+            "api_reads_per_probe": round(reads, 2),
+            "first_read_stale_share": round(stale, 3),
             "worker": loop,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "machine": machine(),
