@@ -82,18 +82,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def worker_metrics(port: int) -> dict[str, float]:
-    """The worker's consumer-loop and chunk histograms: sums and counts."""
+def worker_metrics(port: int, gauge: str = "") -> dict[str, float]:
+    """The worker's consumer-loop and chunk histograms (sums and counts), or one gauge."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#") or not line.startswith(
-            ("waypoint_consumer_", "waypoint_journey_chunk_duration")
+            (gauge,) if gauge else ("waypoint_consumer_", "waypoint_journey_chunk_duration")
         ):
             continue
         name, _, value = line.rpartition(" ")
-        if name.endswith(("_sum", "_count")) or "_sum{" in name or "_count{" in name:
+        if gauge or name.endswith(("_sum", "_count")) or "_sum{" in name or "_count{" in name:
             out[name.split("{", 1)[0]] = out.get(name.split("{", 1)[0], 0.0) + float(value)
     return out
 
@@ -277,7 +277,11 @@ async def main() -> dict[str, Any]:
                         key=f"{TENANT}|phone:{phone(slot)}".encode(),
                     )
                     sent.add_done_callback(lambda _f, s=stamps: s.setdefault("acked", time.time()))
-                    await asyncio.wait_for(ready.wait(), 30)
+                    try:
+                        await asyncio.wait_for(ready.wait(), 30)
+                    except TimeoutError:
+                        lag = worker_metrics(metrics_port, "waypoint_consumer_lag{")
+                        raise TimeoutError(f"no notice in 30 s; the worker's lag: {lag}") from None
                     # The API process may apply the same notice a moment later (its cache):
                     # read until the value is there, as a polling desktop would.
                     deadline = time.perf_counter() + 30
