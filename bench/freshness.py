@@ -286,7 +286,10 @@ async def main() -> dict[str, Any]:
                     # read until the value is there, as a polling desktop would.
                     deadline = time.perf_counter() + 30
                     while time.perf_counter() < deadline:
-                        r = await http.get(f"/v1/customers/{cid}/context")
+                        try:
+                            r = await http.get(f"/v1/customers/{cid}/context")
+                        except httpx.TransportError:  # a kept-alive connection the API closed
+                            continue
                         stamps.setdefault("first_read", time.time())
                         stamps["reads"] = stamps.get("reads", 0) + 1
                         if any(f["value"] == value for f in r.json()["facts"]):
