@@ -12,8 +12,8 @@ Reading ahead: a reader task takes records off the consumer while a batch is han
 ``max_records`` waiting (besides the batch in flight), and the next batch is everything waiting.
 aiokafka sends no new fetch to a broker while records it fetched are not taken, so without this
 a record produced while a batch was being handled was fetched only once that batch was done,
-then waited for the batch after it: about two batch times plus a fetch round trip (on a broker
-that holds a fetch its whole ``fetch_max_wait_ms``, such as Tansu, the whole wait). With it, the
+then waited for the batch after it: about two batch times plus a fetch (on Tansu, which answers
+a fetch only at the end of its hold, that hold too). With it, the
 record is waiting when the batch in flight commits, and is in the next one. Records read ahead
 are only in memory: nothing is committed that was not handled, and a failed batch drops what
 was read ahead on its partitions when it seeks back.
