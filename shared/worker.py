@@ -8,11 +8,22 @@ on event id). Only failures shown to come from a record's own data may be dead-l
 consecutive-failures and stalled-seconds gauges, a ``batch.failed`` log line per attempt, and
 a lag measured from the committed offsets.
 
+Reading ahead: a reader task takes records off the consumer while a batch is handled, up to
+``max_records`` waiting (besides the batch in flight), and the next batch is everything waiting.
+aiokafka sends no new fetch to a broker while records it fetched are not taken, so without this
+a record produced while a batch was being handled was fetched only once that batch was done,
+then waited for the batch after it: about two batch times plus a fetch (on Tansu, which answers
+a fetch only at the end of its hold, that hold too). With it, the
+record is waiting when the batch in flight commits, and is in the next one. Records read ahead
+are only in memory: nothing is committed that was not handled, and a failed batch drops what
+was read ahead on its partitions when it seeks back.
+
 Rebalances: when partitions are revoked, the in-flight batch is finished and committed first
-(the listener waits for it, up to ``revoke_timeout_seconds``); a batch that takes longer is
-abandoned for the revoked partitions: they are never committed by this worker, so their new
-owner handles those records again (handlers are idempotent). Offsets are committed, and after a
-failure sought back, only on partitions this worker still owns.
+(the listener waits for it, up to ``revoke_timeout_seconds``; no new batch starts meanwhile); a
+batch that takes longer is abandoned for the revoked partitions: they are never committed by
+this worker, so their new owner handles those records again (handlers are idempotent). Records
+read ahead on revoked partitions are dropped. Offsets are committed, and after a failure sought
+back, only on partitions this worker still owns.
 """
 
 from __future__ import annotations
@@ -42,6 +53,12 @@ BATCH_LATENCY = Histogram(
     "Time to handle one batch (validate, store, publish, commit).",
     ["service"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+COMMIT_LATENCY = Histogram(
+    "waypoint_consumer_commit_duration_seconds",
+    "Round trip of one offset commit to the group coordinator (after the batch's effects).",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 BATCH_FAILURES = Counter(
     "waypoint_consumer_batch_failures_total",
@@ -154,17 +171,36 @@ class BatchWorker:
         self.failing_since: float | None = None
         # Per partition, the next offset to handle: committed, or the start of a failing batch.
         self.next_offsets: dict[TopicPartition, int] = {}
+        # Read ahead while a batch is handled (in partition order), not handled yet.
+        self.waiting: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        self.waiting_count = 0
+        self._arrived = asyncio.Event()  # records are waiting, or the reader stopped
+        self._room = asyncio.Event()  # fewer than max_records are waiting
+        self._revoking = False  # no batch may start while partitions are being revoked
 
     async def run(self) -> None:
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         CONSECUTIVE_FAILURES.labels(self.service).set(0)
         STALLED_SECONDS.labels(self.service).set(0)
+        reader = asyncio.create_task(self._read_ahead())
+        try:
+            await self._handle_loop(reader)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _handle_loop(self, reader: asyncio.Task[None]) -> None:
         backoff = 0.2
         last_lag = 0.0
         while not self.stopping.is_set():
-            batches = await self.consumer.getmany(
-                timeout_ms=self.poll_timeout_ms, max_records=self.max_records
-            )
+            batches = self._take()
+            if not batches:
+                if reader.done():
+                    reader.result()  # the consumer failed: raise it, as getmany would
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), self.poll_timeout_ms / 1000)
             records = [r for recs in batches.values() for r in recs]
             if records and not await self._handle(batches, records):
                 await self._update_lag()
@@ -177,6 +213,59 @@ class BatchWorker:
             if now - last_lag > 1.0:
                 last_lag = now
                 await self._update_lag()
+
+    async def _read_ahead(self) -> None:
+        """Keep taking records off the consumer (so it keeps a fetch in flight) while fewer
+        than ``max_records`` are waiting to be handled."""
+        try:
+            while not self.stopping.is_set():
+                room = self.max_records - self.waiting_count
+                if room <= 0:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                batches = await self.consumer.getmany(
+                    timeout_ms=self.poll_timeout_ms, max_records=room
+                )
+                # No await between the fetch and here: a seek or a revocation sees either
+                # none of these records or all of them waiting.
+                for tp, recs in batches.items():
+                    if recs:
+                        self.waiting.setdefault(tp, []).extend(recs)
+                        self.waiting_count += len(recs)
+                if self.waiting_count:
+                    self._arrived.set()
+        finally:
+            self._arrived.set()  # wake the handler: it raises the reader's failure
+
+    def _take(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The next batch: what is waiting, up to ``max_records``, in order per partition."""
+        if self._revoking or not self.waiting_count:
+            self._arrived.clear()
+            return {}
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        room = self.max_records
+        for tp in list(self.waiting):
+            recs = self.waiting.pop(tp)
+            batch[tp], rest = recs[:room], recs[room:]
+            if rest:
+                self.waiting[tp] = rest  # the next batch takes them, after the others
+            room -= len(batch[tp])
+            if room == 0:
+                break
+        self.waiting_count -= self.max_records - room
+        self._room.set()
+        if not self.waiting_count:
+            self._arrived.clear()
+        return batch
+
+    def _drop_waiting(self, tps: set[TopicPartition]) -> None:
+        """Forget what was read ahead on ``tps`` (sought back, or revoked)."""
+        for tp in tps:
+            self.waiting_count -= len(self.waiting.pop(tp, ()))
+        self._room.set()
+        if not self.waiting_count:
+            self._arrived.clear()
 
     async def _handle(
         self,
@@ -205,7 +294,9 @@ class BatchWorker:
                 log.info("batch.partitions_lost", lost=len(batches) - len(offsets))
             crash_point(self.service, "before_commit")
             if offsets:
+                committing = time.perf_counter()
                 await self.consumer.commit(offsets)
+                COMMIT_LATENCY.labels(self.service).observe(time.perf_counter() - committing)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -214,6 +305,7 @@ class BatchWorker:
                 if tp in owned:
                     self.consumer.seek(tp, recs[0].offset)
                     self.next_offsets[tp] = recs[0].offset
+            self._drop_waiting(set(batches))  # read again after the seek, in order
             self.failures += 1
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
@@ -247,19 +339,25 @@ class BatchWorker:
         """Partitions are being taken away: finish the batch in flight (it commits while the
         generation is still ours), or abandon it after ``revoke_timeout_seconds``."""
         outcome = "idle"
-        if not self.idle.is_set():
-            try:
-                await asyncio.wait_for(self.idle.wait(), self.revoke_timeout_seconds)
-                outcome = "finished"
-            except TimeoutError:
-                outcome = "abandoned"
-                log.warning(
-                    "batch.abandoned", reason="rebalance", waited_s=self.revoke_timeout_seconds
-                )
-        REBALANCES.labels(self.service, outcome).inc()
-        log.info("partitions.revoked", count=len(revoked), batch=outcome)
-        for tp in revoked:
-            self.next_offsets.pop(tp, None)
+        self._revoking = True  # the batch in flight may finish; no next one starts
+        try:
+            if not self.idle.is_set():
+                try:
+                    await asyncio.wait_for(self.idle.wait(), self.revoke_timeout_seconds)
+                    outcome = "finished"
+                except TimeoutError:
+                    outcome = "abandoned"
+                    log.warning(
+                        "batch.abandoned", reason="rebalance", waited_s=self.revoke_timeout_seconds
+                    )
+            REBALANCES.labels(self.service, outcome).inc()
+            log.info("partitions.revoked", count=len(revoked), batch=outcome)
+            for tp in revoked:
+                self.next_offsets.pop(tp, None)
+            self._drop_waiting(revoked)  # their next owner reads them from the committed offset
+        finally:
+            self._revoking = False
+            self._arrived.set()
 
     async def _update_lag(self) -> None:
         """Lag from the next offset to handle (the committed one), not the fetch position: while
@@ -271,13 +369,15 @@ class BatchWorker:
                 continue
             done = self.next_offsets.get(tp)
             if done is None:
-                done = await self.consumer.position(tp)
+                waiting = self.waiting.get(tp)
+                done = waiting[0].offset if waiting else await self.consumer.position(tp)
             per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - done)
         for topic, lag in per_topic.items():
             CONSUMER_LAG.labels(self.service, topic).set(lag)
 
     def stop(self) -> None:
         self.stopping.set()
+        self._arrived.set()
 
 
 def install_signal_handlers(stop: Callable[[], None]) -> None:
