@@ -93,8 +93,9 @@ class CommonSettings(BaseSettings):
     fault_crash_at: str | None = Field(
         None,
         validation_alias=_alias("WAYPOINT_FAULT_CRASH_AT"),
-        description="Fault suite only: `stage:point:n` makes a worker process SIGKILL itself "
-        "the n-th time it reaches that point (shared/faults.py); refused in prod.",
+        description="Fault suite only: `stage:point:n` makes a worker process (or `waypoint "
+        "serve`, one process) SIGKILL itself the n-th time it reaches that point "
+        "(shared/faults.py); refused in prod.",
     )
     log_level: str = Field(
         "INFO", validation_alias=_alias("WAYPOINT_LOG_LEVEL"), description="Log level."
