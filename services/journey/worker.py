@@ -43,10 +43,6 @@ from shared.worker import BatchWorker, is_data_fault, run_until_stopped, sqlstat
 log = get_logger("journey.worker")
 
 _RETRYABLE = {"40P01": "deadlock", "40001": "serialization", "23505": "unique_violation"}
-# Records per batch (poll and handle): what the worker holds at once sets its peak RSS. Under a
-# 100k-event backlog 5,000 peaked at 170 MB, 1,000 at 153-158, 500 at 145, CPU per event the
-# same within noise (docs/benchmarks.md "Memory").
-BATCH_RECORDS = 500
 
 
 def retry_cause(exc: BaseException) -> str | None:
@@ -232,7 +228,7 @@ async def run(
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 10, 100),
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        max_poll_records=BATCH_RECORDS,
+        max_poll_records=settings.batch_size,
         **consumer_overrides,
     )
     await producer.start()
@@ -245,7 +241,7 @@ async def run(
         consumer=consumer,
         topics=[settings.topic_normalized],
         handle=processor.handle,
-        max_records=BATCH_RECORDS,
+        max_records=settings.batch_size,  # what is held at once sets the peak RSS
     )
     log.info("worker.started", topic=settings.topic_normalized, group=settings.consumer_group)
     # The journey map is folded by `waypoint worker journey maps`; here only when asked to.
