@@ -39,11 +39,13 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
     receiver.expect_request("/hook", method="POST").respond_with_data("ok")
     clock = Clock(T0)
 
-    async def send(*activities) -> None:
+    async def send(*activities) -> str:
+        """Send in order; returns the last event's id, to wait for it by."""
         for a in activities:
             await producer.send_and_wait(
                 alerts_settings.topic_activity, a.to_json(), key=a.kafka_key()
             )
+        return str(activities[-1].event["id"])
 
     async with app_client(create_app(alerts_settings)) as api:
         put = await api.put("/v1/engagement-model", json=MODEL, headers=tenant.headers)
@@ -59,9 +61,11 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
             r = await api.get(f"/v1/customers/{customer}/engagement", headers=tenant.headers)
             return r.json() if r.status_code == 200 else None
 
-        async def processed(n_history: int):
+        async def processed(event_id: str):
+            """The engagement once the event is scored (a batch may score several at once)."""
             body = await engagement()
-            return body if body and len(body["history"]) >= n_history else None
+            scored = body and any(event_id in h["event_ids"] for h in body["history"])
+            return body if scored else None
 
         async def alerts(**params):
             r = await api.get("/v1/alerts", params=params, headers=tenant.headers)
@@ -74,23 +78,23 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
             running(notifier.run, alerts_settings),
         ):
             # healthy: 12 uses with every seat active
-            await send(*(usage(tenant=tenant.id, customer=customer, account=account,
+            sent = await send(*(usage(tenant=tenant.id, customer=customer, account=account,
                                traits=traits, at=T0 - timedelta(hours=h), active=10)
                          for h in range(12)))  # fmt: skip
-            body = await eventually(lambda: processed(1))
+            body = await eventually(lambda: processed(sent))
             assert body["score"] == 100.0
 
             # three weeks on: less use, half the seats
             clock.set(T0 + timedelta(days=20))
-            await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=5))
-            body = await eventually(lambda: processed(2))
+            sent = await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=5))
+            body = await eventually(lambda: processed(sent))
             assert 50 < body["score"] < 56
             assert await alerts() == []
 
             # a week later: two seats of ten, little use → one alert (below threshold and drop)
             clock.set(T0 + timedelta(days=28))
-            await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=2))
-            await eventually(lambda: processed(3))
+            sent = await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=2))
+            await eventually(lambda: processed(sent))
             opened = await eventually(alerts)
             assert len(opened) == 1
             alert = opened[0]
@@ -121,15 +125,15 @@ async def test_declining_customer_is_alerted_once_then_resolved_then_alerted_aga
 
             # further decline a day later: no second alert
             clock.set(T0 + timedelta(days=29))
-            await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=1))
-            await eventually(lambda: processed(4))
+            sent = await send(usage(tenant=tenant.id, customer=customer, at=clock.now, active=1))
+            await eventually(lambda: processed(sent))
             assert len(await alerts()) == 1
 
             # recovery: busy again, most seats used → the alert resolves itself
             clock.set(T0 + timedelta(days=29, hours=2))
-            await send(*(usage(tenant=tenant.id, customer=customer, at=clock.now, active=8)
+            sent = await send(*(usage(tenant=tenant.id, customer=customer, at=clock.now, active=8)
                          for _ in range(6)))  # fmt: skip
-            await eventually(lambda: processed(5))
+            await eventually(lambda: processed(sent))
             resolved = await eventually(lambda: alerts(status="resolved"))
             assert resolved[0]["id"] == alert["id"]
             assert resolved[0]["resolution"] == "recovered"
