@@ -49,21 +49,20 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from bench._journey_stack import TENANT, Stack, customer_events, machine, phone  # noqa: E402
-from services.journey.app import _keep_session, create_app  # noqa: E402
+from services.journey.app import create_app  # noqa: E402
 from services.journey.applier import ChunkApplier, Incoming  # noqa: E402
 from services.journey.context import repository as repo  # noqa: E402
 from services.journey.context import service  # noqa: E402
 from services.journey.deps import json_response  # noqa: E402
 from shared.auth.dependencies import get_principal  # noqa: E402
 from shared.auth.models import Scope  # noqa: E402
-from shared.db import Database, raw_connection  # noqa: E402
+from shared.db import Database, raw_connection, raw_pool  # noqa: E402
 from shared.embedded import free_port, wait_for_port  # noqa: E402
 from shared.events import parse_normalized  # noqa: E402
 
@@ -221,8 +220,8 @@ async def main() -> dict[str, Any]:
             directory = socket_dir(settings.dsn)
             if directory is not None and shutil.which("socat"):
                 relay, tcp_dsn = tcp_relay(directory)
-                pools["_tcp"] = await asyncpg.create_pool(
-                    tcp_dsn, min_size=2, max_size=settings.db_pool_size, reset=_keep_session
+                pools["_tcp"] = await raw_pool(
+                    tcp_dsn, "journey-api", min_size=2, max_size=settings.db_pool_size
                 )
                 variants[UNCACHED_TCP] = variants[UNCACHED]
                 floors += ["db_select_1_only_tcp", "db_by_identifier_only_tcp"]

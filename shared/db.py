@@ -50,6 +50,27 @@ def asyncpg_dsn(dsn: str) -> str:
     return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
 
 
+async def _no_session_state(_conn: asyncpg.Connection) -> None:
+    return None
+
+
+async def raw_pool(dsn: str, name: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    """A plain asyncpg pool (prepared statements, no ORM, no pre-ping) for hot paths that own
+    their transactions: the journey API's reads, the journey worker's chunks. Its users leave
+    no session state on a connection (no SET, no LISTEN, session advisory locks or temporary
+    tables; transaction-scoped locks end with the transaction), so a released connection skips
+    asyncpg's ``RESET ALL`` and its round trip. A connection the server closed is replaced on
+    acquire."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        asyncpg_dsn(dsn),
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"application_name": name},
+        reset=_no_session_state,
+    )
+    return pool
+
+
 class Database:
     """Engine + session factory for one process, built in a lifespan, never at import."""
 

@@ -6,7 +6,6 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 from fastapi import FastAPI
 
 from services.journey.config import JourneySettings
@@ -22,11 +21,7 @@ from services.journey.pages import install as install_pages
 from services.journey.privacy.endpoints import router as privacy_router
 from services.journey.quality.endpoints import router as quality_router
 from shared.app import create_app as create_service_app
-from shared.db import asyncpg_dsn
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    return None
+from shared.db import raw_pool
 
 
 def create_app(settings: JourneySettings | None = None) -> FastAPI:
@@ -34,13 +29,10 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The read path uses its own asyncpg pool: prepared statements, no ORM, no pre-ping.
-        app.state.pg_pool = await asyncpg.create_pool(
-            asyncpg_dsn(settings.dsn),
-            min_size=2,
-            max_size=settings.db_pool_size,
-            server_settings={"application_name": "journey-api"},
-            reset=_keep_session,  # read-only queries leave no session state: skip RESET ALL
+        # The read path uses its own asyncpg pool: prepared statements, no ORM, no pre-ping;
+        # read-only queries leave no session state (no RESET ALL on release).
+        app.state.pg_pool = await raw_pool(
+            settings.dsn, "journey-api", min_size=2, max_size=settings.db_pool_size
         )
         app.state.cache = (
             ContextCache(settings.context_cache_mb * 1024 * 1024)

@@ -30,7 +30,7 @@ from services.journey.maps.maintain import start_compactor, stop_compactor
 from services.journey.metrics import CHUNK_RETRIES, EVENTS, FRESHNESS, PROCESSING
 from services.journey.outbox import activity_messages, start_relay, stop_relay
 from shared import outbox
-from shared.db import Database, asyncpg_dsn, raw_connection
+from shared.db import Database, raw_connection, raw_pool
 from shared.events import parse_normalized
 from shared.faults import crash_point
 from shared.kafka import ensure_topics, make_consumer, make_producer
@@ -49,12 +49,6 @@ def retry_cause(exc: BaseException) -> str | None:
     if isinstance(exc, StaleChunk):
         return "concurrent_merge"
     return _RETRYABLE.get(sqlstate(exc) or "")
-
-
-async def _no_session_state(_conn: asyncpg.Connection) -> None:
-    """A chunk leaves nothing on its connection: its advisory locks are transaction-scoped,
-    it never LISTENs or changes settings. Skipping asyncpg's RESET ALL saves a round trip."""
-    return None
 
 
 def is_poison(exc: BaseException) -> bool:
@@ -83,18 +77,14 @@ class JourneyProcessor:
         # SQLAlchemy session each chunk also paid the pool's pre-ping (BEGIN, a statement,
         # ROLLBACK) and a SELECT 1 to start the transaction. A connection the server closed is
         # replaced by asyncpg on acquire; one broken mid-chunk fails the batch, which
-        # ``BatchWorker`` retries, as before.
+        # ``BatchWorker`` retries, as before. A chunk leaves nothing on its connection (its
+        # advisory locks are transaction-scoped): ``raw_pool`` skips the RESET ALL.
         self._pool: asyncpg.Pool | None = None
 
     async def _chunk_pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                asyncpg_dsn(self.settings.dsn),
-                min_size=1,
-                max_size=2,  # chunks are applied one at a time
-                server_settings={"application_name": "journey-worker"},
-                reset=_no_session_state,
-            )
+            # chunks are applied one at a time
+            self._pool = await raw_pool(self.settings.dsn, "journey-worker", min_size=1, max_size=2)
         return self._pool
 
     async def close(self) -> None:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.journey.applier import iso_utc
+from services.journey.context.rules import iso
 from services.journey.identity.rules import Claim, claim_of
 from shared.events import IdentifierType, Verification, is_junk_value
 
 
 @given(st.datetimes(timezones=st.just(UTC)))
-def test_iso_utc_is_isoformat(t: datetime) -> None:
-    assert iso_utc(t) == t.isoformat()
+def test_iso_of_a_utc_time_is_isoformat(t: datetime) -> None:
+    assert iso(t) == t.isoformat()
+
+
+@given(
+    st.datetimes(
+        timezones=st.none() | st.timedeltas(timedelta(hours=-23), timedelta(hours=23)).map(timezone)
+    )
+)
+def test_iso_of_any_time_is_isoformat(t: datetime) -> None:
+    assert iso(t) == t.isoformat()
+    assert iso(None) is None
 
 
 @given(

@@ -52,10 +52,10 @@ async def test_a_reducer_bug_is_retried_not_dead_lettered_and_applied_once_fixed
     broken = True
     real_apply_event = ctx.apply_event
 
-    def apply_event(doc: dict[str, Any], env: Envelope, at: str | None = None) -> dict[str, Any]:
+    def apply_event(doc: dict[str, Any], env: Envelope) -> dict[str, Any]:
         if broken and env.tenant == tenant.id:
             raise KeyError("a reducer bug")
-        return real_apply_event(doc, env, at)
+        return real_apply_event(doc, env)
 
     monkeypatch.setattr(ctx, "apply_event", apply_event)
     failures_before = sample(FAILURES, service="journey")

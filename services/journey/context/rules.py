@@ -8,8 +8,10 @@ the same events in any order gives the same document (a merge or split rebuilds 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from shared.events import Envelope, EventType, verification_strength
 from shared.events import payloads as p
@@ -67,8 +69,15 @@ def _field(data: p.EventData, name: str) -> Any:
     return data.__dict__.get(name)
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t is not None else None
+def iso(t: datetime | None) -> str | None:
+    """``t.isoformat()``. A UTC time (every event time, once parsed) is written by orjson: the
+    same text (``+00:00``, microseconds only when there are any), ~3× cheaper; the fold and the
+    worker format each event's time with it."""
+    if t is None:
+        return None
+    if t.tzinfo is UTC:
+        return orjson.dumps(t)[1:-1].decode()
+    return t.isoformat()
 
 
 def _later(a: str | None, b: str | None) -> bool:
@@ -118,10 +127,13 @@ def _details(env: Envelope) -> dict[str, Any]:
     return {}
 
 
-def timeline_item(env: Envelope, at: str | None = None) -> dict[str, Any]:
+def timeline_item(env: Envelope) -> dict[str, Any]:
     """The timeline view of one event: channel, touchpoint, department, agent, team, outcome,
-    and its details (message excerpt, fact, order). ``at``: the event's time in ISO form, when
-    the caller has it already."""
+    and its details (message excerpt, fact, order)."""
+    return _timeline_item(env, iso(env.time))
+
+
+def _timeline_item(env: Envelope, at: str | None) -> dict[str, Any]:
     d = env.data
     outcome = (
         _field(d, "disposition")
@@ -132,7 +144,7 @@ def timeline_item(env: Envelope, at: str | None = None) -> dict[str, Any]:
     item = {
         "event_id": env.id,
         "type": str(env.type),
-        "time": at if at is not None else _iso(env.time),
+        "time": at,
         "channel": d.channel.value if d.channel else None,
         "touchpoint": d.touchpoint,
         "department": d.department,
@@ -146,12 +158,10 @@ def timeline_item(env: Envelope, at: str | None = None) -> dict[str, Any]:
     return {k: v for k, v in item.items() if v is not None}
 
 
-def apply_event(doc: Doc, env: Envelope, at: str | None = None) -> Doc:
-    """Fold one event into the document (mutates and returns it). ``at``: ``env.time`` in ISO
-    form, when the caller has it already (``isoformat`` of an aware time is not cheap)."""
+def apply_event(doc: Doc, env: Envelope) -> Doc:
+    """Fold one event into the document (mutates and returns it)."""
     d = env.data
-    if at is None:
-        at = _iso(env.time)
+    at = iso(env.time)
     channel = d.channel.value if d.channel else None
     doc["event_count"] += 1
     if doc["first_seen_at"] is None or (at or "") < doc["first_seen_at"]:
@@ -160,7 +170,7 @@ def apply_event(doc: Doc, env: Envelope, at: str | None = None) -> Doc:
         doc["last_seen_at"] = at
     if channel:
         doc["channels"][channel] = doc["channels"].get(channel, 0) + 1
-    item = timeline_item(env, at)
+    item = _timeline_item(env, at)
     recent = [r for r in doc["recent"] if r["event_id"] != env.id] + [item]
     recent.sort(key=lambda r: (r["time"], r["event_id"]), reverse=True)
     doc["recent"] = recent[:RECENT_ITEMS]
@@ -226,7 +236,7 @@ def _fact(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
         "agent_id": d.agent_id,
         "at": at,
         "verified_by": verified,
-        "expires_at": _iso(d.expires_at),
+        "expires_at": iso(d.expires_at),
         "event_id": env.id,
         "source": env.source,
     }
@@ -274,7 +284,7 @@ def _callback(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> N
     if isinstance(d, p.CallbackRequested):
         cb.update(
             requested_at=at,
-            requested_for=_iso(d.requested_for),
+            requested_for=iso(d.requested_for),
             number=d.number,
             channel=channel,
         )

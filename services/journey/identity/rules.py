@@ -58,8 +58,16 @@ class Claim:
     key: str = field(init=False, compare=False)
     strength: int = field(init=False, compare=False)
     junk: bool = field(init=False, compare=False)  # never links anyone (``is_junk_value``)
+    # The enums' values, read once (``Enum.value`` is a Python property; the worker reads
+    # them for every link of every event).
+    type_value: str = field(init=False, compare=False)
+    verified_value: str | None = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "type_value", self.type.value)
+        object.__setattr__(
+            self, "verified_value", self.verified_by.value if self.verified_by else None
+        )
         object.__setattr__(self, "key", f"{self.type.value}:{self.value}")
         object.__setattr__(self, "strength", verification_strength(self.verified_by))
         object.__setattr__(self, "junk", is_junk_value(self.type, self.value))
@@ -130,7 +138,7 @@ def resolve(
         found = holders.get(claim.key, ())
         if claim.junk:
             ignored.append((claim.key, Rule.junk_identifier))
-        elif len(found) >= share_limit(claim.type.value):
+        elif len(found) >= share_limit(claim.type_value):
             ignored.append((claim.key, Rule.shared_identifier))
         else:
             usable.append((claim, found))
