@@ -13,8 +13,8 @@ streams; no task or future per request; responses parsed by their ``content-leng
 own share of a tail is reported: ``send_late_*`` is how late the timer sent requests that found a
 free connection (the generator's own stalls: its loop, the CPU it was denied), ``queued`` how
 many requests waited for a connection (the server was slow to answer the earlier ones).
-Optional spec keys: ``cpu`` (pin this process to that CPU), ``seconds_histogram`` (per-second
-p99 and max, to line up with the server's figures).
+Optional spec keys: ``cpu`` (pin this process to that CPU), ``nice`` (its priority). Per-second
+answers, p99 and max are in ``per_second``, to line up with the server's figures.
 """
 
 from __future__ import annotations
@@ -215,6 +215,8 @@ def main() -> None:
     spec = json.loads(sys.stdin.read())
     if spec.get("cpu") is not None:
         os.sched_setaffinity(0, {int(spec["cpu"])})
+    if spec.get("nice"):
+        os.setpriority(os.PRIO_PROCESS, 0, int(spec["nice"]))
     load = _Load(spec)
     try:
         import uvloop
