@@ -39,7 +39,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.due = 0.0  # the in-flight request's due time (0: idle)
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -73,10 +73,17 @@ class _Connection(asyncio.Protocol):
             self.load.answered(self, status)
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - the error counts
+        """The server closed it (e.g. uvicorn's keep-alive timeout) or it failed: an answer
+        that was due is an error; a new connection takes this one's place."""
+        self.closed = True
+        load = self.load
         if self.due:
-            self.load.errors += 1
-        if not self.lost.done():
-            self.lost.set_result(None)
+            load.errors += 1
+            self.due = 0.0
+        if self in load.idle:
+            load.idle.remove(self)
+        if not load.finished:
+            load.reconnect()
 
 
 class _Load:
@@ -97,7 +104,12 @@ class _Load:
         self.errors = 0
         self.sent = 0
         self.queued = 0
-        self.idle: list[_Connection] = []
+        # Idle connections, first in first out: each is used in turn, none left idle long
+        # enough for the server's keep-alive timeout.
+        self.idle: deque[_Connection] = deque()
+        self.conns: list[_Connection] = []
+        self.finished = False
+        self.reconnects = 0
         self.backlog: deque[float] = deque()
         self.start = 0.0
         self.deadline = 0.0
@@ -113,10 +125,33 @@ class _Load:
         if self.rate is None:
             if now < self.deadline:
                 conn.send(now)
-        elif self.backlog:
+        else:
+            self.free(conn)
+
+    def free(self, conn: _Connection) -> None:
+        if self.backlog:
             conn.send(self.backlog.popleft())
         else:
             self.idle.append(conn)
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
+        asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        except OSError:
+            self.errors += 1
+            await asyncio.sleep(0.1)
+            self.reconnect()
+            return
+        self.conns.append(conn)
+        if self.rate is None:
+            conn.send(_now())
+        else:
+            self.free(conn)
 
     def tick(self, loop: asyncio.AbstractEventLoop, i: int, due: float) -> None:
         """Send every request due by now; re-arm for the next one."""
@@ -126,7 +161,7 @@ class _Load:
         step, start, idle, backlog = 1.0 / self.rate, self.start, self.idle, self.backlog
         while due <= now and due < self.deadline:
             if idle and not backlog:
-                idle.pop().send(due)
+                idle.popleft().send(due)
                 self.send_late.append(now - due)
             else:
                 backlog.append(due)
@@ -144,7 +179,7 @@ class _Load:
 
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        conns = []
+        conns = self.conns
         for _ in range(self.concurrency):
             _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
             conns.append(conn)
@@ -155,18 +190,19 @@ class _Load:
             for conn in conns:
                 conn.send(_now())
         else:
-            self.idle = list(conns)
+            self.idle = deque(conns)
             self.tick(loop, 0, self.start)
         await asyncio.sleep(self.duration)
         # Every request sent (or queued) before the deadline is waited for, up to 30 s more.
         limit = _now() + 30
-        while (self.backlog or any(c.due for c in conns)) and _now() < limit:
+        while (self.backlog or any(c.due for c in conns if not c.closed)) and _now() < limit:
             await asyncio.sleep(0.01)
         elapsed = max(self.ends[-1] if self.ends else _now(), self.deadline) - self.start
         cpu = time.process_time() - cpu_start
+        self.finished = True
         for conn in conns:
-            assert conn.transport is not None
-            conn.transport.close()
+            if conn.transport is not None:
+                conn.transport.close()
         return self.result(elapsed, cpu)
 
     def result(self, elapsed: float, cpu: float) -> dict[str, Any]:
@@ -207,6 +243,8 @@ class _Load:
             "send_late_max_ms": round(late[-1] * 1000, 2) if late else 0.0,
             "timer_late_max_ms": round(self.timer_late_max * 1000, 2),
             "queued": self.queued,
+            "reconnects": self.reconnects,
+            "unanswered": self.sent - len(latencies) - self.errors,
             "per_second": seconds,  # [second, answers, p99 ms, max ms]
         }
 
