@@ -253,7 +253,13 @@ def _scrape(port: int, route: str | None = None) -> dict[str, float]:
         if line.startswith(_SERVER_TIME):
             if route is None or f'route="{route}"' not in line:
                 continue
-        elif not line.startswith(("waypoint_gc_pause_seconds", "waypoint_event_loop_lag_seconds")):
+        elif not line.startswith(
+            (
+                "waypoint_gc_pause_seconds",
+                "waypoint_event_loop_lag_seconds",
+                "waypoint_api_key_lookups_total",
+            )
+        ):
             continue
         name, _, value = line.rpartition(" ")
         metric = name.split("{", 1)[0]
@@ -352,6 +358,8 @@ class Conditions:
                 for t in (10, 25, 50)
             },
             "server_cpu_s": round(server_cpu, 3),  # all the API's processes
+            # API-key cache misses (each a database read before the request can go on).
+            "api_key_lookups": int(d.get("waypoint_api_key_lookups_total|", 0)),
             "autovacuum_runs": autovacuum - self._autovacuum,
             "autovacuum_workers_at_start_end": [self._av_workers, av_workers],
             "journey_worker_active_at_start_end": [self._busy, busy],
@@ -360,8 +368,8 @@ class Conditions:
         if not self.one_process:
             for key in ("gc_pauses", "gc_pause_ms_total", "gc_pauses_over_5ms", "loop_lag_samples",
                         "loop_lag_mean_ms", "loop_lag_over_10ms", "loop_lag_over_100ms",
-                        "server_requests", "server_mean_ms", "server_p99_ms_at_most",
-                        "server_over_ms"):  # fmt: skip
+                        "server_requests", "server_mean_ms", "api_key_lookups",
+                        "server_p99_ms_at_most", "server_over_ms"):  # fmt: skip
                 out[key] = None
         return out
 
