@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from services.journey.config import JourneySettings
@@ -237,13 +239,27 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _scrape(port: int) -> dict[str, float]:
-    """The API's GC-pause and event-loop-lag histograms (shared/runtime.py), summed."""
+_SERVER_TIME = "waypoint_http_request_duration_seconds"
+
+
+def _scrape(port: int, route: str | None = None) -> dict[str, float]:
+    """The API's GC-pause and event-loop-lag histograms (shared/runtime.py), summed, and the
+    time its middleware saw requests to ``route`` take (``shared/metrics.py``). With several
+    uvicorn processes, only the one that answers the scrape."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if not line.startswith(("waypoint_gc_pause_seconds", "waypoint_event_loop_lag_seconds")):
+        if line.startswith(_SERVER_TIME):
+            if route is None or f'route="{route}"' not in line:
+                continue
+        elif not line.startswith(
+            (
+                "waypoint_gc_pause_seconds",
+                "waypoint_event_loop_lag_seconds",
+                "waypoint_api_key_lookups_total",
+            )
+        ):
             continue
         name, _, value = line.rpartition(" ")
         metric = name.split("{", 1)[0]
@@ -265,10 +281,27 @@ class Conditions:
     """What else happened while a measurement ran: GC pauses and event-loop lag in the API
     process, autovacuum runs, whether the journey worker was busy, the machine's load."""
 
-    def __init__(self, port: int, dsn: str):
-        self.port, self.dsn = port, dsn
+    def __init__(
+        self, port: int, dsn: str, route: str | None = None, pids: list[int] | None = None
+    ):
+        self.port, self.dsn, self.route = port, dsn, route
+        self.pids = list(pids or [])  # the API's processes, for their CPU time
+        # With several uvicorn processes a scrape reaches any one of them: its histograms'
+        # differences would mix processes, so they are not reported.
+        self.one_process = len(self.pids) <= 1
         self._metrics: dict[str, float] = {}
         self._autovacuum = 0
+        self._cpu = 0.0
+
+    def _server_cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
 
     async def _db(self) -> tuple[int, int, int]:
         import asyncpg
@@ -283,16 +316,27 @@ class Conditions:
             await conn.close()
 
     async def start(self) -> None:
-        self._metrics = _scrape(self.port)
+        self._metrics = _scrape(self.port, self.route)
+        self._cpu = self._server_cpu()
         self._autovacuum, self._av_workers, self._busy = await self._db()
 
     async def stop(self) -> dict[str, Any]:
-        after = _scrape(self.port)
+        server_cpu = self._server_cpu() - self._cpu
+        after = _scrape(self.port, self.route)
         d = {k: after.get(k, 0.0) - self._metrics.get(k, 0.0) for k in after}
+        served = d.get(f"{_SERVER_TIME}_count|", 0)
+        buckets = sorted(
+            (float(k.split("|")[1]), v)
+            for k, v in d.items()
+            if k.startswith(f"{_SERVER_TIME}_bucket|") and k.split("|")[1] != "+Inf"
+        )
+        # The server's own p99: the upper bound of the histogram bucket that holds it.
+        server_p99 = next((le for le, n in buckets if n >= 0.99 * served), float("inf"))
         autovacuum, av_workers, busy = await self._db()
         gc_n = d.get("waypoint_gc_pause_seconds_count|", 0)
         lag_n = d.get("waypoint_event_loop_lag_seconds_count|", 0)
-        return {
+        out = {
+            "histograms": "one process" if self.one_process else "n/a: several processes",
             "gc_pauses": int(gc_n),
             "gc_pause_ms_total": round(1000 * d.get("waypoint_gc_pause_seconds_sum|", 0), 1),
             "gc_pauses_over_5ms": int(gc_n - d.get("waypoint_gc_pause_seconds_bucket|0.005", 0)),
@@ -306,11 +350,28 @@ class Conditions:
             "loop_lag_over_100ms": int(
                 lag_n - d.get("waypoint_event_loop_lag_seconds_bucket|0.1", 0)
             ),
+            "server_requests": int(served),
+            "server_mean_ms": round(1000 * d.get(f"{_SERVER_TIME}_sum|", 0) / max(served, 1), 2),
+            "server_p99_ms_at_most": None if server_p99 == float("inf") else 1000 * server_p99,
+            "server_over_ms": {
+                str(t): int(served - d.get(f"{_SERVER_TIME}_bucket|{t / 1000}", served))
+                for t in (10, 25, 50)
+            },
+            "server_cpu_s": round(server_cpu, 3),  # all the API's processes
+            # API-key cache misses (each a database read before the request can go on).
+            "api_key_lookups": int(d.get("waypoint_api_key_lookups_total|", 0)),
             "autovacuum_runs": autovacuum - self._autovacuum,
             "autovacuum_workers_at_start_end": [self._av_workers, av_workers],
             "journey_worker_active_at_start_end": [self._busy, busy],
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
+        if not self.one_process:
+            for key in ("gc_pauses", "gc_pause_ms_total", "gc_pauses_over_5ms", "loop_lag_samples",
+                        "loop_lag_mean_ms", "loop_lag_over_10ms", "loop_lag_over_100ms",
+                        "server_requests", "server_mean_ms", "api_key_lookups",
+                        "server_p99_ms_at_most", "server_over_ms"):  # fmt: skip
+                out[key] = None
+        return out
 
 
 def new_producer(settings: JourneySettings) -> AIOKafkaProducer:
@@ -319,3 +380,56 @@ def new_producer(settings: JourneySettings) -> AIOKafkaProducer:
 
 def elapsed(since: float) -> float:
     return time.perf_counter() - since
+
+
+_WRK_SCRIPT = """
+local paths = {}
+for line in io.lines(os.getenv("WRK_PATHS")) do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+"""
+
+
+def wrk_max(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The closed-loop max measured by wrk (C, one thread), as a cross-check of the Python
+    generator's: None when wrk is not installed (``apt-get install wrk``)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        script, paths = Path(tmp) / "paths.lua", Path(tmp) / "paths.txt"
+        script.write_text(_WRK_SCRIPT)
+        paths.write_text("\n".join(spec["paths"]) + "\n")
+        argv = [wrk, "-t1", f"-c{spec['concurrency']}", f"-d{round(spec['duration'])}s"]
+        for k, v in spec.get("headers", {}).items():
+            argv += ["-H", f"{k}: {v}"]
+        argv += ["-s", str(script), f"http://{spec['host']}:{spec['port']}/"]
+        if spec.get("cpu") is not None:
+            argv = ["taskset", "-c", str(spec["cpu"]), *argv]
+        if spec.get("nice"):
+            argv = ["nice", "-n", str(spec["nice"]), *argv]
+        child = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, env={**os.environ, "WRK_PATHS": str(paths)}
+        )
+        assert child.stdout is not None
+        out = child.stdout.read().decode()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"wrk exited with {child.returncode}: {out}")
+    requests = int(out.split(" requests in ")[0].split()[-1])
+    bad = 0
+    for line in out.splitlines():
+        if "Non-2xx or 3xx responses:" in line:
+            bad = int(line.split(":")[1])
+    rps = float(out.split("Requests/sec:")[1].split()[0])
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "rps": rps,
+        "requests": requests,
+        "non_2xx": bad,
+        "cpu_us_per_request": round(1e6 * cpu / requests, 1) if requests else None,
+    }

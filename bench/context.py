@@ -11,17 +11,37 @@
    of its max → p50/p99 (latency from the scheduled send time).
 The cached run is warmed by reading each sampled customer once first (the
 hot set: customers in contact right now); the uncached run is the cold, database-bound case.
-Options by environment: BENCH_CONTEXT_CUSTOMERS, BENCH_CONTEXT_SECONDS (10),
-BENCH_CONTEXT_CONCURRENCY (32), BENCH_CONTEXT_CACHE_MB (1024), BENCH_CONTEXT_SERVE_WORKERS (2).
+Options by environment:
+- BENCH_CONTEXT_CUSTOMERS (100,000), BENCH_CONTEXT_CACHE_MB (1024),
+  BENCH_CONTEXT_CONCURRENCY (32 connections), BENCH_CONTEXT_SERVE_WORKERS (2);
+- BENCH_CONTEXT_MAX_SECONDS (12): each of the three closed-loop rounds of a max (bare and
+  screen pop alternate) lasts this long, so the max is a sustained rate, not a burst;
+- BENCH_CONTEXT_SECONDS (10): each open-loop run at 70 %;
+- BENCH_CONTEXT_PIN ("", e.g. "0:1"): ``API_CPUS:LOAD_CPU``, the API's processes on those CPUs
+  and the load generator on the other (PostgreSQL and neighbours are not pinned);
+- BENCH_CONTEXT_NICE (0, e.g. -15, root only): the bench in a session of its own whose
+  scheduler autogroup, and the API's processes, the load generator and this bench's embedded
+  PostgreSQL and broker, get that nice value; on a machine shared with other sessions this
+  takes the neighbours' CPU contention out of the figures (a process's nice value alone does
+  not: with autogroups the CPU is shared between sessions first);
+- BENCH_CONTEXT_CONFIGS (all): e.g. "cached" to measure only that configuration;
+- BENCH_CONTEXT_WRK (1): when ``wrk`` is installed, re-measure both maxima with it as a
+  cross-check (its CPU per request is the C floor); "0" skips it. Not needed for the figures.
 Three API runs are measured: without the context cache (every look-up reads PostgreSQL), with
 it, and with it in BENCH_CONTEXT_SERVE_WORKERS uvicorn processes. The 70% run is repeated three
 times, each with its conditions (GC pauses and event-loop lag in the API process, autovacuum
-runs, the journey worker's activity, load average, the load generator's CPU). Last line: JSON.
+runs, the journey worker's activity, load average, the load generator's CPU) and where its tail
+is: the client's p99 (from the due time) beside the API middleware's own time for the same
+requests (``waypoint_http_request_duration_seconds``: p99 as a bucket bound, counts over
+10/25/50 ms), the API's CPU per request, and the generator's own lateness (how late it sent
+requests that found a free connection) and queue. The bare endpoint gets the same split at the
+same offered rate. Last line: JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -46,6 +66,7 @@ from bench._journey_stack import (  # noqa: E402
     phone,
     produce_customers,
     run_load,
+    wrk_max,
 )
 from shared.db import Database, asyncpg_dsn  # noqa: E402
 from shared.kafka import make_consumer  # noqa: E402
@@ -55,7 +76,52 @@ SECONDS = float(os.environ.get("BENCH_CONTEXT_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONTEXT_CONCURRENCY", "32"))
 CACHE_MB = int(os.environ.get("BENCH_CONTEXT_CACHE_MB", "1024"))
 SERVE_WORKERS = int(os.environ.get("BENCH_CONTEXT_SERVE_WORKERS", "2"))
+# Each closed-loop round of the max lasts this long: a sustained rate, not a burst.
+MAX_SECONDS = float(os.environ.get("BENCH_CONTEXT_MAX_SECONDS", "12"))
+# "API_CPUS:LOAD_CPU" (e.g. "0:1"): pin the API's processes and the load generator apart, to
+# tell which one stalls. Off by default (PostgreSQL and the neighbours are never pinned).
+PIN = os.environ.get("BENCH_CONTEXT_PIN", "")
+# wrk (C) re-measures both maxima as a cross-check when installed; "0": skip.
+WRK = os.environ.get("BENCH_CONTEXT_WRK", "1") != "0"
+# A negative nice value (root only) for the API's processes, the load generator and the
+# embedded PostgreSQL and broker: on a machine shared with other work, it takes the
+# neighbours' CPU contention out of the figures. 0: as scheduled.
+NICE = int(os.environ.get("BENCH_CONTEXT_NICE", "0"))
+# Which API configurations to measure (comma-separated): uncached, cached, cached_N_processes.
+CONFIGS = os.environ.get("BENCH_CONTEXT_CONFIGS", "")
 ROUNDS = 3
+
+
+def pin(server_pid: int) -> int | None:
+    """Pin the API (and its uvicorn children) per BENCH_CONTEXT_PIN, renice them per
+    BENCH_CONTEXT_NICE; the generator's CPU."""
+    process = psutil.Process(server_pid)
+    if NICE:
+        for p in [process, *process.children(recursive=True)]:
+            p.nice(NICE)
+    if not PIN:
+        return None
+    api, load = PIN.split(":")
+    cpus = [int(c) for c in api.split(",")]
+    for p in [process, *process.children(recursive=True)]:
+        p.cpu_affinity(cpus)
+    return int(load)
+
+
+def renice_infrastructure(stack: Stack) -> None:
+    """PostgreSQL and the broker of this bench (and their children) at BENCH_CONTEXT_NICE."""
+    if not NICE:
+        return
+    for p in psutil.process_iter(["cmdline"]):
+        if str(stack.tmp) in " ".join(p.info["cmdline"] or []):
+            for q in [p, *p.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    q.nice(NICE)
+
+
+def server_pids(server_pid: int) -> list[int]:
+    process = psutil.Process(server_pid)
+    return [process.pid, *(p.pid for p in process.children(recursive=True))]
 
 
 async def raw_consume(stack: Stack, total: int) -> float:
@@ -74,9 +140,16 @@ async def raw_consume(stack: Stack, total: int) -> float:
 
 
 async def measure(
-    label: str, port: int, headers: dict[str, str], paths: list[str], dsn: str
+    label: str, port: int, headers: dict[str, str], paths: list[str], dsn: str, server_pid: int
 ) -> dict[str, Any]:
-    base = {"host": "127.0.0.1", "port": port, "headers": headers}
+    base = {
+        "host": "127.0.0.1",
+        "port": port,
+        "headers": headers,
+        "cpu": pin(server_pid),
+        "nice": NICE or None,
+    }
+    pids = server_pids(server_pid)
     if label.startswith("cached"):  # warm: every customer of the sample looked up once before
         run_load({**base, "paths": paths, "concurrency": 8, "duration": len(paths) / 1500})
     else:
@@ -87,11 +160,11 @@ async def measure(
     for _ in range(ROUNDS):
         bares.append(
             run_load(
-                {**base, "paths": ["/healthz"], "concurrency": CONCURRENCY, "duration": SECONDS / 2}
+                {**base, "paths": ["/healthz"], "concurrency": CONCURRENCY, "duration": MAX_SECONDS}
             )
         )
         peaks.append(
-            run_load({**base, "paths": paths, "concurrency": CONCURRENCY, "duration": SECONDS / 2})
+            run_load({**base, "paths": paths, "concurrency": CONCURRENCY, "duration": MAX_SECONDS})
         )
     bare = sorted(bares, key=lambda r: r["rps"])[len(bares) // 2]
     peak = sorted(peaks, key=lambda r: r["rps"])[len(peaks) // 2]
@@ -99,10 +172,27 @@ async def measure(
     rounds_peak = ", ".join(f"{r['rps']:,.0f}" for r in peaks)
     print(f"[{label}] bare /healthz max (median): {bare['rps']:,.0f} req/s ({rounds_bare})")
     print(f"[{label}] screen pop max (median): {peak['rps']:,.0f} req/s ({rounds_peak})")
+    print(
+        f"[{label}] load generator at max: {peak['client_cpu_us_per_request']} µs CPU/request, "
+        f"{peak['client_cpu_share']:.2f} of a core"
+    )
+    # Cross-check with a C generator when installed (its CPU per request is the floor).
+    wrk: dict[str, Any] = {}
+    if WRK:
+        for name, p in (("bare", ["/healthz"]), ("context", paths)):
+            got = wrk_max({**base, "paths": p, "concurrency": CONCURRENCY, "duration": MAX_SECONDS})
+            if got is None:
+                print(f"[{label}] wrk not installed: no cross-check of the max")
+                break
+            wrk[name] = got
+            print(
+                f"[{label}] wrk max, {name}: {got['rps']:,.0f} req/s, "
+                f"{got['cpu_us_per_request']} µs CPU/request, non-2xx {got['non_2xx']}"
+            )
     # Latency at 70% of the screen pop's own maximum, three runs, each with its conditions.
     runs = []
     for n in range(ROUNDS):
-        conditions = Conditions(port, dsn)
+        conditions = Conditions(port, dsn, "/v1/context", pids)
         await conditions.start()
         at70 = run_load(
             {
@@ -126,6 +216,7 @@ async def measure(
             f"{c['journey_worker_active_at_start_end']}, load {c['load_average']}, "
             f"load generator {at70['client_cpu_us_per_request']} µs CPU/request"
         )
+        print(f"[{label}] at 70% run {n + 1}, where the tail is: " + split(at70, c))
         bad = {k: v for k, v in at70["statuses"].items() if k != "200"}
         if bad or at70["errors"]:
             raise RuntimeError(f"non-200 answers under load: {bad}")
@@ -134,6 +225,8 @@ async def measure(
         raise RuntimeError(f"non-200 answers under load: {bad}")
     p99s = [r["p99_ms"] for r in runs]
     # The machine's own tail at that rate: the bare endpoint offered the same load.
+    conditions = Conditions(port, dsn, "/healthz", pids)
+    await conditions.start()
     bare_same = run_load(
         {
             **base,
@@ -142,6 +235,11 @@ async def measure(
             "duration": SECONDS,
             "rate": runs[0]["target_rate"],
         }
+    )
+    bare_same["conditions"] = await conditions.stop()
+    print(
+        f"[{label}] bare /healthz at the same rate, where the tail is: "
+        + split(bare_same, bare_same["conditions"])
     )
     print(
         f"[{label}] at 70%: p99 {', '.join(f'{p:.2f}' for p in p99s)} ms "
@@ -164,11 +262,84 @@ async def measure(
         "at70_conditions": [r["conditions"] for r in runs],
         "bare_same_rate_p50_ms": round(bare_same["p50_ms"], 2),
         "bare_same_rate_p99_ms": round(bare_same["p99_ms"], 2),
+        "at70_split": [tail_split(r, r["conditions"]) for r in runs],
+        "bare_same_rate_split": tail_split(bare_same, bare_same["conditions"]),
+        "at70_per_second": [r["per_second"] for r in runs],
         "load_generator_cpu_us_per_request": peak["client_cpu_us_per_request"],
+        "load_generator_cpu_us_per_request_at70": [r["client_cpu_us_per_request"] for r in runs],
+        "load_generator_cpu_share_at_max": peak["client_cpu_share"],
+        "wrk_max": wrk or None,
+        "max_seconds": MAX_SECONDS,
+        "pinned": PIN or None,
+        "nice": NICE,
     }
 
 
+def tail_split(load: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
+    """Client-side vs server-side: the client's latency (from the due time) against the time
+    the API's middleware saw, the generator's own lateness and the API's loop lag."""
+    return {
+        "client_p99_ms": round(load["p99_ms"], 2),
+        "client_over_ms": load["over_ms"],
+        "server_p99_ms_at_most": c["server_p99_ms_at_most"],
+        "server_mean_ms": c["server_mean_ms"],
+        "server_over_ms": c["server_over_ms"],
+        "server_cpu_us_per_request": round(1e6 * c["server_cpu_s"] / max(load["requests"], 1), 1),
+        "server_histograms": c["histograms"],
+        "api_key_lookups": c["api_key_lookups"],
+        "api_loop_lag_over_10ms": c["loop_lag_over_10ms"],
+        "api_loop_lag_over_100ms": c["loop_lag_over_100ms"],
+        "generator_send_late_p99_ms": load["send_late_p99_ms"],
+        "generator_send_late_max_ms": load["send_late_max_ms"],
+        "generator_queued": load["queued"],
+        "generator_cpu_us_per_request": load["client_cpu_us_per_request"],
+        "load_average": c["load_average"],
+    }
+
+
+def split(load: dict[str, Any], c: dict[str, Any]) -> str:
+    t = tail_split(load, c)
+    if c["histograms"] != "one process":
+        return (
+            f"client p99 {t['client_p99_ms']} ms (over 10/25/50 ms: "
+            f"{'/'.join(str(v) for v in t['client_over_ms'].values())}), server-side time n/a "
+            f"(several processes), API {t['server_cpu_us_per_request']} µs CPU/request, "
+            f"generator late p99 {t['generator_send_late_p99_ms']} ms / max "
+            f"{t['generator_send_late_max_ms']} ms, queued {t['generator_queued']}"
+        )
+    return (
+        f"client p99 {t['client_p99_ms']} ms (over 10/25/50 ms: "
+        f"{'/'.join(str(v) for v in t['client_over_ms'].values())}), server p99 <= "
+        f"{t['server_p99_ms_at_most']} ms (mean {t['server_mean_ms']} ms, over 10/25/50 ms: "
+        f"{'/'.join(str(v) for v in t['server_over_ms'].values())}, "
+        f"{t['server_cpu_us_per_request']} µs CPU/request, API-key look-ups "
+        f"{t['api_key_lookups']}), API loop lag over 10 ms "
+        f"{t['api_loop_lag_over_10ms']}, generator late p99 {t['generator_send_late_p99_ms']} "
+        f"ms / max {t['generator_send_late_max_ms']} ms, queued {t['generator_queued']}"
+    )
+
+
+def own_autogroup() -> str:
+    """With BENCH_CONTEXT_NICE: this bench in a session of its own, and that session's
+    scheduler autogroup at the same nice value. Linux shares the CPU between autogroups
+    (sessions) first, so a process's own nice value counts only against its own session's
+    processes; the autogroup's counts against the neighbours'."""
+    if not NICE:
+        return "off"
+    with contextlib.suppress(PermissionError):
+        os.setsid()  # not possible for a process-group leader: then the caller's session
+    autogroup = Path("/proc/self/autogroup")
+    if not autogroup.exists():
+        return "no autogroups"
+    try:
+        autogroup.write_text(str(NICE))
+    except OSError as exc:
+        return f"autogroup not reniced: {exc}"
+    return autogroup.read_text().strip()
+
+
 async def main() -> dict[str, object]:
+    print(f"scheduling: nice {NICE}, autogroup {own_autogroup()}, pinned {PIN or 'no'}")
     stack = Stack()
     try:
         await stack.prepare()
@@ -228,9 +399,14 @@ async def main() -> dict[str, object]:
         configs = [("uncached", "0", 1), ("cached", str(CACHE_MB), 1)]
         if SERVE_WORKERS > 1:
             configs.append((f"cached_{SERVE_WORKERS}_processes", str(CACHE_MB), SERVE_WORKERS))
+        renice_infrastructure(stack)
+        if CONFIGS:
+            configs = [c for c in configs if c[0] in CONFIGS.split(",")]
         for label, cache_mb, processes in configs:
             server = stack.serve({"WAYPOINT_JOURNEY_CONTEXT_CACHE_MB": cache_mb}, processes)
-            figures = await measure(label, server, headers, paths, settings.dsn)
+            figures = await measure(
+                label, server, headers, paths, settings.dsn, stack.children[-1].pid
+            )
             process = psutil.Process(stack.children[-1].pid)
             figures["server_peak_rss_mb"] = [
                 peak_rss_mb(p.pid) for p in [process, *process.children()]

@@ -1,7 +1,8 @@
 """Who holds this key? One indexed look-up, remembered in two bounded caches.
 
 - Valid keys (LRU, ``max_entries``): answered from memory for ``ttl`` seconds, then read again
-  (revocation and scope changes take at most ``ttl``). Expiry is checked on every request
+  (revocation and scope changes take at most ``ttl``), once: concurrent requests with the
+  same key wait for that one look-up. Expiry is checked on every request
   against the wall clock, so a key stops working at its ``expires_at`` to the second.
 - Rejected keys (LRU with TTL, apart from the valid ones): a repeated junk key costs no
   database look-up, and a flood of random keys evicts only other junk, never a valid key.
@@ -83,6 +84,7 @@ class KeyVerifier:
         self._used: dict[str, float] = {}  # key id → when its use was last noted (epoch)
         self._unsaved_uses: set[str] = set()
         self.lookups = 0  # database look-ups by this verifier (tests and benchmarks read it)
+        self._pending: dict[str, asyncio.Future[_Known | None]] = {}  # digest → its look-up
 
     async def verify(self, key: str | None, *, client: str | None = None) -> Principal:
         """The principal of ``key``; 401 if missing, unknown, revoked or expired; 429 if
@@ -100,7 +102,7 @@ class KeyVerifier:
                     raise self._failed(client, "missing", "missing or invalid API key")
                 if self._is_rejected(digest, now):
                     raise self._failed(client, "unknown", INVALID)
-            known = await self._lookup(digest, now)
+            known = await self._shared_lookup(digest, now)
             if known is None:
                 self._valid.pop(digest, None)
                 self._reject(digest, now)
@@ -141,6 +143,25 @@ class KeyVerifier:
         self._rejected.move_to_end(digest)
         if len(self._rejected) > self._rejected_max:
             self._rejected.popitem(last=False)
+
+    async def _shared_lookup(self, digest: str, now: float) -> _Known | None:
+        """One database look-up per key at a time: the requests that find the key's cached
+        answer stale (every ``ttl`` seconds) while its look-up is running wait for that one,
+        instead of each taking a pooled connection for the same row (under load they queued
+        for the pool together and stalled every request of the key). Shielded: a waiter that
+        is cancelled does not cancel the others' look-up."""
+        pending = self._pending.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(digest, now))
+            self._pending[digest] = pending
+            pending.add_done_callback(lambda done: self._looked_up(digest, done))
+        return await asyncio.shield(pending)
+
+    def _looked_up(self, digest: str, done: asyncio.Future[_Known | None]) -> None:
+        if self._pending.get(digest) is done:
+            del self._pending[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: with every waiter gone, asyncio would log it
 
     async def _lookup(self, digest: str, now: float) -> _Known | None:
         self.lookups += 1

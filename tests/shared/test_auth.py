@@ -78,3 +78,27 @@ async def test_admin_scope_holds_every_scope(make_tenant: TenantFactory, db: Dat
     principal = await KeyVerifier(db.sessionmaker, ttl=0).verify(tenant.key)
     principal.require("alerts:write")
     principal.require("context:read")
+
+
+async def test_concurrent_requests_with_a_stale_key_share_one_look_up(
+    db: Database, make_tenant: TenantFactory
+):
+    """When a key's cached answer goes stale under load, the requests that arrive while it is
+    read again wait for that one look-up (they used to queue for the pool, one read each)."""
+    import asyncio
+
+    tenant = await make_tenant()
+    clock = [1000.0]
+    verifier = KeyVerifier(db.sessionmaker, ttl=30.0, clock=lambda: clock[0])
+    principal = await verifier.verify(tenant.key)
+    assert verifier.lookups == 1
+    clock[0] += 30.0  # stale: the next request reads the key again
+    answers = await asyncio.gather(*(verifier.verify(tenant.key) for _ in range(20)))
+    assert answers == [principal] * 20
+    assert verifier.lookups == 2
+    # Concurrent requests with a key never seen valid share one look-up too, and are refused.
+    results = await asyncio.gather(
+        *(verifier.verify("wp_unknown_key_0123456789") for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, Unauthorized) for r in results)
+    assert verifier.lookups == 3
