@@ -73,7 +73,10 @@ class Claim:
         object.__setattr__(self, "junk", is_junk_value(self.type, self.value))
 
 
-@lru_cache(maxsize=65_536)
+# Bounded by what it is for: a customer's identifiers come back with each of its events, close
+# together (a batch is 500 records). Each entry costs ~400 bytes: 65,536 of them held 26 MB,
+# which a worker that has seen that many identifiers never gave back.
+@lru_cache(maxsize=4_096)
 def claim_of(id_type: IdentifierType, value: str, verified_by: Verification | None) -> Claim:
     """A ``Claim``, shared between the events that present the same identifier the same way
     (it is immutable): the worker builds one per identifier of every event."""
