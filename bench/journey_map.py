@@ -19,8 +19,9 @@ folds it in-process, as before that process existed; the maps process is started
 before the worker). (c) also reports CPU per event of the worker and of the maps process, from
 the first stored event on; the worker's own rate (until every event is stored, the map perhaps
 still behind) and how long after that the map was current (the maps process runs at a lower CPU
-priority, ``WAYPOINT_JOURNEY_MAP_NICE``); and the maps process's counters (customer visits,
-events, aggregate rows written, batches). Prints figures, then one JSON line.
+priority, ``WAYPOINT_JOURNEY_MAP_NICE``); the CPU of the PostgreSQL backends serving the maps
+process; and the maps process's counters (customer visits, events, aggregate rows written,
+batches). Prints figures, then one JSON line.
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> d
     cpu0: list[float] = []
     worker_cpu_stored = 0.0
     compaction: dict[str, float] = {}
+    maps_pg = 0.0
     try:
         while True:
             async with db.session() as session:
@@ -250,6 +252,7 @@ async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> d
         used = [cpu(p) - c for p, c in zip(procs, cpu0, strict=True)]
         if maps is not None:
             compaction = await asyncio.to_thread(map_metrics, metrics_port)
+            maps_pg = await backends_cpu(db, "journey-maps")
     finally:
         stack.stop(child)
         if maps is not None:
@@ -267,6 +270,7 @@ async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> d
         "compaction": compaction,
         "worker_cpu_us_per_event": 1e6 * used[0] / events,
         "maps_cpu_us_per_event": 1e6 * used[1] / events if len(used) > 1 else 0.0,
+        "maps_postgres_cpu_us_per_event": 1e6 * maps_pg / events,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -289,6 +293,23 @@ def map_metrics(port: int) -> dict[str, float]:
                 label = next(iter(sample.labels.values()), "")
                 out[f"{sample.name.removeprefix('waypoint_journey_map_')}:{label}"] = sample.value
     return out
+
+
+async def backends_cpu(db: Database, application: str) -> float:
+    """CPU seconds of the PostgreSQL backends serving ``application`` (since they started: the
+    maps process's connections open with it, so its start-up's few queries are included)."""
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1", application
+        )
+    total = 0.0
+    for r in pids:
+        try:
+            total += cpu(psutil.Process(r[0]))
+        except psutil.Error:
+            pass
+    return total
 
 
 def cpu(process: psutil.Process) -> float:
@@ -317,7 +338,8 @@ async def worker_round(stack: Stack) -> dict[str, Any]:
             f"{throughput[shape]['slower']:.0%} slower; worker CPU per event off "
             f"{off['worker_cpu_us_per_event']:.0f} µs, on {on['worker_cpu_us_per_event']:.0f} µs "
             f"({throughput[shape]['worker_cpu_more']:+.0%}), maps process "
-            f"{on['maps_cpu_us_per_event']:.0f} µs (compactor: {COMPACTOR}); load "
+            f"{on['maps_cpu_us_per_event']:.0f} µs (compactor: {COMPACTOR}), its PostgreSQL "
+            f"backends {on['maps_postgres_cpu_us_per_event']:.0f} µs; load "
             f"{on['load_average']}"
         )
         log(

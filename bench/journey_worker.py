@@ -9,9 +9,10 @@ run: consuming the same topic without processing it.
 
 Besides events/s, each round reports what is less noisy on a shared machine: CPU seconds per
 1,000 events of the worker processes and of PostgreSQL (from /proc), and the workers' peak RSS.
-BENCH_WORKER_PYSPY=1 records the first round's worker with py-spy (``py-spy`` on PATH) and
-prints its top entries; BENCH_WORKER_PGSS=1 starts PostgreSQL with pg_stat_statements and
-prints the top statements by total time. BENCH_WORKER_ROUNDS ("1,2,1"). Last line: JSON.
+BENCH_WORKER_PYSPY=1 records each round's first worker (BENCH_WORKER_PYSPY_TARGET=maps: the
+maps process) with py-spy (``py-spy`` on PATH) and prints its top entries; BENCH_WORKER_PGSS=1
+starts PostgreSQL with pg_stat_statements and prints the top statements by total time.
+BENCH_WORKER_ROUNDS ("1,2,1"). Last line: JSON.
 
 The map is folded by one ``waypoint worker journey maps`` process per round (its CPU is
 reported apart from the workers'); BENCH_WORKER_COMPACTOR=worker folds it inside each worker
@@ -51,6 +52,8 @@ CUSTOMERS = int(os.environ.get("BENCH_WORKER_CUSTOMERS", "20000"))
 ROUNDS = [int(n) for n in os.environ.get("BENCH_WORKER_ROUNDS", "1,2,1").split(",")]
 PYSPY = os.environ.get("BENCH_WORKER_PYSPY") == "1"
 PGSS = os.environ.get("BENCH_WORKER_PGSS") == "1"
+# With PYSPY: "worker" (the first worker process) or "maps" (the compactor process).
+PYSPY_TARGET = os.environ.get("BENCH_WORKER_PYSPY_TARGET", "worker")
 COMPACTOR = os.environ.get("BENCH_WORKER_COMPACTOR", "process")  # or "worker"
 # With PGSS, PostgreSQL's log (auto_explain's plans of statements over 250 ms) goes here.
 PG_LOG_DIR = os.environ.get("BENCH_WORKER_PG_LOG_DIR", "/tmp/bench-worker-pg-log")
@@ -174,8 +177,9 @@ async def one_round(
     spy_out = stack.tmp / f"pyspy-{start}.txt"
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if PYSPY and Path(pyspy).exists():
+        target = maps if PYSPY_TARGET == "maps" and maps is not None else workers[0]
         spy = subprocess.Popen(
-            [pyspy, "record", "--pid", str(workers[0].pid), "--format", "raw",
+            [pyspy, "record", "--pid", str(target.pid), "--format", "raw",
              "--rate", "200", "--nonblocking", "--output", str(spy_out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -240,7 +244,10 @@ async def one_round(
     for key, share in out["backend_states"]:
         print(f"  {share:5.1f}%  {key}")
     if spy is not None and spy_out.exists():
-        keep = Path(os.environ.get("BENCH_WORKER_PYSPY_OUT", "/tmp")) / f"pyspy-worker-{start}.txt"
+        keep = (
+            Path(os.environ.get("BENCH_WORKER_PYSPY_OUT", "/tmp"))
+            / f"pyspy-{PYSPY_TARGET}-{start}.txt"
+        )
         shutil.copy(spy_out, keep)
         print(f"py-spy raw profile: {keep}")
         out["pyspy_self"] = pyspy_top(spy_out)
