@@ -560,7 +560,11 @@ class Deltas:
         return kept_nodes, kept_edges
 
     def segments(self) -> set[str]:
+        """Every segment row the changes count in, the edges' too (a change may move a
+        duration without changing any node: a step's time moved by a late event)."""
         found: set[str] = set()
         for _, segs in self.nodes:
+            found.update(segs)
+        for _, segs in self.edges:
             found.update(segs)
         return found

@@ -227,3 +227,14 @@ def test_pm4py_is_never_imported_by_the_product_or_its_tests() -> None:
     ]
     assert offenders == []
     assert pattern.search((root / "bench" / "journey_map.py").read_text())
+
+
+def test_deltas_name_the_segments_of_edge_only_changes():
+    """A change that moves a duration and leaves every node as it was (a late event moving a
+    step's time) still names its segment rows (found by the quality property test: a KeyError
+    writing a segment that only an edge counted in)."""
+    deltas = rules.Deltas()
+    values = ("25-34", None, None, "churned", "0-30d")
+    part = rules.Part(edges={("a", "b", 3): [0, 5_000]})
+    deltas.add((rules.EPISODE, 20_000, values), part)
+    assert deltas.segments() == {"", "age_group=25-34", "lifecycle_stage=churned", "tenure=0-30d"}
