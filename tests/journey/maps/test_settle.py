@@ -5,17 +5,28 @@ is the queue's ``enqueued_at`` moved back, not a sleep."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
+import pytest
 
 from services.journey.maps import repository as repo
 from services.journey.maps.maintain import drain, drain_once
 from services.journey.maps.rebuild import rebuild_from_events
 from shared.db import Database, raw_connection
 from tests.journey.conformance.support import BASE, MIN, Log
-from tests.journey.maps.support import apply_chunk, email, envelope, snapshot
+from tests.journey.maps.support import apply_chunk, email, envelope, own_database, snapshot
 from tests.support import TenantFactory
 
 SETTLE, CAP = 60.0, 600.0  # seconds; far longer than a test step takes
+
+
+@pytest.fixture(scope="module")
+async def db(journey_settings) -> AsyncIterator[Database]:
+    """This module's own database, not the session's: no compactor folds its map queue behind
+    the test's back (the session's journey workers fold the shared queue, and at once)."""
+    async with own_database(journey_settings.dsn) as (database, _):
+        yield database
 
 
 async def _queue(db: Database, settings, tenant: str, log: Log) -> None:
