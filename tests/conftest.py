@@ -70,6 +70,11 @@ def settings_overrides(infra: dict[str, str]) -> dict[str, Any]:
         "rate_limit_tenant_reads": 10_000_000,
         "rate_limit_tenant_writes": 10_000_000,
         "rate_limit_auth_failures": 10_000_000,
+        # The map compactor folds a customer at once instead of after the 1 s settle delay:
+        # every test that waits for the map would wait that much longer, and none of them is
+        # about the delay. tests/journey/maps/test_settle.py passes its own settle and cap;
+        # tests/journey/maps/test_process.py runs `journey maps` with the defaults.
+        "map_settle_seconds": 0.0,
         "data_dir": Path(tempfile.mkdtemp(prefix="waypoint-data-")),
     }
 

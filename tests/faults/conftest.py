@@ -100,6 +100,23 @@ class Pipeline:
     async def settle(self, tenant: str, **kwargs: Any) -> None:
         await settled(self.stack, self.db, tenant, **kwargs)
 
+    async def settle_all(self, traffic: Traffic) -> None:
+        """Wait until the pipeline is quiet with every event of ``traffic`` stored."""
+        await self.settle(traffic.tenant, expect_stored=len(traffic.event_ids))
+
+    async def sent_tenant(self) -> tuple[TestTenant, Traffic]:
+        """A new tenant (``tenant``) with its simulated traffic sent to the raw topic."""
+        tenant = await self.tenant()
+        traffic = self.traffic(tenant)
+        await self.send(traffic)
+        return tenant, traffic
+
+    async def settled_tenant(self) -> tuple[TestTenant, Traffic]:
+        """A new tenant whose traffic has gone all the way through the pipeline (settled)."""
+        tenant, traffic = await self.sent_tenant()
+        await self.settle_all(traffic)
+        return tenant, traffic
+
     async def result(self, traffic: Traffic, **kwargs: Any) -> tuple[Outcome, Snapshot]:
         return (
             await outcome(self.db, traffic, self.receiver, **kwargs),
@@ -164,10 +181,7 @@ async def baseline(shared_pipeline: Pipeline) -> Baseline:
     """The same simulated input through the fault-free pipeline (the first thing the shared
     pipeline does, before any scenario)."""
     clean = shared_pipeline
-    tenant = await clean.tenant()
-    traffic = clean.traffic(tenant)
-    await clean.send(traffic)
-    await clean.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    _, traffic = await clean.settled_tenant()
     found, snap = await clean.result(traffic)
     assert not any(found.lost.values()), found
     assert not any(found.duplicated.values()), found

@@ -84,10 +84,7 @@ async def test_the_journey_api_sigkilled_mid_command_then_retried_by_key(
     to SIGKILL itself once the command has committed, before it answers: the retry after the
     restart gets the stored answer (``Idempotent-Replayed``) and does nothing again."""
     p = pipeline
-    tenant = await p.tenant()
-    traffic = p.traffic(tenant)
-    await p.send(traffic)
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    tenant, traffic = await p.settled_tenant()
     people = await Commands.prepare(p.db, tenant.id)
     survivor, merged, other = people.survivor, people.merged, people.other
 
@@ -159,7 +156,7 @@ async def test_the_journey_api_sigkilled_mid_command_then_retried_by_key(
             fact_ids.append(stored["event_id"])
     p.stack.stop(API)
 
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     effects = await people.effects(fact_ids)
     # Counted, not compared: the merge and split change the contexts.

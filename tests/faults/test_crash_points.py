@@ -37,9 +37,7 @@ async def test_sigkill_at_a_crash_point_loses_and_repeats_nothing(
 ) -> None:
     pipeline.stack.stop(process)  # the clean one hands its partitions over
     faulted = pipeline.stack.start(process, crash_at=crash_at)
-    tenant = await pipeline.tenant()
-    traffic = pipeline.traffic(tenant)
-    await pipeline.send(traffic)
+    _, traffic = await pipeline.sent_tenant()
 
     async def crashed() -> bool:
         return pipeline.stack.crashed(faulted)
@@ -52,7 +50,7 @@ async def test_sigkill_at_a_crash_point_loses_and_repeats_nothing(
             faulted.kill()
             faulted.wait()
         pipeline.stack.start(process)  # as a supervisor would
-    await pipeline.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await pipeline.settle_all(traffic)
     found, snap = await pipeline.result(traffic)
     check(f"SIGKILL {crash_at.rsplit(':', 1)[0]}", found, snap, baseline)
 
@@ -88,10 +86,7 @@ async def test_sigkill_of_the_scheduler_mid_pass_loses_and_repeats_nothing(
     pipeline: Pipeline, baseline: Baseline, crash_at: str
 ) -> None:
     p = pipeline
-    tenant = await p.tenant()
-    traffic = p.traffic(tenant)
-    await p.send(traffic)
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    tenant, traffic = await p.settled_tenant()
     p.stack.stop("scheduler")
     faulted = p.stack.start("scheduler", crash_at=crash_at, **RESCORE_NOW)
 
@@ -115,6 +110,6 @@ async def test_sigkill_of_the_scheduler_mid_pass_loses_and_repeats_nothing(
     await eventually(rescored, timeout=300, interval=0.2)
     p.stack.stop("scheduler")
     p.stack.start("scheduler")  # the module's own, for the scenarios after this one
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     check(f"SIGKILL {crash_at.rsplit(':', 1)[0]}", found, snap, baseline)

@@ -100,13 +100,11 @@ async def test_postgres_restarted_mid_batch(
     infra_pipeline: Pipeline, own_infra: OwnInfra, baseline: Baseline
 ) -> None:
     p = infra_pipeline
-    tenant = await p.tenant()
-    traffic = p.traffic(tenant)
-    await p.send(traffic)
+    tenant, traffic = await p.sent_tenant()
     await some_applied(p, tenant.id, 20)  # the pipeline is busy with this tenant
     own_infra.restart_postgres()
     await p.db.engine.dispose()  # the test's own pooled connections died with the server
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     for name in ("ingest", "journey", "engagement", "alerts", "notifier", "scheduler"):
         assert p.stack.running(name), f"{name} died with the database: {p.stack.log(name)[-2000:]}"
@@ -117,15 +115,13 @@ async def test_broker_sigkilled_then_restarted_on_durable_storage(
     infra_pipeline: Pipeline, own_infra: OwnInfra, baseline: Baseline
 ) -> None:
     p = infra_pipeline
-    tenant = await p.tenant()
-    traffic = p.traffic(tenant)
-    await p.send(traffic)
+    tenant, traffic = await p.sent_tenant()
     await some_applied(p, tenant.id, 20)
     assert own_infra.broker.process is not None
     own_infra.broker.process.kill()  # SIGKILL: Tansu only; its S3 store keeps running
     own_infra.broker.process.wait()
     own_infra.broker.start()  # the same port, the same bucket
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     check("broker SIGKILLed, restarted (S3 storage)", found, snap, baseline)
 
@@ -138,10 +134,7 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
     Idempotency-Key (the client never saw the answer; one retry races the other) and takes
     effect once; after the broker is back, alerts applies each activity once."""
     p = infra_pipeline
-    tenant = await p.tenant()
-    traffic = p.traffic(tenant)
-    await p.send(traffic)
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    tenant, traffic = await p.settled_tenant()
     people = await Commands.prepare(p.db, tenant.id)
     survivor, merged, other = people.survivor, people.merged, people.other
     assert own_infra.broker.process is not None
@@ -179,7 +172,7 @@ async def test_commands_while_the_broker_is_down_answer_once_committed_and_reach
         assert waiting >= 3, waiting
     finally:
         own_infra.broker.start()
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     effects = await people.effects([fact_id])
     # Counted, not compared: the merge and split change the contexts.

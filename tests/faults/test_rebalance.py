@@ -62,7 +62,7 @@ async def test_a_rebalance_storm_loses_and_repeats_nothing(
             joined.kill()  # leaves without a word: its partitions wait out its session
         else:
             joined.terminate()  # leaves cleanly, after its batch in flight
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     check("rebalance storm (6 joins, 3 SIGKILLs, 3 clean leaves)", found, snap, baseline,
           compare=False)  # fmt: skip

@@ -78,9 +78,7 @@ async def test_a_crashed_worker_under_waypoint_run_comes_back_with_nothing_lost(
         return journey_worker(run) if "partitions.assigned" in log.read_text() else None
 
     first = await eventually(up, timeout=400, interval=0.2)
-    tenant = await p.tenant()
-    traffic = p.traffic(tenant)
-    await p.send(traffic)
+    _, traffic = await p.sent_tenant()
 
     async def busy() -> bool:
         return "journey" in log.read_text() and (await p.result(traffic))[0].applied >= 20
@@ -93,7 +91,7 @@ async def test_a_crashed_worker_under_waypoint_run_comes_back_with_nothing_lost(
         return again is not None and again.pid != first.pid
 
     await eventually(restarted, timeout=120, interval=0.2)
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     assert run.poll() is None, "the supervisor must not stop the world"
     assert "journey-worker exited with status -9; restarting" in log.read_text()

@@ -101,7 +101,7 @@ async def test_poison_messages_at_each_stage_are_dead_lettered_and_block_nothing
         for value in poison:
             await p.producer.send_and_wait(p.stack.topic(stage), value, key=b"poison")
     await p.send(traffic, traffic.records[half:])
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     check(f"poison messages on the {stage} topic", found, snap, baseline)
     dead = await topic_values(p, p.stack.topic("dead_letter"))
@@ -129,7 +129,7 @@ async def test_a_producer_clock_a_day_behind_and_20_days_ahead(
     await p.send(late)
     sent_at = datetime.now(UTC)
     await p.send(early)
-    await p.settle(behind.id, expect_stored=len(late.event_ids))
+    await p.settle_all(late)
     found, snap = await p.result(late)
     # Every time moved by a day: counted and compared on counts, not on the context's times.
     check("producer clock 1 day behind", found, snap, baseline, compare=False)
@@ -183,7 +183,7 @@ async def test_the_same_events_over_http_and_kafka_are_stored_once(
                 )
                 assert r.status_code == 202, r.text
             await p.send(traffic, [record])
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     check("the same events over HTTP and Kafka", found, snap, baseline)
 
@@ -234,7 +234,7 @@ async def test_twice_the_sustainable_rate_over_http_is_told_to_retry_after(
     assert statuses.get(429, 0) > 0, statuses
     assert all(v.isdigit() and int(v) >= 1 for v in retry_after), retry_after
     assert not {s for s in statuses if s >= 500 and s != 503}, statuses
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     # Refused requests are retried after their Retry-After, so events reach the raw topic in
     # another order than the baseline's: counted (0 lost, 0 twice), not compared (see the
@@ -286,7 +286,7 @@ async def test_the_webhook_receiver_down_then_slow_then_back(
     finally:
         receiver.slow_seconds = 0.0
         receiver.up()
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     check(f"webhook down, slow, back ({found.redelivered} re-sent, deduped by key)", found,
           snap, baseline)  # fmt: skip
@@ -298,10 +298,7 @@ async def test_a_replay_of_every_topic_from_offset_0_changes_nothing(
     """Runs last in the module: fresh consumer groups read every topic from the beginning
     (all of this module's tenants), and every effect is already there."""
     p = pipeline
-    tenant = await p.tenant()
-    traffic = p.traffic(tenant)
-    await p.send(traffic)
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    _, traffic = await p.settled_tenant()
     first, _ = await p.result(traffic)
     delivered_before = sum(p.receiver.accepted.values())
     consumers = ("ingest", "journey", "engagement", "alerts")
@@ -312,7 +309,7 @@ async def test_a_replay_of_every_topic_from_offset_0_changes_nothing(
         p.stack.env[f"WAYPOINT_{variable}_CONSUMER_GROUP"] += suffix
     for name in consumers:
         p.stack.start(name)
-    await p.settle(tenant.id, expect_stored=len(traffic.event_ids))
+    await p.settle_all(traffic)
     found, snap = await p.result(traffic)
     check("replay of every topic from offset 0", found, snap, baseline)
     assert (found.stored, found.applied, found.scored, found.alerts) == (

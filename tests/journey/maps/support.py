@@ -5,16 +5,20 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from services.journey.applier import ChunkApplier, Incoming
 from services.journey.config import JourneySettings
 from services.journey.maps import maintain
-from shared.db import Database, raw_connection
+from shared.db import Database, asyncpg_dsn, raw_connection
 from shared.events import validate_event
+from shared.migrations import upgrade
 from tests.journey.maps.reference import Ev
 
 MAP_TABLES = ("map_node", "map_edge", "map_journey", "map_step", "map_customer", "map_segment")
@@ -170,3 +174,30 @@ async def stored_totals(
 
 def new_tenant() -> str:
     return f"map-{uuid.uuid4().hex[:10]}"
+
+
+@asynccontextmanager
+async def own_database(server: str) -> AsyncIterator[tuple[Database, str]]:
+    """A fresh, migrated database on the session's server ``server`` (a DSN): (its Database, its
+    DSN). No compactor runs on it unless the test starts one: the session's worker fixtures fold
+    the shared database's map queue (at once: tests/conftest.py sets no settle delay), so a test
+    that must see queue entries nobody else folds needs a database of its own."""
+    name = f"maps_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(asyncpg_dsn(server))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    parts = urlsplit(server)
+    dsn = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    database = Database(dsn, pool_size=2, application_name="tests-maps-own")
+    try:
+        await upgrade(database)
+        yield database, dsn
+    finally:
+        await database.dispose()
+        admin = await asyncpg.connect(asyncpg_dsn(server))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

@@ -5,12 +5,23 @@ database) holds some of them mid-batch: finding nothing to claim is not the same
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
 
 from services.journey.maps.maintain import drain, drain_once
 from shared.db import Database, raw_connection
 from tests.journey.conformance.support import BASE, MIN, Log, load
-from tests.journey.maps.support import apply_chunk, email, envelope
+from tests.journey.maps.support import apply_chunk, email, envelope, own_database
 from tests.support import TenantFactory
+
+
+@pytest.fixture(scope="module")
+async def db(journey_settings) -> AsyncIterator[Database]:
+    """This module's own database, not the session's: no compactor folds its map queue behind
+    the test's back (the session's journey workers fold the shared queue, and at once)."""
+    async with own_database(journey_settings.dsn) as (database, _):
+        yield database
 
 
 async def test_drain_waits_for_entries_another_compactor_holds(db: Database, journey_settings):

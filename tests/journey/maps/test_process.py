@@ -13,22 +13,19 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.journey.config import JourneySettings
-from shared.db import Database, asyncpg_dsn, raw_connection
+from shared.db import Database, raw_connection
 from shared.embedded import free_port
-from shared.migrations import upgrade
 from tests.journey.conformance.support import BASE, MIN, Log
 from tests.journey.maps.support import apply_chunk, email, envelope
+from tests.journey.maps.support import own_database as fresh_database
 from tests.support import TenantFactory, eventually
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -36,27 +33,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.fixture
 async def own_database(journey_settings: JourneySettings) -> AsyncIterator[tuple[Database, str]]:
-    """A fresh, migrated database on the session's server: (its Database, its DSN)."""
-    server = journey_settings.dsn
-    name = f"maps_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(asyncpg_dsn(server))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    parts = urlsplit(server)
-    dsn = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-    database = Database(dsn, pool_size=2, application_name="tests-maps-process")
-    try:
-        await upgrade(database)
-        yield database, dsn
-    finally:
-        await database.dispose()
-        admin = await asyncpg.connect(asyncpg_dsn(server))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with fresh_database(journey_settings.dsn) as opened:
+        yield opened
 
 
 async def _map_state(db: Database, tenant: str) -> tuple[int, int]:

@@ -1,41 +1,32 @@
 """The compactor's settle delay: a customer is claimed once its newest queued event is
 ``settle`` seconds old (a burst is folded in one visit), or once its oldest has waited ``cap``
 (a steady stream is not starved); ``drain`` (settle 0) folds everything at once. Time passing
-is the queue's ``enqueued_at`` moved back, not a sleep. The session's own compactor (beside
-the session's journey worker) would fold the test's customers as soon as they settle for it:
-each test keeps its tenant to itself (``_only_here``) while it looks at the queue."""
+is the queue's ``enqueued_at`` moved back, not a sleep."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
+import pytest
 
 from services.journey.maps import repository as repo
 from services.journey.maps.maintain import drain, drain_once
 from services.journey.maps.rebuild import rebuild_from_events
-from shared.db import Database, asyncpg_dsn, raw_connection
+from shared.db import Database, raw_connection
 from tests.journey.conformance.support import BASE, MIN, Log
-from tests.journey.maps.support import apply_chunk, email, envelope, snapshot
+from tests.journey.maps.support import apply_chunk, email, envelope, own_database, snapshot
 from tests.support import TenantFactory
 
 SETTLE, CAP = 60.0, 600.0  # seconds; far longer than a test step takes
 
 
-@asynccontextmanager
-async def _only_here(settings, tenant: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection holding the tenant's map lock for the session: other compactors skip the
-    tenant (``repository.claim``), while claims, folds and rebuilds on this connection proceed
-    (a session's own advisory locks don't conflict with each other)."""
-    conn = await asyncpg.connect(asyncpg_dsn(settings.dsn))
-    try:
-        await conn.execute(
-            "SELECT pg_advisory_lock(hashtextextended('waypoint-map|' || $1, 0))", tenant
-        )
-        yield conn
-    finally:
-        await conn.close()  # ends the session and its lock
+@pytest.fixture(scope="module")
+async def db(journey_settings) -> AsyncIterator[Database]:
+    """This module's own database, not the session's: no compactor folds its map queue behind
+    the test's back (the session's journey workers fold the shared queue, and at once)."""
+    async with own_database(journey_settings.dsn) as (database, _):
+        yield database
 
 
 async def _queue(db: Database, settings, tenant: str, log: Log) -> None:
@@ -60,12 +51,11 @@ async def _age(db: Database, tenant: str, seconds: float, *, newest_too: bool = 
 
 
 async def _claimed(
-    conn: asyncpg.Connection, tenant: str, *, settle: float, cap: float, limit: int = 20_000
+    db: Database, tenant: str, *, settle: float, cap: float, limit: int = 20_000
 ) -> set[str]:
-    """The tenant's customers a claim of ``limit`` takes now (its locks end with its
-    transaction)."""
-    async with conn.transaction():
-        keys = await repo.claim(conn, limit, settle=settle, cap=cap)
+    """The tenant's customers a claim of ``limit`` takes now."""
+    async with db.session() as session:
+        keys = await repo.claim(await raw_connection(session), limit, settle=settle, cap=cap)
     return {str(c) for t, c in keys if t == tenant}
 
 
@@ -86,28 +76,31 @@ async def _pending(conn: asyncpg.Connection, tenant: str) -> int:
 async def test_a_burst_is_folded_in_one_visit_once_it_settles(db: Database, journey_settings):
     tenant = (await TenantFactory(db)()).id
     log = Log()
-    async with _only_here(journey_settings, tenant) as conn:
-        log.step("c1", 0, "phone:ivr")
-        await _queue(db, journey_settings, tenant, log)
-        log.step("c1", 30 * MIN, "web_chat")
-        log.step("c1", 60 * MIN, "phone:agent")
-        await _queue(db, journey_settings, tenant, log)  # a second chunk: the customer is live
-        (customer,) = await _customers(db, tenant)
-        assert customer not in await _claimed(conn, tenant, settle=SETTLE, cap=CAP)
-        await _age(db, tenant, 2 * SETTLE)
-        assert customer in await _claimed(conn, tenant, settle=SETTLE, cap=CAP)
-        async with conn.transaction():  # one visit: a drain_once folds a customer once
-            outcome = await drain_once(conn, limit=20_000, settle=SETTLE, cap=CAP)
+    log.step("c1", 0, "phone:ivr")
+    await _queue(db, journey_settings, tenant, log)
+    log.step("c1", 30 * MIN, "web_chat")
+    log.step("c1", 60 * MIN, "phone:agent")
+    await _queue(db, journey_settings, tenant, log)  # a second chunk: the customer is live
+    (customer,) = await _customers(db, tenant)
+    assert customer not in await _claimed(db, tenant, settle=SETTLE, cap=CAP)
+    await _age(db, tenant, 2 * SETTLE)
+    assert customer in await _claimed(db, tenant, settle=SETTLE, cap=CAP)
+    async with db.session() as session:  # one visit: a drain_once folds a customer once
+        conn = await raw_connection(session)
+        outcome = await drain_once(conn, limit=20_000, settle=SETTLE, cap=CAP)
         assert outcome.events >= 3
         assert await _pending(conn, tenant) == 0
+    async with db.session() as session:
+        conn = await raw_connection(session)
         steps = await conn.fetchval(
             "SELECT count(*) FROM journey.map_step WHERE tenant_id = $1", tenant
         )
         assert steps == 3
         before = await snapshot(conn, tenant)
-        async with conn.transaction():  # exact: the map a rebuild from the events gives
-            await rebuild_from_events(conn, tenant)
-        assert await snapshot(conn, tenant) == before
+    async with db.session() as session:  # exact: the map a rebuild from the events gives
+        await rebuild_from_events(await raw_connection(session), tenant)
+    async with db.session() as session:
+        assert await snapshot(await raw_connection(session), tenant) == before
 
 
 async def test_a_customer_whose_events_never_pause_is_folded_after_the_cap(
@@ -115,25 +108,23 @@ async def test_a_customer_whose_events_never_pause_is_folded_after_the_cap(
 ):
     tenant = (await TenantFactory(db)()).id
     log = Log()
-    async with _only_here(journey_settings, tenant) as conn:
-        log.step("c1", 0, "phone:ivr")
-        await _queue(db, journey_settings, tenant, log)
-        log.step("c1", 30 * MIN, "web_chat")
-        await _queue(db, journey_settings, tenant, log)
-        (customer,) = await _customers(db, tenant)
-        await _age(db, tenant, CAP + SETTLE, newest_too=False)  # the newest entry stays fresh
-        assert customer in await _claimed(conn, tenant, settle=SETTLE, cap=CAP)
-        assert customer not in await _claimed(conn, tenant, settle=SETTLE, cap=10 * CAP)
+    log.step("c1", 0, "phone:ivr")
+    await _queue(db, journey_settings, tenant, log)
+    log.step("c1", 30 * MIN, "web_chat")
+    await _queue(db, journey_settings, tenant, log)
+    (customer,) = await _customers(db, tenant)
+    await _age(db, tenant, CAP + SETTLE, newest_too=False)  # the newest entry stays fresh
+    assert customer in await _claimed(db, tenant, settle=SETTLE, cap=CAP)
+    assert customer not in await _claimed(db, tenant, settle=SETTLE, cap=10 * CAP)
 
 
 async def test_drain_folds_what_has_not_settled(db: Database, journey_settings):
     tenant = (await TenantFactory(db)()).id
     log = Log()
-    async with _only_here(journey_settings, tenant) as conn:
-        log.step("c1", 0, "phone:ivr")
-        await _queue(db, journey_settings, tenant, log)
-        (customer,) = await _customers(db, tenant)
-        assert customer not in await _claimed(conn, tenant, settle=SETTLE, cap=CAP)
+    log.step("c1", 0, "phone:ivr")
+    await _queue(db, journey_settings, tenant, log)
+    (customer,) = await _customers(db, tenant)
+    assert customer not in await _claimed(db, tenant, settle=SETTLE, cap=CAP)
     await drain(db)
     async with db.session() as session:
         assert await _pending(await raw_connection(session), tenant) == 0
@@ -148,9 +139,8 @@ async def test_a_batch_fills_up_with_customers_of_a_dozen_events_each(
     for c in range(10):
         for n in range(12):
             log.step(f"c{c}", n * MIN, "phone:ivr" if n % 2 else "web_chat")
-    async with _only_here(journey_settings, tenant) as conn:
-        await _queue(db, journey_settings, tenant, log)
-        assert len(await _customers(db, tenant)) == 10
-        claimed = await _claimed(conn, tenant, settle=0.0, cap=0.0, limit=10)
+    await _queue(db, journey_settings, tenant, log)
+    assert len(await _customers(db, tenant)) == 10
+    claimed = await _claimed(db, tenant, settle=0.0, cap=0.0, limit=10)
     assert len(claimed) == 10  # a batch of 10 takes all ten, not the few the first 40 entries name
     await drain(db)
