@@ -205,6 +205,17 @@ async def count_events(db: Database) -> int:
         return int(value or 0)
 
 
+async def wait_stored(
+    db: Database, total: int, worker: subprocess.Popen[bytes], *, every: float, log: Any = None
+) -> None:
+    """Until the journey worker has stored ``total`` events; raises if it exits first."""
+    while await count_events(db) < total:
+        if worker.poll() is not None:
+            where = f"; see {log}" if log else ""
+            raise RuntimeError(f"journey worker exited with {worker.returncode}{where}")
+        await asyncio.sleep(every)
+
+
 def run_load(spec: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "_journey_load.py")],

@@ -58,7 +58,6 @@ import psutil  # noqa: E402
 from bench._journey_stack import (  # noqa: E402
     Conditions,
     Stack,
-    count_events,
     elapsed,
     machine,
     new_producer,
@@ -66,6 +65,7 @@ from bench._journey_stack import (  # noqa: E402
     phone,
     produce_customers,
     run_load,
+    wait_stored,
     wrk_max,
 )
 from shared.db import Database, asyncpg_dsn  # noqa: E402
@@ -358,12 +358,7 @@ async def main() -> dict[str, object]:
         db = Database(settings.dsn, pool_size=1, application_name="bench-probe")
         worker = stack.spawn("worker", "journey")
         started = time.perf_counter()
-        done = 0
-        while done < total:
-            await asyncio.sleep(2)
-            done = await count_events(db)
-            if worker.poll() is not None:
-                raise RuntimeError(f"journey worker exited with {worker.returncode}")
+        await wait_stored(db, total, worker, every=2)
         worker_rate = total / elapsed(started)
         result_rss = peak_rss_mb(worker.pid)
         print(

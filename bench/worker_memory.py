@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._journey_stack import (  # noqa: E402
     ROOT,
     Stack,
-    count_events,
     machine,
     new_producer,
     peak_rss_mb,
     produce_customers,
+    wait_stored,
 )
 from shared.db import Database  # noqa: E402
 
@@ -70,12 +70,7 @@ async def main() -> dict[str, Any]:
         stack.children.append(worker)
         db = Database(settings.dsn, pool_size=1, application_name="bench-probe")
         started = time.perf_counter()
-        done = 0
-        while done < total:
-            await asyncio.sleep(1)
-            done = await count_events(db)
-            if worker.poll() is not None:
-                raise RuntimeError(f"journey worker exited with {worker.returncode}; see {log}")
+        await wait_stored(db, total, worker, every=1, log=log)
         wall = time.perf_counter() - started
         await db.dispose()
         peak, end_rss, cpu = peak_rss_mb(worker.pid), rss_mb(worker.pid), cpu_seconds(worker.pid)
