@@ -99,6 +99,16 @@ class Stack:
             await db.dispose()
         await ensure_topics(self.settings)
 
+    async def produce_backlog(self, customers: int) -> int:
+        """``customers`` simulated customers' events on the normalized topic, before any worker
+        runs (the bulk producer); the number of events."""
+        producer = new_producer(self.settings)
+        await producer.start()
+        try:
+            return await produce_customers(producer, self.settings.topic_normalized, customers)
+        finally:
+            await producer.stop()
+
     def spawn(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         child = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *argv],

@@ -60,10 +60,8 @@ from bench._journey_stack import (  # noqa: E402
     Stack,
     elapsed,
     machine,
-    new_producer,
     peak_rss_mb,
     phone,
-    produce_customers,
     run_load,
     wait_stored,
     wrk_max,
@@ -344,11 +342,8 @@ async def main() -> dict[str, object]:
     try:
         await stack.prepare()
         settings = stack.settings
-        producer = new_producer(settings)
-        await producer.start()
         started = time.perf_counter()
-        total = await produce_customers(producer, settings.topic_normalized, CUSTOMERS)
-        await producer.stop()
+        total = await stack.produce_backlog(CUSTOMERS)
         produce_rate = total / elapsed(started)
         print(f"produced {total:,} events for {CUSTOMERS:,} customers: {produce_rate:,.0f}/s")
 

@@ -28,8 +28,6 @@ from bench._journey_stack import (  # noqa: E402
     count_events,
     elapsed,
     machine,
-    new_producer,
-    produce_customers,
 )
 from shared.db import Database  # noqa: E402
 
@@ -78,10 +76,7 @@ async def main() -> dict[str, object]:
     try:
         await stack.prepare()
         settings = stack.settings
-        producer = new_producer(settings)
-        await producer.start()
-        total = await produce_customers(producer, settings.topic_normalized, CUSTOMERS)
-        await producer.stop()
+        total = await stack.produce_backlog(CUSTOMERS)
         db = Database(settings.dsn, pool_size=1, application_name="bench-probe")
         postmaster = postmaster_of(stack)
         pg_before = cluster_cpu(postmaster) if postmaster else 0.0

@@ -25,9 +25,7 @@ from bench._journey_stack import (  # noqa: E402
     ROOT,
     Stack,
     machine,
-    new_producer,
     peak_rss_mb,
-    produce_customers,
     wait_stored,
 )
 from shared.db import Database  # noqa: E402
@@ -54,10 +52,7 @@ async def main() -> dict[str, Any]:
     try:
         await stack.prepare()
         settings = stack.settings
-        producer = new_producer(settings)
-        await producer.start()
-        total = await produce_customers(producer, settings.topic_normalized, CUSTOMERS)
-        await producer.stop()
+        total = await stack.produce_backlog(CUSTOMERS)
         print(f"produced {total:,} events for {CUSTOMERS:,} customers")
         log = stack.tmp / "memory-worker.log"
         worker = subprocess.Popen(
