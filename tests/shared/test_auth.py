@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 from sqlalchemy import text
 
@@ -85,8 +87,6 @@ async def test_concurrent_requests_with_a_stale_key_share_one_look_up(
 ):
     """When a key's cached answer goes stale under load, the requests that arrive while it is
     read again wait for that one look-up (they used to queue for the pool, one read each)."""
-    import asyncio
-
     tenant = await make_tenant()
     clock = [1000.0]
     verifier = KeyVerifier(db.sessionmaker, ttl=30.0, clock=lambda: clock[0])
