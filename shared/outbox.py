@@ -42,7 +42,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -87,8 +87,7 @@ DEFAULT_LANES = 64
 STATS_EVERY_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):  # not a frozen dataclass: one per event on the journey worker's path
     tenant_id: str
     topic: str
     key: bytes | None
