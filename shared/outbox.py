@@ -137,8 +137,7 @@ async def notify(conn: asyncpg.Connection, channel: str) -> None:
     await conn.execute("SELECT pg_notify($1, '')", channel)
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """A claimed message, to send: its age (since its commit) as the claim saw it."""
 
     topic: str
@@ -199,9 +198,10 @@ FOR UPDATE OF o SKIP LOCKED
             rows = await conn.fetch(self._claim, limit, self.lanes, self.namespace)
             if not rows:
                 return []
-            messages = [Outgoing(r["topic"], r["key"], r["value"], float(r["age_s"])) for r in rows]
+            # (id, topic, key, value, age_s): read by position, one message per row
+            messages = [Outgoing(r[1], r[2], r[3], float(r[4])) for r in rows]
             await send(messages)
-            await conn.execute(self._delete, [r["id"] for r in rows])
+            await conn.execute(self._delete, [r[0] for r in rows])
         return messages
 
     async def backlog(self, db: Database) -> tuple[int, float]:
