@@ -169,9 +169,6 @@ class LaneOutbox:
     def __init__(self, schema: str, *, table: str = "outbox", lanes: int = DEFAULT_LANES):
         self.lanes = lanes
         self.namespace = lock_namespace(schema, table)
-        # The lanes it holds as one array, computed once: ``lane IN (SELECT lane FROM mine)``
-        # was planned as a nested-loop semi-join that scanned the CTE once per outbox row
-        # (~32 comparisons a row with 64 lanes held: 9-13 ms per 1,000-row claim, 1.5 ms so).
         self._claim = f"""
 WITH mine AS (
     SELECT lane FROM generate_series(0, $2::int - 1) AS lane
@@ -180,7 +177,7 @@ WITH mine AS (
 SELECT o.id, o.topic, o.key, o.value,
        extract(epoch FROM clock_timestamp() - o.created_at)::float8 AS age_s
 FROM {schema}.{table} o
-WHERE o.lane = ANY (ARRAY(SELECT lane FROM mine))
+WHERE o.lane IN (SELECT lane FROM mine)
 ORDER BY o.id
 LIMIT $1
 FOR UPDATE OF o SKIP LOCKED
