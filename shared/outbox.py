@@ -42,7 +42,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -87,8 +87,7 @@ DEFAULT_LANES = 64
 STATS_EVERY_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):  # not a frozen dataclass: one per event on the journey worker's path
     tenant_id: str
     topic: str
     key: bytes | None
@@ -138,8 +137,7 @@ async def notify(conn: asyncpg.Connection, channel: str) -> None:
     await conn.execute("SELECT pg_notify($1, '')", channel)
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """A claimed message, to send: its age (since its commit) as the claim saw it."""
 
     topic: str
@@ -197,9 +195,10 @@ FOR UPDATE OF o SKIP LOCKED
             rows = await conn.fetch(self._claim, limit, self.lanes, self.namespace)
             if not rows:
                 return []
-            messages = [Outgoing(r["topic"], r["key"], r["value"], float(r["age_s"])) for r in rows]
+            # (id, topic, key, value, age_s): read by position, one message per row
+            messages = [Outgoing(r[1], r[2], r[3], float(r[4])) for r in rows]
             await send(messages)
-            await conn.execute(self._delete, [r["id"] for r in rows])
+            await conn.execute(self._delete, [r[0] for r in rows])
         return messages
 
     async def backlog(self, db: Database) -> tuple[int, float]:

@@ -303,16 +303,17 @@ class ChunkApplier:
                 doc, version = locked.get(key, (None, 0))
                 doc = doc or ctx.empty()
                 items = sorted(self._touched[key], key=lambda i: (i.env.time, i.env.id))
-                for item in items:
-                    ctx.apply_event(doc, item.env)
+                ctx.apply_events(doc, [item.env for item in items])
                 for ikey, link in self._identities.get(key, {}).items():
                     ctx.merge_identity(doc, ikey, link)
                 saves.append((key[0], key[1], orjson.dumps(doc), version + 1))
-                traits = ctx.trait_snapshot(doc)
-                customer = str(key[1])  # once per customer, not per event
+                # once per customer, not per event: its key, its traits' JSON
+                customer = str(key[1])
+                kafka_key = f"{key[0]}|{customer}".encode()
+                traits = orjson.Fragment(orjson.dumps(ctx.trait_snapshot(doc), option=_UTC_Z))
                 for item in items:
-                    self.result.activities.append(_activity(item, customer, traits))
-                    self.result.applied.append(item)
+                    self.result.activities.append(_activity(item, customer, traits, kafka_key))
+                self.result.applied += items
                 self.result.notified.append(f"{key[0]}|{key[1]}|{version + 1}")
             await context_repo.save_contexts(conn, saves)
             if self.settings.map_maintenance:  # folded into the journey map by its compactor
@@ -325,11 +326,19 @@ class ChunkApplier:
         self._reset_pending()
 
 
+_UTC_Z = orjson.OPT_UTC_Z
+
+
 def _activity(
-    item: Incoming, customer_id: uuid.UUID | str, traits: dict[str, Any]
+    item: Incoming,
+    customer_id: uuid.UUID | str,
+    traits: dict[str, Any] | orjson.Fragment,
+    kafka_key: bytes | None = None,
 ) -> tuple[bytes, bytes]:
     """``CustomerActivity(kind="event", …)`` as ``to_json()`` renders it, without building the
-    model (the hot path; ``tests/journey/context/test_rules.py`` checks both render the same)."""
+    model (the hot path; ``tests/journey/context/test_rules.py`` checks both render the same).
+    ``traits`` may be their JSON already (a ``Fragment``, rendered with ``OPT_UTC_Z``) and
+    ``kafka_key`` the customer's key: the worker renders both once per customer."""
     env = item.env
     customer_id = str(customer_id)
     account = next((i.value for i in env.identifiers if i.type is IdentifierType.account_id), None)
@@ -346,4 +355,6 @@ def _activity(
     body["traits"] = traits
     body["merged_ids"] = []
     body["split_ids"] = []
-    return f"{env.tenant}|{customer_id}".encode(), orjson.dumps(body, option=orjson.OPT_UTC_Z)
+    if kafka_key is None:
+        kafka_key = f"{env.tenant}|{customer_id}".encode()
+    return kafka_key, orjson.dumps(body, option=_UTC_Z)

@@ -4,6 +4,7 @@ dead-lettered) until the code works, then applied exactly once."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -50,14 +51,14 @@ async def test_a_reducer_bug_is_retried_not_dead_lettered_and_applied_once_fixed
     tenant = await make_tenant(scopes=["context:read"])
     email = f"bug-{run_id}@x.test"
     broken = True
-    real_apply_event = ctx.apply_event
+    real_apply_events = ctx.apply_events  # the worker folds a customer's chunk in one call
 
-    def apply_event(doc: dict[str, Any], env: Envelope) -> dict[str, Any]:
-        if broken and env.tenant == tenant.id:
+    def apply_events(doc: dict[str, Any], envs: Sequence[Envelope]) -> dict[str, Any]:
+        if broken and any(env.tenant == tenant.id for env in envs):
             raise KeyError("a reducer bug")
-        return real_apply_event(doc, env)
+        return real_apply_events(doc, envs)
 
-    monkeypatch.setattr(ctx, "apply_event", apply_event)
+    monkeypatch.setattr(ctx, "apply_events", apply_events)
     failures_before = sample(FAILURES, service="journey")
     dead_before = sample("waypoint_journey_events_total", result="dead_lettered")
     worker = Worker(settings)

@@ -8,6 +8,7 @@ the same events in any order gives the same document (a merge or split rebuilds 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,6 +161,28 @@ def _timeline_item(env: Envelope, at: str | None) -> dict[str, Any]:
 
 def apply_event(doc: Doc, env: Envelope) -> Doc:
     """Fold one event into the document (mutates and returns it)."""
+    return apply_events(doc, [env])
+
+
+def _recent_key(item: dict[str, Any]) -> tuple[str, str]:
+    return item["time"], item["event_id"]
+
+
+def apply_events(doc: Doc, envs: Sequence[Envelope]) -> Doc:
+    """Fold events into the document, in the order given (mutates and returns it): the same
+    document as ``apply_event`` for each in turn. The recent list is merged once
+    for them all (the newest ``RECENT_ITEMS`` of the old and new items: what cutting after each
+    event keeps too, as items are ordered by (time, event id))."""
+    items = {env.id: _fold(doc, env) for env in envs}  # an id seen twice: its last item
+    recent = [r for r in doc["recent"] if r["event_id"] not in items]
+    recent += items.values()
+    recent.sort(key=_recent_key, reverse=True)
+    doc["recent"] = recent[:RECENT_ITEMS]
+    return doc
+
+
+def _fold(doc: Doc, env: Envelope) -> dict[str, Any]:
+    """Fold one event, except into the recent list: its timeline item, for that list."""
     d = env.data
     at = iso(env.time)
     channel = d.channel.value if d.channel else None
@@ -171,16 +194,13 @@ def apply_event(doc: Doc, env: Envelope) -> Doc:
     if channel:
         doc["channels"][channel] = doc["channels"].get(channel, 0) + 1
     item = _timeline_item(env, at)
-    recent = [r for r in doc["recent"] if r["event_id"] != env.id] + [item]
-    recent.sort(key=lambda r: (r["time"], r["event_id"]), reverse=True)
-    doc["recent"] = recent[:RECENT_ITEMS]
 
     if env.type in INTERACTION_TYPES:
         _interaction(doc, env, at, channel)
     handler = _HANDLERS.get(env.type)
     if handler is not None:
         handler(doc, env, at, channel)
-    return doc
+    return item
 
 
 def _interaction(doc: Doc, env: Envelope, at: str | None, channel: str | None) -> None:
@@ -382,9 +402,7 @@ _HANDLERS = {
 def rebuild(events: list[Envelope], *, engagement: dict[str, Any] | None = None) -> Doc:
     """The document from scratch (after a merge or split). ``engagement`` is not derived from
     events (alerts publishes it): the current one is kept."""
-    doc = empty()
-    for env in sorted(events, key=lambda e: (e.time, e.id)):
-        apply_event(doc, env)
+    doc = apply_events(empty(), sorted(events, key=lambda e: (e.time, e.id)))
     if engagement is not None:
         doc["engagement"] = engagement
     return doc

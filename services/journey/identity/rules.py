@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
+from typing import NamedTuple
 
 from shared.events import (
     STRONG_VERIFICATION,
@@ -83,9 +84,10 @@ def claim_of(id_type: IdentifierType, value: str, verified_by: Verification | No
     return Claim(id_type, value, verified_by)
 
 
-@dataclass(frozen=True)
-class Holder:
-    """A customer (already resolved through merges) holding an identifier."""
+class Holder(NamedTuple):
+    """A customer (already resolved through merges) holding an identifier. A named tuple: the
+    worker builds one per holder of every identifier of every event (a frozen dataclass's
+    ``__init__`` costs ~2.4× as much)."""
 
     customer_id: uuid.UUID
     link_strength: int  # how strongly this identifier was tied to that customer

@@ -3,6 +3,8 @@
 import uuid
 from datetime import datetime, timedelta
 
+import orjson
+
 from services.journey.context import rules as ctx
 from services.journey.context import views
 from services.journey.context.cache import ContextCache
@@ -58,6 +60,34 @@ def test_folding_in_any_order_gives_the_same_document(now: datetime):
     assert backward["last_agent"] == forward["last_agent"]
     assert backward["cases"] == forward["cases"]
     assert backward["last_agent"]["agent_id"] == "amy"  # latest by event time, not arrival
+
+
+def test_folding_a_chunk_at_once_is_folding_its_events_one_by_one(now: datetime):
+    """The worker folds a customer's events of a chunk in one call (the recent list merged
+    once): the same document as one event at a time, past the recent list's length, over a
+    document that already holds some of them (a replay) and with an id given twice."""
+    events = story(now) + [
+        validate_event(
+            cloud_event(
+                tenant="t",
+                type="message.received",
+                identifiers=[{"type": "email", "value": "a@x.io"}],
+                time=now - timedelta(minutes=m),
+                channel="sms",
+            ),
+            now=now,
+        )
+        for m in (5, 400, 1, 600, 3)
+    ]
+    assert len(events) > ctx.RECENT_ITEMS
+    start = ctx.rebuild(events[:4])
+    chunk = [*events[2:], events[-1]]
+    one_by_one = orjson.loads(orjson.dumps(start))
+    for e in chunk:
+        ctx.apply_event(one_by_one, e)
+    at_once = ctx.apply_events(orjson.loads(orjson.dumps(start)), chunk)
+    assert at_once == one_by_one
+    assert len(at_once["recent"]) == ctx.RECENT_ITEMS
 
 
 def test_views_mask_expire_and_explain(now: datetime):
@@ -155,3 +185,9 @@ def test_the_fast_activity_renders_exactly_as_the_contract_model(now: datetime):
         traits={"tier": "gold"},
     )
     assert (key, value) == (model.kafka_key(), model.to_json())
+    # as the worker calls it: the traits' JSON and the key rendered once per customer
+    traits = orjson.Fragment(orjson.dumps({"tier": "gold"}, option=orjson.OPT_UTC_Z))
+    assert _activity(Incoming(e, e.to_json()), cid, traits, f"t|{cid}".encode()) == (
+        model.kafka_key(),
+        model.to_json(),
+    )
