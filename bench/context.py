@@ -25,6 +25,9 @@ Options by environment:
   takes the neighbours' CPU contention out of the figures (a process's nice value alone does
   not: with autogroups the CPU is shared between sessions first);
 - BENCH_CONTEXT_CONFIGS (all): e.g. "cached" to measure only that configuration;
+  "uncached_unbatched" (only when named) is the uncached one with its look-ups not batched
+  (WAYPOINT_JOURNEY_CONTEXT_LOOKUP_BATCH_MAX=0); a name given twice is measured twice, in the
+  order given (e.g. "uncached_unbatched,uncached,uncached_unbatched,uncached": A/B/A/B);
 - BENCH_CONTEXT_WRK (1): when ``wrk`` is installed, re-measure both maxima with it as a
   cross-check (its CPU per request is the C floor); "0" skips it. Not needed for the figures.
 Three API runs are measured: without the context cache (every look-up reads PostgreSQL), with
@@ -35,7 +38,10 @@ is: the client's p99 (from the due time) beside the API middleware's own time fo
 requests (``waypoint_http_request_duration_seconds``: p99 as a bucket bound, counts over
 10/25/50 ms), the API's CPU per request, and the generator's own lateness (how late it sent
 requests that found a free connection) and queue. The bare endpoint gets the same split at the
-same offered rate. Last line: JSON.
+same offered rate. Each max round also gives the API's and the PostgreSQL cluster's CPU per
+request. With the uncached configuration the raw limit is measured in the same rounds:
+``bench/_raw_row_app.py`` (a bare ASGI app on uvicorn, one asyncpg fetch of one row by primary
+key per request, and the same app's answer without the read). Last line: JSON.
 """
 
 from __future__ import annotations
@@ -483,14 +489,18 @@ async def main() -> dict[str, object]:
             wanted = CONFIGS.split(",")
             known = [*configs, ("uncached_unbatched", "0", 1)]
             configs = [c for name in wanted for c in known if c[0] == name]
-        for label, cache_mb, processes in configs:
+        seen: dict[str, int] = {}
+        for name, cache_mb, processes in configs:
+            # a configuration named twice (A/B/A/B) is reported as name, name_2, …
+            seen[name] = seen.get(name, 0) + 1
+            label = name if seen[name] == 1 else f"{name}_{seen[name]}"
             env = {"WAYPOINT_JOURNEY_CONTEXT_CACHE_MB": cache_mb}
-            if label == "uncached_unbatched":
+            if name == "uncached_unbatched":
                 env["WAYPOINT_JOURNEY_CONTEXT_LOOKUP_BATCH_MAX"] = "0"
             server = stack.serve(env, processes)
             server_process = stack.children[-1]
             raw = None
-            if label.startswith("uncached"):  # the raw limit, alternated in the same run
+            if name.startswith("uncached"):  # the raw limit, alternated in the same run
                 raw_port = free_port()
                 raw_process = subprocess.Popen(
                     [sys.executable, str(Path(__file__).with_name("_raw_row_app.py")),

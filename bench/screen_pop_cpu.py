@@ -248,7 +248,6 @@ async def main() -> dict[str, Any]:
             wall: dict[str, list[float]] = {k: [] for k in [*variants, *floors]}
             pg_cpu: dict[str, list[float]] = {k: [] for k in variants if k in UNCACHED_ALL}
             batch_sizes: dict[str, list[float]] = {UNCACHED: [], UNCACHED_TCP: []}
-            cluster = cluster_pids(stack)
             background: list[float] = []
             for _ in range(ROUNDS):
                 for name, paths in variants.items():
@@ -258,13 +257,13 @@ async def main() -> dict[str, Any]:
                     app.state.lookups = None if name == UNCACHED_UNBATCHED else lookups[suffix]
                     batcher = lookups[suffix]
                     b0, k0 = batcher.batches, batcher.keys
-                    p0 = cpu_seconds(cluster)
+                    p0 = cpu_seconds(cluster_pids(stack))  # backends started since: from 0
                     t0, w0 = time.process_time(), time.monotonic()
                     await each(paths, lambda path: call(app, path, headers))
                     cpu[name].append(1e6 * (time.process_time() - t0) / N)
                     wall[name].append(1e6 * (time.monotonic() - w0) / N)
                     if name in pg_cpu:
-                        p1 = cpu_seconds(cluster)
+                        p1 = cpu_seconds(cluster_pids(stack))
                         pg = sum(v - p0.get(k, 0.0) for k, v in p1.items())
                         pg_cpu[name].append(1e6 * pg / N)
                     if name in batch_sizes and batcher.batches > b0:
