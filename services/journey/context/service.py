@@ -254,29 +254,32 @@ def context_view(found: Found, *, now: datetime, reveal: bool) -> dict[str, Any]
     """The agent's card: everything in one response."""
     doc = found.doc
     last_interaction = doc["last_interaction"] or {}
+    derived = views.Derived.of(doc)  # computed once for the card and its summary
     view = {
         "customer_id": str(found.customer_id),
         "version": found.version,
         "identities": found.identities,
         "traits": doc["traits"],
         "facts": views.facts_ledger(doc, now=now, reveal=reveal),
-        "open_cases": views.open_cases(doc),
+        "open_cases": derived.cases,
         "cases": list(doc["cases"].values()),
         "last_agent": doc["last_agent"],
         "last_interaction": doc["last_interaction"],
         "last_channel": last_interaction.get("channel"),
         "last_contact_reason": doc["last_contact_reason"],
-        "pending_callbacks": views.pending_callbacks(doc),
+        "pending_callbacks": derived.callbacks,
         "surveys": doc["surveys"],
-        "sentiment": views.sentiment_trend(doc),
+        "sentiment": derived.trend,
         "channels": doc["channels"],
         "recent": views.timeline_items(doc["recent"], reveal=reveal),
         "purchases": views.purchases(doc),
-        "engagement": views.engagement(doc),
+        "engagement": derived.risk,
         "event_count": doc["event_count"],
         "first_seen_at": doc["first_seen_at"],
         "last_seen_at": doc["last_seen_at"],
-        "summary": views.handoff_summary(doc, identities=found.identities, now=now),
+        "summary": views.handoff_summary(
+            doc, identities=found.identities, now=now, derived=derived
+        ),
     }
     if found.requested_id is not None and found.requested_id != found.customer_id:
         view["merged_from"] = str(found.requested_id)
