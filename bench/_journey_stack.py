@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -224,6 +225,28 @@ async def wait_stored(
             where = f"; see {log}" if log else ""
             raise RuntimeError(f"journey worker exited with {worker.returncode}{where}")
         await asyncio.sleep(every)
+
+
+def cluster_pids(stack: Stack) -> list[int]:
+    """This bench's embedded PostgreSQL: the postmaster and its children (backends included;
+    empty when DATABASE_URL names another server)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "name"]):
+        with contextlib.suppress(psutil.Error):
+            if "postgres" in (p.info["name"] or "") and str(stack.tmp) in " ".join(
+                p.info["cmdline"] or []
+            ):
+                found += [p.pid, *(c.pid for c in p.children(recursive=True))]
+    return sorted(set(found))
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            out[pid] = t.user + t.system
+    return out
 
 
 def run_load(spec: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,9 @@ Options by environment:
   takes the neighbours' CPU contention out of the figures (a process's nice value alone does
   not: with autogroups the CPU is shared between sessions first);
 - BENCH_CONTEXT_CONFIGS (all): e.g. "cached" to measure only that configuration;
+  "uncached_unbatched" (only when named) is the uncached one with its look-ups not batched
+  (WAYPOINT_JOURNEY_CONTEXT_LOOKUP_BATCH_MAX=0); a name given twice is measured twice, in the
+  order given (e.g. "uncached_unbatched,uncached,uncached_unbatched,uncached": A/B/A/B);
 - BENCH_CONTEXT_WRK (1): when ``wrk`` is installed, re-measure both maxima with it as a
   cross-check (its CPU per request is the C floor); "0" skips it. Not needed for the figures.
 Three API runs are measured: without the context cache (every look-up reads PostgreSQL), with
@@ -35,7 +38,10 @@ is: the client's p99 (from the due time) beside the API middleware's own time fo
 requests (``waypoint_http_request_duration_seconds``: p99 as a bucket bound, counts over
 10/25/50 ms), the API's CPU per request, and the generator's own lateness (how late it sent
 requests that found a free connection) and queue. The bare endpoint gets the same split at the
-same offered rate. Last line: JSON.
+same offered rate. Each max round also gives the API's and the PostgreSQL cluster's CPU per
+request. With the uncached configuration the raw limit is measured in the same rounds:
+``bench/_raw_row_app.py`` (a bare ASGI app on uvicorn, one asyncpg fetch of one row by primary
+key per request, and the same app's answer without the read). Last line: JSON.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import contextlib
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,6 +65,8 @@ import psutil  # noqa: E402
 from bench._journey_stack import (  # noqa: E402
     Conditions,
     Stack,
+    cluster_pids,
+    cpu_seconds,
     elapsed,
     machine,
     peak_rss_mb,
@@ -67,6 +76,7 @@ from bench._journey_stack import (  # noqa: E402
     wrk_max,
 )
 from shared.db import Database, asyncpg_dsn  # noqa: E402
+from shared.embedded import free_port, wait_for_port  # noqa: E402
 from shared.kafka import make_consumer  # noqa: E402
 
 CUSTOMERS = int(os.environ.get("BENCH_CONTEXT_CUSTOMERS", "100000"))
@@ -117,6 +127,43 @@ def renice_infrastructure(stack: Stack) -> None:
                     q.nice(NICE)
 
 
+class CpuMeter:
+    """Process CPU of the server's processes and of the PostgreSQL cluster's (backends that
+    started during the window counted from zero) over one load run, per answered request."""
+
+    def __init__(self, server: list[int], stack: Stack | None) -> None:
+        self.server, self.stack = server, stack
+
+    def start(self) -> None:
+        self.s0 = cpu_seconds(self.server)
+        self.p0 = cpu_seconds(cluster_pids(self.stack)) if self.stack else {}
+
+    def stop(self, requests: int) -> dict[str, float | None]:
+        s1 = cpu_seconds(self.server)
+        p1 = cpu_seconds(cluster_pids(self.stack)) if self.stack else {}
+        n = max(requests, 1)
+        server = sum(v - self.s0.get(k, 0.0) for k, v in s1.items())
+        pg = sum(v - self.p0.get(k, 0.0) for k, v in p1.items())
+        return {
+            "server_cpu_us_per_request": round(1e6 * server / n, 1),
+            "postgres_cpu_us_per_request": round(1e6 * pg / n, 1) if p1 else None,
+        }
+
+
+def metered(spec: dict[str, Any], meter: CpuMeter) -> dict[str, Any]:
+    meter.start()
+    result = run_load(spec)
+    result.update(meter.stop(result["requests"]))
+    return result
+
+
+def cpu_note(r: dict[str, Any]) -> str:
+    return (
+        f"{r['server_cpu_us_per_request']} µs API CPU + "
+        f"{r['postgres_cpu_us_per_request']} µs PostgreSQL CPU per request"
+    )
+
+
 def server_pids(server_pid: int) -> list[int]:
     process = psutil.Process(server_pid)
     return [process.pid, *(p.pid for p in process.children(recursive=True))]
@@ -138,8 +185,17 @@ async def raw_consume(stack: Stack, total: int) -> float:
 
 
 async def measure(
-    label: str, port: int, headers: dict[str, str], paths: list[str], dsn: str, server_pid: int
+    label: str,
+    port: int,
+    headers: dict[str, str],
+    paths: list[str],
+    dsn: str,
+    server_pid: int,
+    stack: Stack | None = None,
+    raw: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
+    """``raw``: (port, pid) of ``bench/_raw_row_app.py``, whose maxima (one row by primary key
+    per request, and its bare answer) alternate with the bare endpoint's and the screen pop's."""
     base = {
         "host": "127.0.0.1",
         "port": port,
@@ -154,22 +210,49 @@ async def measure(
         run_load({**base, "paths": paths, "concurrency": 8, "duration": 3})  # warm up
     # Bare and screen pop alternate in short rounds (medians), so a noisy neighbour on this
     # shared machine hits both alike.
-    bares, peaks = [], []
+    meter = CpuMeter(pids, stack)
+    closed = {"concurrency": CONCURRENCY, "duration": MAX_SECONDS}
+    bares, peaks, raw_rows, raw_bares = [], [], [], []
+    if raw is not None:
+        raw_base = {**base, "port": raw[0], "headers": {}}
+        raw_meter = CpuMeter([raw[1]], stack)
     for _ in range(ROUNDS):
-        bares.append(
-            run_load(
-                {**base, "paths": ["/healthz"], "concurrency": CONCURRENCY, "duration": MAX_SECONDS}
-            )
-        )
-        peaks.append(
-            run_load({**base, "paths": paths, "concurrency": CONCURRENCY, "duration": MAX_SECONDS})
-        )
+        bares.append(metered({**base, "paths": ["/healthz"], **closed}, meter))
+        peaks.append(metered({**base, "paths": paths, **closed}, meter))
+        if raw is not None:
+            raw_rows.append(metered({**raw_base, "paths": ["/row"], **closed}, raw_meter))
+            raw_bares.append(metered({**raw_base, "paths": ["/bare"], **closed}, raw_meter))
     bare = sorted(bares, key=lambda r: r["rps"])[len(bares) // 2]
     peak = sorted(peaks, key=lambda r: r["rps"])[len(peaks) // 2]
     rounds_bare = ", ".join(f"{r['rps']:,.0f}" for r in bares)
     rounds_peak = ", ".join(f"{r['rps']:,.0f}" for r in peaks)
-    print(f"[{label}] bare /healthz max (median): {bare['rps']:,.0f} req/s ({rounds_bare})")
-    print(f"[{label}] screen pop max (median): {peak['rps']:,.0f} req/s ({rounds_peak})")
+    print(
+        f"[{label}] bare /healthz max (median): {bare['rps']:,.0f} req/s ({rounds_bare}); "
+        f"{cpu_note(bare)}"
+    )
+    print(
+        f"[{label}] screen pop max (median): {peak['rps']:,.0f} req/s ({rounds_peak}); "
+        f"{cpu_note(peak)} (rounds: API {[r['server_cpu_us_per_request'] for r in peaks]}, "
+        f"PostgreSQL {[r['postgres_cpu_us_per_request'] for r in peaks]})"
+    )
+    raw_figures: dict[str, Any] = {}
+    if raw is not None:
+        for name, runs_ in (("row", raw_rows), ("bare", raw_bares)):
+            mid = sorted(runs_, key=lambda r: r["rps"])[len(runs_) // 2]
+            rounds = ", ".join(f"{r['rps']:,.0f}" for r in runs_)
+            print(
+                f"[{label}] raw limit, bench ASGI app /{name} "
+                f"({'one row by primary key per request' if name == 'row' else 'no read'}) "
+                f"max (median): {mid['rps']:,.0f} req/s "
+                f"({rounds}); {cpu_note(mid)}; "
+                f"ratio to the journey app's bare /healthz {mid['rps'] / bare['rps']:.2f}x"
+            )
+            raw_figures[f"raw_{name}_rps"] = round(mid["rps"])
+            raw_figures[f"raw_{name}_rps_rounds"] = [round(r["rps"]) for r in runs_]
+            raw_figures[f"raw_{name}_vs_bare"] = round(mid["rps"] / bare["rps"], 3)
+            raw_figures[f"raw_{name}_cpu"] = {
+                k: mid[k] for k in ("server_cpu_us_per_request", "postgres_cpu_us_per_request")
+            }
     print(
         f"[{label}] load generator at max: {peak['client_cpu_us_per_request']} µs CPU/request, "
         f"{peak['client_cpu_share']:.2f} of a core"
@@ -253,6 +336,16 @@ async def measure(
         "context_max_rps": round(peak["rps"]),
         "context_max_rps_rounds": [round(r["rps"]) for r in peaks],
         "context_vs_bare": round(ratio, 3),
+        "bare_cpu_at_max": {
+            k: bare[k] for k in ("server_cpu_us_per_request", "postgres_cpu_us_per_request")
+        },
+        "context_cpu_at_max": {
+            k: peak[k] for k in ("server_cpu_us_per_request", "postgres_cpu_us_per_request")
+        },
+        "context_cpu_at_max_rounds": [
+            [r["server_cpu_us_per_request"], r["postgres_cpu_us_per_request"]] for r in peaks
+        ],
+        **raw_figures,
         "at70_offered_rps": runs[0]["target_rate"],
         "at70_p50_ms": [round(r["p50_ms"], 2) for r in runs],
         "at70_p99_ms": [round(p, 2) for p in p99s],
@@ -391,19 +484,46 @@ async def main() -> dict[str, object]:
             configs.append((f"cached_{SERVE_WORKERS}_processes", str(CACHE_MB), SERVE_WORKERS))
         renice_infrastructure(stack)
         if CONFIGS:
-            configs = [c for c in configs if c[0] in CONFIGS.split(",")]
-        for label, cache_mb, processes in configs:
-            server = stack.serve({"WAYPOINT_JOURNEY_CONTEXT_CACHE_MB": cache_mb}, processes)
+            # uncached_unbatched (only when named): one statement per look-up, as before the
+            # look-ups were batched (WAYPOINT_JOURNEY_CONTEXT_LOOKUP_BATCH_MAX=0)
+            wanted = CONFIGS.split(",")
+            known = [*configs, ("uncached_unbatched", "0", 1)]
+            configs = [c for name in wanted for c in known if c[0] == name]
+        seen: dict[str, int] = {}
+        for name, cache_mb, processes in configs:
+            # a configuration named twice (A/B/A/B) is reported as name, name_2, …
+            seen[name] = seen.get(name, 0) + 1
+            label = name if seen[name] == 1 else f"{name}_{seen[name]}"
+            env = {"WAYPOINT_JOURNEY_CONTEXT_CACHE_MB": cache_mb}
+            if name == "uncached_unbatched":
+                env["WAYPOINT_JOURNEY_CONTEXT_LOOKUP_BATCH_MAX"] = "0"
+            server = stack.serve(env, processes)
+            server_process = stack.children[-1]
+            raw = None
+            if name.startswith("uncached"):  # the raw limit, alternated in the same run
+                raw_port = free_port()
+                raw_process = subprocess.Popen(
+                    [sys.executable, str(Path(__file__).with_name("_raw_row_app.py")),
+                     str(raw_port)],
+                    env=stack.env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                stack.children.append(raw_process)
+                wait_for_port("127.0.0.1", raw_port, timeout=120)
+                raw = (raw_port, raw_process.pid)
             figures = await measure(
-                label, server, headers, paths, settings.dsn, stack.children[-1].pid
+                label, server, headers, paths, settings.dsn, server_process.pid, stack, raw
             )
-            process = psutil.Process(stack.children[-1].pid)
+            process = psutil.Process(server_process.pid)
             figures["server_peak_rss_mb"] = [
                 peak_rss_mb(p.pid) for p in [process, *process.children()]
             ]
             print(f"[{label}] API peak RSS: {figures['server_peak_rss_mb']} MB")
             result.update({f"{label}_{k}": v for k, v in figures.items()})
-            stack.stop(stack.children[-1])
+            stack.stop(server_process)
+            if raw is not None:
+                stack.stop(raw_process)
         result["machine"] = machine()
         return result
     finally:

@@ -13,8 +13,11 @@ context cache on and warm), alternating, BENCH_SCREEN_POP_ROUNDS (5) × BENCH_SC
 - the same work as a plain Starlette route calling the same functions (auth, scope, rate
   limit, normalization, cache, masking), to size what FastAPI's layers cost;
 - ``/v1/context`` as served with the context cache off (``app.state.cache`` set aside for the
-  round): the uncached screen pop, one statement per request (process CPU only: asyncpg and
-  the event loop; the database's own CPU is not in it);
+  round): the uncached screen pop, its look-ups batched with the others in flight
+  (``app.state.lookups``: one statement per batch; the mean batch size is printed), and the same
+  with batching off (``app.state.lookups`` set aside: one statement per request, as before);
+  process CPU, and beside it the PostgreSQL cluster's CPU per request (its processes' CPU
+  over the round);
 - the work alone (look-up in the warm cache + the card + serialization), no HTTP at all, and
   the same through the rendered-card cache (``service.screen_pop_card``);
 - the floor of an uncached pop on this machine: ``SELECT 1`` on the same asyncpg pool, and the
@@ -54,7 +57,15 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from bench._journey_stack import TENANT, Stack, customer_events, machine, phone  # noqa: E402
+from bench._journey_stack import (  # noqa: E402
+    TENANT,
+    Stack,
+    cluster_pids,
+    cpu_seconds,
+    customer_events,
+    machine,
+    phone,
+)
 from services.journey.app import create_app  # noqa: E402
 from services.journey.applier import ChunkApplier, Incoming  # noqa: E402
 from services.journey.context import repository as repo  # noqa: E402
@@ -77,7 +88,9 @@ PROFILE = os.environ.get("BENCH_SCREEN_POP_PROFILE") == "1"
 # stretches every round trip.
 CONCURRENCY = int(os.environ.get("BENCH_SCREEN_POP_CONCURRENCY", "8"))
 UNCACHED = "screen_pop_served_uncached"
+UNCACHED_UNBATCHED = "screen_pop_served_uncached_unbatched"
 UNCACHED_TCP = "screen_pop_served_uncached_tcp"
+UNCACHED_ALL = (UNCACHED, UNCACHED_UNBATCHED, UNCACHED_TCP)
 
 
 def socket_dir(dsn: str) -> str | None:
@@ -206,6 +219,7 @@ async def main() -> dict[str, Any]:
             "screen_pop_fastapi": [f"/v1/context{q}&reveal_sensitive=false" for q in pops],
             "screen_pop_plain_starlette": [f"/bench/plain-context{q}" for q in pops],
             UNCACHED: [f"/v1/context{q}" for q in pops],
+            UNCACHED_UNBATCHED: [f"/v1/context{q}" for q in pops],
         }
         async with app.router.lifespan_context(app):
             for _ in range(200):  # wait for the LISTEN connection (the cache is off until then)
@@ -215,31 +229,48 @@ async def main() -> dict[str, Any]:
             for path in variants["screen_pop_fastapi"][:CUSTOMERS]:  # warm the cache
                 assert await call(app, path, headers) == 200, path
             cache = app.state.cache
+            batch_max = settings.context_lookup_batch_max
             floors = ["db_select_1_only", "db_by_identifier_only"]
             pools = {"": app.state.pg_pool}
+            lookups = {"": app.state.lookups}
             directory = socket_dir(settings.dsn)
             if directory is not None and shutil.which("socat"):
                 relay, tcp_dsn = tcp_relay(directory)
                 pools["_tcp"] = await raw_pool(
                     tcp_dsn, "journey-api", min_size=2, max_size=settings.db_pool_size
                 )
+                lookups["_tcp"] = service.identifier_lookups(pools["_tcp"], batch_max)
                 variants[UNCACHED_TCP] = variants[UNCACHED]
                 floors += ["db_select_1_only_tcp", "db_by_identifier_only_tcp"]
             cpu: dict[str, list[float]] = {
                 k: [] for k in [*variants, "work_only", "card_only", *floors]
             }
             wall: dict[str, list[float]] = {k: [] for k in [*variants, *floors]}
+            pg_cpu: dict[str, list[float]] = {k: [] for k in variants if k in UNCACHED_ALL}
+            batch_sizes: dict[str, list[float]] = {UNCACHED: [], UNCACHED_TCP: []}
             background: list[float] = []
             for _ in range(ROUNDS):
                 for name, paths in variants.items():
-                    app.state.cache = None if name in (UNCACHED, UNCACHED_TCP) else cache
-                    app.state.pg_pool = pools["_tcp" if name == UNCACHED_TCP else ""]
+                    suffix = "_tcp" if name == UNCACHED_TCP else ""
+                    app.state.cache = None if name in UNCACHED_ALL else cache
+                    app.state.pg_pool = pools[suffix]
+                    app.state.lookups = None if name == UNCACHED_UNBATCHED else lookups[suffix]
+                    batcher = lookups[suffix]
+                    b0, k0 = batcher.batches, batcher.keys
+                    p0 = cpu_seconds(cluster_pids(stack))  # backends started since: from 0
                     t0, w0 = time.process_time(), time.monotonic()
                     await each(paths, lambda path: call(app, path, headers))
                     cpu[name].append(1e6 * (time.process_time() - t0) / N)
                     wall[name].append(1e6 * (time.monotonic() - w0) / N)
+                    if name in pg_cpu:
+                        p1 = cpu_seconds(cluster_pids(stack))
+                        pg = sum(v - p0.get(k, 0.0) for k, v in p1.items())
+                        pg_cpu[name].append(1e6 * pg / N)
+                    if name in batch_sizes and batcher.batches > b0:
+                        batch_sizes[name].append((batcher.keys - k0) / (batcher.batches - b0))
                 app.state.cache = cache
                 app.state.pg_pool = pools[""]
+                app.state.lookups = lookups[""]
                 t0 = time.process_time()
                 for i in range(N):
                     found = await service.find_by_identifier(
@@ -315,6 +346,7 @@ async def main() -> dict[str, Any]:
             "screen_pop_fastapi",
             "screen_pop_plain_starlette",
             UNCACHED,
+            UNCACHED_UNBATCHED,
             *([UNCACHED_TCP] if UNCACHED_TCP in medians else []),
         ):
             print(f"{name}: bare/screen pop CPU ratio {bare / medians[name]:.2f}")
@@ -322,6 +354,12 @@ async def main() -> dict[str, Any]:
         idle = round(statistics.median(background), 1)
         print(f"wall µs per request (median; {CONCURRENCY} in flight): {walls}")
         print(f"background (no request): {idle} µs CPU per second")
+        pg_medians = {k: round(statistics.median(v), 1) for k, v in pg_cpu.items() if v}
+        for name, us in pg_medians.items():
+            spread = f"{min(pg_cpu[name]):.1f}-{max(pg_cpu[name]):.1f}"
+            print(f"{name:>28}: {us:7.1f} µs PostgreSQL CPU per request (rounds {spread})")
+        mean_batch = {k: round(statistics.median(v), 2) for k, v in batch_sizes.items() if v}
+        print(f"look-ups per statement, batched (median of rounds): {mean_batch}")
         print(f"context cache: {memory}")
         for name, text in profiles.items():
             print(f"\n--- profile of {N} requests: {name} ---\n{text}")
@@ -330,6 +368,9 @@ async def main() -> dict[str, Any]:
             "cpu_us_per_request": medians,
             "rounds": cpu,
             "wall_us_per_request": walls,
+            "postgres_cpu_us_per_request": pg_medians,
+            "postgres_rounds": pg_cpu,
+            "lookups_per_statement": mean_batch,
             "background_cpu_us_per_s": idle,
             "concurrency": CONCURRENCY,
             "context_cache": memory,
@@ -338,6 +379,7 @@ async def main() -> dict[str, Any]:
             "healthz_vs_fastapi_cpu_ratio": round(bare / medians["screen_pop_fastapi"], 2),
             "healthz_vs_plain_cpu_ratio": round(bare / medians["screen_pop_plain_starlette"], 2),
             "healthz_vs_uncached_cpu_ratio": round(bare / medians[UNCACHED], 2),
+            "healthz_vs_uncached_unbatched_cpu_ratio": round(bare / medians[UNCACHED_UNBATCHED], 2),
             "healthz_vs_uncached_tcp_cpu_ratio": (
                 round(bare / medians[UNCACHED_TCP], 2) if UNCACHED_TCP in medians else None
             ),

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from services.journey.config import JourneySettings
 from services.journey.conformance.endpoints import router as conformance_router
-from services.journey.context import fast
+from services.journey.context import fast, service
 from services.journey.context.cache import ContextCache
 from services.journey.context.endpoints import router as context_router
 from services.journey.context.stream import ContextHub
@@ -33,6 +33,12 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
         # read-only queries leave no session state (no RESET ALL on release).
         app.state.pg_pool = await raw_pool(
             settings.dsn, "journey-api", min_size=2, max_size=settings.db_pool_size
+        )
+        # Concurrent screen pops' identifier look-ups, one statement per batch (0: one each).
+        app.state.lookups = (
+            service.identifier_lookups(app.state.pg_pool, settings.context_lookup_batch_max)
+            if settings.context_lookup_batch_max > 0
+            else None
         )
         app.state.cache = (
             ContextCache(settings.context_cache_mb * 1024 * 1024)

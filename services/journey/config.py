@@ -45,6 +45,13 @@ class JourneySettings(CommonSettings):
         "by NOTIFY (0: off); about 2,400 customers with their cards, each process uses "
         "~1.15x this plus up to 13 MB of notice log.",
     )
+    context_lookup_batch_max: int = Field(
+        64,
+        ge=0,
+        le=1000,
+        description="Identifier look-ups of concurrent screen pops (and route hints) sent as one "
+        "statement, at most this many (0: one statement each); a lone look-up is sent at once.",
+    )
     timeline_page_max: int = Field(200, ge=1)
     outbox_lanes: int = Field(
         64,

@@ -95,6 +95,7 @@ async def screen_pop(
         phone_region=principal.region(state.settings.phone_region),
         kind="context",
         cache=state.cache,
+        lookups=state.lookups,
     )
     opener = await _reveal(request, principal, reveal, str(found.customer_id))
     if opener is not None:
@@ -115,6 +116,7 @@ async def masked_screen_pop(
         value,
         phone_region=principal.region(state.settings.phone_region),
         cache=state.cache,
+        lookups=state.lookups,
     )
 
 
@@ -187,6 +189,7 @@ async def route_hint(
             phone_region=principal.region(settings.phone_region),
             kind="route_hint",
             cache=request.app.state.cache,
+            lookups=request.app.state.lookups,
         )
     except NotFound:
         return json_response(

@@ -24,6 +24,7 @@ from services.journey.config import JourneySettings
 from services.journey.context import repository as repo
 from services.journey.context import rules as ctx
 from services.journey.context import views
+from services.journey.context.batch import Batcher
 from services.journey.context.cache import ContextCache, Entry
 from services.journey.context.rules import Doc, empty, identity_list, timeline_item
 from services.journey.identity import repository as identity_repo
@@ -46,6 +47,20 @@ from shared.guards import cursor_key, cursor_time, invalid_cursor
 from shared.privacy.crypto import Keyring
 from shared.privacy.masking import Opener, masked
 from shared.privacy.sealing import seal_raw
+
+# Identifier look-ups (tenant, id_type, normalized value) batched into one statement
+# (``repository.by_identifiers``); the app keeps one per process (``app.state.lookups``).
+Lookups = Batcher[tuple[str, str, str], list[asyncpg.Record]]
+
+
+def identifier_lookups(pool: asyncpg.Pool, max_size: int) -> Lookups:
+    """Concurrent look-ups on ``pool``, up to ``max_size`` per statement."""
+    return Batcher(
+        lambda keys: repo.by_identifiers(pool, keys),
+        max_size=max_size,
+        per_key=(asyncpg.DataError,),  # class 22: one key's value (e.g. a NUL character)
+    )
+
 
 KINDS = ("context", "route_hint", "customer", "timeline", "identities", "stream")
 # Children bound once: ``labels()`` takes a lock and a dict look-up on every call.
@@ -102,9 +117,12 @@ async def find_by_identifier(
     phone_region: str,
     kind: str,
     cache: ContextCache | None = None,
+    lookups: Lookups | None = None,
 ) -> Found:
     id_type, normalized = normalized_lookup(identifier_type, value, phone_region=phone_region)
-    return await _find_normalized(pool, tenant, id_type, normalized, kind=kind, cache=cache)
+    return await _find_normalized(
+        pool, tenant, id_type, normalized, kind=kind, cache=cache, lookups=lookups
+    )
 
 
 async def _find_normalized(
@@ -115,6 +133,7 @@ async def _find_normalized(
     *,
     kind: str,
     cache: ContextCache | None,
+    lookups: Lookups | None = None,
 ) -> Found:
     started = time.perf_counter()
     if cache is not None:
@@ -125,7 +144,12 @@ async def _find_normalized(
             _RESULT[kind, "hit"].inc()
             return _from_text(cid, hit[1], hit[0], cached=hit)
         token = cache.token()
-    rows = await repo.by_identifier(pool, tenant, id_type, normalized)
+    # With ``lookups``, batched with the look-ups of other requests in flight (one statement);
+    # the rows are exactly this key's ``by_identifier`` rows either way.
+    if lookups is not None:
+        rows = await lookups.load((tenant, id_type, normalized))
+    else:
+        rows = await repo.by_identifier(pool, tenant, id_type, normalized)
     _LATENCY[kind].observe(time.perf_counter() - started)
     _RESULT[kind, "hit" if rows else "miss"].inc()
     if not rows:
@@ -148,6 +172,7 @@ async def screen_pop_card(
     *,
     phone_region: str,
     cache: ContextCache | None = None,
+    lookups: Lookups | None = None,
 ) -> bytes:
     """The screen pop's masked card as its JSON body: from the context cache's rendered cards
     when one is kept and still valid, else rendered (and kept beside its document when that
@@ -160,7 +185,9 @@ async def screen_pop_card(
             _LATENCY["context"].observe(time.perf_counter() - started)
             _RESULT["context", "hit"].inc()
             return body
-    found = await _find_normalized(pool, tenant, id_type, normalized, kind="context", cache=cache)
+    found = await _find_normalized(
+        pool, tenant, id_type, normalized, kind="context", cache=cache, lookups=lookups
+    )
     body, until = masked_card(found, now=datetime.now(UTC))
     if cache is not None and found.cached is not None:
         cache.put_card((tenant, found.customer_id), found.cached, until, body)
@@ -227,29 +254,32 @@ def context_view(found: Found, *, now: datetime, reveal: bool) -> dict[str, Any]
     """The agent's card: everything in one response."""
     doc = found.doc
     last_interaction = doc["last_interaction"] or {}
+    derived = views.Derived.of(doc)  # computed once for the card and its summary
     view = {
         "customer_id": str(found.customer_id),
         "version": found.version,
         "identities": found.identities,
         "traits": doc["traits"],
         "facts": views.facts_ledger(doc, now=now, reveal=reveal),
-        "open_cases": views.open_cases(doc),
+        "open_cases": derived.cases,
         "cases": list(doc["cases"].values()),
         "last_agent": doc["last_agent"],
         "last_interaction": doc["last_interaction"],
         "last_channel": last_interaction.get("channel"),
         "last_contact_reason": doc["last_contact_reason"],
-        "pending_callbacks": views.pending_callbacks(doc),
+        "pending_callbacks": derived.callbacks,
         "surveys": doc["surveys"],
-        "sentiment": views.sentiment_trend(doc),
+        "sentiment": derived.trend,
         "channels": doc["channels"],
         "recent": views.timeline_items(doc["recent"], reveal=reveal),
         "purchases": views.purchases(doc),
-        "engagement": views.engagement(doc),
+        "engagement": derived.risk,
         "event_count": doc["event_count"],
         "first_seen_at": doc["first_seen_at"],
         "last_seen_at": doc["last_seen_at"],
-        "summary": views.handoff_summary(doc, identities=found.identities, now=now),
+        "summary": views.handoff_summary(
+            doc, identities=found.identities, now=now, derived=derived
+        ),
     }
     if found.requested_id is not None and found.requested_id != found.customer_id:
         view["merged_from"] = str(found.requested_id)

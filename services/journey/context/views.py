@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -213,6 +214,23 @@ def sentiment_trend(doc: Doc) -> dict[str, Any] | None:
     return {"latest": values[-1], "average": sum(values) / len(values), "trend": direction}
 
 
+@dataclass(frozen=True)
+class Derived:
+    """What several parts of a card read from one document, computed once per render (each
+    part would otherwise compute it again: open cases three times, engagement three times)."""
+
+    cases: list[dict[str, Any]]
+    callbacks: list[dict[str, Any]]
+    risk: dict[str, Any] | None
+    trend: dict[str, Any] | None
+
+    @staticmethod
+    def of(doc: Doc) -> Derived:
+        return Derived(
+            open_cases(doc), pending_callbacks(doc), engagement(doc), sentiment_trend(doc)
+        )
+
+
 def case_agent(doc: Doc, case: dict[str, Any]) -> tuple[str | None, str | None]:
     """The agent (and team) who handled a case: named on the case, else on its interaction."""
     if case.get("agent_id"):
@@ -223,10 +241,11 @@ def case_agent(doc: Doc, case: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
+def next_steps(doc: Doc, *, now: datetime, derived: Derived | None = None) -> list[dict[str, str]]:
     """Suggested next steps, most pressing first; each says why."""
+    d = derived or Derived.of(doc)
     steps: list[dict[str, str]] = []
-    for cb in pending_callbacks(doc):
+    for cb in d.callbacks:
         steps.append(
             {
                 "action": "complete the pending callback",
@@ -234,7 +253,7 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
                 "and is not completed",
             }
         )
-    for case in open_cases(doc)[:2]:
+    for case in d.cases[:2]:
         steps.append(
             {
                 "action": f"continue case {case['case_id']}"
@@ -243,7 +262,7 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
                 f"{_since(now, case.get('updated_at'))}",
             }
         )
-    risk = engagement(doc)
+    risk = d.risk
     if risk and risk["alert"]:
         alert = risk["alert"]
         owner = f" ({alert['owner']})" if alert.get("owner") else ""
@@ -264,7 +283,7 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
                 "why": f"the last contact was abandoned {_since(now, last.get('at'))}",
             }
         )
-    trend = sentiment_trend(doc)
+    trend = d.trend
     if trend and (trend["latest"] <= -0.5 or trend["trend"] == "worsening"):
         steps.append(
             {
@@ -292,10 +311,9 @@ def next_steps(doc: Doc, *, now: datetime) -> list[dict[str, str]]:
     return steps
 
 
-def churn_risk(doc: Doc, *, now: datetime) -> str | None:
-    """One line on the customer's churn risk, when there is one (an open alert, or a score under
-    the threshold)."""
-    risk = engagement(doc)
+def churn_risk(risk: dict[str, Any] | None, *, now: datetime) -> str | None:
+    """One line on the customer's churn risk (``risk``: ``engagement(doc)``), when there is one
+    (an open alert, or a score under the threshold)."""
     if not risk or not risk["at_risk"]:
         return None
     line = (
@@ -311,15 +329,18 @@ def churn_risk(doc: Doc, *, now: datetime) -> str | None:
     return line
 
 
-def handoff_summary(doc: Doc, *, identities: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+def handoff_summary(
+    doc: Doc, *, identities: list[dict[str, Any]], now: datetime, derived: Derived | None = None
+) -> dict[str, Any]:
     """Who this is, why they likely call, what is open, what we know, and a next step."""
+    d = derived or Derived.of(doc)
     known = known_facts(doc, now=now)
     strongest = identities[0] if identities else None
     who = customer_name(doc, known) or (
         f"{strongest['type']} {strongest['value']}" if strongest else "unknown customer"
     )
-    risk = churn_risk(doc, now=now)
-    cases = open_cases(doc)
+    risk = churn_risk(d.risk, now=now)
+    cases = d.cases
     reason_src = (
         ("open case", cases[0].get("reason"))
         if cases and cases[0].get("reason")
@@ -328,8 +349,8 @@ def handoff_summary(doc: Doc, *, identities: list[dict[str, Any]], now: datetime
     likely = reason_src[1]
     open_items = [
         f"case {c['case_id']} ({c.get('reason') or 'no reason'}, {c.get('status')})" for c in cases
-    ] + [f"callback requested {c.get('requested_at')}" for c in pending_callbacks(doc)]
-    steps = next_steps(doc, now=now)
+    ] + [f"callback requested {c.get('requested_at')}" for c in d.callbacks]
+    steps = next_steps(doc, now=now, derived=d)
     parts = [f"{who}."]
     if likely:
         parts.append(f"Likely contacting about: {likely} ({reason_src[0]}).")

@@ -119,6 +119,7 @@ async def agent_page(
             value,
             kind="context",
             cache=request.app.state.cache,
+            lookups=request.app.state.lookups,
             phone_region=web.principal.region(request.app.state.settings.phone_region),
         )
     except (NotFound, BadRequest) as exc:
