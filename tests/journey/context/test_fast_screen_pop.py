@@ -52,6 +52,7 @@ async def test_the_fast_path_answers_as_fastapi_and_hands_back_the_rest(
         ({"identifier_type": "email", "value": ""}, tenant.headers),  # too short
         ({"identifier_type": "email", "value": "x" * 321}, tenant.headers),  # too long
         ({"identifier_type": "email"}, tenant.headers),  # missing
+        ({"identifier_type": "crm_id", "value": "a\x00b"}, tenant.headers),  # NUL: cannot be stored
     ]
     for query, headers in cases:
         r = await journey.get("/v1/context", params=query, headers=headers)
