@@ -374,24 +374,48 @@ async def forget(conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
 JourneyKey = tuple[str, uuid.UUID, int, str]  # tenant, customer, kind, journey key
 
 
+def _text_array(values: Sequence[str]) -> str:
+    """A text[] literal of ``values`` (each quoted: any text survives)."""
+    return (
+        "{"
+        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "}"
+    )
+
+
 async def save_journeys(
     conn: asyncpg.Connection, rows: Sequence[tuple[JourneyKey, rules.JourneyRow]]
 ) -> None:
-    if rows:
-        await conn.executemany(
-            """INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key,
-                   day, start_at, steps, activities, times_us, age_group, region, tier,
-                   lifecycle_stage, tenure)
-               VALUES ($1, $2, $3, $4, $5, timestamptz 'epoch' + $6 * interval '1 microsecond',
-                       $7, $8, $9, $10, $11, $12, $13, $14)
-               ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
-                   day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
-                   activities = excluded.activities, times_us = excluded.times_us,
-                   age_group = excluded.age_group, region = excluded.region,
-                   tier = excluded.tier, lifecycle_stage = excluded.lifecycle_stage,
-                   tenure = excluded.tenure""",
-            [(*key, _date(r[0]), r[3][0], r[1], list(r[2]), list(r[3]), *r[4]) for key, r in rows],
-        )
+    """One statement for the batch's journeys (their activities and times as one array literal
+    each: ``unnest`` cannot take ragged arrays of arrays)."""
+    if not rows:
+        return
+    cols: list[list[Any]] = [[] for _ in range(14)]
+    for (tenant, customer, kind, key), (day, steps, activities, times, segment) in sorted(
+        rows, key=lambda r: r[0]
+    ):
+        values = (tenant, customer, kind, key, _date(day), times[0], steps,
+                  _text_array(activities), _literal(list(times)), *segment)  # fmt: skip
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    await conn.execute(
+        """INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key,
+               day, start_at, steps, activities, times_us, age_group, region, tier,
+               lifecycle_stage, tenure)
+           SELECT u.t, u.c, u.k, u.j, u.d, timestamptz 'epoch' + u.s * interval '1 microsecond',
+                  u.n, u.a::text[], u.us::bigint[], u.ag, u.r, u.ti, u.l, u.te
+           FROM unnest($1::text[], $2::uuid[], $3::int2[], $4::text[], $5::date[],
+                       $6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[],
+                       $11::text[], $12::text[], $13::text[], $14::text[])
+               AS u(t, c, k, j, d, s, n, a, us, ag, r, ti, l, te)
+           ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
+               day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
+               activities = excluded.activities, times_us = excluded.times_us,
+               age_group = excluded.age_group, region = excluded.region,
+               tier = excluded.tier, lifecycle_stage = excluded.lifecycle_stage,
+               tenure = excluded.tenure""",
+        *cols,
+    )
 
 
 async def delete_journeys(conn: asyncpg.Connection, keys: Sequence[JourneyKey]) -> None:
