@@ -245,10 +245,14 @@ async def drain_once(
     roots = await repo.roots(conn, keys)
     configs = await repo.configs(conn, (t for t, _ in keys))
     waiting: dict[Key, list[asyncpg.Record]] = defaultdict(list)
+    whole: set[Key] = set()  # customers queued whole (a merge, a split): re-derived
     for row in pending:
-        waiting[(row["tenant_id"], row["customer_id"])].append(row)
+        key = (row[1], row[2])  # tenant_id, customer_id
+        waiting[key].append(row)
+        if row[3] is None:  # event_id
+            whole.add(key)
     gone = {k for k in keys if roots.get(k) != k[1]}
-    fresh = [k for k in keys if k not in gone and any(r["event_id"] is None for r in waiting[k])]
+    fresh = [k for k in keys if k not in gone and k in whole]
     everything = await repo.member_facts(conn, fresh)
     profiles = await repo.profiles_of(conn, keys)
     # (A split drops the entries of events it moves: the other side re-derives them.)

@@ -216,9 +216,11 @@ async def apply_examples(
             [c[3] for _t, c in keys],
         )
         now = {(r[0], r[1], r[2], r[3]): r[4] for r in current}
+        seen: set[tuple[str, date, str, str]] = set()  # (a list search was quadratic)
         for (tenant, cell), old in sorted(set(withdrawn), key=lambda w: (order(w[0]), w[1])):
             at = (tenant, _EPOCH + timedelta(days=cell[0]), cell[1], cell[3])
-            if now.get(at) == old and added.get((tenant, cell), "") < old and at not in stale:
+            if now.get(at) == old and added.get((tenant, cell), "") < old and at not in seen:
+                seen.add(at)
                 stale.append(at)
     if added:
         items = sorted(added.items(), key=lambda kv: order(kv[0]))
