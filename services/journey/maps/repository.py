@@ -298,12 +298,16 @@ async def stage(
     conn: asyncpg.Connection, table: str, columns: str, records: Sequence[tuple[Any, ...]]
 ) -> None:
     """COPY ``records`` into ``table``, a temporary table of this session (created on first
-    use, emptied at each commit), for one ``INSERT ... SELECT`` that reads it back in COPY order
-    (the callers' key order) and deletes what it read (``WITH u AS (DELETE ... RETURNING *)``):
-    binary COPY encodes a row's values without the per-element checks asyncpg makes on the
-    arrays an ``unnest`` takes (about 5x less client CPU per row, the server's about the same).
-    Rolled back with the caller's transaction, like the rest of its writes."""
-    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DELETE ROWS")
+    use, emptied before each use and at commit), for one ``INSERT ... SELECT`` that reads it in
+    COPY order (the callers' key order): binary COPY encodes a row's values without the
+    per-element checks asyncpg makes on the arrays an ``unnest`` takes (about 5x less client
+    CPU per row, the server's about the same). Emptied by TRUNCATE, not DELETE: a rebuild
+    flushes hundreds of batches in one transaction, and deleted rows would stay to be scanned
+    until it ends. Rolled back with the caller's transaction, like the rest of its writes."""
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DELETE ROWS; "
+        f"TRUNCATE {table}"
+    )
     await conn.copy_records_to_table(table, records=records)
 
 
@@ -330,12 +334,11 @@ async def save_steps(conn: asyncpg.Connection, rows: Sequence[StepRow]) -> None:
         ],  # fmt: skip
     )
     await conn.execute(
-        """WITH u AS (DELETE FROM map_step_stage RETURNING *)
-           INSERT INTO journey.map_step AS s (tenant_id, customer_id, step_key, at, event_id,
+        """INSERT INTO journey.map_step AS s (tenant_id, customer_id, step_key, at, event_id,
                activity, department, events, summary)
            SELECT u.t, u.c, u.k, timestamptz 'epoch' + u.us * interval '1 microsecond', u.e,
                   u.a, u.d, u.n, u.j::jsonb
-           FROM u
+           FROM map_step_stage AS u
            ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
                at = excluded.at, event_id = excluded.event_id, activity = excluded.activity,
                department = excluded.department, events = excluded.events,
@@ -432,13 +435,12 @@ async def save_journeys(
         ],  # fmt: skip
     )
     await conn.execute(
-        """WITH u AS (DELETE FROM map_journey_stage RETURNING *)
-           INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key,
+        """INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key,
                day, start_at, steps, activities, times_us, age_group, region, tier,
                lifecycle_stage, tenure)
            SELECT u.t, u.c, u.k, u.j, u.d, timestamptz 'epoch' + u.s * interval '1 microsecond',
                   u.n, u.a::text[], u.us::bigint[], u.ag, u.r, u.ti, u.l, u.te
-           FROM u
+           FROM map_journey_stage AS u
            ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
                day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
                activities = excluded.activities, times_us = excluded.times_us,
@@ -594,11 +596,10 @@ async def apply_deltas(
             [row[:9] for row in edge_rows],
         )
         await conn.execute(
-            """WITH u AS (DELETE FROM map_edge_stage RETURNING *)
-               INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, period, source,
+            """INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, period, source,
                    target, bucket, n, us)
                SELECT u.t, u.k, u.g, u.p, u.a, u.b, u.bk, u.n::bigint[], u.us::bigint[]
-               FROM u
+               FROM map_edge_stage AS u
                ON CONFLICT (tenant_id, kind, grain, period, source, target, bucket)
                DO UPDATE SET n = journey.vec_add(e.n, excluded.n),
                              us = journey.vec_add(e.us, excluded.us)"""

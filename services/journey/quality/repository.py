@@ -61,13 +61,12 @@ async def save_rows(conn: asyncpg.Connection, rows: Sequence[tuple[RowKey, QRow]
         ],
     )  # fmt: skip
     await conn.execute(
-        """WITH u AS (DELETE FROM quality_step_stage RETURNING *)
-           INSERT INTO journey.quality_step AS q (tenant_id, customer_id, step_key, at_us, day,
+        """INSERT INTO journey.quality_step AS q (tenant_id, customer_id, step_key, at_us, day,
                activity, prev_activity, channel, contact, reason, team, age_group, region, tier,
                lifecycle_stage, tenure, resolved, transfers, abandon_at, abandon_wait_ms,
                queue_wait_ms, sentiment_milli, callback, next_any_us, next_same_us, reopen_us,
                episode, episode_end, cross_unresolved)
-           SELECT * FROM u
+           SELECT * FROM quality_step_stage
            ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
                at_us = excluded.at_us, day = excluded.day, activity = excluded.activity,
                prev_activity = excluded.prev_activity, channel = excluded.channel,
