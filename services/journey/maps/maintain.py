@@ -245,17 +245,33 @@ async def drain_once(
     roots = await repo.roots(conn, keys)
     configs = await repo.configs(conn, (t for t, _ in keys))
     waiting: dict[Key, list[asyncpg.Record]] = defaultdict(list)
+    whole: set[Key] = set()  # customers queued whole (a merge, a split): re-derived
     for row in pending:
-        waiting[(row["tenant_id"], row["customer_id"])].append(row)
+        key = (row[1], row[2])  # tenant_id, customer_id
+        waiting[key].append(row)
+        if row[3] is None:  # event_id
+            whole.add(key)
     gone = {k for k in keys if roots.get(k) != k[1]}
-    fresh = [k for k in keys if k not in gone and any(r["event_id"] is None for r in waiting[k])]
+    fresh = [k for k in keys if k not in gone and k in whole]
     everything = await repo.member_facts(conn, fresh)
-    stored = await repo.steps_of(conn, keys)
     profiles = await repo.profiles_of(conn, keys)
+    # (A split drops the entries of events it moves: the other side re-derives them.)
+    queued = {
+        k: [
+            rules.Fact(r["event_id"], r["type"], r["time_us"], orjson.loads(r["body"])["data"])
+            for r in waiting[k]
+        ]
+        for k in keys
+        if k not in gone and k not in everything
+    }
+    # customers whose events change no step and not the profile: nothing to read or write
+    unchanged = {k for k, facts in queued.items() if rules.changes_nothing(profiles.get(k), facts)}
+    stored = await repo.steps_of(conn, [k for k in keys if k not in unchanged])
     writes = Writes()
     folded: list[tuple[str, uuid.UUID, str]] = []
     for key in keys:
         config = configs[key[0]]
+        outcome.events += len(waiting[key])
         if key in gone:
             change = recompute(stored[key], profiles.get(key), [], config=config, mode="gone")
             MAP_CUSTOMERS.labels("removed").inc()
@@ -266,16 +282,15 @@ async def drain_once(
             folded += [(key[0], key[1], f.event_id) for f in facts]
             MAP_CUSTOMERS.labels("rederived").inc()
         else:
-            # (A split drops the entries of events it moves: the other side re-derives them.)
-            facts = [
-                rules.Fact(r["event_id"], r["type"], r["time_us"], orjson.loads(r["body"])["data"])
-                for r in waiting[key]
-            ]
-            MAP_EVENTS.labels("folded").inc(len(facts))
-            change = recompute(stored[key], profiles.get(key), facts, config=config, mode="fold")
+            MAP_EVENTS.labels("folded").inc(len(queued[key]))
+            if key in unchanged:
+                MAP_CUSTOMERS.labels("unchanged").inc()
+                continue
+            change = recompute(
+                stored[key], profiles.get(key), queued[key], config=config, mode="fold"
+            )
             MAP_CUSTOMERS.labels("incremental").inc()
         writes.add(key, change)
-        outcome.events += len(waiting[key])
     outcome.rows, outcome.deleted = await writes.flush(conn)
     await repo.done(conn, [r["seq"] for r in pending], folded)
     outcome.customers = len(keys)

@@ -15,7 +15,8 @@ MAP_DELAY = Histogram(
 )
 MAP_CUSTOMERS = Counter(
     "waypoint_journey_map_customers_total",
-    "Customers whose map contribution was recomputed, by path (incremental, rederived, removed).",
+    "Customers whose queued events were folded, by path (incremental, rederived, removed; "
+    "unchanged: their events changed no step and not the profile, nothing was rewritten).",
     ["path"],
 )
 MAP_EVENTS = Counter(

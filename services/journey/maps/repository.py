@@ -294,29 +294,55 @@ async def profiles_of(conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key
 StepRow = tuple[str, uuid.UUID, rules.Step]
 
 
+async def stage(
+    conn: asyncpg.Connection, table: str, columns: str, records: Sequence[tuple[Any, ...]]
+) -> None:
+    """COPY ``records`` into ``table``, a temporary table of this session (created on first
+    use, emptied before each use and at commit), for one ``INSERT ... SELECT`` that reads it in
+    COPY order (the callers' key order): binary COPY encodes a row's values without the
+    per-element checks asyncpg makes on the arrays an ``unnest`` takes (about 5x less client
+    CPU per row, the server's about the same). Emptied by TRUNCATE, not DELETE: a rebuild
+    flushes hundreds of batches in one transaction, and deleted rows would stay to be scanned
+    until it ends. Rolled back with the caller's transaction, like the rest of its writes."""
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DELETE ROWS; "
+        f"TRUNCATE {table}"
+    )
+    await conn.copy_records_to_table(table, records=records)
+
+
 async def save_steps(conn: asyncpg.Connection, rows: Sequence[StepRow]) -> None:
     if not rows:
         return
+    await stage(
+        conn,
+        "map_step_stage",
+        "t text, c uuid, k text, us bigint, e text, a text, d text, n int, j text",
+        [
+            (
+                t,
+                c,
+                s["k"],
+                s["t"],
+                s["e"],
+                rules.activity_of(s),
+                rules.department_of(s),
+                s["n"],
+                orjson.dumps(s).decode(),
+            )
+            for t, c, s in rows
+        ],  # fmt: skip
+    )
     await conn.execute(
         """INSERT INTO journey.map_step AS s (tenant_id, customer_id, step_key, at, event_id,
                activity, department, events, summary)
            SELECT u.t, u.c, u.k, timestamptz 'epoch' + u.us * interval '1 microsecond', u.e,
                   u.a, u.d, u.n, u.j::jsonb
-           FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                       $7::text[], $8::int[], $9::text[]) AS u(t, c, k, us, e, a, d, n, j)
+           FROM map_step_stage AS u
            ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
                at = excluded.at, event_id = excluded.event_id, activity = excluded.activity,
                department = excluded.department, events = excluded.events,
-               summary = excluded.summary""",
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2]["k"] for r in rows],
-        [r[2]["t"] for r in rows],
-        [r[2]["e"] for r in rows],
-        [rules.activity_of(r[2]) for r in rows],
-        [rules.department_of(r[2]) for r in rows],
-        [r[2]["n"] for r in rows],
-        [orjson.dumps(r[2]).decode() for r in rows],
+               summary = excluded.summary"""
     )
 
 
@@ -374,24 +400,54 @@ async def forget(conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
 JourneyKey = tuple[str, uuid.UUID, int, str]  # tenant, customer, kind, journey key
 
 
+def _text_array(values: Sequence[str]) -> str:
+    """A text[] literal of ``values`` (each quoted: any text survives)."""
+    return (
+        "{"
+        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "}"
+    )
+
+
 async def save_journeys(
     conn: asyncpg.Connection, rows: Sequence[tuple[JourneyKey, rules.JourneyRow]]
 ) -> None:
-    if rows:
-        await conn.executemany(
-            """INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key,
-                   day, start_at, steps, activities, times_us, age_group, region, tier,
-                   lifecycle_stage, tenure)
-               VALUES ($1, $2, $3, $4, $5, timestamptz 'epoch' + $6 * interval '1 microsecond',
-                       $7, $8, $9, $10, $11, $12, $13, $14)
-               ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
-                   day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
-                   activities = excluded.activities, times_us = excluded.times_us,
-                   age_group = excluded.age_group, region = excluded.region,
-                   tier = excluded.tier, lifecycle_stage = excluded.lifecycle_stage,
-                   tenure = excluded.tenure""",
-            [(*key, _date(r[0]), r[3][0], r[1], list(r[2]), list(r[3]), *r[4]) for key, r in rows],
-        )
+    """One statement for the batch's journeys, staged by COPY (their activities and times as an
+    array literal each)."""
+    if not rows:
+        return
+    await stage(
+        conn,
+        "map_journey_stage",
+        "t text, c uuid, k int2, j text, d date, s bigint, n int, a text, us text, ag text, "
+        "r text, ti text, l text, te text",
+        [
+            (
+                *key,
+                _date(day),
+                times[0],
+                steps,
+                _text_array(activities),
+                _literal(list(times)),
+                *segment,
+            )
+            for key, (day, steps, activities, times, segment) in sorted(rows, key=lambda r: r[0])
+        ],  # fmt: skip
+    )
+    await conn.execute(
+        """INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key,
+               day, start_at, steps, activities, times_us, age_group, region, tier,
+               lifecycle_stage, tenure)
+           SELECT u.t, u.c, u.k, u.j, u.d, timestamptz 'epoch' + u.s * interval '1 microsecond',
+                  u.n, u.a::text[], u.us::bigint[], u.ag, u.r, u.ti, u.l, u.te
+           FROM map_journey_stage AS u
+           ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
+               day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
+               activities = excluded.activities, times_us = excluded.times_us,
+               age_group = excluded.age_group, region = excluded.region,
+               tier = excluded.tier, lifecycle_stage = excluded.lifecycle_stage,
+               tenure = excluded.tenure"""
+    )
 
 
 async def delete_journeys(conn: asyncpg.Connection, keys: Sequence[JourneyKey]) -> None:
@@ -533,18 +589,20 @@ async def apply_deltas(
             )
             deleted += int(status.split()[-1])
     if edge_rows:
-        cols = list(zip(*edge_rows, strict=True))
+        await stage(
+            conn,
+            "map_edge_stage",
+            "t text, k int2, g text, p date, a text, b text, bk int2, n text, us text",
+            [row[:9] for row in edge_rows],
+        )
         await conn.execute(
             """INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, period, source,
                    target, bucket, n, us)
                SELECT u.t, u.k, u.g, u.p, u.a, u.b, u.bk, u.n::bigint[], u.us::bigint[]
-               FROM unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
-                           $6::text[], $7::int2[], $8::text[], $9::text[])
-                   AS u(t, k, g, p, a, b, bk, n, us)
+               FROM map_edge_stage AS u
                ON CONFLICT (tenant_id, kind, grain, period, source, target, bucket)
                DO UPDATE SET n = journey.vec_add(e.n, excluded.n),
-                             us = journey.vec_add(e.us, excluded.us)""",
-            *cols[:9],
+                             us = journey.vec_add(e.us, excluded.us)"""
         )
         dropping = [row for row in edge_rows if row[9] < 0]
         if dropping:

@@ -330,6 +330,22 @@ def fold_profile(profile: Profile, fact: Fact) -> Profile:
     return profile
 
 
+def changes_nothing(profile: Profile | None, facts: Iterable[Fact]) -> bool:
+    """True when folding ``facts`` into a customer whose stored profile is ``profile`` changes
+    neither a step nor the profile (e.g. a trait update repeating the stored value, a later
+    event that is no step): the customer's map, journeys and quality rows stay as stored."""
+    if profile is None:
+        return False
+    trial: Profile = {**profile, "traits": dict(profile["traits"])}
+    if "reopens" in profile:
+        trial["reopens"] = list(profile["reopens"])
+    for fact in facts:
+        if step_key(fact) is not None:
+            return False
+        fold_profile(trial, fact)
+    return trial == profile
+
+
 def tenure_label(days: float, bands: Sequence[int]) -> str:
     """``0-30d``, ``30-90d`` … ``365d+`` for bands (30, 90, 365)."""
     i = bisect_right(bands, days)

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import asyncpg
 
+from services.journey.maps import repository as maps_repo
 from services.journey.quality.policy import FcrPolicy
 from services.journey.quality.rules import (
     CALLBACK_MISSED,
@@ -31,32 +32,41 @@ def _day(us: int) -> date:
     return _EPOCH + timedelta(days=us // _DAY_US)
 
 
+_ROW_COLUMNS = (
+    "tenant_id text, customer_id uuid, step_key text, at_us bigint, day date, activity text, "
+    "prev_activity text, channel text, contact bool, reason text, team text, age_group text, "
+    "region text, tier text, lifecycle_stage text, tenure text, resolved bool, transfers int, "
+    "abandon_at text, abandon_wait_ms bigint, queue_wait_ms bigint, sentiment_milli int, "
+    "callback int2, next_any_us bigint, next_same_us bigint, reopen_us bigint, episode text, "
+    "episode_end bool, cross_unresolved bool"
+)
+
+
 async def save_rows(conn: asyncpg.Connection, rows: Sequence[tuple[RowKey, QRow]]) -> None:
     if not rows:
         return
-    cols: list[list[object]] = [[] for _ in range(29)]
-    for (tenant, customer, key), r in rows:
-        values = (
-            tenant, customer, key, r.at_us, _day(r.at_us), r.activity, r.prev_activity,
-            r.channel, r.contact, r.reason, r.team, *r.segment, r.resolved, r.transfers,
-            r.abandon_at, r.abandon_wait_ms, r.queue_wait_ms, r.sentiment_milli, r.callback,
-            r.next_any_us, r.next_same_us, r.reopen_us, r.episode, r.episode_end,
-            r.cross_unresolved,
-        )  # fmt: skip
-        for col, value in zip(cols, values, strict=True):
-            col.append(value)
+    await maps_repo.stage(
+        conn,
+        "quality_step_stage",
+        _ROW_COLUMNS,
+        [
+            (
+                tenant, customer, key, r.at_us, _day(r.at_us), r.activity, r.prev_activity,
+                r.channel, r.contact, r.reason, r.team, *r.segment, r.resolved, r.transfers,
+                r.abandon_at, r.abandon_wait_ms, r.queue_wait_ms, r.sentiment_milli, r.callback,
+                r.next_any_us, r.next_same_us, r.reopen_us, r.episode, r.episode_end,
+                r.cross_unresolved,
+            )
+            for (tenant, customer, key), r in rows
+        ],
+    )  # fmt: skip
     await conn.execute(
         """INSERT INTO journey.quality_step AS q (tenant_id, customer_id, step_key, at_us, day,
                activity, prev_activity, channel, contact, reason, team, age_group, region, tier,
                lifecycle_stage, tenure, resolved, transfers, abandon_at, abandon_wait_ms,
                queue_wait_ms, sentiment_milli, callback, next_any_us, next_same_us, reopen_us,
                episode, episode_end, cross_unresolved)
-           SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::date[],
-               $6::text[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::text[],
-               $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bool[],
-               $18::int[], $19::text[], $20::bigint[], $21::bigint[], $22::int[], $23::int2[],
-               $24::bigint[], $25::bigint[], $26::bigint[], $27::text[], $28::bool[],
-               $29::bool[])
+           SELECT * FROM quality_step_stage
            ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
                at_us = excluded.at_us, day = excluded.day, activity = excluded.activity,
                prev_activity = excluded.prev_activity, channel = excluded.channel,
@@ -69,8 +79,7 @@ async def save_rows(conn: asyncpg.Connection, rows: Sequence[tuple[RowKey, QRow]
                sentiment_milli = excluded.sentiment_milli, callback = excluded.callback,
                next_any_us = excluded.next_any_us, next_same_us = excluded.next_same_us,
                reopen_us = excluded.reopen_us, episode = excluded.episode,
-               episode_end = excluded.episode_end, cross_unresolved = excluded.cross_unresolved""",
-        *cols,
+               episode_end = excluded.episode_end, cross_unresolved = excluded.cross_unresolved"""
     )
 
 
@@ -206,9 +215,11 @@ async def apply_examples(
             [c[3] for _t, c in keys],
         )
         now = {(r[0], r[1], r[2], r[3]): r[4] for r in current}
+        seen: set[tuple[str, date, str, str]] = set()  # (a list search was quadratic)
         for (tenant, cell), old in sorted(set(withdrawn), key=lambda w: (order(w[0]), w[1])):
             at = (tenant, _EPOCH + timedelta(days=cell[0]), cell[1], cell[3])
-            if now.get(at) == old and added.get((tenant, cell), "") < old and at not in stale:
+            if now.get(at) == old and added.get((tenant, cell), "") < old and at not in seen:
+                seen.add(at)
                 stale.append(at)
     if added:
         items = sorted(added.items(), key=lambda kv: order(kv[0]))
