@@ -47,11 +47,12 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
         # lifespan ends, and would wait for ever).
         app.state.shutdown = Shutdown()
         watching = asyncio.create_task(app.state.shutdown.watch())
-        # Start-up objects are never garbage (frozen). Young collections stay small: every
-        # SSE stream that ends leaves cyclic garbage (sse-starlette's and anyio's cancelled
-        # tasks: ~200 objects with their tracebacks and frames), and with 50,000 a collection
-        # freed ~38,000 of them at once, 25-90 ms that stalled every request in flight (the
-        # freshness bench's p99). 5,000: pauses under 20 ms, less GC time in all.
+        # Start-up objects are never garbage (frozen). Young collections stay small: with
+        # sse-starlette every ended SSE stream left ~120-140 objects of cyclic garbage, and at
+        # 50,000 one collection freed ~38,000 at once, 25-90 ms that stalled every request in
+        # flight; 5,000 gave pauses under 20 ms and less GC time in all. Streams
+        # (shared/sse.py) now leave none; 5,000 is kept, not re-measured against 50,000
+        # without them (docs/benchmarks.md, "Live streams without cyclic garbage").
         gc.freeze()
         gc.set_threshold(5_000, 50, 100)
         try:
