@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -116,8 +116,6 @@ class EventStream(Response):
         shutdown: Shutdown | None = None,
         ping: float = PING_SECONDS,
         send_timeout: float = SEND_TIMEOUT_SECONDS,
-        status_code: int = 200,
-        headers: Mapping[str, str] | None = None,
     ) -> None:
         if ping <= 0:
             raise ValueError("ping must be > 0 seconds")
@@ -125,12 +123,11 @@ class EventStream(Response):
         self.shutdown = shutdown
         self.ping = ping
         self.send_timeout = send_timeout
-        self.status_code = status_code
+        self.status_code = 200
         self.background = None
         self.init_headers(
             {
                 "Cache-Control": "no-store",
-                **(headers or {}),
                 "Connection": "keep-alive",
                 "X-Accel-Buffering": "no",
                 "Content-Type": f"{self.media_type}; charset={self.charset}",
@@ -140,8 +137,7 @@ class EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             send = self._wrap_websocket_denial_send(send)
-        start = {"type": "http.response.start", "status": self.status_code}
-        start["headers"] = self.raw_headers
+        start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
         if scope.get("method") == "HEAD":  # headers only: the stream never starts
             await self.events.aclose()
             await self._send(send, start)
