@@ -116,6 +116,7 @@ class EventStream(Response):
         shutdown: Shutdown | None = None,
         ping: float = PING_SECONDS,
         send_timeout: float = SEND_TIMEOUT_SECONDS,
+        status_code: int = 200,  # FastAPI's OpenAPI reads the default status from here
     ) -> None:
         if ping <= 0:
             raise ValueError("ping must be > 0 seconds")
@@ -123,7 +124,7 @@ class EventStream(Response):
         self.shutdown = shutdown
         self.ping = ping
         self.send_timeout = send_timeout
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         self.init_headers(
             {
@@ -137,7 +138,8 @@ class EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             send = self._wrap_websocket_denial_send(send)
-        start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        start = {"type": "http.response.start", "status": self.status_code}
+        start["headers"] = self.raw_headers
         if scope.get("method") == "HEAD":  # headers only: the stream never starts
             await self.events.aclose()
             await self._send(send, start)
