@@ -51,8 +51,9 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
         # sse-starlette every ended SSE stream left ~120-140 objects of cyclic garbage, and at
         # 50,000 one collection freed ~38,000 at once, 25-90 ms that stalled every request in
         # flight; 5,000 gave pauses under 20 ms and less GC time in all. Streams
-        # (shared/sse.py) now leave none; 5,000 is kept, not re-measured against 50,000
-        # without them (docs/benchmarks.md, "Live streams without cyclic garbage").
+        # (shared/sse.py) now leave none; 5,000 is kept: an A/B against 50,000 on a loaded
+        # machine did not separate them (docs/benchmarks.md, "Live streams without cyclic
+        # garbage").
         gc.freeze()
         gc.set_threshold(5_000, 50, 100)
         try:
