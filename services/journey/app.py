@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from services.journey.privacy.endpoints import router as privacy_router
 from services.journey.quality.endpoints import router as quality_router
 from shared.app import create_app as create_service_app
 from shared.db import raw_pool
+from shared.sse import Shutdown
 
 
 def create_app(settings: JourneySettings | None = None) -> FastAPI:
@@ -47,16 +49,25 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
         )
         app.state.hub = ContextHub(settings.dsn, settings.notify_channel, app.state.cache)
         await app.state.hub.start()
-        # Start-up objects are never garbage (frozen). Young collections stay small: every
-        # SSE stream that ends leaves cyclic garbage (sse-starlette's and anyio's cancelled
-        # tasks: ~200 objects with their tracebacks and frames), and with 50,000 a collection
-        # freed ~38,000 of them at once, 25-90 ms that stalled every request in flight (the
-        # freshness bench's p99). 5,000: pauses under 20 ms, less GC time in all.
+        # Live streams end when uvicorn begins to shut down (it drains them before the
+        # lifespan ends, and would wait for ever).
+        app.state.shutdown = Shutdown()
+        watching = asyncio.create_task(app.state.shutdown.watch())
+        # Start-up objects are never garbage (frozen). Young collections stay small: with
+        # sse-starlette every ended SSE stream left ~120-140 objects of cyclic garbage, and at
+        # 50,000 one collection freed ~38,000 at once, 25-90 ms that stalled every request in
+        # flight; 5,000 gave pauses under 20 ms and less GC time in all. Streams
+        # (shared/sse.py) now leave none; 5,000 is kept: an A/B against 50,000 on a loaded
+        # machine did not separate them (docs/benchmarks.md, "Live streams without cyclic
+        # garbage").
         gc.freeze()
         gc.set_threshold(5_000, 50, 100)
         try:
             yield
         finally:
+            app.state.shutdown.set()
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
             await app.state.hub.stop()
             await app.state.pg_pool.close()
 

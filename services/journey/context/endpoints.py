@@ -5,7 +5,7 @@ Tenant-scoped (``context:read``, revealing sensitive facts ``admin``); another t
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,7 +13,6 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
-from sse_starlette import EventSourceResponse
 
 from services.journey.config import JourneySettings
 from services.journey.context import service, views
@@ -34,6 +33,7 @@ from shared.errors import NotFound
 from shared.idempotency import IdempotencyKeyDep
 from shared.privacy import reveal as privacy
 from shared.privacy.masking import Opener
+from shared.sse import Event, EventStream
 
 router = APIRouter(prefix="/v1", tags=["context"])
 
@@ -214,18 +214,18 @@ async def route_hint(
 
 @router.get(
     "/customers/{customer_id}/stream",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def customer_stream(
     customer_id: uuid.UUID, request: Request, principal: ContextStreamReader, pool: PoolDep
-) -> EventSourceResponse:
+) -> EventStream:
     """Server-sent events: the context now, then ``context.changed`` after every change."""
     tenant = principal.tenant_id
     found = await service.find_by_id(pool, tenant, customer_id, kind="stream")
     hub: ContextHub = request.app.state.hub
 
-    async def events() -> AsyncIterator[dict[str, str]]:
+    async def events() -> AsyncGenerator[Event, None]:
         with hub.subscribe(tenant, found.customer_id) as queue:
             current = found
             yield _sse("context", current)
@@ -238,12 +238,12 @@ async def customer_stream(
                 current = await service.find_by_id(pool, tenant, found.customer_id, kind="stream")
                 yield _sse("context.changed", current)
 
-    return EventSourceResponse(events(), ping=15, send_timeout=30)
+    return EventStream(events(), shutdown=request.app.state.shutdown)
 
 
-def _sse(name: str, found: service.Found) -> dict[str, str]:
+def _sse(name: str, found: service.Found) -> Event:
     view = service.context_view(found, now=datetime.now(UTC), reveal=False)
-    return {"event": name, "id": str(found.version), "data": orjson.dumps(view).decode()}
+    return Event(orjson.dumps(view).decode(), event=name, id=str(found.version))
 
 
 @router.post("/customers/{customer_id}/facts", status_code=201, response_model=FactRecorded)

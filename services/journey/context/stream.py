@@ -84,6 +84,10 @@ class ContextHub:
         for queue in self._subscribers.get(key, ()):
             queue.put_nowait(int(version or 0))
 
+    def listeners(self, tenant: str, customer_id: uuid.UUID) -> int:
+        """How many live streams of this customer are open here."""
+        return len(self._subscribers.get((tenant, customer_id), ()))
+
     @contextlib.contextmanager
     def subscribe(self, tenant: str, customer_id: uuid.UUID) -> Any:
         queue: asyncio.Queue[int] = asyncio.Queue()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -14,7 +14,6 @@ import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse
 
 from services.journey.config import JourneySettings
 from services.journey.context import service
@@ -26,6 +25,7 @@ from shared.deps import unit_of_work
 from shared.errors import BadRequest, NotFound
 from shared.privacy import reveal as privacy
 from shared.privacy.masking import Opener
+from shared.sse import Event, EventStream
 from shared.web.auth import page_requires, page_writes
 from shared.web.sessions import WebSession
 from shared.web.templating import render
@@ -155,7 +155,7 @@ async def live_card(
     web: Reader,
     since: Annotated[int, Query(ge=0)] = 0,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> EventSourceResponse:
+) -> EventStream:
     """Server-sent events: the card, re-rendered, after every change of this customer."""
     tenant = web.principal.tenant_id
     pool: asyncpg.Pool = request.app.state.pg_pool
@@ -164,7 +164,7 @@ async def live_card(
     shown = int(last_event_id) if last_event_id and last_event_id.isdigit() else since
     ends_at = asyncio.get_running_loop().time() + STREAM_SECONDS
 
-    async def events() -> AsyncIterator[dict[str, str]]:
+    async def events() -> AsyncGenerator[Event, None]:
         with hub.subscribe(tenant, found.customer_id) as queue:
             # read again once subscribed: a change between the page (or the look-up above)
             # and the subscription would otherwise be missed
@@ -183,13 +183,13 @@ async def live_card(
                 current = await service.find_by_id(pool, tenant, current.customer_id, kind="stream")
                 yield await _card_event(request, current, tenant)
 
-    return EventSourceResponse(events(), ping=15, send_timeout=30)
+    return EventStream(events(), shutdown=request.app.state.shutdown)
 
 
-async def _card_event(request: Request, found: service.Found, tenant: str) -> dict[str, str]:
+async def _card_event(request: Request, found: service.Found, tenant: str) -> Event:
     card = await _card(request, found, tenant)
     html = bytes(render(request, "_card.html", {"card": card}).body).decode()
-    return {"event": "card", "id": str(found.version), "data": html}
+    return Event(html, event="card", id=str(found.version))
 
 
 def _expiry(choice: str, now: datetime) -> datetime | None:

@@ -1,9 +1,11 @@
-"""The agent desktop's live stream: a new event reaches an open SSE connection."""
+"""The agent desktop's live stream: a new event reaches an open SSE connection; a client that
+leaves ends its stream (subscription and slot freed), a server shutting down ends them all."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 
 import httpx
@@ -13,7 +15,7 @@ import uvicorn
 from services.journey.app import create_app
 from shared.embedded import free_port
 from tests.journey.conftest import cloud_event, context_when, send
-from tests.support import eventually
+from tests.support import eventually, served
 
 
 async def sse_events(response: httpx.Response):
@@ -80,6 +82,72 @@ async def test_stream_pushes_a_context_change_after_a_new_event(
                 assert name == "context.changed"
                 assert changed["version"] > first["version"]
                 assert [c["case_id"] for c in changed["open_cases"]] == ["LIVE-1"]
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(serving, 10)
+
+
+async def a_customer(producer, journey_settings, journey, make_tenant):
+    tenant = await make_tenant(scopes=["context:read"])
+    email = f"live-{uuid.uuid4().hex[:6]}@x.test"
+    ident = [{"type": "email", "value": email, "verified_by": "login"}]
+    await send(producer, journey_settings, cloud_event(tenant=tenant.id, identifiers=ident))
+    found = await context_when(
+        journey, tenant.headers, lambda c: True, identifier_type="email", value=email
+    )
+    return tenant, uuid.UUID(found["customer_id"])
+
+
+async def test_a_client_that_leaves_ends_its_stream_and_frees_its_subscription(
+    journey, journey_worker, producer, journey_settings, make_tenant
+):
+    tenant, cid = await a_customer(producer, journey_settings, journey, make_tenant)
+    app = create_app(journey_settings)
+    url = f"/v1/customers/{cid}/stream"
+    async with served(app) as client:
+        assert (await client.head(url, headers=tenant.headers)).status_code == 405  # as before
+        hub = app.state.hub
+        async with client.stream("GET", url, headers=tenant.headers) as response:
+            name, _ = await asyncio.wait_for(anext(sse_events(response)), 10)
+            assert name == "context"
+            assert hub.listeners(tenant.id, cid) == 1
+
+        async def freed() -> bool:
+            return hub.listeners(tenant.id, cid) == 0
+
+        assert await eventually(freed, timeout=10, interval=0.02)
+
+
+async def test_a_server_shutting_down_ends_open_streams_promptly(
+    journey, journey_worker, producer, journey_settings, make_tenant
+):
+    tenant, cid = await a_customer(producer, journey_settings, journey, make_tenant)
+    port = free_port()
+    # no graceful-shutdown timeout (uvicorn's default): an open stream would hold it for ever
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(journey_settings), port=port, log_level="warning", lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        assert not serving.done(), "the server stopped before it started"
+        return bool(server.started)
+
+    try:
+        await eventually(started)
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+            client.stream("GET", f"/v1/customers/{cid}/stream", headers=tenant.headers) as stream,
+        ):
+            events = sse_events(stream)
+            assert (await asyncio.wait_for(anext(events), 10))[0] == "context"
+            began = time.monotonic()
+            server.should_exit = True  # what SIGTERM does
+            with contextlib.suppress(StopAsyncIteration):
+                await asyncio.wait_for(anext(events), 10)  # the stream ends
+            await asyncio.wait_for(asyncio.shield(serving), 10)
+            assert time.monotonic() - began < 5
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.TimeoutError):
