@@ -170,8 +170,6 @@ def normalize_identifier(
     id_type: IdentifierType, value: str, *, default_region: str = DEFAULT_PHONE_REGION
 ) -> str:
     """The canonical form of one identifier value; raises ``InvalidIdentifier``."""
-    if "\x00" in value:  # PostgreSQL cannot store it in text: a clear refusal, not a failure
-        raise InvalidIdentifier(f"{id_type.value} contains a NUL character (\\u0000)")
     if id_type is IdentifierType.phone:
         return normalize_phone(value, default_region)
     if id_type is IdentifierType.email:

@@ -90,6 +90,8 @@ def normalized_lookup(identifier_type: str, value: str, *, phone_region: str) ->
     except ValueError:
         known = ", ".join(t.value for t in IdentifierType)
         raise BadRequest(f"unknown identifier_type {identifier_type!r}; known: {known}") from None
+    if "\x00" in value:  # no stored identifier holds one (ingest refuses it): a clear refusal
+        raise BadRequest(f"{id_type.value} contains a NUL character (\\u0000)")
     try:
         return id_type.value, normalize_identifier(id_type, value, default_region=phone_region)
     except InvalidIdentifier as exc:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
+from services.journey.context.service import normalized_lookup
+from shared.errors import BadRequest
+from shared.events import IdentifierType
 from tests.journey.conftest import cloud_event, context_when, send
 
 
@@ -93,3 +98,10 @@ def test_the_fast_path_decodes_a_query_exactly_as_starlette():
         b"identifier_type=phone&value=" + b"1" * 321,
     ):
         assert _ordinary(refused) is None, refused
+
+
+@pytest.mark.parametrize("id_type", [t.value for t in IdentifierType])
+def test_a_look_up_with_a_nul_character_is_refused_with_its_reason(id_type):
+    # no stored identifier holds one (ingest refuses it): a 400 that says why, never a statement
+    with pytest.raises(BadRequest, match="NUL"):
+        normalized_lookup(id_type, "a@b.io\x00", phone_region="US")
