@@ -2,7 +2,8 @@
 
 Each run applies simulated customers' events (``_map_log.customer_events``) through the journey
 worker's real applier with map maintenance on and no compactor (the queue fills), then folds the
-queue in-process (``maintain.drain``, batches of 500 customers, as the maps process does) and
+queue in-process (``maintain.drain``, batches of ``MAP_DRAIN_BATCH`` customers, default 2,000 as the maps
+process's default) and
 counts the CPU of this process (``time.process_time``) and of its PostgreSQL backends (``/proc``)
 during the fold only, per queued event. Shapes: ``live`` (steps within the last days),
 ``replay`` (four months of history), ``returning`` (each customer's first half folded first,
@@ -11,7 +12,7 @@ unmeasured; then its second half: a customer visited again, its history derived 
 Each run is a child process in a database of its own (created, migrated, dropped) on one
 embedded PostgreSQL, so code trees with different migrations compare on one server:
 ``MAP_DRAIN_TREES=/path/a,/path/b`` runs every round in each tree in turn (A/B/A/B; default:
-this tree only). Environment: MAP_DRAIN_CUSTOMERS (3,000), MAP_DRAIN_ROUNDS (3),
+this tree only). Environment: MAP_DRAIN_CUSTOMERS (3,000), MAP_DRAIN_ROUNDS (3), MAP_DRAIN_BATCH (2,000),
 MAP_DRAIN_SHAPES (``live,replay,returning``), DATABASE_URL (else an embedded server).
 Prints one line per run, then one JSON line.
 """
@@ -38,6 +39,7 @@ ROUNDS = int(os.environ.get("MAP_DRAIN_ROUNDS", "3"))
 SHAPES = os.environ.get("MAP_DRAIN_SHAPES", "live,replay,returning").split(",")
 TREES = [t for t in os.environ.get("MAP_DRAIN_TREES", str(ROOT)).split(",") if t]
 APP = "map-drain"
+LIMIT = int(os.environ.get("MAP_DRAIN_BATCH", "2000"))
 PGSS = bool(os.environ.get("MAP_DRAIN_PGSS"))
 
 
@@ -126,7 +128,7 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                 await conn.execute("SELECT pg_stat_statements_reset()")
         pg0, py0, wall0 = await backends(), time.process_time(), time.perf_counter()
-        customers = await maintain.drain(db, limit=500)
+        customers = await maintain.drain(db, limit=LIMIT)
         py1, wall1, pg1 = time.process_time(), time.perf_counter(), await backends()
         if spy is not None:
             spy.send_signal(2)
@@ -156,7 +158,7 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
     try:
         if shape == "returning":
             await apply(firsts)
-            await maintain.drain(db, limit=500)
+            await maintain.drain(db, limit=LIMIT)
             await apply(seconds)
             n, firsts, seconds = len(seconds), [], []
         else:

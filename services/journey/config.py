@@ -128,7 +128,14 @@ class JourneySettings(CommonSettings):
         ),
     )
     map_batch_customers: int = Field(
-        500, ge=1, le=20_000, description="Customers folded into the map per transaction."
+        2000,
+        ge=1,
+        le=20_000,
+        description=(
+            "Most customers folded into the map per transaction (a batch takes the settled ones "
+            "waiting, up to this): a batch's aggregate changes coalesce before they are written, "
+            "so a compactor that fell behind catches up in fewer, larger writes."
+        ),
     )
     map_poll_seconds: float = Field(
         0.2, gt=0, le=60, description="How often an idle map compactor looks for new work."

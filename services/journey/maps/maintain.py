@@ -298,7 +298,7 @@ async def drain_once(
     return outcome
 
 
-async def drain(db: Database, *, limit: int = 500, timeout: float = 600.0) -> int:
+async def drain(db: Database, *, limit: int = 2000, timeout: float = 600.0) -> int:
     """Fold everything waiting when called (tests, start-up); returns customers this call
     folded. Entries another compactor holds (a worker on the same database, mid-batch) are
     waited for, not skipped: on return every entry queued before the call is in the map,
