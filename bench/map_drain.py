@@ -2,19 +2,19 @@
 
 Each run applies simulated customers' events (``_map_log.customer_events``) through the journey
 worker's real applier with map maintenance on and no compactor (the queue fills), then folds the
-queue in-process (``maintain.drain``, batches of ``MAP_DRAIN_BATCH`` customers, default 2,000 as the maps
-process's default) and
-counts the CPU of this process (``time.process_time``) and of its PostgreSQL backends (``/proc``)
-during the fold only, per queued event. Shapes: ``live`` (steps within the last days),
-``replay`` (four months of history), ``returning`` (each customer's first half folded first,
-unmeasured; then its second half: a customer visited again, its history derived again).
+queue in-process (``maintain.drain``, batches of ``MAP_DRAIN_BATCH`` customers, by default the
+maps process's 2,000) and counts the CPU of this process (``time.process_time``) and of its
+PostgreSQL backends (``/proc``) during the fold only, per queued event. Shapes: ``live`` (steps
+within the last days), ``replay`` (four months of history), ``returning`` (each customer's first
+half folded first, unmeasured; then its second half: a customer visited again, its history
+derived again).
 
 Each run is a child process in a database of its own (created, migrated, dropped) on one
 embedded PostgreSQL, so code trees with different migrations compare on one server:
 ``MAP_DRAIN_TREES=/path/a,/path/b`` runs every round in each tree in turn (A/B/A/B; default:
-this tree only). Environment: MAP_DRAIN_CUSTOMERS (3,000), MAP_DRAIN_ROUNDS (3), MAP_DRAIN_BATCH (2,000),
-MAP_DRAIN_SHAPES (``live,replay,returning``), DATABASE_URL (else an embedded server).
-Prints one line per run, then one JSON line.
+this tree only). Environment: MAP_DRAIN_CUSTOMERS (3,000), MAP_DRAIN_ROUNDS (3),
+MAP_DRAIN_BATCH (2,000), MAP_DRAIN_SHAPES (``live,replay,returning``), DATABASE_URL (else an
+embedded server). Prints one line per run, then one JSON line.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ of rows use the asyncpg connection under the same transaction (``raw_connection`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -127,3 +127,20 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
         await conn.exec_driver_sql("SELECT 1")
     driver: asyncpg.Connection = raw.driver_connection
     return driver
+
+
+async def stage_rows(
+    conn: asyncpg.Connection, table: str, columns: str, records: Sequence[tuple[Any, ...]]
+) -> None:
+    """COPY ``records`` into ``table``, a temporary table of this session (created on first
+    use, emptied before each use and at commit), for one ``INSERT ... SELECT`` that reads it in
+    COPY order (the callers' key order): binary COPY encodes a row's values without the
+    per-element checks asyncpg makes on the arrays an ``unnest`` takes (about 5x less client
+    CPU per row, the server's about the same). Emptied by TRUNCATE, not DELETE: a rebuild
+    flushes hundreds of batches in one transaction, and deleted rows would stay to be scanned
+    until it ends. Rolled back with the caller's transaction, like the rest of its writes."""
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DELETE ROWS; "
+        f"TRUNCATE {table}"
+    )
+    await conn.copy_records_to_table(table, records=records)

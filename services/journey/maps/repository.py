@@ -16,6 +16,7 @@ import orjson
 
 from services.journey.maps import rules
 from services.journey.maps.settings import MapConfig
+from shared.db import stage_rows
 from shared.events import Envelope
 
 Key = tuple[str, uuid.UUID]  # (tenant, customer)
@@ -24,10 +25,6 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 def _date(day: int) -> date:
     return date.fromordinal(day + _EPOCH_ORDINAL)
-
-
-def _literal(vector: list[int]) -> str:
-    return "{" + ",".join(map(str, vector)) + "}"
 
 
 def _split(keys: Sequence[Key]) -> tuple[list[str], list[uuid.UUID]]:
@@ -294,27 +291,10 @@ async def profiles_of(conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key
 StepRow = tuple[str, uuid.UUID, rules.Step]
 
 
-async def stage(
-    conn: asyncpg.Connection, table: str, columns: str, records: Sequence[tuple[Any, ...]]
-) -> None:
-    """COPY ``records`` into ``table``, a temporary table of this session (created on first
-    use, emptied before each use and at commit), for one ``INSERT ... SELECT`` that reads it in
-    COPY order (the callers' key order): binary COPY encodes a row's values without the
-    per-element checks asyncpg makes on the arrays an ``unnest`` takes (about 5x less client
-    CPU per row, the server's about the same). Emptied by TRUNCATE, not DELETE: a rebuild
-    flushes hundreds of batches in one transaction, and deleted rows would stay to be scanned
-    until it ends. Rolled back with the caller's transaction, like the rest of its writes."""
-    await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DELETE ROWS; "
-        f"TRUNCATE {table}"
-    )
-    await conn.copy_records_to_table(table, records=records)
-
-
 async def save_steps(conn: asyncpg.Connection, rows: Sequence[StepRow]) -> None:
     if not rows:
         return
-    await stage(
+    await stage_rows(
         conn,
         "map_step_stage",
         "t text, c uuid, k text, us bigint, e text, a text, d text, n int, j text",
@@ -400,35 +380,25 @@ async def forget(conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
 JourneyKey = tuple[str, uuid.UUID, int, str]  # tenant, customer, kind, journey key
 
 
-def _text_array(values: Sequence[str]) -> str:
-    """A text[] literal of ``values`` (each quoted: any text survives)."""
-    return (
-        "{"
-        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-        + "}"
-    )
-
-
 async def save_journeys(
     conn: asyncpg.Connection, rows: Sequence[tuple[JourneyKey, rules.JourneyRow]]
 ) -> None:
-    """One statement for the batch's journeys, staged by COPY (their activities and times as an
-    array literal each)."""
+    """One statement for the batch's journeys, staged by (binary) COPY."""
     if not rows:
         return
-    await stage(
+    await stage_rows(
         conn,
         "map_journey_stage",
-        "t text, c uuid, k int2, j text, d date, s bigint, n int, a text, us text, ag text, "
-        "r text, ti text, l text, te text",
+        "t text, c uuid, k int2, j text, d date, s bigint, n int, a text[], us bigint[], "
+        "ag text, r text, ti text, l text, te text",
         [
             (
                 *key,
                 _date(day),
                 times[0],
                 steps,
-                _text_array(activities),
-                _literal(list(times)),
+                activities,
+                times,
                 *segment,
             )
             for key, (day, steps, activities, times, segment) in sorted(rows, key=lambda r: r[0])
@@ -439,7 +409,7 @@ async def save_journeys(
                day, start_at, steps, activities, times_us, age_group, region, tier,
                lifecycle_stage, tenure)
            SELECT u.t, u.c, u.k, u.j, u.d, timestamptz 'epoch' + u.s * interval '1 microsecond',
-                  u.n, u.a::text[], u.us::bigint[], u.ag, u.r, u.ti, u.l, u.te
+                  u.n, u.a, u.us, u.ag, u.r, u.ti, u.l, u.te
            FROM map_journey_stage AS u
            ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
                day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
@@ -559,26 +529,26 @@ async def apply_deltas(
             mc, ms = edges.setdefault((t, ek[0], "m", _month(ek[1]), *ek[2:]), ([], []))
             _add_into(mc, counts)
             _add_into(ms, sums)
-    node_rows = sorted((*k, _literal(v), v[0]) for k, v in nodes.items() if any(v))
-    edge_rows = sorted(
-        (*k, _literal(c), _literal(u), c[0]) for k, (c, u) in edges.items() if any(c) or any(u)
-    )
+    node_rows = sorted((*k, v) for k, v in nodes.items() if any(v))
+    edge_rows = sorted((*k, c, u) for k, (c, u) in edges.items() if any(c) or any(u))
     deleted = 0
     if node_rows:
-        cols: list[Any] = list(zip(*node_rows, strict=True))
+        await stage_rows(
+            conn,
+            "map_node_stage",
+            "t text, k int2, g text, p date, a text, s text, v bigint[]",
+            node_rows,
+        )
         await conn.execute(
             """INSERT INTO journey.map_node AS n (tenant_id, kind, grain, period, activity,
                    stat, v)
-               SELECT u.t, u.k, u.g, u.p, u.a, u.s, u.v::bigint[]
-               FROM unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
-                           $6::text[], $7::text[]) AS u(t, k, g, p, a, s, v)
+               SELECT u.t, u.k, u.g, u.p, u.a, u.s, u.v FROM map_node_stage AS u
                ON CONFLICT (tenant_id, kind, grain, period, activity, stat)
-               DO UPDATE SET v = journey.vec_add(n.v, excluded.v)""",
-            *cols[:7],
+               DO UPDATE SET v = journey.vec_add(n.v, excluded.v)"""
         )
-        falling = [row for row in node_rows if row[7] < 0]
+        falling = [row for row in node_rows if row[6][0] < 0]
         if falling:
-            cols = list(zip(*falling, strict=True))
+            cols: list[Any] = list(zip(*falling, strict=True))
             status = await conn.execute(
                 """DELETE FROM journey.map_node n
                    USING unnest($1::text[], $2::int2[], $3::text[], $4::date[], $5::text[],
@@ -589,22 +559,21 @@ async def apply_deltas(
             )
             deleted += int(status.split()[-1])
     if edge_rows:
-        await stage(
+        await stage_rows(
             conn,
             "map_edge_stage",
-            "t text, k int2, g text, p date, a text, b text, bk int2, n text, us text",
-            [row[:9] for row in edge_rows],
+            "t text, k int2, g text, p date, a text, b text, bk int2, n bigint[], us bigint[]",
+            edge_rows,
         )
         await conn.execute(
             """INSERT INTO journey.map_edge AS e (tenant_id, kind, grain, period, source,
                    target, bucket, n, us)
-               SELECT u.t, u.k, u.g, u.p, u.a, u.b, u.bk, u.n::bigint[], u.us::bigint[]
-               FROM map_edge_stage AS u
+               SELECT u.t, u.k, u.g, u.p, u.a, u.b, u.bk, u.n, u.us FROM map_edge_stage AS u
                ON CONFLICT (tenant_id, kind, grain, period, source, target, bucket)
                DO UPDATE SET n = journey.vec_add(e.n, excluded.n),
                              us = journey.vec_add(e.us, excluded.us)"""
         )
-        dropping = [row for row in edge_rows if row[9] < 0]
+        dropping = [row for row in edge_rows if row[7][0] < 0]
         if dropping:
             cols = list(zip(*dropping, strict=True))
             status = await conn.execute(

@@ -8,7 +8,6 @@ from datetime import date, timedelta
 
 import asyncpg
 
-from services.journey.maps import repository as maps_repo
 from services.journey.quality.policy import FcrPolicy
 from services.journey.quality.rules import (
     CALLBACK_MISSED,
@@ -22,6 +21,7 @@ from services.journey.quality.rules import (
     QRow,
     examples,
 )
+from shared.db import stage_rows
 
 RowKey = tuple[str, uuid.UUID, str]  # tenant, customer, step key
 _EPOCH = date(1970, 1, 1)
@@ -45,7 +45,7 @@ _ROW_COLUMNS = (
 async def save_rows(conn: asyncpg.Connection, rows: Sequence[tuple[RowKey, QRow]]) -> None:
     if not rows:
         return
-    await maps_repo.stage(
+    await stage_rows(
         conn,
         "quality_step_stage",
         _ROW_COLUMNS,
