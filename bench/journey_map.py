@@ -13,10 +13,11 @@ journey worker's applier and the map compactor, then, ROUNDS times each:
 
 Environment: BENCH_MAP_CUSTOMERS (200,000: 10 steps each), BENCH_MAP_ROUNDS (3),
 BENCH_MAP_WORKER_CUSTOMERS (10,000 per throughput run), BENCH_MAP_ONLY=c (only (c), ROUNDS
-times: no log is built), BENCH_MAP_COMPACTOR (``process``: with maintenance on, one
-``waypoint worker journey maps`` process folds the map beside the worker; ``worker``: the worker
-folds it in-process, as before that process existed; the maps process is started, and ready,
-before the worker). (c) also reports CPU per event of the worker and of the maps process, from
+times: no log is built), BENCH_MAP_SHAPES (``live,replay``: (c)'s shapes),
+BENCH_MAP_COMPACTOR (``process``: with maintenance on, one ``waypoint worker journey maps``
+process folds the map beside the worker; ``worker``: the worker folds it in-process, as before
+that process existed; the maps process is started, and ready, before the worker).
+(c) also reports CPU per event of the worker and of the maps process, from
 the first stored event on; the worker's own rate (until every event is stored, the map perhaps
 still behind) and how long after that the map was current (the maps process runs at a lower CPU
 priority, ``WAYPOINT_JOURNEY_MAP_NICE``); the CPU of the PostgreSQL backends serving the maps
@@ -38,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import psutil
 
@@ -57,6 +59,7 @@ ROUNDS = int(os.environ.get("BENCH_MAP_ROUNDS", "3"))
 WORKER_CUSTOMERS = int(os.environ.get("BENCH_MAP_WORKER_CUSTOMERS", "10000"))
 ONLY = os.environ.get("BENCH_MAP_ONLY", "")
 COMPACTOR = os.environ.get("BENCH_MAP_COMPACTOR", "process")
+SHAPES = os.environ.get("BENCH_MAP_SHAPES", "live,replay").split(",")
 TENANT = "bench-map"
 
 
@@ -176,6 +179,18 @@ async def latency(port: int, key: str, path: str) -> dict[str, Any]:
     return await asyncio.to_thread(run_load, spec)
 
 
+async def checkpoint(db: Database) -> None:
+    """Start every throughput run just after a checkpoint: a checkpoint (every 5 min or 1 GB of
+    WAL) makes the next change of every page write the whole page to the WAL, and the fsyncs of
+    one that falls inside a run slowed it by up to a third; "off" and "on" now start alike."""
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        try:
+            await conn.execute("CHECKPOINT")
+        except asyncpg.InsufficientPrivilegeError:  # DATABASE_URL's role may not checkpoint
+            print("  (no CHECKPOINT before the run: the role lacks pg_checkpoint)", flush=True)
+
+
 async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> dict[str, Any]:
     """Events applied per second by one worker process from a pre-filled topic (and, with
     maintenance on, folded into the map: the run ends when the map has caught up)."""
@@ -203,6 +218,7 @@ async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> d
     finally:
         await producer.stop()
     db = Database(stack.settings.dsn, pool_size=1, application_name="bench-watch")
+    await checkpoint(db)
     env = {
         "WAYPOINT_TOPIC_NORMALIZED": topic,
         "WAYPOINT_JOURNEY_CONSUMER_GROUP": f"bench-map-{run}",
@@ -320,7 +336,7 @@ def cpu(process: psutil.Process) -> float:
 async def worker_round(stack: Stack) -> dict[str, Any]:
     """(c): both shapes, maintenance off then on; worker CPU per event beside the rates."""
     throughput: dict[str, Any] = {}
-    for shape in ("live", "replay"):
+    for shape in SHAPES:
         off = await worker_throughput(stack, maintenance=False, shape=shape)
         on = await worker_throughput(stack, maintenance=True, shape=shape)
         throughput[shape] = {
@@ -353,7 +369,7 @@ async def worker_round(stack: Stack) -> dict[str, Any]:
 
 
 def summarize_worker(figures: dict[str, Any]) -> None:
-    for shape in ("live", "replay"):
+    for shape in SHAPES:
         for name in ("slower", "worker_cpu_more", "stored_slower", "map_behind_s"):
             figures["summary"][f"worker_{shape}_{name}"] = spread(
                 [r["worker"][shape][name] for r in figures["rounds"]]

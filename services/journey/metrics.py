@@ -44,6 +44,12 @@ LOOKUP_LATENCY = Histogram(
     ["kind"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
+LOOKUP_BATCH = Histogram(
+    "waypoint_journey_lookup_batch_keys",
+    "Identifier look-ups answered by one statement (concurrent screen pops share one; "
+    "WAYPOINT_JOURNEY_CONTEXT_LOOKUP_BATCH_MAX caps it).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 ENGAGEMENT = Counter(
     "waypoint_journey_engagement_total",
     "Engagement changes consumed from alerts, by result (applied; stale: an equal or newer "

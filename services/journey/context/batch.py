@@ -11,7 +11,9 @@ database unreachable, a connection lost, a timeout), except for the exception ty
 ``per_key``: an error that one key's data can cause (PostgreSQL's class 22, e.g. a NUL
 character in a text value) is not allowed to fail the other callers' look-ups, so each key of
 that batch is then sent alone and each caller gets what its own statement gives, a result or
-its own error. A waiter that was cancelled is skipped, the others are answered.
+its own error. A waiter that was cancelled is skipped, the others are answered. ``observe``,
+when given, is called with each statement's number of keys (the service exports it as a
+histogram: look-ups per statement under real load).
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ class Batcher(Generic[K, V]):
         *,
         max_size: int,
         per_key: tuple[type[Exception], ...] = (),
+        observe: Callable[[int], None] | None = None,
     ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._run = run
         self._max = max_size
         self._per_key = per_key
+        self._observe = observe  # called with each statement's number of keys (a metric)
         self.batches = 0  # statements sent, and the keys they carried (counters, for benches)
         self.keys = 0
         self._pending: list[tuple[K, asyncio.Future[V]]] = []
@@ -74,6 +78,8 @@ class Batcher(Generic[K, V]):
     async def _send(self, batch: list[tuple[K, asyncio.Future[V]]]) -> None:
         self.batches += 1
         self.keys += len(batch)
+        if self._observe is not None:
+            self._observe(len(batch))
         try:
             results = await self._run([key for key, _ in batch])
             if len(results) != len(batch):

@@ -29,7 +29,7 @@ from services.journey.context.cache import ContextCache, Entry
 from services.journey.context.rules import Doc, empty, identity_list, timeline_item
 from services.journey.identity import repository as identity_repo
 from services.journey.identity.rules import Rule
-from services.journey.metrics import LOOKUP_LATENCY, LOOKUPS
+from services.journey.metrics import LOOKUP_BATCH, LOOKUP_LATENCY, LOOKUPS
 from services.journey.outbox import enqueue_activity
 from shared.auth.service import Principal
 from shared.db import raw_connection
@@ -59,6 +59,7 @@ def identifier_lookups(pool: asyncpg.Pool, max_size: int) -> Lookups:
         lambda keys: repo.by_identifiers(pool, keys),
         max_size=max_size,
         per_key=(asyncpg.DataError,),  # class 22: one key's value (e.g. a NUL character)
+        observe=LOOKUP_BATCH.observe,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from services.journey.app import create_app
 from services.journey.context import repository as repo
@@ -17,6 +18,9 @@ from services.journey.context import service
 from shared.db import asyncpg_dsn, raw_pool
 from tests.journey.conftest import cloud_event, context_when, send
 from tests.support import app_client, eventually
+
+
+METRIC = "waypoint_journey_lookup_batch_keys"
 
 
 def ident(t: str, v: str, by: str | None = None) -> dict[str, str]:
@@ -99,6 +103,7 @@ async def test_concurrent_uncached_pops_each_get_their_own_card(
     requests += [(label, phone(500 + i), -2) for label in tenants for i in range(3)]
     lookups = app.state.lookups
     batches, keys = lookups.batches, lookups.keys
+    exported = [REGISTRY.get_sample_value(f"{METRIC}_{s}") or 0.0 for s in ("count", "sum")]
     rng = random.Random(14)
     for _ in range(3):
         rng.shuffle(requests)
@@ -120,6 +125,9 @@ async def test_concurrent_uncached_pops_each_get_their_own_card(
     sent, carried = lookups.batches - batches, lookups.keys - keys
     assert carried == 3 * len(requests)
     assert sent < carried / 2
+    # ... and SREs see it: one observation per statement, of the keys it carried
+    now = [REGISTRY.get_sample_value(f"{METRIC}_{s}") or 0.0 for s in ("count", "sum")]
+    assert (now[0] - exported[0], now[1] - exported[1]) == (sent, carried)
 
     # the batched statement gives every key exactly the rows of its own statement
     pool = app.state.pg_pool
