@@ -1,5 +1,5 @@
-"""The map's writes: exactly what they are given (values the SQL encodes by hand: array literals
-of activities, whatever their text), and nothing for events that change nothing."""
+"""The map's writes: exactly what they are given (the journeys' activities as text arrays through
+the binary COPY stage, whatever their text), and nothing for events that change nothing."""
 
 from __future__ import annotations
 
