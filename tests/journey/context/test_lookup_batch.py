@@ -19,7 +19,6 @@ from shared.db import asyncpg_dsn, raw_pool
 from tests.journey.conftest import cloud_event, context_when, send
 from tests.support import app_client, eventually
 
-
 METRIC = "waypoint_journey_lookup_batch_keys"
 
 
