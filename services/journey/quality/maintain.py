@@ -33,14 +33,21 @@ def difference(
     old: dict[str, QRow], new: dict[str, QRow]
 ) -> tuple[list[tuple[str, QRow]], list[str], dict[FcrCell, int], dict[PainCell, int], Examples]:
     """(rows to save, step keys to delete, changes of the FCR and pain-point day counts, the
-    pain-point examples' candidates and withdrawn examples, without the customer)."""
+    pain-point examples' candidates and withdrawn examples, without the customer).
+
+    The day counts are sums of one count per row, so the rows that did not change cancel out:
+    only the changed rows' old and new versions are counted (a returning customer's visit
+    counts its few new steps, not its whole history twice). The examples are the latest row
+    per cell, which an unchanged row may hold: they are compared over all rows."""
     save, drop = rows_difference(old, new)
     if not (save or drop):
         return save, drop, {}, {}, ({}, {})
+    before = [old[k] for k, _ in save if k in old] + [old[k] for k in drop]
+    after = [r for _, r in save]
     return (
         save,
         drop,
-        cells_difference(old.values(), new.values()),
-        pain_difference(old.values(), new.values()),
+        cells_difference(before, after),
+        pain_difference(before, after),
         examples_difference(old, new),
     )
