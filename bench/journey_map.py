@@ -46,7 +46,14 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _journey_stack import ROOT, Stack, machine, new_producer, run_load  # noqa: E402
+from _journey_stack import (  # noqa: E402
+    ROOT,
+    Stack,
+    machine,
+    new_producer,
+    peak_rss_mb,
+    run_load,
+)
 from _map_log import customer_events  # noqa: E402
 
 from shared.auth.service import create_key, ensure_tenant  # noqa: E402
@@ -281,6 +288,7 @@ async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> d
         seconds = time.perf_counter() - first[0]
         used = [cpu(p) - c for p, c in zip(procs, cpu0, strict=True)]
         wal = await wal_position(db) - wal0
+        peaks = [peak_rss_mb(p.pid) for p in procs]
         if maps is not None:
             compaction = await asyncio.to_thread(map_metrics, metrics_port)
             maps_pg = await backends_cpu(db, "journey-maps")
@@ -303,6 +311,8 @@ async def worker_throughput(stack: Stack, *, maintenance: bool, shape: str) -> d
         "maps_cpu_us_per_event": 1e6 * used[1] / events if len(used) > 1 else 0.0,
         "maps_postgres_cpu_us_per_event": 1e6 * maps_pg / events,
         "wal_bytes_per_event": wal / events,
+        "worker_peak_rss_mb": peaks[0],
+        "maps_peak_rss_mb": peaks[1] if len(peaks) > 1 else 0.0,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -372,8 +382,9 @@ async def worker_round(stack: Stack) -> dict[str, Any]:
             f"({throughput[shape]['worker_cpu_more']:+.0%}), maps process "
             f"{on['maps_cpu_us_per_event']:.0f} µs (compactor: {COMPACTOR}), its PostgreSQL "
             f"backends {on['maps_postgres_cpu_us_per_event']:.0f} µs; WAL per event off "
-            f"{off['wal_bytes_per_event']:,.0f} B, on {on['wal_bytes_per_event']:,.0f} B; load "
-            f"{on['load_average']}"
+            f"{off['wal_bytes_per_event']:,.0f} B, on {on['wal_bytes_per_event']:,.0f} B; "
+            f"peak RSS worker {on['worker_peak_rss_mb']:.0f} MB, maps process "
+            f"{on['maps_peak_rss_mb']:.0f} MB; load {on['load_average']}"
         )
         log(
             f"  (c) {shape}, worker's part alone (every event stored, map maybe behind): off "
