@@ -137,6 +137,17 @@ class JourneySettings(CommonSettings):
             "so a compactor that fell behind catches up in fewer, larger writes."
         ),
     )
+    map_batch_steps: int = Field(
+        50_000,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "Most stored steps a map batch loads (its customers' histories, re-derived in memory): "
+            "the claimed customers are taken in queue order until this is reached, so customers "
+            "with long histories make smaller batches and the compactor's memory stays bounded; "
+            "a customer with more steps than this is folded alone."
+        ),
+    )
     map_poll_seconds: float = Field(
         0.2, gt=0, le=60, description="How often an idle map compactor looks for new work."
     )

@@ -232,15 +232,23 @@ class Writes:
 
 
 async def drain_once(
-    conn: asyncpg.Connection, *, limit: int, settle: float = 0.0, cap: float = 0.0
+    conn: asyncpg.Connection,
+    *,
+    limit: int,
+    settle: float = 0.0,
+    cap: float = 0.0,
+    steps: int | None = None,
 ) -> Outcome:
     """Fold up to ``limit`` waiting customers into the map, in the caller's transaction.
     ``settle`` > 0: only customers with no entry younger than that (in seconds) or with one
-    older than ``cap`` (``repository.claim``); 0 (``drain``): everything waiting."""
+    older than ``cap`` (``repository.claim``); 0 (``drain``): everything waiting. ``steps``:
+    the most stored steps the batch loads (``repository.within_steps``; None: no bound)."""
     keys = await repo.claim(conn, limit, settle=settle, cap=cap)
     outcome = Outcome()
     if not keys:
         return outcome
+    if steps is not None:
+        keys = await repo.within_steps(conn, keys, steps)
     pending = await repo.pending_of(conn, keys)
     roots = await repo.roots(conn, keys)
     configs = await repo.configs(conn, (t for t, _ in keys))
@@ -298,7 +306,9 @@ async def drain_once(
     return outcome
 
 
-async def drain(db: Database, *, limit: int = 2000, timeout: float = 600.0) -> int:
+async def drain(
+    db: Database, *, limit: int = 2000, steps: int | None = None, timeout: float = 600.0
+) -> int:
     """Fold everything waiting when called (tests, start-up); returns customers this call
     folded. Entries another compactor holds (a worker on the same database, mid-batch) are
     waited for, not skipped: on return every entry queued before the call is in the map,
@@ -310,7 +320,7 @@ async def drain(db: Database, *, limit: int = 2000, timeout: float = 600.0) -> i
     deadline = time.monotonic() + timeout
     while True:
         async with db.session() as session:
-            outcome = await drain_once(await raw_connection(session), limit=limit)
+            outcome = await drain_once(await raw_connection(session), limit=limit, steps=steps)
         total += outcome.customers
         if outcome.customers:
             continue
@@ -361,6 +371,7 @@ class Compactor:
             outcome = await drain_once(
                 conn,
                 limit=self.settings.map_batch_customers,
+                steps=self.settings.map_batch_steps,
                 settle=self.settings.map_settle_seconds,
                 cap=self.settings.map_settle_cap_seconds,
             )

@@ -134,6 +134,27 @@ async def claim(
     return [(r[0], r[1]) for r in locked]
 
 
+async def within_steps(conn: asyncpg.Connection, keys: Sequence[Key], budget: int) -> list[Key]:
+    """The longest prefix of ``keys`` whose stored steps add up to at most ``budget`` (at least
+    the first customer, whatever its size). The rest stay queued for a later batch (their
+    claim's locks end with this transaction)."""
+    tenants, customers = _split(keys)
+    rows = await conn.fetch(
+        """SELECT u.o, coalesce(x.steps, 0)
+           FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS u(t, c, o)
+           LEFT JOIN journey.map_customer x ON x.tenant_id = u.t AND x.customer_id = u.c
+           ORDER BY u.o""",
+        tenants,
+        customers,
+    )
+    total = 0
+    for i, (_, steps) in enumerate(rows):
+        total += steps
+        if total > budget and i > 0:
+            return list(keys[:i])
+    return list(keys)
+
+
 async def lock_tenant(conn: asyncpg.Connection, tenant: str) -> None:
     """Exclusive: no compaction of this tenant runs until the transaction ends."""
     await conn.execute(

@@ -12,7 +12,13 @@ import pytest
 from services.journey.maps.maintain import drain, drain_once
 from shared.db import Database, raw_connection
 from tests.journey.conformance.support import BASE, MIN, Log, load
-from tests.journey.maps.support import apply_chunk, email, envelope, own_database
+from tests.journey.maps.support import (
+    apply_chunk,
+    email,
+    envelope,
+    own_database,
+    stored_totals,
+)
 from tests.support import TenantFactory
 
 
@@ -49,3 +55,53 @@ async def test_drain_waits_for_entries_another_compactor_holds(db: Database, jou
             "SELECT count(*) FROM journey.map_pending WHERE tenant_id = $1", tenant.id
         )
     assert (steps, pending) == (2, 0)
+
+
+async def test_a_batch_loads_at_most_its_steps_budget_and_the_map_is_the_same(
+    db: Database, journey_settings
+):
+    """``map_batch_steps``: customers with long histories make smaller batches (the
+    compactor's memory stays bounded), one customer at least, and the map is what an
+    unbounded fold gives."""
+    first, late = Log(), Log()
+    late._n = 100
+    for c in ("c1", "c2", "c3"):
+        for i, activity in enumerate(("phone:ivr", "web_chat:bot", "phone:agent")):
+            first.step(c, i * MIN, activity)
+        late.step(c, 10 * MIN, "email:support")
+    bounded, unbounded = await TenantFactory(db)(), await TenantFactory(db)()
+    for tenant in (bounded, unbounded):
+        await load(db, journey_settings, tenant.id, first.events)  # 3 steps stored each
+    for tenant in (bounded, unbounded):
+        items = [envelope(tenant.id, e, BASE, [email(tenant.id, e.customer)]) for e in late.events]
+        await apply_chunk(db, journey_settings, items)  # a fourth step each, queued
+
+    async def fold_once(steps: int) -> int:
+        async with db.session() as session:
+            outcome = await drain_once(await raw_connection(session), limit=500, steps=steps)
+        return outcome.customers
+
+    async def waiting(tenant: str) -> int:
+        async with db.session() as session:
+            return int(
+                await (await raw_connection(session)).fetchval(
+                    "SELECT count(DISTINCT customer_id) FROM journey.map_pending "
+                    "WHERE tenant_id = $1",
+                    tenant,
+                )
+            )
+
+    # the queue holds the bounded tenant's three customers first (it was loaded first)
+    assert await fold_once(steps=7) == 2  # 3 + 3 stored steps fit in 7, a third would not
+    assert await waiting(bounded.id) == 1
+    assert await fold_once(steps=1) == 1  # over the budget alone: folded alone
+    assert await waiting(bounded.id) == 0
+    await drain(db)  # the other tenant's customers, unbounded
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        for kind in (0, 1):
+            assert await stored_totals(conn, bounded.id, kind=kind) == await stored_totals(
+                conn, unbounded.id, kind=kind
+            )
+        totals = await stored_totals(conn, bounded.id, kind=0)
+    assert sum(totals["count"].values()) == 12
