@@ -282,6 +282,15 @@ async def test_a_declining_customers_churn_alert_reaches_the_agent_within_second
     assert healthy["summary"]["churn_risk"] is None
     cid = healthy["customer_id"]
 
+    async def all_twelve_scored() -> bool:
+        """The score reaches 100 before the last events are scored; one scored after the clock
+        moves would record a decayed daily peak, and the drop rule would fire as well."""
+        r = await p.alerts.get(f"/v1/customers/{cid}/engagement", headers=p.tenant.headers)
+        assert r.status_code == 200, r.text
+        return len({i for point in r.json()["history"] for i in point["event_ids"]}) == 12
+
+    await eventually(all_twelve_scored)
+
     # four weeks on: little use, two seats of ten → an alert, shown to the agent within seconds
     p.clock.set(t0 + timedelta(days=28))
     sent = time.monotonic()
