@@ -3,7 +3,7 @@
 Each run applies simulated customers' events (``_map_log.customer_events``) through the journey
 worker's real applier with map maintenance on and no compactor (the queue fills), then folds the
 queue in-process (``maintain.drain``, batches of ``MAP_DRAIN_BATCH`` customers, by default the
-maps process's 2,000) and counts the CPU of this process (``time.process_time``) and of its
+maps process's 500) and counts the CPU of this process (``time.process_time``) and of its
 PostgreSQL backends (``/proc``) during the fold only, per queued event. Shapes: ``live`` (steps
 within the last days), ``replay`` (four months of history), ``returning`` (each customer's first
 half folded first, unmeasured; then its second half: a customer visited again, its history
@@ -13,7 +13,7 @@ Each run is a child process in a database of its own (created, migrated, dropped
 embedded PostgreSQL, so code trees with different migrations compare on one server:
 ``MAP_DRAIN_TREES=/path/a,/path/b`` runs every round in each tree in turn (A/B/A/B; default:
 this tree only). Environment: MAP_DRAIN_CUSTOMERS (3,000), MAP_DRAIN_ROUNDS (3),
-MAP_DRAIN_BATCH (2,000), MAP_DRAIN_SHAPES (``live,replay,returning``), DATABASE_URL (else an
+MAP_DRAIN_BATCH (500), MAP_DRAIN_SHAPES (``live,replay,returning``), DATABASE_URL (else an
 embedded server). Prints one line per run, then one JSON line.
 """
 
@@ -39,7 +39,7 @@ ROUNDS = int(os.environ.get("MAP_DRAIN_ROUNDS", "3"))
 SHAPES = os.environ.get("MAP_DRAIN_SHAPES", "live,replay,returning").split(",")
 TREES = [t for t in os.environ.get("MAP_DRAIN_TREES", str(ROOT)).split(",") if t]
 APP = "map-drain"
-LIMIT = int(os.environ.get("MAP_DRAIN_BATCH", "2000"))
+LIMIT = int(os.environ.get("MAP_DRAIN_BATCH", "500"))
 PGSS = bool(os.environ.get("MAP_DRAIN_PGSS"))
 
 

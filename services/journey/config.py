@@ -128,24 +128,25 @@ class JourneySettings(CommonSettings):
         ),
     )
     map_batch_customers: int = Field(
-        2000,
+        500,
         ge=1,
         le=20_000,
         description=(
             "Most customers folded into the map per transaction (a batch takes the settled ones "
-            "waiting, up to this): a batch's aggregate changes coalesce before they are written, "
-            "so a compactor that fell behind catches up in fewer, larger writes."
+            "waiting, up to this). A batch's aggregate changes coalesce before they are written: "
+            "2,000 cost 15-19 % less CPU per event than 500, but the maps process's peak memory "
+            "rose from 141 MB to 161-243 MB (docs/benchmarks.md, map maintenance, third pass)."
         ),
     )
     map_batch_steps: int = Field(
-        50_000,
+        20_000,
         ge=1,
         le=10_000_000,
         description=(
-            "Most stored steps a map batch loads (its customers' histories, re-derived in memory): "
-            "the claimed customers are taken in queue order until this is reached, so customers "
-            "with long histories make smaller batches and the compactor's memory stays bounded; "
-            "a customer with more steps than this is folded alone."
+            "Most stored steps plus queued events a map batch loads (what it re-derives in "
+            "memory): the claimed customers are taken in queue order until this is reached, so "
+            "long histories and bursts make smaller batches and the compactor's memory stays "
+            "bounded; a customer with more than this is folded alone."
         ),
     )
     map_poll_seconds: float = Field(

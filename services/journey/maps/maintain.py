@@ -307,7 +307,7 @@ async def drain_once(
 
 
 async def drain(
-    db: Database, *, limit: int = 2000, steps: int | None = None, timeout: float = 600.0
+    db: Database, *, limit: int = 500, steps: int | None = None, timeout: float = 600.0
 ) -> int:
     """Fold everything waiting when called (tests, start-up); returns customers this call
     folded. Entries another compactor holds (a worker on the same database, mid-batch) are

@@ -135,12 +135,14 @@ async def claim(
 
 
 async def within_steps(conn: asyncpg.Connection, keys: Sequence[Key], budget: int) -> list[Key]:
-    """The longest prefix of ``keys`` whose stored steps add up to at most ``budget`` (at least
-    the first customer, whatever its size). The rest stay queued for a later batch (their
-    claim's locks end with this transaction)."""
+    """The longest prefix of ``keys`` whose stored steps and queued events add up to at most
+    ``budget`` (at least the first customer, whatever its size): what a batch holds in memory.
+    The rest stay queued for a later batch (their claim's locks end with this transaction)."""
     tenants, customers = _split(keys)
     rows = await conn.fetch(
-        """SELECT u.o, coalesce(x.steps, 0)
+        """SELECT u.o, coalesce(x.steps, 0) + (
+                   SELECT count(*) FROM journey.map_pending p
+                   WHERE p.tenant_id = u.t AND p.customer_id = u.c)
            FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS u(t, c, o)
            LEFT JOIN journey.map_customer x ON x.tenant_id = u.t AND x.customer_id = u.c
            ORDER BY u.o""",

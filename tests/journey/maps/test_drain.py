@@ -60,9 +60,9 @@ async def test_drain_waits_for_entries_another_compactor_holds(db: Database, jou
 async def test_a_batch_loads_at_most_its_steps_budget_and_the_map_is_the_same(
     db: Database, journey_settings
 ):
-    """``map_batch_steps``: customers with long histories make smaller batches (the
-    compactor's memory stays bounded), one customer at least, and the map is what an
-    unbounded fold gives."""
+    """``map_batch_steps``: customers with long histories (stored steps plus queued events)
+    make smaller batches (the compactor's memory stays bounded), one customer at least, and
+    the map is what an unbounded fold gives."""
     first, late = Log(), Log()
     late._n = 100
     for c in ("c1", "c2", "c3"):
@@ -91,8 +91,9 @@ async def test_a_batch_loads_at_most_its_steps_budget_and_the_map_is_the_same(
                 )
             )
 
-    # the queue holds the bounded tenant's three customers first (it was loaded first)
-    assert await fold_once(steps=7) == 2  # 3 + 3 stored steps fit in 7, a third would not
+    # the queue holds the bounded tenant's three customers first (it was loaded first), each
+    # with 3 stored steps and 1 queued event
+    assert await fold_once(steps=9) == 2  # 4 + 4 fit in 9, a third would not
     assert await waiting(bounded.id) == 1
     assert await fold_once(steps=1) == 1  # over the budget alone: folded alone
     assert await waiting(bounded.id) == 0
