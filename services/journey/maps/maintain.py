@@ -242,7 +242,8 @@ async def drain_once(
     """Fold up to ``limit`` waiting customers into the map, in the caller's transaction.
     ``settle`` > 0: only customers with no entry younger than that (in seconds) or with one
     older than ``cap`` (``repository.claim``); 0 (``drain``): everything waiting. ``steps``:
-    the most stored steps the batch loads (``repository.within_steps``; None: no bound)."""
+    the most stored steps plus queued events the batch loads (``repository.within_steps``;
+    None: no bound)."""
     keys = await repo.claim(conn, limit, settle=settle, cap=cap)
     outcome = Outcome()
     if not keys:
