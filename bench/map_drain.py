@@ -3,7 +3,7 @@
 Each run applies simulated customers' events (``_map_log.customer_events``) through the journey
 worker's real applier with map maintenance on and no compactor (the queue fills), then folds the
 queue in-process (``maintain.drain``, batches of ``MAP_DRAIN_BATCH`` customers, by default the
-maps process's 500) and counts the CPU of this process (``time.process_time``) and of its
+maps process's) and counts the CPU of this process (``time.process_time``) and of its
 PostgreSQL backends (``/proc``) during the fold only, per queued event. Shapes: ``live`` (steps
 within the last days), ``replay`` (four months of history), ``returning`` (each customer's first
 half folded first, unmeasured; then its second half: a customer visited again, its history
@@ -13,8 +13,13 @@ Each run is a child process in a database of its own (created, migrated, dropped
 embedded PostgreSQL, so code trees with different migrations compare on one server:
 ``MAP_DRAIN_TREES=/path/a,/path/b`` runs every round in each tree in turn (A/B/A/B; default:
 this tree only). Environment: MAP_DRAIN_CUSTOMERS (3,000), MAP_DRAIN_ROUNDS (3),
-MAP_DRAIN_BATCH (500), MAP_DRAIN_SHAPES (``live,replay,returning``), DATABASE_URL (else an
-embedded server). Prints one line per run, then one JSON line.
+MAP_DRAIN_BATCH and MAP_DRAIN_STEPS (customers per batch, stored steps plus queued events in
+memory at once; default: the measured tree's settings), MAP_DRAIN_SHAPES
+(``live,replay,returning``), MAP_DRAIN_FOLD (``inline``: ``drain`` in this process;
+``process``: a real ``waypoint worker journey maps`` process folds the queue, and its peak RSS
+is reported; its backends' CPU is counted once it is connected, so the queue's first batch may
+start before), DATABASE_URL (else an embedded server). Prints one line per run, then one JSON
+line.
 """
 
 from __future__ import annotations
@@ -39,7 +44,12 @@ ROUNDS = int(os.environ.get("MAP_DRAIN_ROUNDS", "3"))
 SHAPES = os.environ.get("MAP_DRAIN_SHAPES", "live,replay,returning").split(",")
 TREES = [t for t in os.environ.get("MAP_DRAIN_TREES", str(ROOT)).split(",") if t]
 APP = "map-drain"
-LIMIT = int(os.environ.get("MAP_DRAIN_BATCH", "500"))
+# 0: the settings' defaults (``map_batch_customers``, ``map_batch_steps``) of the tree measured
+LIMIT = int(os.environ.get("MAP_DRAIN_BATCH", "0"))
+STEPS = int(os.environ.get("MAP_DRAIN_STEPS", "0"))
+# "process": the fold is done by a real `waypoint worker journey maps` process (its peak RSS is
+# reported; its CPU and its backends' are counted); default: in this process (``drain``)
+FOLD = os.environ.get("MAP_DRAIN_FOLD", "inline")
 PGSS = bool(os.environ.get("MAP_DRAIN_PGSS"))
 
 
@@ -71,6 +81,8 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
         map_maintenance=True,
         map_compactor_in_worker=False,
     )
+    limit = LIMIT or settings.map_batch_customers
+    steps = STEPS or getattr(settings, "map_batch_steps", None)  # (older trees: no bound)
     db = Database(settings.dsn, pool_size=1, application_name=APP)
     await upgrade(db)
     tenant = f"drain-{uuid.uuid4().hex[:6]}"
@@ -127,8 +139,10 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
                 conn = await raw_connection(session)
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                 await conn.execute("SELECT pg_stat_statements_reset()")
+        if FOLD == "process":
+            return await process_drain(events)
         pg0, py0, wall0 = await backends(), time.process_time(), time.perf_counter()
-        customers = await maintain.drain(db, limit=LIMIT)
+        customers = await maintain.drain(db, limit=limit, steps=steps)
         py1, wall1, pg1 = time.process_time(), time.perf_counter(), await backends()
         if spy is not None:
             spy.send_signal(2)
@@ -155,10 +169,73 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
             "pgss": top,
         }
 
+    async def process_drain(events: int) -> dict[str, Any]:
+        """The maps process folds the queue: its CPU, its backends' CPU and its peak RSS."""
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+            "WAYPOINT_ENV": "test",
+            "WAYPOINT_LOG_LEVEL": "WARNING",
+            "WAYPOINT_JOURNEY_MAP_BATCH_CUSTOMERS": str(limit),
+            "WAYPOINT_JOURNEY_MAP_BATCH_STEPS": str(steps),
+        }
+        maps = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker", "journey", "maps"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        proc = psutil.Process(maps.pid)
+        try:
+            wall0 = time.perf_counter()
+            while True:  # started: its backend is connected (its start-up is not counted)
+                async with db.session() as session:
+                    conn = await raw_connection(session)
+                    started = await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                        "journey-maps",
+                    )
+                if started or maps.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            times0 = proc.cpu_times()
+            wall0 = time.perf_counter()
+            while True:
+                async with db.session() as session:
+                    conn = await raw_connection(session)
+                    waiting = await conn.fetchval("SELECT count(*) FROM journey.map_pending")
+                    pids = [r[0] for r in await conn.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                        "journey-maps",
+                    )]  # fmt: skip
+                    pg = sum(sum(psutil.Process(p).cpu_times()[:2]) for p in pids)
+                if not waiting:
+                    break
+                if maps.poll() is not None:
+                    raise RuntimeError(f"the maps process exited with {maps.returncode}")
+                await asyncio.sleep(0.1)
+            wall1 = time.perf_counter()
+            times1 = proc.cpu_times()
+            peak = 0.0
+            for line in Path(f"/proc/{maps.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) / 1024
+        finally:
+            maps.terminate()
+            maps.wait(30)
+        return {
+            "events": events,
+            "customers": 0,
+            "python_us": 1e6 * (sum(times1[:2]) - sum(times0[:2])) / events,
+            "postgres_us": 1e6 * pg / events,
+            "wall_s": wall1 - wall0,
+            "peak_rss_mb": round(peak, 1),
+            "pgss": [],
+        }
+
     try:
         if shape == "returning":
             await apply(firsts)
-            await maintain.drain(db, limit=LIMIT)
+            await maintain.drain(db, limit=limit, steps=steps)
             await apply(seconds)
             n, firsts, seconds = len(seconds), [], []
         else:
@@ -250,7 +327,8 @@ def main() -> None:
                         f"{out['python_us']:6.1f} µs/event, postgres {out['postgres_us']:6.1f}, "
                         f"sum {out['python_us'] + out['postgres_us']:6.1f} ({out['events']} "
                         f"events, {out['customers']} visits, {out['map_rows']} map rows, "
-                        f"{out['wall_s']:.1f} s; load {out['load_average']})",
+                        f"{out['wall_s']:.1f} s; peak RSS {out.get('peak_rss_mb', '-')} MB; "
+                        f"load {out['load_average']})",
                         flush=True,
                     )
                     for row in out.get("pgss", []):

@@ -128,25 +128,26 @@ class JourneySettings(CommonSettings):
         ),
     )
     map_batch_customers: int = Field(
-        500,
+        2_000,
         ge=1,
         le=20_000,
         description=(
             "Most customers folded into the map per transaction (a batch takes the settled ones "
-            "waiting, up to this). A batch's aggregate changes coalesce before they are written: "
-            "2,000 cost 15-19 % less CPU per event than 500, but the maps process's peak memory "
-            "rose from 141 MB to 161-243 MB (docs/benchmarks.md, map maintenance, third pass)."
+            "waiting, up to this). A batch's aggregate changes coalesce before they are written "
+            "once: 2,000 cost 15-19 % less CPU per event than 500 (docs/benchmarks.md, map "
+            "maintenance). Memory is bounded by `map_batch_steps`, not by this."
         ),
     )
     map_batch_steps: int = Field(
-        20_000,
+        5_000,
         ge=1,
         le=10_000_000,
         description=(
-            "Most stored steps plus queued events a map batch loads (what it re-derives in "
-            "memory): the claimed customers are taken in queue order until this is reached, so "
-            "long histories and bursts make smaller batches and the compactor's memory stays "
-            "bounded; a customer with more than this is folded alone."
+            "Most stored steps plus queued events a map batch holds in memory at once: its "
+            "customers are read and folded in parts of at most this many (a customer with more "
+            "is a part alone), each part's own rows written as it goes, the aggregate changes "
+            "of the whole batch written once at the end. At 2,000 customers and 5,000 the maps "
+            "process peaked at 126 MB live and 146 MB replaying months of history."
         ),
     )
     map_poll_seconds: float = Field(

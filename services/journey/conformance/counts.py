@@ -11,9 +11,9 @@ counted for.
 
 When they change:
 
-- **journeys** (the map compactor, ``maps/maintain.py``: ``Writes.flush``, same transaction):
+- **journeys** (the map compactor, ``maps/maintain.py``: ``Writes``, same transaction):
   every journey a batch saves or deletes is judged against each counted design of its tenant,
-  its old row subtracted and its new row added (``on_journeys``);
+  its old row subtracted and its new row added (``Counting``);
 - **a design** is created or changed (``PUT /v1/designed-journeys/{name}``): its counts are
   recomputed from ``journey.map_journey`` in the request's transaction, holding the tenant's map
   lock so no compaction of the tenant interleaves (``recount``);
@@ -200,35 +200,51 @@ JourneyChange = tuple[str, int, map_rules.JourneyRow | None, map_rules.JourneyRo
 # (tenant, journey kind, old row or None, new row or None) of one journey a batch changed
 
 
-async def on_journeys(conn: asyncpg.Connection, changed: Sequence[JourneyChange]) -> int:
-    """Re-judge the journeys a compaction batch changed against the counted designs of their
-    tenants (in the batch's transaction): old verdicts out, new ones in."""
-    if not changed:
-        return 0
-    tenants = sorted({c[0] for c in changed})
-    found = await conn.fetch(
-        """SELECT d.tenant_id, d.name, d.version, d.updated_at, d.definition::text, s.kind,
-                  s.fingerprint
-           FROM journey.designed_journey d
-           JOIN journey.conformance_state s ON s.tenant_id = d.tenant_id AND s.name = d.name
-           WHERE d.tenant_id = ANY($1::text[]) AND s.version = d.version""",
-        tenants,
-    )
-    if not found:
-        return 0
-    configs = await maps_repo.configs(conn, {r["tenant_id"] for r in found})
-    judges: dict[tuple[str, int], list[tuple[str, Judge]]] = defaultdict(list)
-    for row in found:
-        tenant, design = row["tenant_id"], design_of(row)
-        if fingerprint(design, configs[tenant]) == row["fingerprint"]:  # else: not counted
-            judges[(tenant, row["kind"])].append((design.name, Judge(design, configs[tenant])))
-    delta = Delta()
-    for tenant, kind, old, new in changed:
-        for name, judge in judges.get((tenant, kind), ()):
-            for row, sign in ((old, -1), (new, 1)):
-                if row is not None:
-                    delta.add(tenant, name, row[0], row[4], judge(row[2], row[3])[1], sign)
-    return await delta.apply(conn)
+class Counting:
+    """Journeys a compaction batch changed, judged against the counted designs of their tenants
+    as the batch goes (part by part: the rows themselves are not kept) into one ``Delta``,
+    written once at the end. Each tenant's designs are loaded on first use."""
+
+    def __init__(self) -> None:
+        self.delta = Delta()
+        self._judges: dict[tuple[str, int], list[tuple[str, Judge]]] = defaultdict(list)
+        self._loaded: set[str] = set()
+
+    async def judge(self, conn: asyncpg.Connection, changed: Sequence[JourneyChange]) -> None:
+        """Old verdicts out, new ones in."""
+        if not changed:
+            return
+        await self._load(conn, {c[0] for c in changed} - self._loaded)
+        for tenant, kind, old, new in changed:
+            for name, judge in self._judges.get((tenant, kind), ()):
+                for row, sign in ((old, -1), (new, 1)):
+                    if row is not None:
+                        self.delta.add(tenant, name, row[0], row[4], judge(row[2], row[3])[1], sign)
+
+    async def apply(self, conn: asyncpg.Connection) -> int:
+        return await self.delta.apply(conn)
+
+    async def _load(self, conn: asyncpg.Connection, tenants: set[str]) -> None:
+        if not tenants:
+            return
+        self._loaded |= tenants
+        found = await conn.fetch(
+            """SELECT d.tenant_id, d.name, d.version, d.updated_at, d.definition::text, s.kind,
+                      s.fingerprint
+               FROM journey.designed_journey d
+               JOIN journey.conformance_state s ON s.tenant_id = d.tenant_id AND s.name = d.name
+               WHERE d.tenant_id = ANY($1::text[]) AND s.version = d.version""",
+            sorted(tenants),
+        )
+        if not found:
+            return
+        configs = await maps_repo.configs(conn, {r["tenant_id"] for r in found})
+        for row in found:
+            tenant, design = row["tenant_id"], design_of(row)
+            if fingerprint(design, configs[tenant]) == row["fingerprint"]:  # else: not counted
+                self._judges[(tenant, row["kind"])].append(
+                    (design.name, Judge(design, configs[tenant]))
+                )
 
 
 # --- recomputed when a design changes, reset by a rebuild ----------------------------------------

@@ -4,12 +4,16 @@ The worker's chunk transaction only enqueues (tenant, customer, event id) in
 ``journey.map_pending`` (merges and splits enqueue the customers to re-derive). A compactor
 drains the queue in batches, one transaction each, customers locked (advisory, skip-locked):
 
-1. load the batch's customers' stored steps and profile — exactly what their current
-   contribution to the aggregates was computed from;
+1. load the customers' stored steps and profile — exactly what their current contribution to
+   the aggregates was computed from;
 2. fold the pending events into those steps (or, for a merge or split, rebuild the steps from
    all the customer's events; a customer merged away contributes nothing any more);
-3. apply ``new − old`` contribution to the aggregates, one sorted upsert per table, and save
-   the changed steps, journeys and profile.
+3. save the changed steps, journeys and profile, and add ``new − old`` contribution to the
+   batch's aggregate changes.
+
+Steps 1-3 run part by part (``map_batch_steps``: at most that many stored steps plus queued
+events in memory at once); then the batch's aggregate changes, summed over all its customers,
+are applied: one sorted upsert per table.
 
 Folding is order-independent and an event is enqueued once (the event table's primary key), so
 late, out-of-order and replayed events end in the same map as in-order delivery; the rebuild
@@ -22,6 +26,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -154,14 +159,27 @@ class Outcome:
     events: int = 0
     rows: int = 0
     deleted: int = 0
+    parts: int = 0  # runs of customers read and folded one after another (``steps``)
     oldest_enqueued_at: datetime | None = None
 
 
 class Writes:
-    """One batch's writes, collected across customers and issued once per table."""
+    """One batch's writes, collected across customers. Each customer's own rows (steps,
+    profile, journeys, quality rows) are written by ``flush_rows`` after each part of the
+    batch, which then forgets them; the aggregate changes are summed over the whole batch and
+    written once, by ``flush_aggregates``, each table in key order (two compactions never wait
+    on each other in a cycle). ``flush`` does both."""
 
     def __init__(self) -> None:
         self.deltas: dict[str, rules.Deltas] = defaultdict(rules.Deltas)
+        self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
+        self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
+        self.examples: dict[tuple[str, ExampleCell], str] = {}
+        self.withdrawn: list[tuple[tuple[str, ExampleCell], str]] = []
+        self.counting = conformance.Counting()  # conformance counts (hook)
+        self._clear_rows()
+
+    def _clear_rows(self) -> None:
         self.steps: list[repo.StepRow] = []
         self.drop_steps: list[tuple[str, uuid.UUID, str]] = []
         self.profiles: list[tuple[str, uuid.UUID, rules.Profile, int]] = []
@@ -170,10 +188,6 @@ class Writes:
         self.drop_journeys: list[repo.JourneyKey] = []
         self.quality: list[tuple[quality_repo.RowKey, QRow]] = []
         self.drop_quality: list[quality_repo.RowKey] = []
-        self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
-        self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
-        self.examples: dict[tuple[str, ExampleCell], str] = {}
-        self.withdrawn: list[tuple[tuple[str, ExampleCell], str]] = []
         self.judged: list[conformance.JourneyChange] = []  # conformance counts (hook)
 
     def add(self, key: Key, change: Change) -> None:
@@ -210,7 +224,9 @@ class Writes:
         self.quality += [((tenant, customer, k), r) for k, r in change.quality]
         self.drop_quality += [(tenant, customer, k) for k in change.drop_quality]
 
-    async def flush(self, conn: asyncpg.Connection) -> tuple[int, int]:
+    async def flush_rows(self, conn: asyncpg.Connection) -> None:
+        """Write the customers' own rows added so far (the batch holds their locks), judge
+        their changed journeys, and forget both."""
         await repo.forget(conn, self.forget)
         await repo.delete_steps(conn, self.drop_steps)
         await repo.save_steps(conn, self.steps)
@@ -219,6 +235,11 @@ class Writes:
         await repo.save_journeys(conn, self.journeys)
         await quality_repo.delete_rows(conn, self.drop_quality)
         await quality_repo.save_rows(conn, self.quality)
+        await self.counting.judge(conn, self.judged)  # conformance counts hook
+        self._clear_rows()
+
+    async def flush_aggregates(self, conn: asyncpg.Connection) -> tuple[int, int]:
+        """Write the batch's aggregate changes; returns (rows upserted, rows deleted)."""
         await quality_repo.apply_fcr_deltas(
             conn, [(t, cell, n) for (t, cell), n in self.fcr_cells.items() if n]
         )
@@ -227,8 +248,26 @@ class Writes:
         )
         await quality_repo.apply_examples(conn, self.examples, self.withdrawn)
         done = await repo.apply_deltas(conn, list(self.deltas.items()))
-        await conformance.on_journeys(conn, self.judged)  # conformance counts hook
+        await self.counting.apply(conn)  # conformance counts hook
         return done
+
+    async def flush(self, conn: asyncpg.Connection) -> tuple[int, int]:
+        await self.flush_rows(conn)
+        return await self.flush_aggregates(conn)
+
+
+def parts_within(keys: Sequence[Key], sizes: Sequence[int], budget: int) -> list[list[Key]]:
+    """``keys`` cut, in order, into runs whose sizes (stored steps plus queued events) add up
+    to at most ``budget``; a customer larger than the budget is a run of its own."""
+    parts: list[list[Key]] = []
+    total = budget + 1  # the first key opens a run
+    for key, size in zip(keys, sizes, strict=True):
+        if total + size > budget:
+            parts.append([])
+            total = 0
+        parts[-1].append(key)
+        total += size
+    return parts
 
 
 async def drain_once(
@@ -242,17 +281,39 @@ async def drain_once(
     """Fold up to ``limit`` waiting customers into the map, in the caller's transaction.
     ``settle`` > 0: only customers with no entry younger than that (in seconds) or with one
     older than ``cap`` (``repository.claim``); 0 (``drain``): everything waiting. ``steps``:
-    the most stored steps plus queued events the batch loads (``repository.within_steps``;
-    None: no bound)."""
+    the most stored steps plus queued events held in memory at once (None: no bound); the
+    claimed customers are read and folded in parts of at most that many, their own rows
+    written after each part, the aggregate changes of all of them written once at the end."""
     keys = await repo.claim(conn, limit, settle=settle, cap=cap)
     outcome = Outcome()
     if not keys:
         return outcome
-    if steps is not None:
-        keys = await repo.within_steps(conn, keys, steps)
+    configs = await repo.configs(conn, (t for t, _ in keys))
+    if steps is None:
+        parts = [list(keys)]
+    else:
+        parts = parts_within(keys, await repo.sizes(conn, keys), steps)
+    writes = Writes()
+    for part in parts:
+        await _fold(conn, part, configs, writes, outcome)
+        await writes.flush_rows(conn)
+    outcome.rows, outcome.deleted = await writes.flush_aggregates(conn)
+    outcome.customers = len(keys)
+    outcome.parts = len(parts)
+    return outcome
+
+
+async def _fold(
+    conn: asyncpg.Connection,
+    keys: Sequence[Key],
+    configs: dict[str, MapConfig],
+    writes: Writes,
+    outcome: Outcome,
+) -> None:
+    """Read these claimed customers' queue entries, stored steps and profiles, add their
+    changes to ``writes`` and remove their entries from the queue."""
     pending = await repo.pending_of(conn, keys)
     roots = await repo.roots(conn, keys)
-    configs = await repo.configs(conn, (t for t, _ in keys))
     waiting: dict[Key, list[asyncpg.Record]] = defaultdict(list)
     whole: set[Key] = set()  # customers queued whole (a merge, a split): re-derived
     for row in pending:
@@ -276,7 +337,6 @@ async def drain_once(
     # customers whose events change no step and not the profile: nothing to read or write
     unchanged = {k for k, facts in queued.items() if rules.changes_nothing(profiles.get(k), facts)}
     stored = await repo.steps_of(conn, [k for k in keys if k not in unchanged])
-    writes = Writes()
     folded: list[tuple[str, uuid.UUID, str]] = []
     for key in keys:
         config = configs[key[0]]
@@ -300,11 +360,12 @@ async def drain_once(
             )
             MAP_CUSTOMERS.labels("incremental").inc()
         writes.add(key, change)
-    outcome.rows, outcome.deleted = await writes.flush(conn)
     await repo.done(conn, [r["seq"] for r in pending], folded)
-    outcome.customers = len(keys)
-    outcome.oldest_enqueued_at = min((r["enqueued_at"] for r in pending), default=None)
-    return outcome
+    oldest = min((r["enqueued_at"] for r in pending), default=None)
+    if oldest is not None and (
+        outcome.oldest_enqueued_at is None or oldest < outcome.oldest_enqueued_at
+    ):
+        outcome.oldest_enqueued_at = oldest
 
 
 async def drain(

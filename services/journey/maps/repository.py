@@ -134,13 +134,12 @@ async def claim(
     return [(r[0], r[1]) for r in locked]
 
 
-async def within_steps(conn: asyncpg.Connection, keys: Sequence[Key], budget: int) -> list[Key]:
-    """The longest prefix of ``keys`` whose stored steps and queued events add up to at most
-    ``budget`` (at least the first customer, whatever its size): what a batch holds in memory.
-    The rest stay queued for a later batch (their claim's locks end with this transaction)."""
+async def sizes(conn: asyncpg.Connection, keys: Sequence[Key]) -> list[int]:
+    """Each customer's stored steps plus queued events, in the order of ``keys``: what folding
+    it holds in memory."""
     tenants, customers = _split(keys)
     rows = await conn.fetch(
-        """SELECT u.o, coalesce(x.steps, 0) + (
+        """SELECT coalesce(x.steps, 0) + (
                    SELECT count(*) FROM journey.map_pending p
                    WHERE p.tenant_id = u.t AND p.customer_id = u.c)
            FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS u(t, c, o)
@@ -149,12 +148,7 @@ async def within_steps(conn: asyncpg.Connection, keys: Sequence[Key], budget: in
         tenants,
         customers,
     )
-    total = 0
-    for i, (_, steps) in enumerate(rows):
-        total += steps
-        if total > budget and i > 0:
-            return list(keys[:i])
-    return list(keys)
+    return [r[0] for r in rows]
 
 
 async def lock_tenant(conn: asyncpg.Connection, tenant: str) -> None:
@@ -530,31 +524,13 @@ async def apply_deltas(
 ) -> tuple[int, int]:
     """Add the changes to the day rows and, summed per month, to the month rows, in key order
     (so two compactions never wait on each other in a cycle); then delete rows whose total
-    reached zero. Returns (rows upserted, rows deleted)."""
-    nodes: dict[tuple[Any, ...], list[int]] = {}
-    edges: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
-    for t, d in sorted(tenant_deltas, key=lambda td: td[0]):
-        pos = await segment_index(conn, t, d.segments())
-        node_vectors, edge_vectors = d.vectors()
-        for k, vec in node_vectors.items():
-            dense = [0] * (1 + max(pos[s] for s in vec))
-            for seg, v in vec.items():
-                dense[pos[seg]] = v
-            nodes[(t, k[0], "d", _date(k[1]), k[2], k[3])] = dense
-            month = nodes.setdefault((t, k[0], "m", _month(k[1]), k[2], k[3]), [])
-            _add_into(month, dense)
-        for ek, evec in edge_vectors.items():
-            width = 1 + max(pos[s] for s in evec)
-            counts, sums = [0] * width, [0] * width
-            for seg, (count, us) in evec.items():
-                counts[pos[seg]], sums[pos[seg]] = count, us
-            edges[(t, ek[0], "d", _date(ek[1]), ek[2], ek[3], ek[4])] = (counts, sums)
-            mc, ms = edges.setdefault((t, ek[0], "m", _month(ek[1]), *ek[2:]), ([], []))
-            _add_into(mc, counts)
-            _add_into(ms, sums)
-    node_rows = sorted((*k, v) for k, v in nodes.items() if any(v))
-    edge_rows = sorted((*k, c, u) for k, (c, u) in edges.items() if any(c) or any(u))
-    deleted = 0
+    reached zero. Nodes first, then edges; each is built from the collected changes as they
+    are consumed (``Deltas.take_*``) and freed once written. Returns (rows upserted, rows
+    deleted)."""
+    ordered = sorted(tenant_deltas, key=lambda td: td[0])
+    pos = {t: await segment_index(conn, t, d.segments()) for t, d in ordered}
+    node_rows = _node_rows(ordered, pos)
+    upserted, deleted = len(node_rows), 0
     if node_rows:
         await stage_rows(
             conn,
@@ -570,6 +546,7 @@ async def apply_deltas(
                DO UPDATE SET v = journey.vec_add(n.v, excluded.v)"""
         )
         falling = [row for row in node_rows if row[6][0] < 0]
+        del node_rows
         if falling:
             cols: list[Any] = list(zip(*falling, strict=True))
             status = await conn.execute(
@@ -581,6 +558,8 @@ async def apply_deltas(
                 *cols[:6],
             )
             deleted += int(status.split()[-1])
+    edge_rows = _edge_rows(ordered, pos)
+    upserted += len(edge_rows)
     if edge_rows:
         await stage_rows(
             conn,
@@ -597,6 +576,7 @@ async def apply_deltas(
                              us = journey.vec_add(e.us, excluded.us)"""
         )
         dropping = [row for row in edge_rows if row[7][0] < 0]
+        del edge_rows
         if dropping:
             cols = list(zip(*dropping, strict=True))
             status = await conn.execute(
@@ -609,7 +589,43 @@ async def apply_deltas(
                 *cols[:7],
             )
             deleted += int(status.split()[-1])
-    return len(node_rows) + len(edge_rows), deleted
+    return upserted, deleted
+
+
+def _node_rows(
+    tenant_deltas: Sequence[tuple[str, rules.Deltas]], pos: dict[str, dict[str, int]]
+) -> list[tuple[Any, ...]]:
+    """Day and month rows of the node changes, as dense segment vectors, in key order."""
+    nodes: dict[tuple[Any, ...], list[int]] = {}
+    for t, d in tenant_deltas:
+        at = pos[t]
+        for k, vec in d.take_nodes().items():
+            dense = [0] * (1 + max(at[s] for s in vec))
+            for seg, v in vec.items():
+                dense[at[seg]] = v
+            nodes[(t, k[0], "d", _date(k[1]), k[2], k[3])] = dense
+            month = nodes.setdefault((t, k[0], "m", _month(k[1]), k[2], k[3]), [])
+            _add_into(month, dense)
+    return sorted((*k, v) for k, v in nodes.items() if any(v))
+
+
+def _edge_rows(
+    tenant_deltas: Sequence[tuple[str, rules.Deltas]], pos: dict[str, dict[str, int]]
+) -> list[tuple[Any, ...]]:
+    """Day and month rows of the edge changes: count and µs vectors, in key order."""
+    edges: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+    for t, d in tenant_deltas:
+        at = pos[t]
+        for ek, evec in d.take_edges().items():
+            width = 1 + max(at[s] for s in evec)
+            counts, sums = [0] * width, [0] * width
+            for seg, (count, us) in evec.items():
+                counts[at[seg]], sums[at[seg]] = count, us
+            edges[(t, ek[0], "d", _date(ek[1]), ek[2], ek[3], ek[4])] = (counts, sums)
+            mc, ms = edges.setdefault((t, ek[0], "m", _month(ek[1]), *ek[2:]), ([], []))
+            _add_into(mc, counts)
+            _add_into(ms, sums)
+    return sorted((*k, c, u) for k, (c, u) in edges.items() if any(c) or any(u))
 
 
 async def clear_tenant(conn: asyncpg.Connection, tenant: str, *, steps: bool) -> None:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -370,6 +371,12 @@ def seg_keys(values: SegValues) -> list[str]:
     return [""] + [f"{n}={v}" for n, v in zip(SEGMENTS, values, strict=True) if v is not None]
 
 
+@functools.lru_cache(maxsize=4096)
+def seg_rows(values: SegValues) -> tuple[str, ...]:
+    """``seg_keys`` as one shared tuple per segment (a batch's changes hold thousands)."""
+    return tuple(seg_keys(values))
+
+
 # --- journeys -----------------------------------------------------------------------------------
 
 
@@ -528,7 +535,7 @@ class Deltas:
 
     def add(self, group: Group, part: Part) -> None:
         kind, day, values = group
-        segs = tuple(seg_keys(values))
+        segs = seg_rows(values)
         nodes, edges = self.nodes, self.edges
         for (activity, stat), v in part.nodes.items():
             nk = ((kind, day, activity, stat), segs)
@@ -542,38 +549,48 @@ class Deltas:
                 cur[0] += count
                 cur[1] += us
 
-    def vectors(
-        self,
-    ) -> tuple[dict[AggNode, dict[str, int]], dict[AggEdge, dict[str, list[int]]]]:
-        """Per key, the change of each segment row (zeros left out)."""
-        nodes: dict[AggNode, dict[str, int]] = {}
-        for (nk, segs), v in self.nodes.items():
+    def take_nodes(self) -> dict[AggNode, dict[str, int]]:
+        """Per node key, the change of each segment row (zeros left out). The collected node
+        changes are consumed as they are spread (a batch's are never held twice)."""
+        out: dict[AggNode, dict[str, int]] = {}
+        nodes = self.nodes
+        while nodes:
+            (nk, segs), v = nodes.popitem()
             if v:
-                vec = nodes.setdefault(nk, {})
+                vec = out.setdefault(nk, {})
                 for seg in segs:
                     vec[seg] = vec.get(seg, 0) + v
-        edges: dict[AggEdge, dict[str, list[int]]] = {}
-        for (ek, segs), (count, us) in self.edges.items():
+        for nk in list(out):
+            vec = out[nk]
+            for seg in [s for s, v in vec.items() if not v]:
+                del vec[seg]
+            if not vec:
+                del out[nk]
+        return out
+
+    def take_edges(self) -> dict[AggEdge, dict[str, list[int]]]:
+        """Per edge key, the (count, µs) change of each segment row (zeros left out); the
+        collected edge changes are consumed."""
+        out: dict[AggEdge, dict[str, list[int]]] = {}
+        edges = self.edges
+        while edges:
+            (ek, segs), (count, us) = edges.popitem()
             if count or us:
-                evec = edges.setdefault(ek, {})
+                vec = out.setdefault(ek, {})
                 for seg in segs:
-                    cur = evec.get(seg)
+                    cur = vec.get(seg)
                     if cur is None:
-                        evec[seg] = [count, us]
+                        vec[seg] = [count, us]
                     else:
                         cur[0] += count
                         cur[1] += us
-        kept_nodes = {}
-        for k, vec in nodes.items():
-            kept = {s: v for s, v in vec.items() if v}
-            if kept:
-                kept_nodes[k] = kept
-        kept_edges = {}
-        for ek, evec in edges.items():
-            ekept = {s: v for s, v in evec.items() if v[0] or v[1]}
-            if ekept:
-                kept_edges[ek] = ekept
-        return kept_nodes, kept_edges
+        for ek in list(out):
+            vec = out[ek]
+            for seg in [s for s, v in vec.items() if not (v[0] or v[1])]:
+                del vec[seg]
+            if not vec:
+                del out[ek]
+        return out
 
     def segments(self) -> set[str]:
         """Every segment row the changes count in, the edges' too (a change may move a

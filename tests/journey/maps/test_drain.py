@@ -5,11 +5,12 @@ database) holds some of them mid-batch: finding nothing to claim is not the same
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from services.journey.maps.maintain import drain, drain_once
+from services.journey.maps.maintain import drain, drain_once, parts_within
 from shared.db import Database, raw_connection
 from tests.journey.conformance.support import BASE, MIN, Log, load
 from tests.journey.maps.support import (
@@ -57,12 +58,13 @@ async def test_drain_waits_for_entries_another_compactor_holds(db: Database, jou
     assert (steps, pending) == (2, 0)
 
 
-async def test_a_batch_loads_at_most_its_steps_budget_and_the_map_is_the_same(
+async def test_a_batch_holds_at_most_its_steps_budget_and_the_map_is_the_same(
     db: Database, journey_settings
 ):
-    """``map_batch_steps``: customers with long histories (stored steps plus queued events)
-    make smaller batches (the compactor's memory stays bounded), one customer at least, and
-    the map is what an unbounded fold gives."""
+    """``map_batch_steps``: a batch's claimed customers are read and folded in parts of at most
+    that many stored steps plus queued events (the compactor's memory stays bounded, however
+    long the histories), one customer at least, all in the batch's one transaction; the map is
+    what an unbounded fold gives."""
     first, late = Log(), Log()
     late._n = 100
     for c in ("c1", "c2", "c3"):
@@ -72,32 +74,22 @@ async def test_a_batch_loads_at_most_its_steps_budget_and_the_map_is_the_same(
     bounded, unbounded = await TenantFactory(db)(), await TenantFactory(db)()
     for tenant in (bounded, unbounded):
         await load(db, journey_settings, tenant.id, first.events)  # 3 steps stored each
-    for tenant in (bounded, unbounded):
-        items = [envelope(tenant.id, e, BASE, [email(tenant.id, e.customer)]) for e in late.events]
+
+    async def fold_late(tenant: str, steps: int | None) -> tuple[int, int, int]:
+        items = [envelope(tenant, e, BASE, [email(tenant, e.customer)]) for e in late.events]
         await apply_chunk(db, journey_settings, items)  # a fourth step each, queued
-
-    async def fold_once(steps: int) -> int:
         async with db.session() as session:
-            outcome = await drain_once(await raw_connection(session), limit=500, steps=steps)
-        return outcome.customers
-
-    async def waiting(tenant: str) -> int:
+            conn = await raw_connection(session)
+            outcome = await drain_once(conn, limit=500, steps=steps)
         async with db.session() as session:
-            return int(
-                await (await raw_connection(session)).fetchval(
-                    "SELECT count(DISTINCT customer_id) FROM journey.map_pending "
-                    "WHERE tenant_id = $1",
-                    tenant,
-                )
+            waiting = await (await raw_connection(session)).fetchval(
+                "SELECT count(*) FROM journey.map_pending WHERE tenant_id = $1", tenant
             )
+        return outcome.customers, outcome.parts, waiting
 
-    # the queue holds the bounded tenant's three customers first (it was loaded first), each
-    # with 3 stored steps and 1 queued event
-    assert await fold_once(steps=9) == 2  # 4 + 4 fit in 9, a third would not
-    assert await waiting(bounded.id) == 1
-    assert await fold_once(steps=1) == 1  # over the budget alone: folded alone
-    assert await waiting(bounded.id) == 0
-    await drain(db)  # the other tenant's customers, unbounded
+    # each customer: 3 stored steps and 1 queued event; 4 + 4 fit in 9, a third would not
+    assert await fold_late(bounded.id, steps=9) == (3, 2, 0)
+    assert await fold_late(unbounded.id, steps=None) == (3, 1, 0)
     async with db.session() as session:
         conn = await raw_connection(session)
         for kind in (0, 1):
@@ -106,3 +98,11 @@ async def test_a_batch_loads_at_most_its_steps_budget_and_the_map_is_the_same(
             )
         totals = await stored_totals(conn, bounded.id, kind=0)
     assert sum(totals["count"].values()) == 12
+
+
+def test_parts_keep_the_queue_order_and_a_customer_over_the_budget_alone():
+    a, b, c, d = ((f"t{i}", uuid.UUID(int=i)) for i in range(4))
+    assert parts_within([a, b, c], [4, 4, 4], 9) == [[a, b], [c]]
+    assert parts_within([a, b, c, d], [20, 1, 1, 30], 9) == [[a], [b, c], [d]]
+    assert parts_within([a, b], [4, 4], 1) == [[a], [b]]
+    assert parts_within([a, b, c], [3, 3, 3], 9) == [[a, b, c]]
