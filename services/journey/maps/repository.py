@@ -599,14 +599,22 @@ def _node_rows(
     nodes: dict[tuple[Any, ...], list[int]] = {}
     for t, d in tenant_deltas:
         at = pos[t]
-        for k, vec in d.take_nodes().items():
+        taken = d.take_nodes()
+        while taken:
+            k, vec = taken.popitem()
             dense = [0] * (1 + max(at[s] for s in vec))
             for seg, v in vec.items():
                 dense[at[seg]] = v
             nodes[(t, k[0], "d", _date(k[1]), k[2], k[3])] = dense
             month = nodes.setdefault((t, k[0], "m", _month(k[1]), k[2], k[3]), [])
             _add_into(month, dense)
-    return sorted((*k, v) for k, v in nodes.items() if any(v))
+    rows = []
+    while nodes:  # emptied as the rows are made: never both whole at once
+        key, dense = nodes.popitem()
+        if any(dense):
+            rows.append((*key, dense))
+    rows.sort()
+    return rows
 
 
 def _edge_rows(
@@ -616,7 +624,9 @@ def _edge_rows(
     edges: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
     for t, d in tenant_deltas:
         at = pos[t]
-        for ek, evec in d.take_edges().items():
+        taken_edges = d.take_edges()
+        while taken_edges:
+            ek, evec = taken_edges.popitem()
             width = 1 + max(at[s] for s in evec)
             counts, sums = [0] * width, [0] * width
             for seg, (count, us) in evec.items():
@@ -625,7 +635,13 @@ def _edge_rows(
             mc, ms = edges.setdefault((t, ek[0], "m", _month(ek[1]), *ek[2:]), ([], []))
             _add_into(mc, counts)
             _add_into(ms, sums)
-    return sorted((*k, c, u) for k, (c, u) in edges.items() if any(c) or any(u))
+    rows = []
+    while edges:  # emptied as the rows are made
+        key, (counts, sums) = edges.popitem()
+        if any(counts) or any(sums):
+            rows.append((*key, counts, sums))
+    rows.sort()
+    return rows
 
 
 async def clear_tenant(conn: asyncpg.Connection, tenant: str, *, steps: bool) -> None:

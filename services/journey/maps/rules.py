@@ -527,21 +527,22 @@ Vector = tuple[str, ...]  # the segment rows a contribution counts in
 class Deltas:
     """Changes to the stored aggregates by the UTC day of the journeys' start (the month rows
     are summed from them when written), each counted in the segment rows of its journeys
-    (``""`` all, ``trait=value``). Kept by (key, segment rows) so a batch's customers coalesce
-    before being spread into per-segment vectors once."""
+    (``""`` all, ``trait=value``). Kept by key and segment rows (one flat tuple: a replayed
+    batch holds tens of thousands) so a batch's customers coalesce before being spread into
+    per-segment vectors once."""
 
-    nodes: dict[tuple[AggNode, Vector], int] = field(default_factory=dict)
-    edges: dict[tuple[AggEdge, Vector], list[int]] = field(default_factory=dict)
+    nodes: dict[tuple[int, int, str, str, Vector], int] = field(default_factory=dict)
+    edges: dict[tuple[int, int, str, str, int, Vector], list[int]] = field(default_factory=dict)
 
     def add(self, group: Group, part: Part) -> None:
         kind, day, values = group
         segs = seg_rows(values)
         nodes, edges = self.nodes, self.edges
         for (activity, stat), v in part.nodes.items():
-            nk = ((kind, day, activity, stat), segs)
+            nk = (kind, day, activity, stat, segs)
             nodes[nk] = nodes.get(nk, 0) + v
         for (a, b, bk), (count, us) in part.edges.items():
-            ek = ((kind, day, a, b, bk), segs)
+            ek = (kind, day, a, b, bk, segs)
             cur = edges.get(ek)
             if cur is None:
                 edges[ek] = [count, us]
@@ -555,9 +556,9 @@ class Deltas:
         out: dict[AggNode, dict[str, int]] = {}
         nodes = self.nodes
         while nodes:
-            (nk, segs), v = nodes.popitem()
+            (kind, day, activity, stat, segs), v = nodes.popitem()
             if v:
-                vec = out.setdefault(nk, {})
+                vec = out.setdefault((kind, day, activity, stat), {})
                 for seg in segs:
                     vec[seg] = vec.get(seg, 0) + v
         for nk in list(out):
@@ -574,9 +575,9 @@ class Deltas:
         out: dict[AggEdge, dict[str, list[int]]] = {}
         edges = self.edges
         while edges:
-            (ek, segs), (count, us) = edges.popitem()
+            (kind, day, a, b, bk, segs), (count, us) = edges.popitem()
             if count or us:
-                vec = out.setdefault(ek, {})
+                vec = out.setdefault((kind, day, a, b, bk), {})
                 for seg in segs:
                     cur = vec.get(seg)
                     if cur is None:
@@ -585,10 +586,10 @@ class Deltas:
                         cur[0] += count
                         cur[1] += us
         for ek in list(out):
-            vec = out[ek]
-            for seg in [s for s, v in vec.items() if not (v[0] or v[1])]:
-                del vec[seg]
-            if not vec:
+            evec = out[ek]
+            for seg in [s for s, v in evec.items() if not (v[0] or v[1])]:
+                del evec[seg]
+            if not evec:
                 del out[ek]
         return out
 
@@ -596,8 +597,8 @@ class Deltas:
         """Every segment row the changes count in, the edges' too (a change may move a
         duration without changing any node: a step's time moved by a late event)."""
         found: set[str] = set()
-        for _, segs in self.nodes:
-            found.update(segs)
-        for _, segs in self.edges:
-            found.update(segs)
+        for nk in self.nodes:
+            found.update(nk[-1])
+        for ek in self.edges:
+            found.update(ek[-1])
         return found
