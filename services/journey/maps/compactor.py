@@ -46,6 +46,7 @@ async def run(
     log.info(
         "maps.started",
         batch_customers=settings.map_batch_customers,
+        batch_steps=settings.map_batch_steps,
         settle_seconds=settings.map_settle_seconds,
         nice=os.getpriority(os.PRIO_PROCESS, 0),
     )
