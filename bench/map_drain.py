@@ -61,6 +61,7 @@ def with_database(uri: str, name: str) -> str:
 
 async def child(dsn: str, shape: str) -> dict[str, Any]:
     import psutil
+    from _journey_stack import peak_rss_mb
     from _map_log import customer_events
 
     from services.journey.applier import ChunkApplier, Incoming
@@ -112,11 +113,12 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
                     items[lo : lo + settings.chunk_size]
                 )
 
-    async def backends() -> float:
+    async def backends(app: str = APP) -> float:
+        """CPU seconds of the PostgreSQL backends serving ``app`` (connected now)."""
         async with db.session() as session:
             conn = await raw_connection(session)
             pids = [r[0] for r in await conn.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = $1", APP
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1", app
             )]  # fmt: skip
         total = 0.0
         for pid in pids:
@@ -171,6 +173,10 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
 
     async def process_drain(events: int) -> dict[str, Any]:
         """The maps process folds the queue: its CPU, its backends' CPU and its peak RSS."""
+        async with db.session() as session:
+            customers = await (await raw_connection(session)).fetchval(
+                "SELECT count(DISTINCT customer_id) FROM journey.map_pending"
+            )
         env = {
             **os.environ,
             "DATABASE_URL": dsn,
@@ -186,7 +192,6 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
         )  # fmt: skip
         proc = psutil.Process(maps.pid)
         try:
-            wall0 = time.perf_counter()
             while True:  # started: its backend is connected (its start-up is not counted)
                 async with db.session() as session:
                     conn = await raw_connection(session)
@@ -203,11 +208,6 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
                 async with db.session() as session:
                     conn = await raw_connection(session)
                     waiting = await conn.fetchval("SELECT count(*) FROM journey.map_pending")
-                    pids = [r[0] for r in await conn.fetch(
-                        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
-                        "journey-maps",
-                    )]  # fmt: skip
-                    pg = sum(sum(psutil.Process(p).cpu_times()[:2]) for p in pids)
                 if not waiting:
                     break
                 if maps.poll() is not None:
@@ -215,20 +215,18 @@ async def child(dsn: str, shape: str) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
             wall1 = time.perf_counter()
             times1 = proc.cpu_times()
-            peak = 0.0
-            for line in Path(f"/proc/{maps.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = int(line.split()[1]) / 1024
+            pg = await backends("journey-maps")  # its backend since it connected
+            peak = peak_rss_mb(maps.pid)
         finally:
             maps.terminate()
             maps.wait(30)
         return {
             "events": events,
-            "customers": 0,
+            "customers": customers,
             "python_us": 1e6 * (sum(times1[:2]) - sum(times0[:2])) / events,
             "postgres_us": 1e6 * pg / events,
             "wall_s": wall1 - wall0,
-            "peak_rss_mb": round(peak, 1),
+            "peak_rss_mb": peak,
             "pgss": [],
         }
 

@@ -361,11 +361,10 @@ async def _fold(
             MAP_CUSTOMERS.labels("incremental").inc()
         writes.add(key, change)
     await repo.done(conn, [r["seq"] for r in pending], folded)
-    oldest = min((r["enqueued_at"] for r in pending), default=None)
-    if oldest is not None and (
-        outcome.oldest_enqueued_at is None or oldest < outcome.oldest_enqueued_at
-    ):
-        outcome.oldest_enqueued_at = oldest
+    times = [r["enqueued_at"] for r in pending]
+    if outcome.oldest_enqueued_at is not None:
+        times.append(outcome.oldest_enqueued_at)
+    outcome.oldest_enqueued_at = min(times, default=None)
 
 
 async def drain(
