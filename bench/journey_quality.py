@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,8 +71,9 @@ COLUMNS = (
     "channel", "contact", "reason", "team", "age_group", "region", "tier", "lifecycle_stage",
     "tenure", "resolved", "transfers", "abandon_at", "abandon_wait_ms", "queue_wait_ms",
     "sentiment_milli", "callback", "next_any_us", "next_same_us", "reopen_us", "episode",
-    "episode_end", "cross_unresolved",
+    "episode_end", "cross_unresolved", "summary",
 )  # fmt: skip
+# (the quality facts are columns of the step log's rows, ``journey.map_step``)
 
 
 def log(msg: str) -> None:
@@ -122,7 +125,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         async with db.session() as session:
             conn = await raw_connection(session)
             await conn.copy_records_to_table(
-                "quality_step", schema_name="journey", records=batch, columns=COLUMNS
+                "map_step", schema_name="journey", records=batch, columns=COLUMNS
             )
         batch.clear()
 
@@ -172,6 +175,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
                     r.episode,
                     r.episode_end,
                     r.cross_unresolved,
+                    orjson.dumps(steps[key]).decode(),
                 )  # fmt: skip
             )
         steps_total += len(rows)
@@ -205,15 +209,15 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
         if copies > 1:
             columns = ", ".join(COLUMNS[2:])
             await conn.execute(
-                f"""INSERT INTO journey.quality_step (tenant_id, customer_id, {columns})
+                f"""INSERT INTO journey.map_step (tenant_id, customer_id, {columns})
                     SELECT tenant_id, md5(customer_id::text || '/' || k)::uuid, {columns}
-                    FROM journey.quality_step CROSS JOIN generate_series(1, $2) AS k
+                    FROM journey.map_step CROSS JOIN generate_series(1, $2) AS k
                     WHERE tenant_id = $1""",  # noqa: S608 - constants
                 TENANT,
                 copies - 1,
             )
         steps_total = await conn.fetchval(
-            "SELECT count(*) FROM journey.quality_step WHERE tenant_id = $1", TENANT
+            "SELECT count(*) FROM journey.map_step WHERE tenant_id = $1", TENANT
         )
         # the pain-point examples of every row (copies included), as the migration fills them
         if await conn.fetchval("SELECT to_regclass('journey.quality_pain_example') IS NOT NULL"):
@@ -250,7 +254,7 @@ async def build(db: Database, base: datetime) -> dict[str, Any]:
             await survey_counts.fill(conn, TENANT)  # as the migration fills them
             await conn.execute("ANALYZE journey.experience_survey_day")
         await conn.execute("ANALYZE journey.event")
-        await conn.execute("ANALYZE journey.quality_step")
+        await conn.execute("ANALYZE journey.map_step")
         await conn.execute("ANALYZE journey.quality_fcr_day")
         await conn.execute("ANALYZE journey.quality_pain_day")
     return {

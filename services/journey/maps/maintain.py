@@ -62,15 +62,14 @@ Key = repo.Key
 class Change:
     """What re-deriving one customer changes (pure result)."""
 
-    save_steps: list[rules.Step] = field(default_factory=list)
+    # steps whose summary or quality facts changed, with their quality facts (one row each)
+    save_steps: list[tuple[rules.Step, QRow | None]] = field(default_factory=list)
     delete_steps: list[str] = field(default_factory=list)
     profile: rules.Profile | None = None  # None: forget the customer
     steps: int = 0
     save_journeys: list[tuple[tuple[int, str], rules.JourneyRow]] = field(default_factory=list)
     delete_journeys: list[tuple[int, str]] = field(default_factory=list)
     parts: dict[rules.Group, rules.Part] = field(default_factory=dict)
-    quality: list[tuple[str, QRow]] = field(default_factory=list)  # journey quality rows
-    drop_quality: list[str] = field(default_factory=list)
     fcr_cells: dict[FcrCell, int] = field(default_factory=dict)
     pain_cells: dict[PainCell, int] = field(default_factory=dict)
     examples: tuple[dict[ExampleCell, str], dict[ExampleCell, str]] = field(
@@ -103,6 +102,7 @@ def recompute(
         )
     old_quality = quality.rows_of(steps, old_profile, config) if counted else {}
     change = Change()
+    changed: set[str] = set()  # steps whose summary changed
     if mode == "gone":
         new_steps: dict[str, rules.Step] = {}
         new_profile = None
@@ -112,7 +112,7 @@ def recompute(
         new_profile = rules.new_profile()
         for fact in facts:
             rules.fold_profile(new_profile, fact)
-        change.save_steps = [s for k, s in new_steps.items() if steps.get(k) != s]
+        changed = {k for k, s in new_steps.items() if steps.get(k) != s}
         change.delete_steps = [k for k in steps if k not in new_steps]
     else:
         new_steps = steps
@@ -127,7 +127,7 @@ def recompute(
                 rules.fold_step(step, fact)
                 touched.add(key)
             rules.fold_profile(new_profile, fact)
-        change.save_steps = [new_steps[k] for k in sorted(touched)]
+        changed = touched
     change.profile = new_profile
     change.steps = len(new_steps)
     if new_profile is not None:
@@ -137,13 +137,16 @@ def recompute(
     else:
         new_parts, new_rows = {}, {}
     change.parts = rules.difference(old_parts, new_parts)
+    new_quality = quality.rows_of(new_steps, new_profile, config)
     (
-        change.quality,
-        change.drop_quality,
+        saved,
+        _dropped,  # the deleted steps' (``delete_steps``): the row holds both
         change.fcr_cells,
         change.pain_cells,
         change.examples,
-    ) = quality.difference(old_quality, quality.rows_of(new_steps, new_profile, config))
+    ) = quality.difference(old_quality, new_quality)
+    changed.update(k for k, _ in saved)
+    change.save_steps = [(new_steps[k], new_quality.get(k)) for k in sorted(changed)]
     change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
     change.delete_journeys = [k for k in old_rows if k not in new_rows]
     change.old_journeys = {  # conformance counts: what to take out
@@ -164,8 +167,8 @@ class Outcome:
 
 
 class Writes:
-    """One batch's writes, collected across customers. Each customer's own rows (steps,
-    profile, journeys, quality rows) are written by ``flush_rows`` after each part of the
+    """One batch's writes, collected across customers. Each customer's own rows (steps with
+    their quality facts, profile, journeys) are written by ``flush_rows`` after each part of the
     batch, which then forgets them; the aggregate changes are summed over the whole batch and
     written once, by ``flush_aggregates``, each table in key order (two compactions never wait
     on each other in a cycle). ``flush`` does both."""
@@ -186,8 +189,6 @@ class Writes:
         self.forget: list[Key] = []
         self.journeys: list[tuple[repo.JourneyKey, rules.JourneyRow]] = []
         self.drop_journeys: list[repo.JourneyKey] = []
-        self.quality: list[tuple[quality_repo.RowKey, QRow]] = []
-        self.drop_quality: list[quality_repo.RowKey] = []
         self.judged: list[conformance.JourneyChange] = []  # conformance counts (hook)
 
     def add(self, key: Key, change: Change) -> None:
@@ -216,13 +217,11 @@ class Writes:
         if change.profile is None:
             self.forget.append(key)
             return
-        self.steps += [(tenant, customer, s) for s in change.save_steps]
+        self.steps += [(tenant, customer, s, q) for s, q in change.save_steps]
         self.drop_steps += [(tenant, customer, k) for k in change.delete_steps]
         self.profiles.append((tenant, customer, change.profile, change.steps))
         self.journeys += [((tenant, customer, *k), r) for k, r in change.save_journeys]
         self.drop_journeys += [(tenant, customer, *k) for k in change.delete_journeys]
-        self.quality += [((tenant, customer, k), r) for k, r in change.quality]
-        self.drop_quality += [(tenant, customer, k) for k in change.drop_quality]
 
     async def flush_rows(self, conn: asyncpg.Connection) -> None:
         """Write the customers' own rows added so far (the batch holds their locks), judge
@@ -233,8 +232,6 @@ class Writes:
         await repo.save_profiles(conn, self.profiles)
         await repo.delete_journeys(conn, self.drop_journeys)
         await repo.save_journeys(conn, self.journeys)
-        await quality_repo.delete_rows(conn, self.drop_quality)
-        await quality_repo.save_rows(conn, self.quality)
         await self.counting.judge(conn, self.judged)  # conformance counts hook
         self._clear_rows()
 

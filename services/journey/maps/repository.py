@@ -16,6 +16,7 @@ import orjson
 
 from services.journey.maps import rules
 from services.journey.maps.settings import MapConfig
+from services.journey.quality.rules import QRow
 from shared.db import stage_rows
 from shared.events import Envelope
 
@@ -305,41 +306,48 @@ async def profiles_of(conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key
     return {(r[0], r[1]): orjson.loads(r[2]) for r in rows}
 
 
-StepRow = tuple[str, uuid.UUID, rules.Step]
+StepRow = tuple[str, uuid.UUID, rules.Step, QRow | None]
+# (tenant, customer, the step's summary, its quality facts: None only for a step whose
+# customer has no profile, which the compactor never saves)
+
+_STEP_COLUMNS = (
+    "tenant_id text, customer_id uuid, step_key text, activity text, summary text, "
+    "at_us bigint, day date, prev_activity text, channel text, contact bool, reason text, "
+    "team text, age_group text, region text, tier text, lifecycle_stage text, tenure text, "
+    "resolved bool, transfers int, abandon_at text, abandon_wait_ms bigint, queue_wait_ms bigint, "
+    "sentiment_milli int, callback int2, next_any_us bigint, next_same_us bigint, "
+    "reopen_us bigint, episode text, episode_end bool, cross_unresolved bool"
+)
+_STEP_NAMES = [c.split()[0] for c in _STEP_COLUMNS.split(", ")]
+_NO_QUALITY = (None,) * (len(_STEP_NAMES) - 5)
+
+
+def _step_record(t: str, c: uuid.UUID, s: rules.Step, r: QRow | None) -> tuple[Any, ...]:
+    summary = orjson.dumps(s).decode()
+    if r is None:
+        return (t, c, s["k"], rules.activity_of(s), summary, *_NO_QUALITY)
+    return (
+        t, c, s["k"], r.activity, summary, r.at_us, _date(r.at_us // rules.DAY_US),
+        r.prev_activity, r.channel, r.contact, r.reason, r.team, *r.segment, r.resolved,
+        r.transfers, r.abandon_at, r.abandon_wait_ms, r.queue_wait_ms, r.sentiment_milli,
+        r.callback, r.next_any_us, r.next_same_us, r.reopen_us, r.episode, r.episode_end,
+        r.cross_unresolved,
+    )  # fmt: skip
 
 
 async def save_steps(conn: asyncpg.Connection, rows: Sequence[StepRow]) -> None:
+    """The step log's rows, each with its quality facts (one row per step: the summary the
+    compactor folds into, and the columns journey quality reads): one staged upsert."""
     if not rows:
         return
-    await stage_rows(
-        conn,
-        "map_step_stage",
-        "t text, c uuid, k text, us bigint, e text, a text, d text, n int, j text",
-        [
-            (
-                t,
-                c,
-                s["k"],
-                s["t"],
-                s["e"],
-                rules.activity_of(s),
-                rules.department_of(s),
-                s["n"],
-                orjson.dumps(s).decode(),
-            )
-            for t, c, s in rows
-        ],  # fmt: skip
-    )
+    await stage_rows(conn, "map_step_stage", _STEP_COLUMNS, [_step_record(*r) for r in rows])
+    names = ", ".join(_STEP_NAMES)
+    updates = ", ".join(f"{n} = excluded.{n}" for n in _STEP_NAMES[3:])
+    select = ", ".join("u.summary::jsonb" if n == "summary" else f"u.{n}" for n in _STEP_NAMES)
     await conn.execute(
-        """INSERT INTO journey.map_step AS s (tenant_id, customer_id, step_key, at, event_id,
-               activity, department, events, summary)
-           SELECT u.t, u.c, u.k, timestamptz 'epoch' + u.us * interval '1 microsecond', u.e,
-                  u.a, u.d, u.n, u.j::jsonb
-           FROM map_step_stage AS u
-           ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
-               at = excluded.at, event_id = excluded.event_id, activity = excluded.activity,
-               department = excluded.department, events = excluded.events,
-               summary = excluded.summary"""
+        f"""INSERT INTO journey.map_step AS s ({names})
+            SELECT {select} FROM map_step_stage AS u
+            ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET {updates}"""  # noqa: S608
     )
 
 
@@ -385,7 +393,7 @@ async def forget(conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
     if not keys:
         return
     tenants, customers = _split(keys)
-    for table in ("map_step", "map_journey", "map_customer", "quality_step"):
+    for table in ("map_step", "map_journey", "map_customer"):
         await conn.execute(
             f"""DELETE FROM journey.{table} x USING unnest($1::text[], $2::uuid[]) AS u(t, c)
                 WHERE x.tenant_id = u.t AND x.customer_id = u.c""",  # noqa: S608 - fixed names
@@ -647,9 +655,10 @@ def _edge_rows(
 async def clear_tenant(conn: asyncpg.Connection, tenant: str, *, steps: bool) -> None:
     """Delete the tenant's aggregates and journeys (and, with ``steps``, its step log, profiles
     and pending queue: a rebuild from events)."""
-    tables = ["map_node", "map_edge", "map_journey", "quality_step", "quality_fcr_day"]
+    tables = ["map_node", "map_edge", "map_journey", "quality_fcr_day"]
     tables += ["quality_pain_day", "quality_pain_example"]
     if steps:
         tables += ["map_step", "map_customer", "map_pending"]  # pending: all read below
+    # (without: the steps' quality columns stay until the recomputation rewrites every step)
     for table in tables:
         await conn.execute(f"DELETE FROM journey.{table} WHERE tenant_id = $1", tenant)  # noqa: S608

@@ -1,5 +1,5 @@
 """First-contact resolution and repeat contact, computed when read from the maintained
-per-contact gaps (``journey.quality_step``; see ``rules.judge`` for the definition).
+per-contact gaps (``journey.map_step``; see ``rules.judge`` for the definition).
 
 Why at query time: a contact's outcome depends on the window (per reason, channel and segment
 in the policy, plus any windows asked for side by side) and on the moment it is judged; the
@@ -83,7 +83,7 @@ async def report(
     statement = f"""
         WITH c AS (
             SELECT {group} AS g, at_us, {gap} AS gap, {pw} AS pw, resolved
-            FROM journey.quality_step WHERE {cond} AND at_us < {asof})
+            FROM journey.map_step WHERE {cond} AND at_us < {asof})
         SELECT g, GROUPING(g) AS total, count(*), {", ".join(aggregates)}
         FROM c GROUP BY GROUPING SETS ((g), ())"""  # noqa: S608 - fixed expressions, values as parameters
     rows = await conn.fetch(statement, *p.values)

@@ -58,7 +58,7 @@ async def _totals(
     rows = await conn.fetch(
         f"""WITH c AS (SELECT {current} AS cur, channel, abandon_at, at_us, {gap} AS gap,
                               {pw} AS pw
-                       FROM journey.quality_step WHERE {cond} AND at_us < {asof})
+                       FROM journey.map_step WHERE {cond} AND at_us < {asof})
             SELECT cur, channel, count(*), count(*) FILTER (WHERE abandon_at IS NOT NULL),
                    count(*) FILTER (WHERE at_us + pw < {asof}),
                    count(*) FILTER (WHERE at_us + pw < {asof} AND gap <= pw)

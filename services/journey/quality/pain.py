@@ -146,7 +146,7 @@ async def _scan(
     ]
     rows = await conn.fetch(
         f"""SELECT {current} AS cur, {dim} AS g, {", ".join(columns)}
-            FROM journey.quality_step
+            FROM journey.map_step
             WHERE {cond}{extra} AND at_us < {ctx.asof} GROUP BY 1, 2""",  # noqa: S608 - fixed
         *p.values,
     )
@@ -431,7 +431,7 @@ async def affected_steps(
         page = f" AND (at_us, customer_id::text, step_key) < ({a}, {b}, {c})"
     rows: list[asyncpg.Record] = await conn.fetch(
         f"""SELECT customer_id::text, step_key, episode, at_us, activity, channel, reason
-            FROM journey.quality_step
+            FROM journey.map_step
             WHERE {cond}{extra} AND at_us < {ctx.asof} AND {keyed} AND {affected}{page}
             ORDER BY at_us DESC, customer_id::text DESC, step_key DESC
             LIMIT {p.add(limit)}""",  # noqa: S608 - fixed

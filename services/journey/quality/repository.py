@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import date, timedelta
 
@@ -21,78 +20,13 @@ from services.journey.quality.rules import (
     QRow,
     examples,
 )
-from shared.db import stage_rows
 
-RowKey = tuple[str, uuid.UUID, str]  # tenant, customer, step key
 _EPOCH = date(1970, 1, 1)
 _DAY_US = 86_400_000_000
 
 
 def _day(us: int) -> date:
     return _EPOCH + timedelta(days=us // _DAY_US)
-
-
-_ROW_COLUMNS = (
-    "tenant_id text, customer_id uuid, step_key text, at_us bigint, day date, activity text, "
-    "prev_activity text, channel text, contact bool, reason text, team text, age_group text, "
-    "region text, tier text, lifecycle_stage text, tenure text, resolved bool, transfers int, "
-    "abandon_at text, abandon_wait_ms bigint, queue_wait_ms bigint, sentiment_milli int, "
-    "callback int2, next_any_us bigint, next_same_us bigint, reopen_us bigint, episode text, "
-    "episode_end bool, cross_unresolved bool"
-)
-
-
-async def save_rows(conn: asyncpg.Connection, rows: Sequence[tuple[RowKey, QRow]]) -> None:
-    if not rows:
-        return
-    await stage_rows(
-        conn,
-        "quality_step_stage",
-        _ROW_COLUMNS,
-        [
-            (
-                tenant, customer, key, r.at_us, _day(r.at_us), r.activity, r.prev_activity,
-                r.channel, r.contact, r.reason, r.team, *r.segment, r.resolved, r.transfers,
-                r.abandon_at, r.abandon_wait_ms, r.queue_wait_ms, r.sentiment_milli, r.callback,
-                r.next_any_us, r.next_same_us, r.reopen_us, r.episode, r.episode_end,
-                r.cross_unresolved,
-            )
-            for (tenant, customer, key), r in rows
-        ],
-    )  # fmt: skip
-    await conn.execute(
-        """INSERT INTO journey.quality_step AS q (tenant_id, customer_id, step_key, at_us, day,
-               activity, prev_activity, channel, contact, reason, team, age_group, region, tier,
-               lifecycle_stage, tenure, resolved, transfers, abandon_at, abandon_wait_ms,
-               queue_wait_ms, sentiment_milli, callback, next_any_us, next_same_us, reopen_us,
-               episode, episode_end, cross_unresolved)
-           SELECT * FROM quality_step_stage
-           ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET
-               at_us = excluded.at_us, day = excluded.day, activity = excluded.activity,
-               prev_activity = excluded.prev_activity, channel = excluded.channel,
-               contact = excluded.contact, reason = excluded.reason, team = excluded.team,
-               age_group = excluded.age_group, region = excluded.region, tier = excluded.tier,
-               lifecycle_stage = excluded.lifecycle_stage, tenure = excluded.tenure,
-               resolved = excluded.resolved, transfers = excluded.transfers,
-               abandon_at = excluded.abandon_at, abandon_wait_ms = excluded.abandon_wait_ms,
-               queue_wait_ms = excluded.queue_wait_ms,
-               sentiment_milli = excluded.sentiment_milli, callback = excluded.callback,
-               next_any_us = excluded.next_any_us, next_same_us = excluded.next_same_us,
-               reopen_us = excluded.reopen_us, episode = excluded.episode,
-               episode_end = excluded.episode_end, cross_unresolved = excluded.cross_unresolved"""
-    )
-
-
-async def delete_rows(conn: asyncpg.Connection, keys: Sequence[RowKey]) -> None:
-    if keys:
-        await conn.execute(
-            """DELETE FROM journey.quality_step q
-               USING unnest($1::text[], $2::uuid[], $3::text[]) AS u(t, c, k)
-               WHERE q.tenant_id = u.t AND q.customer_id = u.c AND q.step_key = u.k""",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-        )
 
 
 async def policy_of(conn: asyncpg.Connection, tenant: str) -> FcrPolicy:
@@ -242,7 +176,7 @@ async def apply_examples(
     days = sorted({(r[0], r[1], r[2]) for r in stale})
     rows = await conn.fetch(
         f"""SELECT q.tenant_id, q.customer_id::text, q.step_key, {_QROW_COLUMNS}
-            FROM journey.quality_step q
+            FROM journey.map_step q
             JOIN unnest($1::text[], $2::date[], $3::text[]) AS u(t, d, a)
               ON q.tenant_id = u.t AND q.day = u.d AND q.activity = u.a""",  # noqa: S608 - fixed
         [d[0] for d in days],
@@ -297,7 +231,7 @@ FROM (
            q.episode || chr(31) || q.step_key AS x,
            q.abandon_at, q.callback, q.cross_unresolved, q.transfers, q.sentiment_milli,
            q.queue_wait_ms, q.contact, q.reason, q.next_any_us, q.next_same_us, q.reopen_us
-    FROM journey.quality_step q WHERE {{where}}
+    FROM journey.map_step q WHERE {{where}}
 ) s CROSS JOIN LATERAL (
     SELECT 'abandon' WHERE s.abandon_at IS NOT NULL
     UNION ALL SELECT 'callback_not_completed' WHERE s.callback = {CALLBACK_MISSED}

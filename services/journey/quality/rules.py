@@ -36,7 +36,7 @@ CALLBACK_NONE, CALLBACK_DONE, CALLBACK_MISSED = 0, 1, 2
 
 
 class QRow(NamedTuple):
-    """One step's quality facts (stored as ``journey.quality_step``)."""
+    """One step's quality facts (stored as ``journey.map_step``)."""
 
     at_us: int
     activity: str

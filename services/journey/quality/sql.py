@@ -1,4 +1,4 @@
-"""SQL fragments shared by the FCR, pain-point and health queries over ``journey.quality_step``.
+"""SQL fragments shared by the FCR, pain-point and health queries over ``journey.map_step``.
 
 Values always travel as parameters; only fixed column names and operators are formatted in.
 """

@@ -55,7 +55,7 @@ async def test_journeys_written_in_one_statement_read_back_as_given(db: Database
 async def _stored(conn: asyncpg.Connection, tenant: str) -> tuple[Any, ...]:
     """The tenant's whole map as stored, quality rows and the profile's write time included."""
     quality = await conn.fetch(
-        "SELECT * FROM journey.quality_step WHERE tenant_id = $1 ORDER BY step_key", tenant
+        "SELECT * FROM journey.map_step WHERE tenant_id = $1 ORDER BY step_key", tenant
     )
     written = await conn.fetch(
         "SELECT customer_id, updated_at FROM journey.map_customer WHERE tenant_id = $1", tenant

@@ -30,12 +30,21 @@ class Built:
     admin: Any
 
 
+# a step's key and its quality facts (``rules.QRow``, the segment spread in its five columns)
+QUALITY_COLUMNS = (
+    "tenant_id, customer_id, step_key, at_us, day, activity, prev_activity, channel, contact, "
+    "reason, team, age_group, region, tier, lifecycle_stage, tenure, resolved, transfers, "
+    "abandon_at, abandon_wait_ms, queue_wait_ms, sentiment_milli, callback, next_any_us, "
+    "next_same_us, reopen_us, episode, episode_end, cross_unresolved"
+)
+
+
 async def quality_rows(db, tenant: str) -> list[tuple[Any, ...]]:
     async with db.session() as session:
         conn = await raw_connection(session)
         rows = await conn.fetch(
-            """SELECT * FROM journey.quality_step WHERE tenant_id = $1
-               ORDER BY customer_id, step_key""",
+            f"""SELECT {QUALITY_COLUMNS} FROM journey.map_step WHERE tenant_id = $1
+                ORDER BY customer_id, step_key""",  # noqa: S608 - constants
             tenant,
         )
     return [tuple(r.values()) for r in rows]

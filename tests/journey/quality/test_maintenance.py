@@ -11,11 +11,13 @@ import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.journey.config import JourneySettings
+from services.journey.maps import repository as maps_repo
 from services.journey.maps import rules as maps
 from services.journey.maps.rebuild import rebuild_from_events
 from services.journey.quality import fcr, health, pain, rules
@@ -30,6 +32,11 @@ from tests.journey.quality.test_api import quality_rows
 
 BASE = datetime(2025, 3, 3, tzinfo=UTC)
 D = 86_400_000_000
+
+
+async def save_rows(conn: asyncpg.Connection, keyed: list[tuple[tuple, rules.QRow]]) -> None:
+    """Quality rows as the compactor stores them: on their step's row (a stub summary here)."""
+    await maps_repo.save_steps(conn, [(t, c, {"k": k}, r) for (t, c, k), r in keyed])
 
 
 def _from_row(row: tuple) -> tuple[str, rules.QRow]:
@@ -195,7 +202,7 @@ async def test_fcr_in_sql_equals_the_pure_rules(db):
     windows = (("1d", D), ("30d", 30 * D))
     async with db.session() as session:
         conn = await raw_connection(session)
-        await repo.save_rows(conn, keyed)
+        await save_rows(conn, keyed)
         q = fcr.FcrQuery(date(2025, 3, 3), date(2025, 3, 13), as_of, "reason", windows, {})
         body = await fcr.report(conn, tenant, q, policy)
     in_range = [r for r in rows if r.contact and r.at_us < start + 10 * D and r.at_us <= as_of]
@@ -229,7 +236,7 @@ async def test_fcr_from_the_day_counts_equals_fcr_from_the_rows(db):
     keyed = [((tenant, uuid.uuid4(), f"s{i}"), r) for i, r in enumerate(rows)]
     async with db.session() as session:
         conn = await raw_connection(session)
-        await repo.save_rows(conn, keyed)
+        await save_rows(conn, keyed)
         cells = rules.fcr_cells(rows)
         await repo.apply_fcr_deltas(conn, [(tenant, c, n) for c, n in cells.items()])
         for policy_body in (
@@ -278,7 +285,7 @@ async def test_pain_points_and_health_from_the_day_counts_equal_the_row_scans(db
     keyed = [((tenant, uuid.uuid4(), f"s{i}"), r) for i, r in enumerate(rows)]
     async with db.session() as session:
         conn = await raw_connection(session)
-        await repo.save_rows(conn, keyed)
+        await save_rows(conn, keyed)
         fcr_cells, pain_cells = rules.fcr_cells(rows), rules.pain_cells(rows)
         await repo.apply_fcr_deltas(conn, [(tenant, c, n) for c, n in fcr_cells.items()])
         await repo.apply_pain_deltas(conn, [(tenant, c, n) for c, n in pain_cells.items()])
@@ -345,8 +352,8 @@ async def test_a_withdrawn_example_is_recomputed_from_its_day_or_dropped(db):
         added, withdrawn = rules.examples_difference(old, new)
         async with db.session() as session:
             conn = await raw_connection(session)
-            await repo.delete_rows(conn, [(tenant, customer, k) for k in drop])
-            await repo.save_rows(conn, [((tenant, customer, k), r) for k, r in save])
+            await maps_repo.delete_steps(conn, [(tenant, customer, k) for k in drop])
+            await save_rows(conn, [((tenant, customer, k), r) for k, r in save])
             await repo.apply_examples(
                 conn,
                 {(tenant, c): rules.with_customer(x, str(customer)) for c, x in added.items()},
