@@ -140,7 +140,6 @@ def recompute(
     new_quality = quality.rows_of(new_steps, new_profile, config)
     (
         saved,
-        _dropped,  # the deleted steps' (``delete_steps``): the row holds both
         change.fcr_cells,
         change.pain_cells,
         change.examples,

@@ -320,6 +320,12 @@ _STEP_COLUMNS = (
 )
 _STEP_NAMES = [c.split()[0] for c in _STEP_COLUMNS.split(", ")]
 _NO_QUALITY = (None,) * (len(_STEP_NAMES) - 5)
+_SAVE_STEPS = f"""
+    INSERT INTO journey.map_step AS s ({", ".join(_STEP_NAMES)})
+    SELECT {", ".join("u.summary::jsonb" if n == "summary" else f"u.{n}" for n in _STEP_NAMES)}
+    FROM map_step_stage AS u
+    ON CONFLICT (tenant_id, customer_id, step_key)
+    DO UPDATE SET {", ".join(f"{n} = excluded.{n}" for n in _STEP_NAMES[3:])}"""  # noqa: S608
 
 
 def _step_record(t: str, c: uuid.UUID, s: rules.Step, r: QRow | None) -> tuple[Any, ...]:
@@ -341,14 +347,7 @@ async def save_steps(conn: asyncpg.Connection, rows: Sequence[StepRow]) -> None:
     if not rows:
         return
     await stage_rows(conn, "map_step_stage", _STEP_COLUMNS, [_step_record(*r) for r in rows])
-    names = ", ".join(_STEP_NAMES)
-    updates = ", ".join(f"{n} = excluded.{n}" for n in _STEP_NAMES[3:])
-    select = ", ".join("u.summary::jsonb" if n == "summary" else f"u.{n}" for n in _STEP_NAMES)
-    await conn.execute(
-        f"""INSERT INTO journey.map_step AS s ({names})
-            SELECT {select} FROM map_step_stage AS u
-            ON CONFLICT (tenant_id, customer_id, step_key) DO UPDATE SET {updates}"""  # noqa: S608
-    )
+    await conn.execute(_SAVE_STEPS)
 
 
 async def delete_steps(

@@ -31,9 +31,10 @@ Examples = tuple[dict[ExampleCell, str], dict[ExampleCell, str]]  # (candidates,
 
 def difference(
     old: dict[str, QRow], new: dict[str, QRow]
-) -> tuple[list[tuple[str, QRow]], list[str], dict[FcrCell, int], dict[PainCell, int], Examples]:
-    """(rows to save, step keys to delete, changes of the FCR and pain-point day counts, the
-    pain-point examples' candidates and withdrawn examples, without the customer).
+) -> tuple[list[tuple[str, QRow]], dict[FcrCell, int], dict[PainCell, int], Examples]:
+    """(rows to save, changes of the FCR and pain-point day counts, the pain-point examples'
+    candidates and withdrawn examples, without the customer). A deleted step's row goes with
+    the step (``map_step`` holds both).
 
     The day counts are sums of one count per row, so the rows that did not change cancel out:
     only the changed rows' old and new versions are counted (a returning customer's visit
@@ -41,12 +42,11 @@ def difference(
     per cell, which an unchanged row may hold: they are compared over all rows."""
     save, drop = rows_difference(old, new)
     if not (save or drop):
-        return save, drop, {}, {}, ({}, {})
+        return save, {}, {}, ({}, {})
     before = [old[k] for k, _ in save if k in old] + [old[k] for k in drop]
     after = [r for _, r in save]
     return (
         save,
-        drop,
         cells_difference(before, after),
         pain_difference(before, after),
         examples_difference(old, new),

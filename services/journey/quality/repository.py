@@ -22,11 +22,6 @@ from services.journey.quality.rules import (
 )
 
 _EPOCH = date(1970, 1, 1)
-_DAY_US = 86_400_000_000
-
-
-def _day(us: int) -> date:
-    return _EPOCH + timedelta(days=us // _DAY_US)
 
 
 async def policy_of(conn: asyncpg.Connection, tenant: str) -> FcrPolicy:
