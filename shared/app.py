@@ -16,7 +16,7 @@ from shared import openapi
 from shared.auth.verifier import KeyVerifier
 from shared.config import CommonSettings
 from shared.db import Database
-from shared.errors import install_error_handlers
+from shared.error_handlers import install_error_handlers
 from shared.guards import RequestGuard
 from shared.kafka import broker_reachable, make_producer
 from shared.logging import configure_logging, get_logger

@@ -84,7 +84,7 @@ class Database:
     ):
         self.dsn = dsn
         # A request that waits ``pool_timeout`` for a connection is answered 503 + Retry-After
-        # (shared/errors.py): the process is over its capacity.
+        # (shared/error_handlers.py): the process is over its capacity.
         self.engine: AsyncEngine = create_async_engine(
             sqlalchemy_url(dsn),
             pool_size=pool_size,

@@ -9,8 +9,8 @@ a 422 naming the parameter, decided here once instead of in every route.
   A GET costs a sum and two substring tests; the route table is consulted only for a write or
   a NUL in the path. Ingest's event routes read their own bodies and refuse such events one by one
   (``services/ingest/service.py``), so a batch keeps its good events.
-- ``UtcDateTime``: the type of every time in a query (and ``cursor_time`` its rule for the time
-  inside a cursor); an out-of-range time is a 422, not an ``OverflowError``.
+- ``UtcDateTime``: the type of every time in a query (``shared/cursors.py`` applies its rule to
+  the time inside a cursor); an out-of-range time is a 422, not an ``OverflowError``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import Unprocessable, error_body
+from shared.error_handlers import error_body
+from shared.events import has_nul
 from shared.events.payloads import to_utc
 
 __all__ = [
@@ -37,16 +38,11 @@ __all__ = [
     "IsoDate",
     "RequestGuard",
     "UtcDateTime",
-    "cursor_key",
-    "cursor_time",
-    "has_nul",
-    "invalid_cursor",
     "to_utc",
 ]
 
 NUL = "\x00"
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # Longest query value or path: ids, cursors and identifiers are far shorter; a longer one is
 # abuse (JSON bodies have their own per-field limits and the body limit).
@@ -56,13 +52,6 @@ MAX_PARAMETER_CHARS = 2048
 MAX_HEADER_BYTES = 32 * 1024
 
 Loc = tuple[str | int, ...]
-
-
-def has_nul(payload: bytes) -> bool:
-    """True when JSON text holds a U+0000 character (the cheap tests first: it is rare)."""
-    if b"\x00" in payload:
-        return True
-    return b"\\u0000" in payload and _NUL_ESCAPE.search(payload) is not None
 
 
 def _first_nul(value: Any, loc: Loc) -> Loc | None:
@@ -84,7 +73,8 @@ def _first_nul(value: Any, loc: Loc) -> Loc | None:
 
 
 def _problem(*loc: str | int) -> dict[str, str]:
-    """One item of a 422's ``detail``, in the shape ``shared.errors`` gives validation errors."""
+    """One item of a 422's ``detail``, in the shape ``shared.error_handlers`` gives validation
+    errors."""
     return {
         "loc": ".".join(str(part) for part in loc),
         "message": f"{loc[-1]} {NUL_MESSAGE}",
@@ -121,7 +111,7 @@ class _Route:
     regex: re.Pattern[str]
     methods: frozenset[str]
     parses_body: bool  # FastAPI parses a JSON body for it (ingest's routes read their own)
-    original: Any  # the route itself (its error body may carry more, see shared.errors)
+    original: Any  # the route itself (its error body may carry more, see shared.error_handlers)
 
 
 def _route_table(app: Any) -> list[_Route]:
@@ -308,28 +298,3 @@ def _iso_date(value: object) -> object:
 
 # The type of every calendar date in a query.
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
-
-
-def invalid_cursor(message: str = "not a cursor this API returned") -> Unprocessable:
-    """The 422 of a ``cursor`` query value that cannot be decoded."""
-    problem = {"loc": "query.cursor", "message": message, "type": "value_error"}
-    return Unprocessable(
-        f"cursor: {message}; pass next_cursor from the previous page", detail=[problem]
-    )
-
-
-def cursor_time(value: object) -> datetime:
-    """The time inside a cursor, aware UTC (``UtcDateTime``'s rule), or ``invalid_cursor``."""
-    try:
-        if not isinstance(value, str):
-            raise ValueError("the cursor holds no time")
-        return to_utc(datetime.fromisoformat(value))
-    except ValueError as exc:
-        raise invalid_cursor(str(exc)) from None
-
-
-def cursor_key(value: object) -> str:
-    """The id inside a cursor (the tie-breaker after its time), or ``invalid_cursor``."""
-    if not isinstance(value, str | int) or NUL in str(value):
-        raise invalid_cursor("the cursor holds no usable id")
-    return str(value)

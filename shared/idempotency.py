@@ -9,41 +9,29 @@ Two requests with one key at once are serialized by an advisory lock on the key:
 waits for the first's commit and then replays it. A command that fails (4xx, 5xx) stores
 nothing, so its retry runs again. Keys are kept ``retention`` (expired ones are ignored and
 replaced, and ``purge`` deletes them).
+
+This module is the store (no FastAPI: the journey worker purges the keys); the request side,
+the header's dependency and ``run_idempotent``, is in ``shared/deps.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
-from fastapi import Header
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import Database, raw_connection
-from shared.deps import unit_of_work
 from shared.errors import Unprocessable
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
-IdempotencyKeyDep = Annotated[
-    str | None,
-    Header(
-        alias=HEADER,
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Any unique string (a UUID): a retried request with the same key has its "
-        "effect once and gets the first response. Kept 24 hours; reused with another request "
-        "it is a 422.",
-    ),
-]
+
+class StoredResponse(NamedTuple):
+    status_code: int
+    body: Any
 
 
 def fingerprint(method: str, path: str, body: Any) -> str:
@@ -65,7 +53,7 @@ async def replay(
     key: str,
     request_hash: str,
     retention: timedelta,
-) -> JSONResponse | None:
+) -> StoredResponse | None:
     """The stored response of ``key``, or None (then the caller runs the command and calls
     ``remember`` in this transaction). Holds the key's lock until the transaction ends."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema, tenant_id, key))
@@ -84,11 +72,7 @@ async def replay(
             f"the {HEADER} {key!r} was already used with a different request; "
             "use a new key for a new request"
         )
-    return JSONResponse(
-        orjson.loads(row["response"]),
-        status_code=row["status_code"],
-        headers={REPLAYED_HEADER: "true"},
-    )
+    return StoredResponse(row["status_code"], orjson.loads(row["response"]))
 
 
 async def remember(
@@ -123,43 +107,3 @@ async def purge(conn: asyncpg.Connection, schema: str, retention: timedelta) -> 
         retention,
     )
     return int(status.split()[-1])
-
-
-async def run_once(
-    db: Database,
-    *,
-    schema: str,
-    tenant_id: str,
-    key: str | None,
-    request_hash: str,
-    retention: timedelta,
-    status_code: int,
-    command: Callable[[AsyncSession], Awaitable[Any]],
-) -> JSONResponse:
-    """Run ``command`` in one transaction (the request's unit of work) unless ``key`` already
-    ran it; answer once it has committed. Without a key, the command simply runs."""
-    async with unit_of_work(db) as session:
-        conn = await raw_connection(session)
-        if key is not None:
-            stored = await replay(
-                conn,
-                schema,
-                tenant_id=tenant_id,
-                key=key,
-                request_hash=request_hash,
-                retention=retention,
-            )
-            if stored is not None:
-                return stored
-        body = jsonable_encoder(await command(session))
-        if key is not None:
-            await remember(
-                conn,
-                schema,
-                tenant_id=tenant_id,
-                key=key,
-                request_hash=request_hash,
-                status_code=status_code,
-                response=body,
-            )
-    return JSONResponse(body, status_code=status_code)

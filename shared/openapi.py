@@ -2,7 +2,7 @@
 
 - the security schemes (Bearer, ``X-API-Key``, and HTTP Basic on the Segment routes) and, per
   operation, the scopes it needs (``security``, ``x-required-scopes`` and its description);
-- the one error body (``shared.errors.ErrorBody``) with an example on every 4xx an operation
+- the one error body (``shared.error_handlers.ErrorBody``) with an example on every 4xx an operation
   can answer: 401, 403 and 429 when it needs a key, 404 when its path names a resource, 422
   when it takes parameters or a body, and whatever it declares itself;
 - unknown query parameters are refused (``reject_unknown_query``), so the document's list of
@@ -20,7 +20,8 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from shared.auth.dependencies import SAFE_METHODS, route_scopes
 from shared.auth.models import Scope
-from shared.errors import ErrorBody, SegmentErrorBody, Unprocessable, segment_errors
+from shared.error_handlers import ErrorBody, SegmentErrorBody, segment_errors
+from shared.errors import Unprocessable
 
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "bearer": {

@@ -28,10 +28,11 @@ from services.alerts.schemas import (
 )
 from shared.auth.dependencies import AlertsReader, AlertsWriter
 from shared.auth.service import audit
+from shared.cursors import cursor_time, invalid_cursor
 from shared.deps import SessionDep
 from shared.egress import check_url, policy_from
 from shared.errors import Unprocessable
-from shared.guards import UtcDateTime, cursor_time, invalid_cursor
+from shared.guards import UtcDateTime
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 

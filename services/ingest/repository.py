@@ -16,8 +16,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.cursors import cursor_key, cursor_time, invalid_cursor
 from shared.db import raw_connection
-from shared.guards import cursor_key, cursor_time, invalid_cursor
 
 EVENT_COLUMNS = (
     "tenant_id",

@@ -14,7 +14,8 @@ from services.ingest.segment import SegmentError, batch_messages, to_cloud_event
 from services.ingest.service import Refused, accept
 from shared.auth.dependencies import EventsWriter
 from shared.deps import ProducerDep
-from shared.errors import SEGMENT_ERRORS, BadRequest, PayloadTooLarge
+from shared.error_handlers import SEGMENT_ERRORS
+from shared.errors import BadRequest, PayloadTooLarge
 from shared.events import EventRejected, check_depth
 
 router = APIRouter(prefix="/v1", tags=["segment"])

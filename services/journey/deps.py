@@ -16,6 +16,7 @@ from services.journey.config import JourneySettings
 from shared import faults, idempotency
 from shared.auth.service import Principal
 from shared.db import Database
+from shared.deps import run_idempotent
 
 
 async def _pool(request: Request) -> asyncpg.Pool:
@@ -50,7 +51,7 @@ async def command_once(
 ) -> JSONResponse:
     """Run a write command in one transaction, answered once committed, at most once per
     ``Idempotency-Key`` of the tenant (``shared/idempotency.py``)."""
-    response = await idempotency.run_once(
+    response = await run_idempotent(
         db,
         schema="journey",
         tenant_id=principal.tenant_id,

@@ -6,6 +6,7 @@ One ``TypeAdapter`` over a union discriminated on ``type`` validates the envelop
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
@@ -205,6 +206,16 @@ def _nests_deeper(node: dict[str, Any] | list[Any], levels_left: int) -> bool:
         if isinstance(child, dict | list) and _nests_deeper(child, levels_left - 1):
             return True
     return False
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
+
+
+def has_nul(payload: bytes) -> bool:
+    """True when JSON text holds a U+0000 character (the cheap tests first: it is rare)."""
+    if b"\x00" in payload:
+        return True
+    return b"\\u0000" in payload and _NUL_ESCAPE.search(payload) is not None
 
 
 def check_depth(value: object, max_depth: int = MAX_JSON_DEPTH) -> None:

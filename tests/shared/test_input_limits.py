@@ -24,7 +24,8 @@ from tests.shared.test_guards import (
 from tests.support import TenantFactory, served
 
 LONG = "x" * (MAX_PARAMETER_CHARS + 1)
-# The one error shape; the Segment routes add the two keys Segment's SDKs read (shared.errors).
+# The one error shape; the Segment routes add the two keys Segment's SDKs read
+# (shared.error_handlers).
 ERROR_SHAPES = ({"error", "detail"}, {"error", "detail", "code", "message"})
 
 

@@ -20,8 +20,9 @@ from services.journey.conformance.schemas import (
 )
 from services.journey.deps import PoolDep, json_response
 from services.journey.maps import export
+from services.journey.maps.dependencies import map_params
 from services.journey.maps.rules import SEGMENTS
-from services.journey.maps.schemas import MapQuery, invalid, map_params
+from services.journey.maps.schemas import MapQuery, invalid
 from services.journey.maps.service import config_of
 from shared.auth.dependencies import Admin, AnalyticsReader
 from shared.auth.service import audit

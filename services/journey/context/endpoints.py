@@ -28,9 +28,8 @@ from services.journey.deps import PoolDep, SettingsDep, command_once, json_respo
 from shared.auth.dependencies import ContextReader, ContextStreamReader
 from shared.auth.models import Scope
 from shared.auth.service import Principal
-from shared.deps import DatabaseDep, unit_of_work
+from shared.deps import DatabaseDep, IdempotencyKeyDep, unit_of_work
 from shared.errors import NotFound
-from shared.idempotency import IdempotencyKeyDep
 from shared.privacy import reveal as privacy
 from shared.privacy.masking import Opener
 from shared.sse import Event, EventStream

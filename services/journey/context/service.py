@@ -32,6 +32,7 @@ from services.journey.identity.rules import Rule
 from services.journey.metrics import LOOKUP_BATCH, LOOKUP_LATENCY, LOOKUPS
 from services.journey.outbox import enqueue_activity
 from shared.auth.service import Principal
+from shared.cursors import cursor_key, cursor_time, invalid_cursor
 from shared.db import raw_connection
 from shared.errors import BadRequest, Conflict, NotFound, Unprocessable
 from shared.events import (
@@ -43,7 +44,6 @@ from shared.events import (
     validate_event,
 )
 from shared.events.activity import CustomerActivity
-from shared.guards import cursor_key, cursor_time, invalid_cursor
 from shared.privacy.crypto import Keyring
 from shared.privacy.masking import Opener, masked
 from shared.privacy.sealing import seal_raw

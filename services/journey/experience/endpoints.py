@@ -9,13 +9,15 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from services.journey.deps import PoolDep, json_response
-from services.journey.experience import feedback, feedback_service, service
+from services.journey.experience import feedback, feedback_service, health, service
 from services.journey.experience.schemas import Author, ExperienceReport, FeedbackPage
-from services.journey.maps.schemas import MapQuery, map_params
+from services.journey.maps.dependencies import map_params
+from services.journey.maps.schemas import MapQuery
 from services.journey.maps.service import config_of
 from shared.auth.dependencies import AnalyticsReader
 
 router = APIRouter(prefix="/v1", tags=["experience"])
+HEALTH_SLOT = health.section  # imported for its registration in the health summary
 
 
 @router.get("/experience", response_model=ExperienceReport)

@@ -17,7 +17,7 @@ from services.journey.maps import repository as maps_repo
 from services.journey.maps import rules as maps
 from services.journey.maps.schemas import MapQuery
 from services.journey.maps.settings import MapConfig
-from shared.guards import cursor_key, cursor_time, invalid_cursor
+from shared.cursors import cursor_key, cursor_time, invalid_cursor
 
 
 def _bound(day: Any) -> datetime | None:

@@ -1,6 +1,6 @@
 """The ``experience`` slot of the journey health summary (``GET /v1/journey-health``): CSAT,
 NPS and (when answered) CES of the survey responses received in the period and in the previous
-one, with their sample sizes — registered at import of the experience package.
+one, with their sample sizes — registered when the experience endpoints are imported.
 
 Read from the survey day counts (``counts.py``: responses by UTC day, kind and score, kept where
 events are stored and erased) for whole days, and from the stored ``survey.responded`` events

@@ -19,8 +19,7 @@ from services.journey.identity.schemas import (
     SplitResponse,
 )
 from shared.auth.dependencies import Admin, ContextReader
-from shared.deps import DatabaseDep
-from shared.idempotency import IdempotencyKeyDep
+from shared.deps import DatabaseDep, IdempotencyKeyDep
 
 # Tagged ``context`` like the rest of the agent API it came from (merge and split: ``identity``
 # too), so the OpenAPI document is unchanged.

@@ -14,6 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from services.journey.experience import feedback_service
 from services.journey.maps import export, service
 from services.journey.maps import repository as repo
+from services.journey.maps.dependencies import map_params
 from services.journey.maps.rebuild import recompute_tenant
 from services.journey.maps.schemas import (
     ChannelMix,
@@ -26,15 +27,14 @@ from services.journey.maps.schemas import (
     VariantPage,
     View,
     invalid,
-    map_params,
 )
 from services.journey.maps.settings import MapConfig
 from services.journey.quality import mapview as quality_map
 from shared.auth.dependencies import Admin, AnalyticsReader
 from shared.auth.service import audit
+from shared.cursors import invalid_cursor
 from shared.db import raw_connection
 from shared.deps import DatabaseDep
-from shared.guards import invalid_cursor
 
 router = APIRouter(prefix="/v1", tags=["journey map"])
 Limit = Annotated[int, Query(ge=1, le=500)]

@@ -24,7 +24,7 @@ from services.journey.maps import activities, rules
 from services.journey.maps.schemas import MapQuery, invalid
 from services.journey.maps.service import journey_filter
 from services.journey.maps.settings import MapConfig
-from shared.guards import cursor_key, invalid_cursor
+from shared.cursors import cursor_key, invalid_cursor
 
 PAGE = 2000
 MAX_SCAN = 50_000

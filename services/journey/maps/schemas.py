@@ -1,25 +1,19 @@
-"""Request and response shapes of the journey map API.
-
-Query parameters are validated in one place (``map_params``): unknown granularity, journey,
-view or segment trait, a bad date, ``to`` not after ``from``, or any parameter the endpoint does
-not take, give a 422 naming the parameter.
-"""
+"""Request and response shapes of the journey map API (plain values and pydantic models: the
+worker and the compactor use ``MapQuery`` too). The query parameters become a ``MapQuery`` in
+``dependencies.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.journey.maps import rules
 from services.journey.maps.settings import MapConfig
 from shared.errors import Unprocessable
-from shared.guards import IsoDate
 
 
 class Granularity(StrEnum):
@@ -74,56 +68,10 @@ def invalid(param: str, message: str) -> Unprocessable:
     )
 
 
-COMMON = {"granularity", "journey", "from", "to"}
 SEGMENT_HELP = (
     "Filter by segment: `segment.<trait>=<value>` for age_group, region, tier, lifecycle_stage "
     "or tenure (e.g. `segment.age_group=25-34`, `segment.tenure=0-30d`)."
 )
-
-
-def map_params(*extra: str) -> Callable[..., MapQuery]:
-    """Dependency: the common map parameters, refusing any the endpoint does not take."""
-    allowed = COMMON | set(extra)
-
-    def dependency(
-        request: Request,
-        granularity: Annotated[
-            Granularity, Query(description="Activities: touchpoint, channel or stage.")
-        ] = Granularity.touchpoint,
-        journey: Annotated[
-            JourneyKind, Query(description="What a journey is: customer, episode or case.")
-        ] = JourneyKind.episode,
-        start: Annotated[
-            IsoDate | None,
-            Query(
-                alias="from",
-                description="Journeys whose first step's UTC day is on or after this date.",
-            ),
-        ] = None,
-        end: Annotated[
-            IsoDate | None,
-            Query(alias="to", description="… and before this date (exclusive)."),
-        ] = None,
-    ) -> MapQuery:
-        segment: dict[str, str] = {}
-        for name, value in request.query_params.multi_items():
-            if name.startswith("segment."):
-                trait = name.removeprefix("segment.")
-                if trait not in rules.SEGMENTS:
-                    known = ", ".join(rules.SEGMENTS)
-                    raise invalid(name, f"unknown segment trait {trait!r}; known: {known}")
-                if not value or len(value) > rules.MAX_TEXT:
-                    raise invalid(name, "a segment value must have 1 to 128 characters")
-                if trait in segment and segment[trait] != value:
-                    raise invalid(name, "give each segment trait once")
-                segment[trait] = value
-            elif name not in allowed:
-                raise invalid(name, f"unknown parameter; this endpoint takes {sorted(allowed)}")
-        if start and end and end <= start:
-            raise invalid("to", "must be after 'from'")
-        return MapQuery(granularity.value, journey.value, start, end, segment)
-
-    return dependency
 
 
 # --- responses (documentation; endpoints render JSON once with orjson) --------------------------

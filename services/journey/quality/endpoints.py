@@ -31,9 +31,9 @@ from services.journey.quality.schemas import (
 )
 from shared.auth.dependencies import Admin, AnalyticsReader
 from shared.auth.service import audit
+from shared.cursors import invalid_cursor
 from shared.db import raw_connection
 from shared.deps import DatabaseDep
-from shared.guards import invalid_cursor
 
 router = APIRouter(prefix="/v1", tags=["journey quality"])
 FCR_BY = ("reason", "channel", "agent_team", *BY_SEGMENT)
