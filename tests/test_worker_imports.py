@@ -16,17 +16,8 @@ from services.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 HTTP_STACK = ("fastapi", "starlette")
-# JourneyErasure commits through shared.deps.unit_of_work, a request dependency module.
-STILL_IMPORTS_HTTP = {("journey", "privacy")}
-
 PROCESSES = [
-    pytest.param(
-        target,
-        id=f"{service}-{process}",
-        marks=[pytest.mark.xfail(strict=True, reason="shared.deps")]
-        if (service, process) in STILL_IMPORTS_HTTP
-        else [],
-    )
+    pytest.param(target, id=f"{service}-{process}")
     for service, spec in SERVICES.items()
     for process, target in spec.processes.items()
 ]

@@ -28,11 +28,12 @@ from services.journey.deps import PoolDep, SettingsDep, command_once, json_respo
 from shared.auth.dependencies import ContextReader, ContextStreamReader
 from shared.auth.models import Scope
 from shared.auth.service import Principal
-from shared.deps import DatabaseDep, IdempotencyKeyDep, unit_of_work
+from shared.deps import DatabaseDep, IdempotencyKeyDep
 from shared.errors import NotFound
 from shared.privacy import reveal as privacy
 from shared.privacy.masking import Opener
 from shared.sse import Event, EventStream
+from shared.unit_of_work import unit_of_work
 
 router = APIRouter(prefix="/v1", tags=["context"])
 

@@ -21,11 +21,11 @@ from services.journey.context.schemas import FactCreate
 from services.journey.context.stream import ContextHub
 from services.journey.pages import cards
 from shared.auth.models import Scope
-from shared.deps import unit_of_work
 from shared.errors import BadRequest, NotFound
 from shared.privacy import reveal as privacy
 from shared.privacy.masking import Opener
 from shared.sse import Event, EventStream
+from shared.unit_of_work import unit_of_work
 from shared.web.auth import page_requires, page_writes
 from shared.web.sessions import WebSession
 from shared.web.templating import render

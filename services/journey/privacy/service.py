@@ -19,12 +19,12 @@ from services.journey.maps import repository as maps_repo
 from shared import outbox
 from shared.auth.service import Principal, audit
 from shared.db import Database, raw_connection
-from shared.deps import unit_of_work
 from shared.errors import NotFound
 from shared.events.erasure import ERASING_SERVICES, CustomerErasureRequested
 from shared.privacy import tombstones
 from shared.privacy.crypto import Keyring
 from shared.privacy.erasure import sealed_keys
+from shared.unit_of_work import unit_of_work
 
 
 async def members(conn: asyncpg.Connection, tenant: str, root: uuid.UUID) -> list[uuid.UUID]:
