@@ -16,6 +16,27 @@ from shared.guards import IsoDate
 COMMON = {"granularity", "journey", "from", "to"}
 
 
+def segment_filter(request: Request, allowed: set[str]) -> dict[str, str]:
+    """The request's ``segment.<trait>=<value>`` parameters, trait → value; a 422 naming the
+    parameter for an unknown trait, an empty or too long value, a trait given twice with two
+    values, or any other parameter not in ``allowed`` (the map's and journey quality's)."""
+    segment: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name.startswith("segment."):
+            trait = name.removeprefix("segment.")
+            if trait not in rules.SEGMENTS:
+                known = ", ".join(rules.SEGMENTS)
+                raise invalid(name, f"unknown segment trait {trait!r}; known: {known}")
+            if not value or len(value) > rules.MAX_TEXT:
+                raise invalid(name, "a segment value must have 1 to 128 characters")
+            if trait in segment and segment[trait] != value:
+                raise invalid(name, "give each segment trait once")
+            segment[trait] = value
+        elif name not in allowed:
+            raise invalid(name, f"unknown parameter; this endpoint takes {sorted(allowed)}")
+    return segment
+
+
 def map_params(*extra: str) -> Callable[..., MapQuery]:
     """Dependency: the common map parameters, refusing any the endpoint does not take."""
     allowed = COMMON | set(extra)
@@ -40,20 +61,7 @@ def map_params(*extra: str) -> Callable[..., MapQuery]:
             Query(alias="to", description="… and before this date (exclusive)."),
         ] = None,
     ) -> MapQuery:
-        segment: dict[str, str] = {}
-        for name, value in request.query_params.multi_items():
-            if name.startswith("segment."):
-                trait = name.removeprefix("segment.")
-                if trait not in rules.SEGMENTS:
-                    known = ", ".join(rules.SEGMENTS)
-                    raise invalid(name, f"unknown segment trait {trait!r}; known: {known}")
-                if not value or len(value) > rules.MAX_TEXT:
-                    raise invalid(name, "a segment value must have 1 to 128 characters")
-                if trait in segment and segment[trait] != value:
-                    raise invalid(name, "give each segment trait once")
-                segment[trait] = value
-            elif name not in allowed:
-                raise invalid(name, f"unknown parameter; this endpoint takes {sorted(allowed)}")
+        segment = segment_filter(request, allowed)
         if start and end and end <= start:
             raise invalid("to", "must be after 'from'")
         return MapQuery(granularity.value, journey.value, start, end, segment)

@@ -15,6 +15,7 @@ from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.journey.maps import rules as maps
+from services.journey.maps.dependencies import segment_filter
 from services.journey.maps.schemas import invalid
 from services.journey.quality.policy import FcrPolicy
 from services.journey.quality.sql import to_us
@@ -69,18 +70,7 @@ def quality_params(*extra: str) -> Callable[..., Range]:
             Query(description="When contacts are judged (default: now); nothing later is seen."),
         ] = None,
     ) -> Range:
-        segment: dict[str, str] = {}
-        for name, value in request.query_params.multi_items():
-            if name.startswith("segment."):
-                trait = name.removeprefix("segment.")
-                if trait not in maps.SEGMENTS:
-                    known = ", ".join(maps.SEGMENTS)
-                    raise invalid(name, f"unknown segment trait {trait!r}; known: {known}")
-                if not value or len(value) > maps.MAX_TEXT:
-                    raise invalid(name, "a segment value must have 1 to 128 characters")
-                segment[trait] = value
-            elif name not in allowed:
-                raise invalid(name, f"unknown parameter; this endpoint takes {sorted(allowed)}")
+        segment = segment_filter(request, allowed)
         moment = as_of or datetime.now(UTC)  # UtcDateTime: aware UTC, in range, or a 422
         try:  # the default range leaves the calendar near year 1 or 9999
             last = end or (moment.date() + timedelta(days=1))

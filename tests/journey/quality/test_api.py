@@ -278,6 +278,11 @@ async def test_bad_policies_are_422(journey, built, policy):
         ("/v1/pain-points", {"by": "reason"}, "query.by"),
         ("/v1/pain-points", {"kind": "boredom"}, "query.kind"),
         ("/v1/pain-points", {"segment.shoe_size": "44"}, "query.segment.shoe_size"),
+        (  # one trait, two values: as the map's parameters (one parser for both)
+            "/v1/fcr",
+            [("segment.age_group", "25-34"), ("segment.age_group", "35-44")],
+            "query.segment.age_group",
+        ),
         ("/v1/journey-health", {"bogus": "1"}, "query.bogus"),
         ("/v1/fcr", {"as_of": "9999-12-31T12:00:00Z"}, "query.as_of"),
         ("/v1/pain-points", {"as_of": "0001-01-02T00:00:00Z"}, "query.as_of"),
