@@ -14,12 +14,11 @@ from services.ingest.records import (
     Limits,
     Rejection,
     decode,
-    has_nul,
     nul_rejection,
     reject,
     store_row,
 )
-from shared.events import Envelope, EventRejected, RejectReason, parse_normalized
+from shared.events import Envelope, EventRejected, RejectReason, has_nul, parse_normalized
 
 REFUSED = "unknown"  # the channel label of records refused before their channel was read
 

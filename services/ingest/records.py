@@ -24,7 +24,6 @@ from shared.events import (
     load_event,
     validate_event,
 )
-from shared.events import has_nul as has_nul  # U+0000: PostgreSQL cannot store it
 
 Headers = Sequence[tuple[str, bytes | None]]
 

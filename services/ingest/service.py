@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from services.ingest import metrics
 from services.ingest.config import IngestSettings
-from services.ingest.records import has_nul, nul_rejection
+from services.ingest.records import nul_rejection
 from shared.errors import BadRequest, ServiceUnavailable
 from shared.events import (
     EventRejected,
@@ -26,6 +26,7 @@ from shared.events import (
     InvalidIdentifier,
     RejectReason,
     check_depth,
+    has_nul,
     normalize_identifier,
     validate_event,
 )

@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from services.ingest.batch import classify, plan
-from services.ingest.records import Limits, dead_letter_headers, decode, has_nul
-from shared.events import EventRejected, RejectReason
+from services.ingest.records import Limits, dead_letter_headers, decode
+from shared.events import EventRejected, RejectReason, has_nul
 from tests.support import cloud_event
 
 Record = namedtuple("Record", "topic partition offset key value headers")
