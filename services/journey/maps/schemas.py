@@ -68,12 +68,6 @@ def invalid(param: str, message: str) -> Unprocessable:
     )
 
 
-SEGMENT_HELP = (
-    "Filter by segment: `segment.<trait>=<value>` for age_group, region, tier, lifecycle_stage "
-    "or tenure (e.g. `segment.age_group=25-34`, `segment.tenure=0-30d`)."
-)
-
-
 # --- responses (documentation; endpoints render JSON once with orjson) --------------------------
 
 
