@@ -62,12 +62,15 @@ Key = repo.Key
 class Change:
     """What re-deriving one customer changes (pure result)."""
 
-    # steps whose summary or quality facts changed, with their quality facts (one row each)
+    # steps whose summary or quality facts changed, with their quality facts (one row each):
+    # stored ones (``save_steps``) and new ones (``add_steps``: written without a conflict check)
     save_steps: list[tuple[rules.Step, QRow | None]] = field(default_factory=list)
+    add_steps: list[tuple[rules.Step, QRow | None]] = field(default_factory=list)
     delete_steps: list[str] = field(default_factory=list)
     profile: rules.Profile | None = None  # None: forget the customer
     steps: int = 0
     save_journeys: list[tuple[tuple[int, str], rules.JourneyRow]] = field(default_factory=list)
+    add_journeys: list[tuple[tuple[int, str], rules.JourneyRow]] = field(default_factory=list)
     delete_journeys: list[tuple[int, str]] = field(default_factory=list)
     parts: dict[rules.Group, rules.Part] = field(default_factory=dict)
     fcr_cells: dict[FcrCell, int] = field(default_factory=dict)
@@ -90,9 +93,12 @@ def recompute(
 ) -> Change:
     """``mode``: ``fold`` the facts into the stored steps; ``fresh``: the facts are all of the
     customer's events; ``gone``: the customer was merged away. ``steps`` and ``profile`` are
-    what the stored contribution was computed from (they may be mutated); ``counted=False``
-    when that contribution is not in the aggregates (a recomputation after clearing them)."""
+    what the stored contribution was computed from (they may be mutated): exactly the stored
+    steps, so a step not among them is new (``add_steps``); ``counted=False`` when that
+    contribution is not in the aggregates and its journeys are not stored (a recomputation
+    after clearing them): otherwise a journey not derived from them is new (``add_journeys``)."""
     window, bands = config.window_us, config.bands
+    stored = set(steps)  # before folding into them
     old_profile = profile or rules.new_profile()
     old_parts: dict[rules.Group, rules.Part] = {}
     old_rows: dict[tuple[int, str], rules.JourneyRow] = {}
@@ -145,12 +151,18 @@ def recompute(
         change.examples,
     ) = quality.difference(old_quality, new_quality)
     changed.update(k for k, _ in saved)
-    change.save_steps = [(new_steps[k], new_quality.get(k)) for k in sorted(changed)]
-    change.save_journeys = [(k, r) for k, r in new_rows.items() if old_rows.get(k) != r]
+    for k in sorted(changed):
+        (change.save_steps if k in stored else change.add_steps).append(
+            (new_steps[k], new_quality.get(k))
+        )
+    for jk, row in new_rows.items():
+        if jk not in old_rows:
+            change.add_journeys.append((jk, row))
+        elif old_rows[jk] != row:
+            change.save_journeys.append((jk, row))
     change.delete_journeys = [k for k in old_rows if k not in new_rows]
     change.old_journeys = {  # conformance counts: what to take out
         k: old_rows[k] for k in (*(k for k, _ in change.save_journeys), *change.delete_journeys)
-        if k in old_rows
     }  # fmt: skip
     return change
 
@@ -183,10 +195,12 @@ class Writes:
 
     def _clear_rows(self) -> None:
         self.steps: list[repo.StepRow] = []
+        self.new_steps: list[repo.StepRow] = []
         self.drop_steps: list[tuple[str, uuid.UUID, str]] = []
         self.profiles: list[tuple[str, uuid.UUID, rules.Profile, int]] = []
         self.forget: list[Key] = []
         self.journeys: list[tuple[repo.JourneyKey, rules.JourneyRow]] = []
+        self.new_journeys: list[tuple[repo.JourneyKey, rules.JourneyRow]] = []
         self.drop_journeys: list[repo.JourneyKey] = []
         self.judged: list[conformance.JourneyChange] = []  # conformance counts (hook)
 
@@ -195,7 +209,8 @@ class Writes:
         # --- conformance counts hook: every journey changed, old row and new (a merged-away
         # customer's too: its journeys go with ``forget``) ---
         old = change.old_journeys
-        self.judged += [(tenant, k[0], old.get(k), r) for k, r in change.save_journeys]
+        self.judged += [(tenant, k[0], old[k], r) for k, r in change.save_journeys]
+        self.judged += [(tenant, k[0], None, r) for k, r in change.add_journeys]
         self.judged += [(tenant, k[0], old[k], None) for k in change.delete_journeys]
         # --- end of hook ---
         deltas = self.deltas[tenant]
@@ -217,9 +232,11 @@ class Writes:
             self.forget.append(key)
             return
         self.steps += [(tenant, customer, s, q) for s, q in change.save_steps]
+        self.new_steps += [(tenant, customer, s, q) for s, q in change.add_steps]
         self.drop_steps += [(tenant, customer, k) for k in change.delete_steps]
         self.profiles.append((tenant, customer, change.profile, change.steps))
         self.journeys += [((tenant, customer, *k), r) for k, r in change.save_journeys]
+        self.new_journeys += [((tenant, customer, *k), r) for k, r in change.add_journeys]
         self.drop_journeys += [(tenant, customer, *k) for k in change.delete_journeys]
 
     async def flush_rows(self, conn: asyncpg.Connection) -> None:
@@ -228,9 +245,11 @@ class Writes:
         await repo.forget(conn, self.forget)
         await repo.delete_steps(conn, self.drop_steps)
         await repo.save_steps(conn, self.steps)
+        await repo.save_steps(conn, self.new_steps, new=True)
         await repo.save_profiles(conn, self.profiles)
         await repo.delete_journeys(conn, self.drop_journeys)
         await repo.save_journeys(conn, self.journeys)
+        await repo.save_journeys(conn, self.new_journeys, new=True)
         await self.counting.judge(conn, self.judged)  # conformance counts hook
         self._clear_rows()
 
