@@ -75,6 +75,7 @@ def settings_overrides(infra: dict[str, str]) -> dict[str, Any]:
         # about the delay. tests/journey/maps/test_settle.py passes its own settle and cap;
         # tests/journey/maps/test_process.py runs `journey maps` with the defaults.
         "map_settle_seconds": 0.0,
+        "map_batch_interval_seconds": 0.0,  # the same for the pause between batches
         "data_dir": Path(tempfile.mkdtemp(prefix="waypoint-data-")),
     }
 

@@ -153,6 +153,18 @@ class JourneySettings(CommonSettings):
     map_poll_seconds: float = Field(
         0.2, gt=0, le=60, description="How often an idle map compactor looks for new work."
     )
+    map_batch_interval_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description=(
+            "While the map compactor keeps up (its last batch took fewer customers than "
+            "`map_batch_customers`), the least time from one batch's start to the next: the "
+            "next gathers what arrived meanwhile, and a batch's aggregate writes coalesce "
+            "across its customers (fewer, fuller batches write fewer rows per event). After a "
+            "full batch (a backlog) the next starts at once. 0: batch after batch."
+        ),
+    )
     map_settle_seconds: float = Field(
         1.0,
         ge=0,

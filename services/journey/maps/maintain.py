@@ -414,9 +414,22 @@ async def drain(
         await asyncio.sleep(0.05)  # another compactor holds them: its commit is the condition
 
 
+def pause_after(claimed: int, *, limit: int, elapsed: float, poll: float, interval: float) -> float:
+    """Seconds the compactor waits before its next claim, after a batch that claimed
+    ``claimed`` customers (of at most ``limit``) and took ``elapsed`` seconds: ``poll`` when it
+    found nothing; none after a full batch (a backlog: fold on); else what is left of
+    ``interval`` since the batch started, so the next batch gathers what arrives meanwhile."""
+    if not claimed:
+        return poll
+    if claimed >= limit:
+        return 0.0
+    return max(0.0, interval - elapsed)
+
+
 class Compactor:
-    """Drains the map's queue: batch after batch while there is work, then a poll every
-    ``map_poll_seconds``; a batch takes only customers whose queued events have settled
+    """Drains the map's queue: batch after batch while it is backlogged, a batch at most every
+    ``map_batch_interval_seconds`` while it keeps up, a poll every ``map_poll_seconds`` when
+    idle (``pause_after``); a batch takes only customers whose queued events have settled
     (``map_settle_seconds``, or waited ``map_settle_cap_seconds``), so a burst is folded in one
     visit. A failed batch rolls back and is retried."""
 
@@ -427,7 +440,9 @@ class Compactor:
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
+        settings = self.settings
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 outcome = await self.step()
                 failures = 0
@@ -437,8 +452,15 @@ class Compactor:
                 log.warning("map.compaction_failed", error=f"{type(exc).__name__}: {exc}")
                 await _wait(stop, min(30.0, 0.1 * 2**failures))
                 continue
-            if not outcome.customers:
-                await _wait(stop, self.settings.map_poll_seconds)
+            pause = pause_after(
+                outcome.customers,
+                limit=settings.map_batch_customers,
+                elapsed=time.monotonic() - started,
+                poll=settings.map_poll_seconds,
+                interval=settings.map_batch_interval_seconds,
+            )
+            if pause > 0:
+                await _wait(stop, pause)
 
     async def step(self) -> Outcome:
         started = time.perf_counter()

@@ -5,18 +5,19 @@ is the queue's ``enqueued_at`` moved back, not a sleep."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from services.journey.maps import repository as repo
-from services.journey.maps.maintain import drain, drain_once
+from services.journey.maps.maintain import Compactor, drain, drain_once, pause_after
 from services.journey.maps.rebuild import rebuild_from_events
 from shared.db import Database, raw_connection
 from tests.journey.conformance.support import BASE, MIN, Log
 from tests.journey.maps.support import apply_chunk, email, envelope, own_database, snapshot
-from tests.support import TenantFactory
+from tests.support import TenantFactory, eventually
 
 SETTLE, CAP = 60.0, 600.0  # seconds; far longer than a test step takes
 
@@ -144,3 +145,44 @@ async def test_a_batch_fills_up_with_customers_of_a_dozen_events_each(
     claimed = await _claimed(db, tenant, settle=0.0, cap=0.0, limit=10)
     assert len(claimed) == 10  # a batch of 10 takes all ten, not the few the first 40 entries name
     await drain(db)
+
+
+def test_the_compactor_pauses_between_batches_only_while_it_keeps_up() -> None:
+    pause = {"limit": 2000, "poll": 0.2, "interval": 2.0}
+    assert pause_after(0, elapsed=0.1, **pause) == 0.2  # idle: the poll
+    assert pause_after(2000, elapsed=0.5, **pause) == 0.0  # a full batch, a backlog: fold on
+    assert pause_after(300, elapsed=0.5, **pause) == 1.5  # keeping up: the interval's rest
+    assert pause_after(300, elapsed=3.0, **pause) == 0.0
+    assert pause_after(300, elapsed=0.5, limit=2000, poll=0.2, interval=0.0) == 0.0
+
+
+async def test_a_backlog_is_folded_batch_after_batch_whatever_the_interval(
+    db: Database, journey_settings
+):
+    await drain(db)  # the queue holds only this test's entries
+    tenant = (await TenantFactory(db)()).id
+    log = Log()
+    for c in range(5):
+        log.step(f"c{c}", c * MIN, "phone:ivr")
+    await _queue(db, journey_settings, tenant, log)
+    settings = journey_settings.model_copy(
+        update={
+            "map_batch_customers": 2,
+            "map_batch_interval_seconds": 600.0,
+            "map_settle_seconds": 0.0,
+        }
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(Compactor(db, settings).run(stop))
+    try:
+
+        async def folded() -> bool:
+            async with db.session() as session:
+                return await _pending(await raw_connection(session), tenant) == 0
+
+        # batches of 2, 2 and 1: the full ones are followed at once (a pause of the interval
+        # after each would take 20 minutes); the partial last one then pauses
+        assert await eventually(folded, timeout=60)
+    finally:
+        stop.set()
+        await task
