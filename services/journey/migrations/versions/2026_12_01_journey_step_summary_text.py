@@ -2,8 +2,9 @@
 
 ``journey.map_step.summary`` is the compactor's own fold of a step's events: written by it
 (``orjson``) and read back only by it, whole (``summary::text``). As ``jsonb`` every write parsed
-it and every read printed it again: a third of the step upsert's PostgreSQL time (measured:
-17.8 → 13.9 µs per staged row with the rest unchanged). Stored as the text it is written as.
+it and every read printed it again: about 4.6 µs of the 17.8 µs the step upsert took per staged
+row (measured on 80,000 staged rows: 11.9 → 7.3 µs with the two secondary indexes dropped for
+the experiment). Stored as the text it is written as, its keys sorted (one text per summary).
 
 The ALTER rewrites the table (an exclusive lock for the rewrite: about as long as copying the
 step log once).
