@@ -131,16 +131,23 @@ async def test_drain_folds_what_has_not_settled(db: Database, journey_settings):
         assert await _pending(await raw_connection(session), tenant) == 0
 
 
+async def _alone_in_the_queue(db: Database, settings, customers: int, steps: int) -> str:
+    """A new tenant whose ``customers`` have ``steps`` steps each queued, the queue's only
+    entries; returns the tenant."""
+    await drain(db)
+    tenant = (await TenantFactory(db)()).id
+    log = Log()
+    for c in range(customers):
+        for n in range(steps):
+            log.step(f"c{c}", n * MIN, "phone:ivr" if n % 2 else "web_chat")
+    await _queue(db, settings, tenant, log)
+    return tenant
+
+
 async def test_a_batch_fills_up_with_customers_of_a_dozen_events_each(
     db: Database, journey_settings
 ):
-    await drain(db)  # the queue holds only this test's entries
-    tenant = (await TenantFactory(db)()).id
-    log = Log()
-    for c in range(10):
-        for n in range(12):
-            log.step(f"c{c}", n * MIN, "phone:ivr" if n % 2 else "web_chat")
-    await _queue(db, journey_settings, tenant, log)
+    tenant = await _alone_in_the_queue(db, journey_settings, customers=10, steps=12)
     assert len(await _customers(db, tenant)) == 10
     claimed = await _claimed(db, tenant, settle=0.0, cap=0.0, limit=10)
     assert len(claimed) == 10  # a batch of 10 takes all ten, not the few the first 40 entries name
@@ -159,12 +166,7 @@ def test_the_compactor_pauses_between_batches_only_while_it_keeps_up() -> None:
 async def test_a_backlog_is_folded_batch_after_batch_whatever_the_interval(
     db: Database, journey_settings
 ):
-    await drain(db)  # the queue holds only this test's entries
-    tenant = (await TenantFactory(db)()).id
-    log = Log()
-    for c in range(5):
-        log.step(f"c{c}", c * MIN, "phone:ivr")
-    await _queue(db, journey_settings, tenant, log)
+    tenant = await _alone_in_the_queue(db, journey_settings, customers=5, steps=1)
     settings = journey_settings.model_copy(
         update={
             "map_batch_customers": 2,
