@@ -328,11 +328,11 @@ _STEP_COLUMNS = (
 )
 _STEP_NAMES = [c.split()[0] for c in _STEP_COLUMNS.split(", ")]
 _NO_QUALITY = (None,) * (len(_STEP_NAMES) - 5)
-_SAVE_STEPS = f"""
+_INSERT_STEPS = f"""
     INSERT INTO journey.map_step AS s ({", ".join(_STEP_NAMES)})
     SELECT {", ".join(f"u.{n}" for n in _STEP_NAMES)} FROM map_step_stage AS u"""  # noqa: S608
 # a step already stored (the compactor read it): its row updated in place
-_UPDATE_STEPS = f"""{_SAVE_STEPS}
+_UPDATE_STEPS = f"""{_INSERT_STEPS}
     ON CONFLICT (tenant_id, customer_id, step_key)
     DO UPDATE SET {", ".join(f"{n} = excluded.{n}" for n in _STEP_NAMES[3:])}"""
 
@@ -355,13 +355,13 @@ async def save_steps(
 ) -> None:
     """The step log's rows, each with its quality facts (one row per step: the summary the
     compactor folds into, and the columns journey quality reads): one staged upsert.
-    ``new``: none of these steps is stored (the caller read its customers' steps under their
-    lock, or cleared them): a plain insert, without the upsert's conflict check (about a
-    fifth of the statement's time); a step stored after all fails the batch."""
+    ``new=True`` when none of these steps is stored (the caller read its customers' steps
+    under their lock, or cleared them): a plain insert then, without the upsert's conflict
+    check (about a fifth of the statement's time); a step stored after all fails the batch."""
     if not rows:
         return
     await stage_rows(conn, "map_step_stage", _STEP_COLUMNS, [_step_record(*r) for r in rows])
-    await conn.execute(_SAVE_STEPS if new else _UPDATE_STEPS)
+    await conn.execute(_INSERT_STEPS if new else _UPDATE_STEPS)
 
 
 async def delete_steps(
@@ -424,8 +424,8 @@ async def save_journeys(
     *,
     new: bool = False,
 ) -> None:
-    """One statement for the batch's journeys, staged by (binary) COPY. ``new``: none of them
-    is stored (as ``save_steps``): a plain insert."""
+    """One statement for the batch's journeys, staged by (binary) COPY. ``new=True`` when none
+    of them is stored (as ``save_steps``): a plain insert."""
     if not rows:
         return
     await stage_rows(

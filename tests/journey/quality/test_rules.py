@@ -124,7 +124,8 @@ def test_fcr_windows(at, gap, w1, w2, as_of):
         if outcome == rules.OPEN_REPEATED:
             assert gap is not None
             assert at + gap <= as_of
-    if at + large <= as_of and rules.judge(at, gap, small, as_of) == rules.REPEATED:
+    # judged once the window has elapsed *before* as_of (``judge``): strictly
+    if at + large < as_of and rules.judge(at, gap, small, as_of) == rules.REPEATED:
         assert rules.judge(at, gap, large, as_of) == rules.REPEATED
 
 
