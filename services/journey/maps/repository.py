@@ -418,6 +418,20 @@ async def forget(conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
 JourneyKey = tuple[str, uuid.UUID, int, str]  # tenant, customer, kind, journey key
 
 
+_INSERT_JOURNEYS = """
+    INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key, day,
+        start_at, steps, activities, times_us, age_group, region, tier, lifecycle_stage, tenure)
+    SELECT u.t, u.c, u.k, u.j, u.d, timestamptz 'epoch' + u.s * interval '1 microsecond',
+           u.n, u.a, u.us::bigint[], u.ag, u.r, u.ti, u.l, u.te
+    FROM map_journey_stage AS u"""
+_UPDATE_JOURNEYS = f"""{_INSERT_JOURNEYS}
+    ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
+        day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
+        activities = excluded.activities, times_us = excluded.times_us,
+        age_group = excluded.age_group, region = excluded.region, tier = excluded.tier,
+        lifecycle_stage = excluded.lifecycle_stage, tenure = excluded.tenure"""
+
+
 async def save_journeys(
     conn: asyncpg.Connection,
     rows: Sequence[tuple[JourneyKey, rules.JourneyRow]],
@@ -447,20 +461,6 @@ async def save_journeys(
         ],  # fmt: skip
     )
     await conn.execute(_INSERT_JOURNEYS if new else _UPDATE_JOURNEYS)
-
-
-_INSERT_JOURNEYS = """
-    INSERT INTO journey.map_journey AS j (tenant_id, customer_id, kind, journey_key, day,
-        start_at, steps, activities, times_us, age_group, region, tier, lifecycle_stage, tenure)
-    SELECT u.t, u.c, u.k, u.j, u.d, timestamptz 'epoch' + u.s * interval '1 microsecond',
-           u.n, u.a, u.us::bigint[], u.ag, u.r, u.ti, u.l, u.te
-    FROM map_journey_stage AS u"""
-_UPDATE_JOURNEYS = f"""{_INSERT_JOURNEYS}
-    ON CONFLICT (tenant_id, customer_id, kind, journey_key) DO UPDATE SET
-        day = excluded.day, start_at = excluded.start_at, steps = excluded.steps,
-        activities = excluded.activities, times_us = excluded.times_us,
-        age_group = excluded.age_group, region = excluded.region, tier = excluded.tier,
-        lifecycle_stage = excluded.lifecycle_stage, tenure = excluded.tenure"""
 
 
 async def delete_journeys(conn: asyncpg.Connection, keys: Sequence[JourneyKey]) -> None:
