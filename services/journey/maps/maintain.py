@@ -12,8 +12,9 @@ drains the queue in batches, one transaction each, customers locked (advisory, s
    batch's aggregate changes.
 
 Steps 1-3 run part by part (``map_batch_steps``: at most that many stored steps plus queued
-events in memory at once); then the batch's aggregate changes, summed over all its customers,
-are applied: one sorted upsert per table.
+events in a part), a part's rows written while the next part is folded (step 3 of one part
+overlaps step 2 of the next: the backend writes while this process folds); then the batch's
+aggregate changes, summed over all its customers, are applied: one sorted upsert per table.
 
 Folding is order-independent and an event is enqueued once (the event table's primary key), so
 late, out-of-order and replayed events end in the same map as in-order delivery; the rebuild
@@ -26,9 +27,10 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -177,23 +179,12 @@ class Outcome:
     oldest_enqueued_at: datetime | None = None
 
 
-class Writes:
-    """One batch's writes, collected across customers. Each customer's own rows (steps with
-    their quality facts, profile, journeys) are written by ``flush_rows`` after each part of the
-    batch, which then forgets them; the aggregate changes are summed over the whole batch and
-    written once, by ``flush_aggregates``, each table in key order (two compactions never wait
-    on each other in a cycle). ``flush`` does both."""
+class Rows:
+    """One part's own rows (steps with their quality facts, profiles, journeys, the changed
+    journeys to judge) and its queue entries to remove: written by ``write`` while the
+    compactor folds the next part."""
 
     def __init__(self) -> None:
-        self.deltas: dict[str, rules.Deltas] = defaultdict(rules.Deltas)
-        self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
-        self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
-        self.examples: dict[tuple[str, ExampleCell], str] = {}
-        self.withdrawn: list[tuple[tuple[str, ExampleCell], str]] = []
-        self.counting = conformance.Counting()  # conformance counts (hook)
-        self._clear_rows()
-
-    def _clear_rows(self) -> None:
         self.steps: list[repo.StepRow] = []
         self.new_steps: list[repo.StepRow] = []
         self.drop_steps: list[tuple[str, uuid.UUID, str]] = []
@@ -203,15 +194,49 @@ class Writes:
         self.new_journeys: list[tuple[repo.JourneyKey, rules.JourneyRow]] = []
         self.drop_journeys: list[repo.JourneyKey] = []
         self.judged: list[conformance.JourneyChange] = []  # conformance counts (hook)
+        self.seqs: list[int] = []  # queue entries folded
+        self.folded: list[tuple[str, uuid.UUID, str]] = []  # events a re-derivation read
+
+    async def write(self, conn: asyncpg.Connection, counting: conformance.Counting) -> None:
+        """Write them (the batch holds the customers' locks) and judge the changed journeys."""
+        await repo.forget(conn, self.forget)
+        await repo.delete_steps(conn, self.drop_steps)
+        await repo.save_steps(conn, self.steps)
+        await repo.save_steps(conn, self.new_steps, new=True)
+        await repo.save_profiles(conn, self.profiles)
+        await repo.delete_journeys(conn, self.drop_journeys)
+        await repo.save_journeys(conn, self.journeys)
+        await repo.save_journeys(conn, self.new_journeys, new=True)
+        await counting.judge(conn, self.judged)  # conformance counts hook
+        if self.seqs or self.folded:
+            await repo.done(conn, self.seqs, self.folded)
+
+
+class Writes:
+    """One batch's writes, collected across customers. Each customer's own rows go to ``rows``
+    (``Rows``), which the batch takes and writes after each part (``take_rows``,
+    ``flush_rows``); the aggregate changes are summed over the whole batch and written once,
+    by ``flush_aggregates``, each table in key order (two compactions never wait on each other
+    in a cycle). ``flush`` does both."""
+
+    def __init__(self) -> None:
+        self.deltas: dict[str, rules.Deltas] = defaultdict(rules.Deltas)
+        self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
+        self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
+        self.examples: dict[tuple[str, ExampleCell], str] = {}
+        self.withdrawn: list[tuple[tuple[str, ExampleCell], str]] = []
+        self.counting = conformance.Counting()  # conformance counts (hook)
+        self.rows = Rows()
 
     def add(self, key: Key, change: Change) -> None:
         tenant, customer = key
+        rows = self.rows
         # --- conformance counts hook: every journey changed, old row and new (a merged-away
         # customer's too: its journeys go with ``forget``) ---
         old = change.old_journeys
-        self.judged += [(tenant, k[0], old[k], r) for k, r in change.save_journeys]
-        self.judged += [(tenant, k[0], None, r) for k, r in change.add_journeys]
-        self.judged += [(tenant, k[0], old[k], None) for k in change.delete_journeys]
+        rows.judged += [(tenant, k[0], old[k], r) for k, r in change.save_journeys]
+        rows.judged += [(tenant, k[0], None, r) for k, r in change.add_journeys]
+        rows.judged += [(tenant, k[0], old[k], None) for k in change.delete_journeys]
         # --- end of hook ---
         deltas = self.deltas[tenant]
         for group, part in change.parts.items():
@@ -229,29 +254,23 @@ class Writes:
             ((tenant, c), with_customer(t, str(customer))) for c, t in withdrawn.items()
         ]
         if change.profile is None:
-            self.forget.append(key)
+            rows.forget.append(key)
             return
-        self.steps += [(tenant, customer, s, q) for s, q in change.save_steps]
-        self.new_steps += [(tenant, customer, s, q) for s, q in change.add_steps]
-        self.drop_steps += [(tenant, customer, k) for k in change.delete_steps]
-        self.profiles.append((tenant, customer, change.profile, change.steps))
-        self.journeys += [((tenant, customer, *k), r) for k, r in change.save_journeys]
-        self.new_journeys += [((tenant, customer, *k), r) for k, r in change.add_journeys]
-        self.drop_journeys += [(tenant, customer, *k) for k in change.delete_journeys]
+        rows.steps += [(tenant, customer, s, q) for s, q in change.save_steps]
+        rows.new_steps += [(tenant, customer, s, q) for s, q in change.add_steps]
+        rows.drop_steps += [(tenant, customer, k) for k in change.delete_steps]
+        rows.profiles.append((tenant, customer, change.profile, change.steps))
+        rows.journeys += [((tenant, customer, *k), r) for k, r in change.save_journeys]
+        rows.new_journeys += [((tenant, customer, *k), r) for k, r in change.add_journeys]
+        rows.drop_journeys += [(tenant, customer, *k) for k in change.delete_journeys]
+
+    def take_rows(self) -> Rows:
+        """The rows added so far, to write; later ones go to new rows."""
+        rows, self.rows = self.rows, Rows()
+        return rows
 
     async def flush_rows(self, conn: asyncpg.Connection) -> None:
-        """Write the customers' own rows added so far (the batch holds their locks), judge
-        their changed journeys, and forget both."""
-        await repo.forget(conn, self.forget)
-        await repo.delete_steps(conn, self.drop_steps)
-        await repo.save_steps(conn, self.steps)
-        await repo.save_steps(conn, self.new_steps, new=True)
-        await repo.save_profiles(conn, self.profiles)
-        await repo.delete_journeys(conn, self.drop_journeys)
-        await repo.save_journeys(conn, self.journeys)
-        await repo.save_journeys(conn, self.new_journeys, new=True)
-        await self.counting.judge(conn, self.judged)  # conformance counts hook
-        self._clear_rows()
+        await self.take_rows().write(conn, self.counting)
 
     async def flush_aggregates(self, conn: asyncpg.Connection) -> tuple[int, int]:
         """Write the batch's aggregate changes; returns (rows upserted, rows deleted)."""
@@ -296,9 +315,11 @@ async def drain_once(
     """Fold up to ``limit`` waiting customers into the map, in the caller's transaction.
     ``settle`` > 0: only customers with no entry younger than that (in seconds) or with one
     older than ``cap`` (``repository.claim``); 0 (``drain``): everything waiting. ``steps``:
-    the most stored steps plus queued events held in memory at once (None: no bound); the
-    claimed customers are read and folded in parts of at most that many, their own rows
-    written after each part, the aggregate changes of all of them written once at the end."""
+    the most stored steps plus queued events in one part (None: no bound); the claimed
+    customers are read and folded part by part, each part's own rows written while the next
+    part is folded (so at most two parts are held at once, and the connection's PostgreSQL
+    backend writes while this process folds), the aggregate changes of all of them written
+    once at the end."""
     keys = await repo.claim(conn, limit, settle=settle, cap=cap)
     outcome = Outcome()
     if not keys:
@@ -309,24 +330,55 @@ async def drain_once(
     else:
         parts = parts_within(keys, await repo.sizes(conn, keys), steps)
     writes = Writes()
+    folded: Rows | None = None  # the last part folded: its rows still to write
     for part in parts:
-        await _fold(conn, part, configs, writes, outcome)
-        await writes.flush_rows(conn)
+        read = await _read(conn, part)
+        fold = _fold(read, configs, writes, outcome)
+        if folded is None:
+            await fold
+        else:
+            await _while_writing(folded.write(conn, writes.counting), fold)
+        folded = writes.take_rows()
+    if folded is not None:
+        await folded.write(conn, writes.counting)
     outcome.rows, outcome.deleted = await writes.flush_aggregates(conn)
     outcome.customers = len(keys)
     outcome.parts = len(parts)
     return outcome
 
 
-async def _fold(
-    conn: asyncpg.Connection,
-    keys: Sequence[Key],
-    configs: dict[str, MapConfig],
-    writes: Writes,
-    outcome: Outcome,
-) -> None:
-    """Read these claimed customers' queue entries, stored steps and profiles, add their
-    changes to ``writes`` and remove their entries from the queue."""
+async def _while_writing(write: Coroutine[Any, Any, None], fold: Coroutine[Any, Any, None]) -> None:
+    """Run ``fold`` (which yields to the event loop as it goes) while ``write`` uses the
+    connection; return once both are done, raising the first error. The write is always
+    awaited to its end, so nothing else uses the connection while it runs."""
+    writing = asyncio.ensure_future(write)
+    try:
+        await fold
+    except BaseException:
+        await asyncio.wait({writing})
+        if not writing.cancelled():
+            writing.exception()  # retrieved: the fold's error is the one raised
+        raise
+    await writing
+
+
+@dataclass
+class _Part:
+    """One part's customers as stored (read under the batch's locks) and their queue entries."""
+
+    keys: Sequence[Key]
+    pending: list[asyncpg.Record]
+    waiting: dict[Key, list[asyncpg.Record]]
+    gone: set[Key]  # merged away
+    everything: dict[Key, list[rules.Fact]]  # queued whole (a merge, a split): all their events
+    queued: dict[Key, list[rules.Fact]]  # the others: their queued events
+    unchanged: set[Key]  # queued events that change no step and not the profile
+    profiles: dict[Key, rules.Profile]
+    stored: dict[Key, dict[str, rules.Step]]
+
+
+async def _read(conn: asyncpg.Connection, keys: Sequence[Key]) -> _Part:
+    """Read these claimed customers' queue entries, stored steps and profiles."""
     pending = await repo.pending_of(conn, keys)
     roots = await repo.roots(conn, keys)
     waiting: dict[Key, list[asyncpg.Record]] = defaultdict(list)
@@ -349,34 +401,52 @@ async def _fold(
         for k in keys
         if k not in gone and k not in everything
     }
-    # customers whose events change no step and not the profile: nothing to read or write
     unchanged = {k for k, facts in queued.items() if rules.changes_nothing(profiles.get(k), facts)}
     stored = await repo.steps_of(conn, [k for k in keys if k not in unchanged])
+    return _Part(keys, pending, waiting, gone, everything, queued, unchanged, profiles, stored)
+
+
+# How long a fold runs between two yields to the event loop, which meanwhile lets the previous
+# part's write send its next statement (a statement's reply waits at most about this long).
+_FOLD_SLICE_SECONDS = 0.001
+
+
+async def _fold(
+    part: _Part, configs: dict[str, MapConfig], writes: Writes, outcome: Outcome
+) -> None:
+    """Add these customers' changes to ``writes``, and their queue entries to its rows to
+    remove. No I/O: it yields to the event loop every ``_FOLD_SLICE_SECONDS``."""
     folded: list[tuple[str, uuid.UUID, str]] = []
-    for key in keys:
+    stored, profiles, waiting = part.stored, part.profiles, part.waiting
+    sliced = time.perf_counter()
+    for key in part.keys:
+        if time.perf_counter() - sliced > _FOLD_SLICE_SECONDS:
+            await asyncio.sleep(0)
+            sliced = time.perf_counter()
         config = configs[key[0]]
         outcome.events += len(waiting[key])
-        if key in gone:
+        if key in part.gone:
             change = recompute(stored[key], profiles.get(key), [], config=config, mode="gone")
             MAP_CUSTOMERS.labels("removed").inc()
             MAP_EVENTS.labels("superseded").inc(sum(1 for r in waiting[key] if r["event_id"]))
-        elif key in everything:
-            facts = everything[key]
+        elif key in part.everything:
+            facts = part.everything[key]
             change = recompute(stored[key], profiles.get(key), facts, config=config, mode="fresh")
             folded += [(key[0], key[1], f.event_id) for f in facts]
             MAP_CUSTOMERS.labels("rederived").inc()
         else:
-            MAP_EVENTS.labels("folded").inc(len(queued[key]))
-            if key in unchanged:
+            MAP_EVENTS.labels("folded").inc(len(part.queued[key]))
+            if key in part.unchanged:
                 MAP_CUSTOMERS.labels("unchanged").inc()
                 continue
             change = recompute(
-                stored[key], profiles.get(key), queued[key], config=config, mode="fold"
+                stored[key], profiles.get(key), part.queued[key], config=config, mode="fold"
             )
             MAP_CUSTOMERS.labels("incremental").inc()
         writes.add(key, change)
-    await repo.done(conn, [r["seq"] for r in pending], folded)
-    times = [r["enqueued_at"] for r in pending]
+    writes.rows.seqs += [r["seq"] for r in part.pending]
+    writes.rows.folded += folded
+    times = [r["enqueued_at"] for r in part.pending]
     if outcome.oldest_enqueued_at is not None:
         times.append(outcome.oldest_enqueued_at)
     outcome.oldest_enqueued_at = min(times, default=None)

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from services.journey.maps.maintain import drain, drain_once, parts_within
@@ -98,6 +99,54 @@ async def test_a_batch_holds_at_most_its_steps_budget_and_the_map_is_the_same(
             )
         totals = await stored_totals(conn, bounded.id, kind=0)
     assert sum(totals["count"].values()) == 12
+
+
+async def test_a_part_whose_write_fails_rolls_the_whole_batch_back(db: Database, journey_settings):
+    """A part's rows are written while the next part is folded: when that write fails, the
+    batch fails with the database's error and rolls back whole (every customer's queued events
+    wait, none is half in the map), and the next batch folds them into the map that a batch
+    that never failed gives."""
+    first, late = Log(), Log()
+    late._n = 100
+    for c in ("c1", "c2", "c3"):
+        for i, activity in enumerate(("phone:ivr", "web_chat:bot", "phone:agent")):
+            first.step(c, i * MIN, activity)
+        late.step(c, 10 * MIN, "email:support")
+    failing, clean = await TenantFactory(db)(), await TenantFactory(db)()
+    for tenant in (failing, clean):
+        await load(db, journey_settings, tenant.id, first.events)  # (folded: the map drained)
+    for tenant in (failing, clean):  # a fourth step each, queued
+        items = [envelope(tenant.id, e, BASE, [email(tenant.id, e.customer)]) for e in late.events]
+        await apply_chunk(db, journey_settings, items)
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        before = await stored_totals(conn, failing.id, kind=0)
+        # a real write failure: the failing tenant's profiles can no longer be saved
+        await conn.execute(
+            f"""ALTER TABLE journey.map_customer ADD CONSTRAINT no_profile_for_failing
+                CHECK (tenant_id <> '{failing.id}') NOT VALID"""
+        )
+    with pytest.raises(asyncpg.CheckViolationError):
+        async with db.session() as session:
+            await drain_once(await raw_connection(session), limit=500, steps=9)
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM journey.map_pending WHERE tenant_id = $1", failing.id
+        )
+        assert waiting == 3  # every customer's queued event, of both parts
+        assert await stored_totals(conn, failing.id, kind=0) == before
+        await conn.execute(
+            "ALTER TABLE journey.map_customer DROP CONSTRAINT no_profile_for_failing"
+        )
+    await drain(db, steps=9)
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        for kind in (0, 1):
+            assert await stored_totals(conn, failing.id, kind=kind) == await stored_totals(
+                conn, clean.id, kind=kind
+            )
+        assert sum((await stored_totals(conn, failing.id, kind=0))["count"].values()) == 12
 
 
 def test_parts_keep_the_queue_order_and_a_customer_over_the_budget_alone():
