@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -173,3 +174,10 @@ async def refused_at_commit(db: Database, table: str, tenant: str) -> AsyncItera
         async with db.session() as session:
             await session.execute(text(f"DROP TRIGGER {name} ON {table}"))
             await session.execute(text(f"DROP FUNCTION public.{name}()"))
+
+
+def stands_alone(value: str, text: str) -> bool:
+    """Whether ``value`` is in ``text`` as a value of its own, not inside a longer run of
+    letters, digits and dashes: a short secret such as a PIN is looked for in dumps and pages
+    that also hold UUIDs, hex ids and port numbers, which contain any four digits by chance."""
+    return re.search(rf"(?<![0-9A-Za-z-]){re.escape(value)}(?![0-9A-Za-z-])", text) is not None

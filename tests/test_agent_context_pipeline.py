@@ -49,6 +49,8 @@ MODEL = {
 }  # fmt: skip
 # From a declining customer's event on the raw topic to the churn alert in the agent's context.
 ALERT_SECONDS = 15.0
+# The test card's number, spaced or not (its first four digits alone are in many a UUID)
+CARD_DIGITS = re.compile(r"4111[ -]?1111")
 
 
 def replay_of(tenant: str, customer: str, shown: dict[str, Any]) -> CustomerEngagementChanged:
@@ -219,7 +221,7 @@ async def test_the_agent_sees_the_name_purchases_excerpts_and_facts_masked_when_
     secret = recent["fact.collected", "phone"]
     assert (secret["fact"], secret["value"], secret["masked"]) == ("date_of_birth", "••••", True)
     assert recent["purchase.completed", "web"]["order_id"] == "O-1001"
-    assert "4111" not in orjson.dumps(ctx).decode()
+    assert not CARD_DIGITS.search(orjson.dumps(ctx).decode())
     assert "1815-12-10" not in orjson.dumps(ctx).decode()
 
     url = f"/v1/customers/{ctx['customer_id']}/timeline"
@@ -254,7 +256,7 @@ async def test_the_agent_sees_the_name_purchases_excerpts_and_facts_masked_when_
     assert "Hello, my parcel for order O-1001 never arrived." in html
     assert "12 Byron Road, London" in html
     assert "1815-12-10" not in html
-    assert "4111" not in html
+    assert not CARD_DIGITS.search(html)
 
 
 async def test_a_declining_customers_churn_alert_reaches_the_agent_within_seconds(

@@ -15,7 +15,7 @@ from services.ingest.config import IngestSettings
 from shared.db import Database
 from shared.privacy.masking import MASK
 from tests.ingest.conftest import read_topic, stored_ids
-from tests.support import TenantFactory, app_client, cloud_event, eventually
+from tests.support import TenantFactory, app_client, cloud_event, eventually, stands_alone
 
 CARD = "4111 1111 1111 1111"
 
@@ -66,7 +66,7 @@ async def test_sensitive_values_are_sealed_at_rest_and_masked_unless_an_admin_re
         db, "SELECT envelope::text FROM ingest.event WHERE tenant_id = :t", tenant.id
     )
     assert CARD not in dump
-    assert "1234" not in dump
+    assert not stands_alone("1234", dump)  # (the dump's UUIDs may hold any four digits)
     assert "forged" not in dump
     assert "wpenc1:" in dump
     assert "A-1" in dump

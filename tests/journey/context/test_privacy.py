@@ -17,6 +17,7 @@ from shared.privacy.crypto import Keyring
 from shared.privacy.masking import MASK
 from shared.privacy.sealing import seal
 from tests.journey.conftest import cloud_event, context_when
+from tests.support import stands_alone
 
 CARD = "4111 1111 1111 1111"
 
@@ -89,7 +90,7 @@ async def test_sealed_values_are_masked_everywhere_and_opened_for_an_audited_adm
     assert "sealed" not in pin.json()["fact"]
     dump = await _dump(db, tenant.id)
     assert CARD not in dump
-    assert "8642" not in dump
+    assert not stands_alone("8642", dump)  # (the dump's UUIDs may hold any four digits)
     assert "wpenc1:" in dump
 
     timeline = await journey.get(f"/v1/customers/{cid}/timeline", headers=tenant.headers)
