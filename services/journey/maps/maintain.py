@@ -312,24 +312,54 @@ async def drain_once(
     cap: float = 0.0,
     steps: int | None = None,
 ) -> Outcome:
-    """Fold up to ``limit`` waiting customers into the map, in the caller's transaction.
-    ``settle`` > 0: only customers with no entry younger than that (in seconds) or with one
-    older than ``cap`` (``repository.claim``); 0 (``drain``): everything waiting. ``steps``:
-    the most stored steps plus queued events in one part (None: no bound); the claimed
-    customers are read and folded part by part, each part's own rows written while the next
-    part is folded (so at most two parts are held at once, and the connection's PostgreSQL
-    backend writes while this process folds), the aggregate changes of all of them written
-    once at the end."""
-    keys = await repo.claim(conn, limit, settle=settle, cap=cap)
-    outcome = Outcome()
+    """Fold up to ``limit`` waiting customers into the map, in the caller's transaction
+    (``fold_batch``, then its aggregate changes written)."""
+    batch = await fold_batch(conn, limit=limit, settle=settle, cap=cap, steps=steps)
+    await batch.flush(conn)
+    return batch.outcome
+
+
+@dataclass
+class Batch:
+    """The customers a batch claimed, with their own rows written and their aggregate changes
+    (``writes``) still to write (``flush``)."""
+
+    keys: list[Key]
+    writes: Writes
+    outcome: Outcome
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        if self.keys:
+            self.outcome.rows, self.outcome.deleted = await self.writes.flush_aggregates(conn)
+
+
+async def fold_batch(
+    conn: asyncpg.Connection,
+    *,
+    limit: int,
+    settle: float = 0.0,
+    cap: float = 0.0,
+    steps: int | None = None,
+    busy: Sequence[uuid.UUID] = (),
+) -> Batch:
+    """Claim up to ``limit`` waiting customers (none of ``busy``) and fold them: their own rows
+    written, their aggregate changes summed in the result. ``settle`` > 0: only customers with
+    no entry younger than that (in seconds) or with one older than ``cap``
+    (``repository.claim``); 0 (``drain``): everything waiting. ``steps``: the most stored steps
+    plus queued events in one part (None: no bound); the claimed customers are read and folded
+    part by part, each part's own rows written while the next part is folded (so at most two
+    parts are held at once, and the connection's PostgreSQL backend writes while this process
+    folds)."""
+    keys = await repo.claim(conn, limit, settle=settle, cap=cap, busy=busy)
+    writes = Writes()
+    outcome = Outcome(customers=len(keys))
     if not keys:
-        return outcome
+        return Batch(keys, writes, outcome)
     configs = await repo.configs(conn, (t for t, _ in keys))
     if steps is None:
         parts = [list(keys)]
     else:
         parts = parts_within(keys, await repo.sizes(conn, keys), steps)
-    writes = Writes()
     folded: Rows | None = None  # the last part folded: its rows still to write
     for part in parts:
         read = await _read(conn, part)
@@ -341,10 +371,8 @@ async def drain_once(
         folded = writes.take_rows()
     if folded is not None:
         await folded.write(conn, writes.counting)
-    outcome.rows, outcome.deleted = await writes.flush_aggregates(conn)
-    outcome.customers = len(keys)
     outcome.parts = len(parts)
-    return outcome
+    return Batch(keys, writes, outcome)
 
 
 async def _while_writing(write: Coroutine[Any, Any, None], fold: Coroutine[Any, Any, None]) -> None:
@@ -497,7 +525,8 @@ def pause_after(claimed: int, *, limit: int, elapsed: float, poll: float, interv
 
 
 class Compactor:
-    """Drains the map's queue: batch after batch while it is backlogged, a batch at most every
+    """Drains the map's queue: batch after batch while it is backlogged (the next batch claims
+    and folds while a full one writes its aggregate changes and commits), a batch at most every
     ``map_batch_interval_seconds`` while it keeps up, a poll every ``map_poll_seconds`` when
     idle (``pause_after``); a batch takes only customers whose queued events have settled
     (``map_settle_seconds``, or waited ``map_settle_cap_seconds``), so a burst is folded in one
@@ -511,38 +540,82 @@ class Compactor:
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
         settings = self.settings
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                outcome = await self.step()
+        flushing: asyncio.Task[Outcome] | None = None  # a full batch: aggregates, commit
+        busy: list[uuid.UUID] = []  # its customers
+        batch: asyncio.Task[Outcome] | None = None
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                folded: asyncio.Future[list[Key]] = asyncio.get_running_loop().create_future()
+                batch = asyncio.create_task(self.step(folded, before=flushing, busy=busy))
+                either: set[asyncio.Future[Any]] = {batch, folded}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                failed = flushing is not None and await self._ended(flushing) is None
+                flushing, busy = None, []
+                keys = folded.result() if folded.done() else []
+                if not failed and not batch.done() and len(keys) >= settings.map_batch_customers:
+                    # a backlog: the next batch claims and folds while this one flushes
+                    flushing, busy = batch, [c for _, c in keys]
+                    failures = 0
+                    continue
+                outcome = await self._ended(batch)
+                if failed or outcome is None:  # retried, counted: a stuck map shows as map lag
+                    failures += 1
+                    await _wait(stop, min(30.0, 0.1 * 2**failures))
+                    continue
                 failures = 0
-            except Exception as exc:  # retried, counted: a stuck map shows as map lag
-                failures += 1
-                MAP_FAILURES.labels(type(exc).__name__).inc()
-                log.warning("map.compaction_failed", error=f"{type(exc).__name__}: {exc}")
-                await _wait(stop, min(30.0, 0.1 * 2**failures))
-                continue
-            pause = pause_after(
-                outcome.customers,
-                limit=settings.map_batch_customers,
-                elapsed=time.monotonic() - started,
-                poll=settings.map_poll_seconds,
-                interval=settings.map_batch_interval_seconds,
-            )
-            if pause > 0:
-                await _wait(stop, pause)
+                pause = pause_after(
+                    outcome.customers,
+                    limit=settings.map_batch_customers,
+                    elapsed=time.monotonic() - started,
+                    poll=settings.map_poll_seconds,
+                    interval=settings.map_batch_interval_seconds,
+                )
+                if pause > 0:
+                    await _wait(stop, pause)
+        finally:  # the batches in hand end (commit or roll back) before the compactor does
+            if flushing is not None:
+                await self._ended(flushing)
+            if batch is not None and not batch.done():  # (cancelled while it ran)
+                await self._ended(batch)
 
-    async def step(self) -> Outcome:
+    async def _ended(self, batch: asyncio.Task[Outcome]) -> Outcome | None:
+        """The batch's outcome, or None when it failed (rolled back: counted and logged)."""
+        try:
+            return await batch
+        except Exception as exc:
+            MAP_FAILURES.labels(type(exc).__name__).inc()
+            log.warning("map.compaction_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+
+    async def step(
+        self,
+        folded: asyncio.Future[list[Key]] | None = None,
+        *,
+        before: asyncio.Task[Outcome] | None = None,
+        busy: Sequence[uuid.UUID] = (),
+    ) -> Outcome:
+        """One batch in one transaction. ``folded`` is given the claimed customers once their
+        own rows are written; the aggregate changes are written only after ``before`` (the
+        batch before, still flushing) has ended, so the two never wait on each other's rows."""
         started = time.perf_counter()
+        settings = self.settings
         async with self.db.session() as session:
             conn = await raw_connection(session)
-            outcome = await drain_once(
+            batch = await fold_batch(
                 conn,
-                limit=self.settings.map_batch_customers,
-                steps=self.settings.map_batch_steps,
-                settle=self.settings.map_settle_seconds,
-                cap=self.settings.map_settle_cap_seconds,
+                limit=settings.map_batch_customers,
+                steps=settings.map_batch_steps,
+                settle=settings.map_settle_seconds,
+                cap=settings.map_settle_cap_seconds,
+                busy=busy,
             )
+            if folded is not None:
+                folded.set_result(batch.keys)
+            if before is not None:
+                await asyncio.wait({before})
+            await batch.flush(conn)
+            outcome = batch.outcome
             oldest = await repo.oldest_pending_at(conn)
             if time.monotonic() - self._stats_at > 30:
                 self._stats_at = time.monotonic()

@@ -92,11 +92,23 @@ async def enqueue_customers(
 _ENTRIES_PER_CUSTOMER = 16
 
 
+# the batch before's customers, left out of a claim's candidates (a hashed subplan: one probe per
+# entry; a customer id is a random UUID, so one tenant's never hides another's)
+_NOT_BUSY = "WHERE customer_id NOT IN (SELECT unnest($3::uuid[]))"
+
+
 async def claim(
-    conn: asyncpg.Connection, limit: int, *, settle: float = 0.0, cap: float = 0.0
+    conn: asyncpg.Connection,
+    limit: int,
+    *,
+    settle: float = 0.0,
+    cap: float = 0.0,
+    busy: Sequence[uuid.UUID] = (),
 ) -> list[Key]:
     """The customers waiting longest, locked for this transaction (others' locks are skipped;
-    a tenant being recomputed holds its lock exclusively and is skipped whole).
+    a tenant being recomputed holds its lock exclusively and is skipped whole). ``busy``: the
+    customers of the batch before, still being committed: their entries are left out of the
+    candidates (their locks would skip them anyway, but they would fill the window).
 
     ``settle`` > 0: only customers whose newest entry is at least ``settle`` seconds old (their
     burst of events is folded in one visit), or whose oldest has waited ``cap`` seconds or more
@@ -104,28 +116,30 @@ async def claim(
     order); the check is one probe of the customer index per candidate customer."""
     if settle <= 0:
         rows = await conn.fetch(
-            """SELECT tenant_id, customer_id FROM (
+            f"""SELECT tenant_id, customer_id FROM (
                    SELECT tenant_id, customer_id, seq FROM journey.map_pending
-                   ORDER BY seq LIMIT $1) p
+                   {_NOT_BUSY} ORDER BY seq LIMIT $1) p
                GROUP BY tenant_id, customer_id ORDER BY min(seq) LIMIT $2""",
             limit * _ENTRIES_PER_CUSTOMER,
             limit,
+            list(busy),
         )
     else:
         rows = await conn.fetch(
-            """SELECT p.tenant_id, p.customer_id FROM (
+            f"""SELECT p.tenant_id, p.customer_id FROM (
                    SELECT tenant_id, customer_id, min(seq) AS first, min(enqueued_at) AS oldest
                    FROM (SELECT tenant_id, customer_id, seq, enqueued_at
-                         FROM journey.map_pending ORDER BY seq LIMIT $1) h
+                         FROM journey.map_pending {_NOT_BUSY} ORDER BY seq LIMIT $1) h
                    GROUP BY tenant_id, customer_id) p
                CROSS JOIN LATERAL (
                    SELECT max(q.enqueued_at) AS newest FROM journey.map_pending q
                    WHERE q.tenant_id = p.tenant_id AND q.customer_id = p.customer_id) n
-               WHERE p.oldest <= now() - make_interval(secs => $4)
-                  OR n.newest <= now() - make_interval(secs => $3)
+               WHERE p.oldest <= now() - make_interval(secs => $5)
+                  OR n.newest <= now() - make_interval(secs => $4)
                ORDER BY p.first LIMIT $2""",
             limit * _ENTRIES_PER_CUSTOMER,
             limit,
+            list(busy),
             settle,
             max(cap, settle),
         )

@@ -1,0 +1,138 @@
+"""The compactor while backlogged: the next batch claims and folds while a full one writes its
+aggregate changes and commits. The next claim leaves the first batch's customers out; the map
+is the one a rebuild gives; a batch that fails rolls back and its customers are folded later,
+the batch beside it unharmed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import REGISTRY
+
+from services.journey.maps import repository as repo
+from services.journey.maps.maintain import Compactor, drain
+from services.journey.maps.rebuild import rebuild_from_events
+from shared.db import Database, raw_connection
+from tests.journey.conformance.support import BASE, MIN, Log
+from tests.journey.maps.support import apply_chunk, email, envelope, own_database, snapshot
+from tests.support import TenantFactory, eventually
+
+BASE_ACTIVITIES = ("phone:ivr", "web_chat:bot", "phone:agent", "email:support")
+
+
+@pytest.fixture(scope="module")
+async def db(journey_settings) -> AsyncIterator[Database]:
+    """This module's own database: no other compactor folds its queue behind the test's back."""
+    async with own_database(journey_settings.dsn) as (database, _):
+        yield database
+
+
+async def _queued(db: Database, settings, steps: dict[str, int]) -> str:
+    """A new tenant whose customers (name → number of steps) have their steps queued, the
+    queue's only entries; returns the tenant."""
+    await drain(db)
+    tenant = (await TenantFactory(db)()).id
+    log = Log()
+    for customer, n in steps.items():
+        for i in range(n):
+            log.step(customer, i * 3 * MIN, BASE_ACTIVITIES[(i + len(customer)) % 4])
+    items = [envelope(tenant, e, BASE, [email(tenant, e.customer)]) for e in log.events]
+    await apply_chunk(db, settings, items)
+    return tenant
+
+
+async def _pending(db: Database, tenant: str) -> int:
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM journey.map_pending WHERE tenant_id = $1", tenant
+            )
+        )
+
+
+def _failures(cause: str) -> float:
+    return REGISTRY.get_sample_value("waypoint_journey_map_failures_total", {"cause": cause}) or 0.0
+
+
+async def test_the_next_claim_leaves_out_the_customers_of_the_batch_still_committing(
+    db: Database, journey_settings
+):
+    # c0's 20 entries fill a one-customer claim's window (16 entries) on their own
+    tenant = await _queued(db, journey_settings, {"c0": 20, "c1": 1})
+    async with db.session() as first:  # a batch that has claimed c0 and not committed
+        (claimed,) = await repo.claim(await raw_connection(first), 1)
+        async with db.session() as second:
+            conn = await raw_connection(second)
+            assert await repo.claim(conn, 1) == []  # c0 is locked; its entries fill the window
+            (other,) = await repo.claim(conn, 1, busy=[claimed[1]])
+    assert claimed[0] == other[0] == tenant
+    assert other[1] != claimed[1]
+    await drain(db)
+
+
+async def test_overlapping_batches_give_the_map_a_rebuild_gives(db: Database, journey_settings):
+    tenant = await _queued(db, journey_settings, {f"c{i}": 2 + i % 4 for i in range(12)})
+    settings = journey_settings.model_copy(
+        update={"map_batch_customers": 2, "map_batch_steps": 4, "map_settle_seconds": 0.0}
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(Compactor(db, settings).run(stop))
+    try:
+
+        async def folded() -> bool:
+            return await _pending(db, tenant) == 0
+
+        assert await eventually(folded, timeout=60)
+    finally:
+        stop.set()
+        await task
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        compacted = await snapshot(conn, tenant)
+        await rebuild_from_events(conn, tenant)
+        assert await snapshot(conn, tenant) == compacted
+    assert len(compacted["map_step"]) == sum(2 + i % 4 for i in range(12))
+
+
+async def test_a_failed_batch_is_retried_and_the_map_is_exact(db: Database, journey_settings):
+    tenant = await _queued(db, journey_settings, {f"c{i}": 3 for i in range(7)})
+    queued = await _pending(db, tenant)
+    settings = journey_settings.model_copy(
+        update={"map_batch_customers": 2, "map_settle_seconds": 0.0}
+    )
+    async with db.session() as session:  # a real failure: the tenant's aggregates cannot be written
+        await (await raw_connection(session)).execute(
+            f"""ALTER TABLE journey.map_node ADD CONSTRAINT no_node_for_failing
+                CHECK (tenant_id <> '{tenant}') NOT VALID"""
+        )
+    before = _failures("CheckViolationError")
+    stop = asyncio.Event()
+    task = asyncio.create_task(Compactor(db, settings).run(stop))
+    try:
+
+        async def failed_twice() -> bool:
+            return _failures("CheckViolationError") >= before + 2
+
+        assert await eventually(failed_twice, timeout=60)
+        assert await _pending(db, tenant) == queued  # every failed batch rolled back whole
+        async with db.session() as session:
+            await (await raw_connection(session)).execute(
+                "ALTER TABLE journey.map_node DROP CONSTRAINT no_node_for_failing"
+            )
+
+        async def folded() -> bool:
+            return await _pending(db, tenant) == 0
+
+        assert await eventually(folded, timeout=60)
+    finally:
+        stop.set()
+        await task
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        compacted = await snapshot(conn, tenant)
+        await rebuild_from_events(conn, tenant)
+        assert await snapshot(conn, tenant) == compacted
+    assert len(compacted["map_step"]) == 21
