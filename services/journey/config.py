@@ -143,11 +143,12 @@ class JourneySettings(CommonSettings):
         ge=1,
         le=10_000_000,
         description=(
-            "Most stored steps plus queued events a map batch holds in memory at once: its "
-            "customers are read and folded in parts of at most this many (a customer with more "
-            "is a part alone), each part's own rows written as it goes, the aggregate changes "
-            "of the whole batch written once at the end. At 2,000 customers and 5,000 the maps "
-            "process peaked at 123-125 MB live and 140 MB replaying months of history."
+            "Most stored steps plus queued events in one part of a map batch: its customers "
+            "are read and folded in parts of at most this many (a customer with more is a part "
+            "alone), each part's own rows written while the next is folded (two parts in memory "
+            "at once), the aggregate changes of the whole batch written once at the end. At "
+            "2,000 customers and 5,000 the maps process peaked at 125-126 MB live and 150-153 "
+            "MB replaying months of history."
         ),
     )
     map_poll_seconds: float = Field(

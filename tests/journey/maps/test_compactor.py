@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -53,6 +54,25 @@ async def _pending(db: Database, tenant: str) -> int:
         )
 
 
+async def _folded(db: Database, tenant: str) -> None:
+    """Wait until the tenant's queue is empty."""
+
+    async def empty() -> bool:
+        return await _pending(db, tenant) == 0
+
+    assert await eventually(empty, timeout=60)
+
+
+async def _as_rebuilt(db: Database, tenant: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The tenant's map, checked equal to what a rebuild from its events gives."""
+    async with db.session() as session:
+        conn = await raw_connection(session)
+        compacted = await snapshot(conn, tenant)
+        await rebuild_from_events(conn, tenant)
+        assert await snapshot(conn, tenant) == compacted
+    return compacted
+
+
 def _failures(cause: str) -> float:
     return REGISTRY.get_sample_value("waypoint_journey_map_failures_total", {"cause": cause}) or 0.0
 
@@ -81,19 +101,11 @@ async def test_overlapping_batches_give_the_map_a_rebuild_gives(db: Database, jo
     stop = asyncio.Event()
     task = asyncio.create_task(Compactor(db, settings).run(stop))
     try:
-
-        async def folded() -> bool:
-            return await _pending(db, tenant) == 0
-
-        assert await eventually(folded, timeout=60)
+        await _folded(db, tenant)
     finally:
         stop.set()
         await task
-    async with db.session() as session:
-        conn = await raw_connection(session)
-        compacted = await snapshot(conn, tenant)
-        await rebuild_from_events(conn, tenant)
-        assert await snapshot(conn, tenant) == compacted
+    compacted = await _as_rebuilt(db, tenant)
     assert len(compacted["map_step"]) == sum(2 + i % 4 for i in range(12))
 
 
@@ -123,16 +135,9 @@ async def test_a_failed_batch_is_retried_and_the_map_is_exact(db: Database, jour
                 "ALTER TABLE journey.map_node DROP CONSTRAINT no_node_for_failing"
             )
 
-        async def folded() -> bool:
-            return await _pending(db, tenant) == 0
-
-        assert await eventually(folded, timeout=60)
+        await _folded(db, tenant)
     finally:
         stop.set()
         await task
-    async with db.session() as session:
-        conn = await raw_connection(session)
-        compacted = await snapshot(conn, tenant)
-        await rebuild_from_events(conn, tenant)
-        assert await snapshot(conn, tenant) == compacted
+    compacted = await _as_rebuilt(db, tenant)
     assert len(compacted["map_step"]) == 21

@@ -59,6 +59,17 @@ async def test_drain_waits_for_entries_another_compactor_holds(db: Database, jou
     assert (steps, pending) == (2, 0)
 
 
+def _three_customers() -> tuple[Log, Log]:
+    """Three customers' first three steps, and a fourth step each, later."""
+    first, late = Log(), Log()
+    late._n = 100
+    for c in ("c1", "c2", "c3"):
+        for i, activity in enumerate(("phone:ivr", "web_chat:bot", "phone:agent")):
+            first.step(c, i * MIN, activity)
+        late.step(c, 10 * MIN, "email:support")
+    return first, late
+
+
 async def test_a_batch_holds_at_most_its_steps_budget_and_the_map_is_the_same(
     db: Database, journey_settings
 ):
@@ -66,12 +77,7 @@ async def test_a_batch_holds_at_most_its_steps_budget_and_the_map_is_the_same(
     that many stored steps plus queued events (the compactor's memory stays bounded, however
     long the histories), one customer at least, all in the batch's one transaction; the map is
     what an unbounded fold gives."""
-    first, late = Log(), Log()
-    late._n = 100
-    for c in ("c1", "c2", "c3"):
-        for i, activity in enumerate(("phone:ivr", "web_chat:bot", "phone:agent")):
-            first.step(c, i * MIN, activity)
-        late.step(c, 10 * MIN, "email:support")
+    first, late = _three_customers()
     bounded, unbounded = await TenantFactory(db)(), await TenantFactory(db)()
     for tenant in (bounded, unbounded):
         await load(db, journey_settings, tenant.id, first.events)  # 3 steps stored each
@@ -106,12 +112,7 @@ async def test_a_part_whose_write_fails_rolls_the_whole_batch_back(db: Database,
     batch fails with the database's error and rolls back whole (every customer's queued events
     wait, none is half in the map), and the next batch folds them into the map that a batch
     that never failed gives."""
-    first, late = Log(), Log()
-    late._n = 100
-    for c in ("c1", "c2", "c3"):
-        for i, activity in enumerate(("phone:ivr", "web_chat:bot", "phone:agent")):
-            first.step(c, i * MIN, activity)
-        late.step(c, 10 * MIN, "email:support")
+    first, late = _three_customers()
     failing, clean = await TenantFactory(db)(), await TenantFactory(db)()
     for tenant in (failing, clean):
         await load(db, journey_settings, tenant.id, first.events)  # (folded: the map drained)
