@@ -1,6 +1,6 @@
 """The compactor while backlogged: the next batch claims and folds while a full one writes its
 aggregate changes and commits. The next claim leaves the first batch's customers out; the map
-is the one a rebuild gives; a batch that fails (whether folding or writing its aggregates) is
+is the one a rebuild gives; a batch whose aggregate write fails (the next one beside it) is
 counted, rolls back whole and is retried."""
 
 from __future__ import annotations
