@@ -49,7 +49,7 @@ MODEL = {
 }  # fmt: skip
 # From a declining customer's event on the raw topic to the churn alert in the agent's context.
 ALERT_SECONDS = 15.0
-# The test card's number, spaced or not (its first four digits alone are in many a UUID)
+# The test card's number, spaced or not (its first four digits alone may be in a UUID by chance)
 CARD_DIGITS = re.compile(r"4111[ -]?1111")
 
 

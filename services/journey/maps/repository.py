@@ -93,7 +93,7 @@ _ENTRIES_PER_CUSTOMER = 16
 
 
 # the batch before's customers, left out of a claim's candidates (a hashed subplan: one probe per
-# entry; a customer id is a random UUID, so one tenant's never hides another's)
+# entry; by id alone: another tenant's customer with the same random UUID would wait one batch)
 _NOT_BUSY = "WHERE customer_id NOT IN (SELECT unnest($3::uuid[]))"
 
 
