@@ -28,7 +28,7 @@ def segment_filter(request: Request, allowed: set[str]) -> dict[str, str]:
                 known = ", ".join(rules.SEGMENTS)
                 raise invalid(name, f"unknown segment trait {trait!r}; known: {known}")
             if not value or len(value) > rules.MAX_TEXT:
-                raise invalid(name, "a segment value must have 1 to 128 characters")
+                raise invalid(name, f"a segment value must have 1 to {rules.MAX_TEXT} characters")
             if trait in segment and segment[trait] != value:
                 raise invalid(name, "give each segment trait once")
             segment[trait] = value

@@ -592,7 +592,7 @@ class Compactor:
         self,
         folded: asyncio.Future[list[Key]] | None = None,
         *,
-        before: asyncio.Task[Outcome] | None = None,
+        before: asyncio.Future[Any] | None = None,
         busy: Sequence[uuid.UUID] = (),
     ) -> Outcome:
         """One batch in one transaction. ``folded`` is given the claimed customers once their
@@ -612,8 +612,11 @@ class Compactor:
             )
             if folded is not None:
                 folded.set_result(batch.keys)
+            waited = 0.0  # for the batch before: not this batch's own time
             if before is not None:
+                waiting = time.perf_counter()
                 await asyncio.wait({before})
+                waited = time.perf_counter() - waiting
             await batch.flush(conn)
             outcome = batch.outcome
             oldest = await repo.oldest_pending_at(conn)
@@ -623,7 +626,7 @@ class Compactor:
                     MAP_AGGREGATE_ROWS.labels(table).set(rows)
         now = datetime.now(UTC)
         if outcome.customers:
-            MAP_BATCH.observe(time.perf_counter() - started)
+            MAP_BATCH.observe(time.perf_counter() - started - waited)
             MAP_ROWS.labels("upserted").inc(outcome.rows)
             MAP_ROWS.labels("deleted").inc(outcome.deleted)
             if outcome.oldest_enqueued_at is not None:

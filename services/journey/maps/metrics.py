@@ -26,7 +26,8 @@ MAP_EVENTS = Counter(
 )
 MAP_BATCH = Histogram(
     "waypoint_journey_map_batch_duration_seconds",
-    "Time of one map compaction transaction (load, derive, write).",
+    "Time of one map compaction transaction (claim, load, derive, write, commit), less its "
+    "wait for the batch before it to commit (while backlogged, batches overlap).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 MAP_ROWS = Counter(

@@ -1,7 +1,8 @@
 """The compactor while backlogged: the next batch claims and folds while a full one writes its
 aggregate changes and commits. The next claim leaves the first batch's customers out; the map
 is the one a rebuild gives; a batch whose aggregate write fails (the next one beside it) is
-counted, rolls back whole and is retried."""
+counted, rolls back whole and is retried; a batch's duration metric leaves out its wait for the
+batch before."""
 
 from __future__ import annotations
 
@@ -141,3 +142,29 @@ async def test_a_failed_batch_is_retried_and_the_map_is_exact(db: Database, jour
         await task
     compacted = await _as_rebuilt(db, tenant)
     assert len(compacted["map_step"]) == 21
+
+
+def _batch_seconds() -> float:
+    return REGISTRY.get_sample_value("waypoint_journey_map_batch_duration_seconds_sum") or 0.0
+
+
+async def test_a_batch_s_duration_leaves_out_its_wait_for_the_batch_before(
+    db: Database, journey_settings
+):
+    """While backlogged a batch waits for the one before it to commit before writing its
+    aggregate changes: the duration an SRE reads is the batch's own, without that wait."""
+    await _queued(db, journey_settings, {"c0": 3})
+    settings = journey_settings.model_copy(update={"map_settle_seconds": 0.0})
+    before = asyncio.get_running_loop().create_future()  # the batch before, still committing
+    folded: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    observed = _batch_seconds()
+    started = asyncio.get_running_loop().time()
+    batch = asyncio.create_task(Compactor(db, settings).step(folded, before=before))
+    assert len(await folded) == 1  # claimed, folded, its own rows written: now it waits
+    held = 1.0
+    await asyncio.sleep(held)  # the batch before takes this long to commit
+    before.set_result(None)
+    outcome = await batch
+    total = asyncio.get_running_loop().time() - started
+    assert outcome.customers == 1
+    assert 0 < _batch_seconds() - observed <= total - held
