@@ -246,13 +246,13 @@ class Writes:
         for pcell, n in change.pain_cells.items():
             self.pain_cells[(tenant, pcell)] += n
         added, withdrawn = change.examples
-        for ecell, text in added.items():
-            text = with_customer(text, str(customer))
-            if text > self.examples.get((tenant, ecell), ""):
-                self.examples[(tenant, ecell)] = text
-        self.withdrawn += [
-            ((tenant, c), with_customer(t, str(customer))) for c, t in withdrawn.items()
-        ]
+        if added or withdrawn:
+            who = str(customer)
+            for ecell, text in added.items():
+                text = with_customer(text, who)
+                if text > self.examples.get((tenant, ecell), ""):
+                    self.examples[(tenant, ecell)] = text
+            self.withdrawn += [((tenant, c), with_customer(t, who)) for c, t in withdrawn.items()]
         if change.profile is None:
             rows.forget.append(key)
             return
