@@ -47,6 +47,7 @@ from services.journey.maps.metrics import (
     MAP_EVENTS,
     MAP_FAILURES,
     MAP_LAG,
+    MAP_PARTS,
     MAP_ROWS,
 )
 from services.journey.maps.settings import MapConfig
@@ -627,6 +628,7 @@ class Compactor:
         now = datetime.now(UTC)
         if outcome.customers:
             MAP_BATCH.observe(time.perf_counter() - started - waited)
+            MAP_PARTS.observe(outcome.parts)
             MAP_ROWS.labels("upserted").inc(outcome.rows)
             MAP_ROWS.labels("deleted").inc(outcome.deleted)
             if outcome.oldest_enqueued_at is not None:

@@ -30,6 +30,13 @@ MAP_BATCH = Histogram(
     "wait for the batch before it to commit (while backlogged, batches overlap).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+MAP_PARTS = Histogram(
+    "waypoint_journey_map_batch_parts",
+    "Per map compaction, the parts its customers were read and folded in (each at most "
+    "WAYPOINT_JOURNEY_MAP_BATCH_STEPS stored steps plus queued events; more parts: longer "
+    "histories or bigger bursts per batch).",
+    buckets=(1, 2, 3, 5, 10, 20, 50),
+)
 MAP_ROWS = Counter(
     "waypoint_journey_map_aggregate_writes_total",
     "Aggregate rows written by map maintenance, by operation (upserted, deleted).",

@@ -1,8 +1,8 @@
 """The compactor while backlogged: the next batch claims and folds while a full one writes its
 aggregate changes and commits. The next claim leaves the first batch's customers out; the map
-is the one a rebuild gives; a batch whose aggregate write fails (the next one beside it) is
-counted, rolls back whole and is retried; a batch's duration metric leaves out its wait for the
-batch before."""
+is the one a rebuild gives, and the batches' parts are counted; a batch whose aggregate write
+fails (the next one beside it) is counted, rolls back whole and is retried; a batch's duration
+metric leaves out its wait for the batch before."""
 
 from __future__ import annotations
 
@@ -74,6 +74,10 @@ async def _as_rebuilt(db: Database, tenant: str) -> dict[str, list[tuple[Any, ..
     return compacted
 
 
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(f"waypoint_journey_map_{name}") or 0.0
+
+
 def _failures(cause: str) -> float:
     return REGISTRY.get_sample_value("waypoint_journey_map_failures_total", {"cause": cause}) or 0.0
 
@@ -99,6 +103,7 @@ async def test_overlapping_batches_give_the_map_a_rebuild_gives(db: Database, jo
     settings = journey_settings.model_copy(
         update={"map_batch_customers": 2, "map_batch_steps": 4, "map_settle_seconds": 0.0}
     )
+    batches, parts = _sample("batch_parts_count"), _sample("batch_parts_sum")
     stop = asyncio.Event()
     task = asyncio.create_task(Compactor(db, settings).run(stop))
     try:
@@ -108,6 +113,9 @@ async def test_overlapping_batches_give_the_map_a_rebuild_gives(db: Database, jo
         await task
     compacted = await _as_rebuilt(db, tenant)
     assert len(compacted["map_step"]) == sum(2 + i % 4 for i in range(12))
+    # 2 customers of 2-5 steps each against a 4-step bound: some batches were cut in parts
+    assert _sample("batch_parts_count") - batches >= 6
+    assert _sample("batch_parts_sum") - parts > _sample("batch_parts_count") - batches
 
 
 async def test_a_failed_batch_is_retried_and_the_map_is_exact(db: Database, journey_settings):
@@ -144,10 +152,6 @@ async def test_a_failed_batch_is_retried_and_the_map_is_exact(db: Database, jour
     assert len(compacted["map_step"]) == 21
 
 
-def _batch_seconds() -> float:
-    return REGISTRY.get_sample_value("waypoint_journey_map_batch_duration_seconds_sum") or 0.0
-
-
 async def test_a_batch_s_duration_leaves_out_its_wait_for_the_batch_before(
     db: Database, journey_settings
 ):
@@ -157,7 +161,7 @@ async def test_a_batch_s_duration_leaves_out_its_wait_for_the_batch_before(
     settings = journey_settings.model_copy(update={"map_settle_seconds": 0.0})
     before = asyncio.get_running_loop().create_future()  # the batch before, still committing
     folded: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-    observed = _batch_seconds()
+    observed = _sample("batch_duration_seconds_sum")
     started = asyncio.get_running_loop().time()
     batch = asyncio.create_task(Compactor(db, settings).step(folded, before=before))
     assert len(await folded) == 1  # claimed, folded, its own rows written: now it waits
@@ -167,4 +171,4 @@ async def test_a_batch_s_duration_leaves_out_its_wait_for_the_batch_before(
     outcome = await batch
     total = asyncio.get_running_loop().time() - started
     assert outcome.customers == 1
-    assert 0 < _batch_seconds() - observed <= total - held
+    assert 0 < _sample("batch_duration_seconds_sum") - observed <= total - held
