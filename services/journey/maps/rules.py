@@ -503,7 +503,9 @@ def contribution(
 
 
 def difference(old: dict[Group, Part], new: dict[Group, Part]) -> dict[Group, Part]:
-    """``new - old``, without the groups that cancel out."""
+    """``new - old``, without the groups that cancel out (``new``'s parts may be reused)."""
+    if not old:  # nothing to take out (a customer's first visit): new's parts, pruned
+        return {group: part for group, part in new.items() if part.prune()}
     out: dict[Group, Part] = {}
     for group in old.keys() | new.keys():
         part = Part()

@@ -243,23 +243,34 @@ def threshold(gap_us: int | None) -> int:
     return bisect_left(_LADDER_US, gap_us)
 
 
-def fcr_cells(rows: Iterable[QRow]) -> Counter[FcrCell]:
-    """Contacts counted by (day, mode, reason, activity, team, declared, threshold)."""
-    out: Counter[FcrCell] = Counter()
+def thresholds(r: QRow) -> list[int]:
+    """A contact's ``threshold`` under each FCR mode, in ``MODES`` order (what FCR cells and
+    repeat-contact examples count it under)."""
+    return [threshold(further_gap(r, same=s, reopen_counts=o)) for s, o in MODES]
+
+
+def _count_fcr(out: dict[FcrCell, int], rows: Iterable[QRow], sign: int) -> None:
     for r in rows:
         if not r.contact:
             continue
         declared = 0 if r.resolved is None else (1 if r.resolved else 2)
-        day = r.at_us // DAY_US
-        for mode, (same, reopen) in enumerate(MODES):
-            t = threshold(further_gap(r, same=same, reopen_counts=reopen))
-            out[(day, mode, r.reason or "", r.activity, r.team or "", declared, t)] += 1
-    return out
+        day, reason, team = r.at_us // DAY_US, r.reason or "", r.team or ""
+        for mode, t in enumerate(thresholds(r)):
+            cell = (day, mode, reason, r.activity, team, declared, t)
+            out[cell] = out.get(cell, 0) + sign
+
+
+def fcr_cells(rows: Iterable[QRow]) -> Counter[FcrCell]:
+    """Contacts counted by (day, mode, reason, activity, team, declared, threshold)."""
+    out: dict[FcrCell, int] = {}
+    _count_fcr(out, rows, 1)
+    return Counter(out)
 
 
 def cells_difference(old: Iterable[QRow], new: Iterable[QRow]) -> dict[FcrCell, int]:
-    delta = fcr_cells(new)
-    delta.subtract(fcr_cells(old))
+    delta: dict[FcrCell, int] = {}
+    _count_fcr(delta, new, 1)
+    _count_fcr(delta, old, -1)
     return {k: v for k, v in delta.items() if v}
 
 
@@ -270,28 +281,27 @@ LONG_WAIT_MS = 300_000  # the default long-wait threshold, the one the day count
 PainCell = tuple[int, str, str, str, bool, str, str]
 
 
-def pain_cells(rows: Iterable[QRow]) -> Counter[PainCell]:
-    """Steps counted by (day, activity, edge source, channel, contact, stat, value): every
-    figure a pain-point row or the health summary needs that does not depend on ``as_of``
-    beyond the day (``abandon_wait`` sums milliseconds; ``wait`` is the map's log bucket,
-    counted without the edge source: the queue-wait histogram is most of the cells, and only
-    touchpoint and channel read it)."""
-    out: Counter[PainCell] = Counter()
+def _count_pain(out: dict[PainCell, int], rows: Iterable[QRow], sign: int) -> None:
     for r in rows:
         base = (r.at_us // DAY_US, r.activity, r.prev_activity or "", r.channel, r.contact)
-        narrow = (base[0], r.activity, "", r.channel, r.contact)
         stats = [("rows", "")]
         if r.abandon_at is not None:
             stats.append(("abandon", r.abandon_at))
             if r.abandon_wait_ms:
-                out[(*base, "abandon_wait", "")] += r.abandon_wait_ms
-        stats += [("transfer", str(n)) for n in (1, 2) if r.transfers >= n]
+                waited: PainCell = (*base, "abandon_wait", "")
+                out[waited] = out.get(waited, 0) + sign * r.abandon_wait_ms
+        if r.transfers >= 1:
+            stats.append(("transfer", "1"))
+            if r.transfers >= 2:
+                stats.append(("transfer", "2"))
         if r.sentiment_milli is not None:
             stats.append(("sentiment", ""))
             if r.sentiment_milli <= NEGATIVE_SENTIMENT_MILLI:
                 stats.append(("negative", ""))
         if r.queue_wait_ms is not None:
-            out[(*narrow, "wait", str(bucket(r.queue_wait_ms * 1000)))] += 1
+            wait = str(bucket(r.queue_wait_ms * 1000))
+            narrow: PainCell = (base[0], r.activity, "", r.channel, r.contact, "wait", wait)
+            out[narrow] = out.get(narrow, 0) + sign
             if r.queue_wait_ms > LONG_WAIT_MS:
                 stats.append(("long", ""))
         if r.callback != CALLBACK_NONE:
@@ -303,13 +313,25 @@ def pain_cells(rows: Iterable[QRow]) -> Counter[PainCell]:
         if r.cross_unresolved:
             stats.append(("cross_unresolved", ""))
         for stat, value in stats:
-            out[(*base, stat, value)] += 1
-    return out
+            cell: PainCell = (*base, stat, value)
+            out[cell] = out.get(cell, 0) + sign
+
+
+def pain_cells(rows: Iterable[QRow]) -> Counter[PainCell]:
+    """Steps counted by (day, activity, edge source, channel, contact, stat, value): every
+    figure a pain-point row or the health summary needs that does not depend on ``as_of``
+    beyond the day (``abandon_wait`` sums milliseconds; ``wait`` is the map's log bucket,
+    counted without the edge source: the queue-wait histogram is most of the cells, and only
+    touchpoint and channel read it)."""
+    out: dict[PainCell, int] = {}
+    _count_pain(out, rows, 1)
+    return Counter(out)
 
 
 def pain_difference(old: Iterable[QRow], new: Iterable[QRow]) -> dict[PainCell, int]:
-    delta = pain_cells(new)
-    delta.subtract(pain_cells(old))
+    delta: dict[PainCell, int] = {}
+    _count_pain(delta, new, 1)
+    _count_pain(delta, old, -1)
     return {k: v for k, v in delta.items() if v}
 
 
@@ -354,8 +376,7 @@ def example_kinds(r: QRow) -> list[str]:
         kinds.append("transfer")
     if r.contact:
         reason = r.reason or ""
-        for mode, (same, reopen) in enumerate(MODES):
-            t = threshold(further_gap(r, same=same, reopen_counts=reopen))
+        for mode, t in enumerate(thresholds(r)):
             if t < len(LADDER_DAYS):
                 kinds.append(f"r:{mode}:{t}:{reason}")
     return kinds
