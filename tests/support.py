@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from shared.auth.models import ALL_SCOPES
 from shared.auth.service import create_key, ensure_tenant
@@ -181,3 +182,9 @@ def stands_alone(value: str, text: str) -> bool:
     letters, digits and dashes: a short secret such as a PIN is looked for in dumps and pages
     that also hold UUIDs, hex ids and port numbers, which contain any four digits by chance."""
     return re.search(rf"(?<![0-9A-Za-z-]){re.escape(value)}(?![0-9A-Za-z-])", text) is not None
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's current value in this process (0 before it is first observed): workers and
+    apps under test run in the test's process, so their metrics are read here."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0

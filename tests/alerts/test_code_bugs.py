@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from services.alerts import engine, worker
@@ -18,14 +17,10 @@ from services.alerts.config import AlertsSettings
 from shared.db import Database
 from shared.kafka import ensure_topics
 from tests.alerts.conftest import T0, Clock, running, usage
-from tests.support import TenantFactory, eventually
+from tests.support import TenantFactory, eventually, sample
 from tests.topics import committed, records_in
 
 FAILURES = "waypoint_consumer_batch_failures_total"
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_an_engine_bug_is_retried_not_dead_lettered_and_applied_once_fixed(

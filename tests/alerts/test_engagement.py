@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from services.alerts.app import create_app
@@ -23,7 +22,7 @@ from shared.db import Database, raw_connection
 from shared.events.engagement import CustomerEngagementChanged
 from shared.kafka import ensure_topics, make_consumer
 from tests.alerts.conftest import T0, apply, usage
-from tests.support import TenantFactory, app_client, eventually
+from tests.support import TenantFactory, app_client, eventually, sample
 
 MODEL = {
     "weights": {"activity": 50, "utilisation": 50, "cases": 0, "friction": 0,
@@ -93,10 +92,6 @@ async def pending_version(db: Database, tenant: str, customer: str) -> tuple[int
     return (row[0], row[1]) if row else None
 
 
-def metric(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
-
-
 async def test_a_change_is_published_after_its_commit_never_before_never_if_rolled_back(
     own: AlertsSettings,
     db: Database,
@@ -147,13 +142,13 @@ async def test_a_change_the_broker_does_not_acknowledge_stays_pending_until_publ
     impatient = own.model_copy(
         update={"engagement_publish_timeout_seconds": 1e-6, "engagement_poll_seconds": 0.05}
     )
-    failures = metric("waypoint_alerts_engagement_publish_failures_total")
+    failures = sample("waypoint_alerts_engagement_publish_failures_total")
     stop = asyncio.Event()
     relaying = asyncio.create_task(relay_for(impatient, db, producer).run(stop))
     try:
 
         async def failed_twice() -> bool:
-            return metric("waypoint_alerts_engagement_publish_failures_total") >= failures + 2
+            return sample("waypoint_alerts_engagement_publish_failures_total") >= failures + 2
 
         await eventually(failed_twice)
     finally:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from services.ingest.config import IngestSettings
@@ -111,8 +110,3 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
-
-
-def sample(name: str, **labels: str) -> float:
-    """A metric's current value in this process (workers here run in the test's event loop)."""
-    return REGISTRY.get_sample_value(name, labels) or 0.0

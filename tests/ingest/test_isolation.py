@@ -22,8 +22,8 @@ from services.ingest.redrive import RedriveFilter, redrive
 from services.ingest.worker import run
 from shared.db import Database
 from shared.kafka import header, make_producer
-from tests.ingest.conftest import read_topic, sample, stored_ids
-from tests.support import TenantFactory, app_client, cloud_event, eventually
+from tests.ingest.conftest import read_topic, stored_ids
+from tests.support import TenantFactory, app_client, cloud_event, eventually, sample
 
 DEAD = "waypoint_ingest_events_dead_lettered_total"
 

@@ -19,8 +19,8 @@ from services.ingest.config import IngestSettings
 from services.ingest.worker import run
 from shared.db import Database
 from shared.embedded import free_port
-from tests.ingest.conftest import produce, read_topic, sample, stored_ids
-from tests.support import TenantFactory, cloud_event, eventually
+from tests.ingest.conftest import produce, read_topic, stored_ids
+from tests.support import TenantFactory, cloud_event, eventually, sample
 from tests.topics import records_in
 
 

@@ -4,8 +4,8 @@ from aiokafka import AIOKafkaProducer
 from services.ingest.config import IngestSettings
 from services.ingest.redrive import RedriveFilter, redrive
 from shared.db import Database
-from tests.ingest.conftest import produce, sample, stored_ids
-from tests.support import TenantFactory, cloud_event, eventually
+from tests.ingest.conftest import produce, stored_ids
+from tests.support import TenantFactory, cloud_event, eventually, sample
 
 
 async def test_events_of_a_tenant_created_later_are_stored_after_a_redrive(

@@ -8,8 +8,8 @@ from sqlalchemy import text
 from services.ingest.config import IngestSettings
 from shared.db import Database
 from shared.kafka import header
-from tests.ingest.conftest import produce, read_topic, sample, stored_ids
-from tests.support import TenantFactory, cloud_event, eventually
+from tests.ingest.conftest import produce, read_topic, stored_ids
+from tests.support import TenantFactory, cloud_event, eventually, sample
 
 DEAD = "waypoint_ingest_events_dead_lettered_total"
 

@@ -16,16 +16,10 @@ from shared.db import Database
 from shared.events import Envelope
 from shared.kafka import ensure_topics
 from tests.journey.conftest import Worker, cloud_event, context_when, journey_settings_for, send
-from tests.support import TenantFactory, eventually
+from tests.support import TenantFactory, eventually, sample
 from tests.topics import committed, records_in
 
 FAILURES = "waypoint_consumer_batch_failures_total"
-
-
-def sample(name: str, **labels: str) -> float:
-    from prometheus_client import REGISTRY
-
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_a_reducer_bug_is_retried_not_dead_lettered_and_applied_once_fixed(

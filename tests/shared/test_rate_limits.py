@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 
 from services.alerts.app import create_app
 from services.alerts.config import AlertsSettings
@@ -22,7 +21,7 @@ from shared.auth.service import generate_key
 from shared.auth.verifier import KeyVerifier
 from shared.db import Database
 from shared.ratelimit import Limits, RateLimiter, RedisCounterStore
-from tests.support import TenantFactory, served
+from tests.support import TenantFactory, sample, served
 
 REDIS_URL = os.environ.get("WAYPOINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 READ, WRITE = "/v1/engagement-model", "/v1/notification-channels"
@@ -30,10 +29,6 @@ READ, WRITE = "/v1/engagement-model", "/v1/notification-channels"
 
 def _settings(overrides: dict[str, Any], **limits: Any) -> AlertsSettings:
     return AlertsSettings(**{**overrides, **limits})
-
-
-def _metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def _ip() -> str:
@@ -72,8 +67,8 @@ async def test_random_keys_get_429_and_valid_keys_keep_working_throughout(
     statuses: dict[int, int] = {}
     valid: dict[int, int] = {}
     lookups = (
-        _metric("waypoint_api_key_lookups_total", outcome="valid"),
-        _metric("waypoint_api_key_lookups_total", outcome="unknown"),
+        sample("waypoint_api_key_lookups_total", outcome="valid"),
+        sample("waypoint_api_key_lookups_total", outcome="unknown"),
     )
     async with served(app) as client:
         assert (await client.get(READ, headers=tenant.headers)).status_code == 200
@@ -98,8 +93,8 @@ async def test_random_keys_get_429_and_valid_keys_keep_working_throughout(
     assert set(statuses) <= {401, 429}
     assert valid == {200: 20 * 9}, valid
     # the valid key was looked up once (then cached, never evicted); junk at most 50 times
-    assert _metric("waypoint_api_key_lookups_total", outcome="valid") - lookups[0] == 1
-    assert _metric("waypoint_api_key_lookups_total", outcome="unknown") - lookups[1] <= 70
+    assert sample("waypoint_api_key_lookups_total", outcome="valid") - lookups[0] == 1
+    assert sample("waypoint_api_key_lookups_total", outcome="unknown") - lookups[1] <= 70
     assert refused is not None
     body = refused.json()
     assert body["error"] == "rate_limited"
@@ -225,11 +220,11 @@ async def test_a_store_outage_leaves_each_process_limiting_on_its_own_counts():
         RedisCounterStore("redis://127.0.0.1:1/0"),  # nothing listens there
         sync_seconds=0.05,
     )
-    failures = _metric("waypoint_rate_limit_sync_failures_total")
+    failures = sample("waypoint_rate_limit_sync_failures_total")
     for _ in range(3):
         limiter.check_request("k", "t", write=False)
     await limiter.sync()
-    assert _metric("waypoint_rate_limit_sync_failures_total") == failures + 1
+    assert sample("waypoint_rate_limit_sync_failures_total") == failures + 1
     limiter.check_request("k", "t", write=False)
     limiter.check_request("k", "t", write=False)
     with pytest.raises(Exception, match="rate limit reached"):

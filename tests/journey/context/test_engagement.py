@@ -19,9 +19,8 @@ from services.journey.config import JourneySettings
 from services.journey.context.engagement import run
 from shared.events.engagement import ChurnAlert, CustomerEngagementChanged
 from shared.kafka import ensure_topics, header, make_consumer
-from tests.ingest.conftest import sample
 from tests.journey.conftest import cloud_event, context_when, journey_settings_for, send
-from tests.support import TenantFactory, eventually
+from tests.support import TenantFactory, eventually, sample
 from tests.support import TestTenant as Tenant  # not "Test…" here: pytest would collect it
 from tests.topics import committed
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from services.journey.maps import repository as repo
 from services.journey.maps.maintain import Compactor, drain
@@ -19,7 +18,7 @@ from services.journey.maps.rebuild import rebuild_from_events
 from shared.db import Database, raw_connection
 from tests.journey.conformance.support import BASE, MIN, Log
 from tests.journey.maps.support import apply_chunk, email, envelope, own_database, snapshot
-from tests.support import TenantFactory, eventually
+from tests.support import TenantFactory, eventually, sample
 
 ACTIVITIES = ("phone:ivr", "web_chat:bot", "phone:agent", "email:support")
 
@@ -74,12 +73,8 @@ async def _as_rebuilt(db: Database, tenant: str) -> dict[str, list[tuple[Any, ..
     return compacted
 
 
-def _sample(name: str) -> float:
-    return REGISTRY.get_sample_value(f"waypoint_journey_map_{name}") or 0.0
-
-
-def _failures(cause: str) -> float:
-    return REGISTRY.get_sample_value("waypoint_journey_map_failures_total", {"cause": cause}) or 0.0
+def _sample(name: str, **labels: str) -> float:
+    return sample(f"waypoint_journey_map_{name}", **labels)
 
 
 async def test_the_next_claim_leaves_out_the_customers_of_the_batch_still_committing(
@@ -129,13 +124,13 @@ async def test_a_failed_batch_is_retried_and_the_map_is_exact(db: Database, jour
             f"""ALTER TABLE journey.map_node ADD CONSTRAINT no_node_for_failing
                 CHECK (tenant_id <> '{tenant}') NOT VALID"""
         )
-    before = _failures("CheckViolationError")
+    before = _sample("failures_total", cause="CheckViolationError")
     stop = asyncio.Event()
     task = asyncio.create_task(Compactor(db, settings).run(stop))
     try:
 
         async def failed_twice() -> bool:
-            return _failures("CheckViolationError") >= before + 2
+            return _sample("failures_total", cause="CheckViolationError") >= before + 2
 
         assert await eventually(failed_twice, timeout=60)
         assert await _pending(db, tenant) == queued  # every failed batch rolled back whole
