@@ -222,8 +222,8 @@ class Writes:
 
     def __init__(self) -> None:
         self.deltas: dict[str, rules.Deltas] = defaultdict(rules.Deltas)
-        self.fcr_cells: dict[tuple[str, FcrCell], int] = defaultdict(int)
-        self.pain_cells: dict[tuple[str, PainCell], int] = defaultdict(int)
+        self.fcr_cells: dict[str, dict[FcrCell, int]] = defaultdict(dict)  # per tenant
+        self.pain_cells: dict[str, dict[PainCell, int]] = defaultdict(dict)
         self.examples: dict[tuple[str, ExampleCell], str] = {}
         self.withdrawn: list[tuple[tuple[str, ExampleCell], str]] = []
         self.counting = conformance.Counting()  # conformance counts (hook)
@@ -242,10 +242,12 @@ class Writes:
         deltas = self.deltas[tenant]
         for group, part in change.parts.items():
             deltas.add(group, part)
+        fcr = self.fcr_cells[tenant]
         for cell, n in change.fcr_cells.items():  # a merged-away customer's too
-            self.fcr_cells[(tenant, cell)] += n
+            fcr[cell] = fcr.get(cell, 0) + n
+        pain = self.pain_cells[tenant]
         for pcell, n in change.pain_cells.items():
-            self.pain_cells[(tenant, pcell)] += n
+            pain[pcell] = pain.get(pcell, 0) + n
         added, withdrawn = change.examples
         if added or withdrawn:
             who = str(customer)
@@ -276,10 +278,10 @@ class Writes:
     async def flush_aggregates(self, conn: asyncpg.Connection) -> tuple[int, int]:
         """Write the batch's aggregate changes; returns (rows upserted, rows deleted)."""
         await quality_repo.apply_fcr_deltas(
-            conn, [(t, cell, n) for (t, cell), n in self.fcr_cells.items() if n]
+            conn, [(t, c, n) for t, cells in self.fcr_cells.items() for c, n in cells.items() if n]
         )
         await quality_repo.apply_pain_deltas(
-            conn, [(t, cell, n) for (t, cell), n in self.pain_cells.items() if n]
+            conn, [(t, c, n) for t, cells in self.pain_cells.items() for c, n in cells.items() if n]
         )
         await quality_repo.apply_examples(conn, self.examples, self.withdrawn)
         done = await repo.apply_deltas(conn, list(self.deltas.items()))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from bisect import bisect_right, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -552,47 +552,59 @@ class Deltas:
                 cur[0] += count
                 cur[1] += us
 
-    def take_nodes(self) -> dict[AggNode, dict[str, int]]:
-        """Per node key, the change of each segment row (zeros left out). The collected node
-        changes are consumed as they are spread (a batch's are never held twice)."""
-        out: dict[AggNode, dict[str, int]] = {}
+    def take_nodes(self, at: Mapping[str, int]) -> dict[AggNode, list[int]]:
+        """Per node key, its change as a dense vector over the segment rows' positions ``at``
+        (``""`` all at 0; ending at its last non-zero position; unchanged keys left out). The
+        collected node changes are consumed as they are spread (a batch's are never held
+        twice)."""
+        out: dict[AggNode, list[int]] = {}
+        places: dict[Vector, tuple[tuple[int, ...], int]] = {}
         nodes = self.nodes
         while nodes:
             (kind, day, activity, stat, segs), v = nodes.popitem()
-            if v:
-                vec = out.setdefault((kind, day, activity, stat), {})
-                for seg in segs:
-                    vec[seg] = vec.get(seg, 0) + v
-        for nk in list(out):
-            vec = out[nk]
-            for seg in [s for s, v in vec.items() if not v]:
-                del vec[seg]
-            if not vec:
-                del out[nk]
+            if not v:
+                continue
+            place = places.get(segs)
+            if place is None:
+                place = places[segs] = _place(segs, at)
+            ix, width = place
+            vec = out.get((kind, day, activity, stat))
+            if vec is None:
+                vec = out[(kind, day, activity, stat)] = [0] * width
+            elif len(vec) < width:
+                vec.extend([0] * (width - len(vec)))
+            for i in ix:
+                vec[i] += v
+        for nk in [k for k, vec in out.items() if not _trim(vec)]:
+            del out[nk]
         return out
 
-    def take_edges(self) -> dict[AggEdge, dict[str, list[int]]]:
-        """Per edge key, the (count, µs) change of each segment row (zeros left out); the
-        collected edge changes are consumed."""
-        out: dict[AggEdge, dict[str, list[int]]] = {}
+    def take_edges(self, at: Mapping[str, int]) -> dict[AggEdge, tuple[list[int], list[int]]]:
+        """Per edge key, its (count, µs) change as two dense vectors over the positions ``at``
+        (as ``take_nodes``); the collected edge changes are consumed."""
+        out: dict[AggEdge, tuple[list[int], list[int]]] = {}
+        places: dict[Vector, tuple[tuple[int, ...], int]] = {}
         edges = self.edges
         while edges:
             (kind, day, a, b, bk, segs), (count, us) = edges.popitem()
-            if count or us:
-                vec = out.setdefault((kind, day, a, b, bk), {})
-                for seg in segs:
-                    cur = vec.get(seg)
-                    if cur is None:
-                        vec[seg] = [count, us]
-                    else:
-                        cur[0] += count
-                        cur[1] += us
-        for ek in list(out):
-            evec = out[ek]
-            for seg in [s for s, v in evec.items() if not (v[0] or v[1])]:
-                del evec[seg]
-            if not evec:
-                del out[ek]
+            if not (count or us):
+                continue
+            place = places.get(segs)
+            if place is None:
+                place = places[segs] = _place(segs, at)
+            ix, width = place
+            pair = out.get((kind, day, a, b, bk))
+            if pair is None:
+                pair = out[(kind, day, a, b, bk)] = ([0] * width, [0] * width)
+            elif len(pair[0]) < width:
+                pair[0].extend([0] * (width - len(pair[0])))
+                pair[1].extend([0] * (width - len(pair[1])))
+            counts, sums = pair
+            for i in ix:
+                counts[i] += count
+                sums[i] += us
+        for ek in [k for k, (c, u) in out.items() if not _trim_pair(c, u)]:
+            del out[ek]
         return out
 
     def segments(self) -> set[str]:
@@ -604,3 +616,24 @@ class Deltas:
         for ek in self.edges:
             found.update(ek[-1])
         return found
+
+
+def _place(segs: Vector, at: Mapping[str, int]) -> tuple[tuple[int, ...], int]:
+    """The positions of segment rows ``segs`` and the vector width that holds them."""
+    ix = tuple(at[seg] for seg in segs)
+    return ix, 1 + max(ix)
+
+
+def _trim(vec: list[int]) -> bool:
+    """Drop trailing zeros; True when something is left."""
+    while vec and not vec[-1]:
+        vec.pop()
+    return bool(vec)
+
+
+def _trim_pair(counts: list[int], sums: list[int]) -> bool:
+    """Drop the positions at the end where both vectors are zero; True when something is left."""
+    while counts and not (counts[-1] or sums[-1]):
+        counts.pop()
+        sums.pop()
+    return bool(counts)
